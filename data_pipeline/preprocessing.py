@@ -8,10 +8,11 @@ per dataset version and stored as JSON beside it.
 import dataclasses
 import json
 import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
+
+from data_pipeline.atomic import write_text
 
 STATISTICS_FILE = "statistics.json"
 
@@ -69,9 +70,5 @@ def load_or_compute_statistics(directory: str, images: tf.data.Dataset) -> Norma
         with tf.io.gfile.GFile(path) as f:
             return Normalization.from_json(f.read())
     stats = compute_statistics(images)
-    tf.io.gfile.makedirs(directory)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(stats.to_json())
-    os.replace(tmp, path)
+    write_text(path, stats.to_json())
     return stats
