@@ -10,6 +10,7 @@ step keeps the augmentation on the accelerator.
 """
 import math
 
+import keras
 import tensorflow as tf
 
 ANGLE_DISTRIBUTIONS = ("uniform", "normal")
@@ -65,17 +66,23 @@ def _scale_unit_samples(uniform01: tf.Tensor, normal01: tf.Tensor, distribution:
 
 
 def sample_angles(batch_size: tf.Tensor, distribution: str = "uniform", scale: float = math.pi,
-                  seed_generator: tf.random.Generator | None = None) -> tf.Tensor:
+                  seed: "keras.random.SeedGenerator | tf.random.Generator | None" = None
+                  ) -> tf.Tensor:
     """Random angles [batch_size]: uniform on [-scale, scale) or normal N(0, scale²).
 
-    Uses `seed_generator` (a `tf.random.Generator`) when given, so runs are reproducible.
+    `seed` is a `keras.random.SeedGenerator` (the idiom inside Keras models: its state is saved
+    with the model), a `tf.random.Generator`, or None for the global generator.
     """
     _check_distribution(distribution)
-    gen = seed_generator or tf.random.get_global_generator()
     shape = tf.reshape(batch_size, [1])
+    if isinstance(seed, tf.random.Generator):
+        uniform, normal = seed.uniform, seed.normal
+    else:
+        uniform = lambda s: keras.random.uniform(s, seed=seed)  # noqa: E731
+        normal = lambda s: keras.random.normal(s, seed=seed)  # noqa: E731
     if distribution == "uniform":
-        return _scale_unit_samples(gen.uniform(shape), None, distribution, scale)
-    return _scale_unit_samples(None, gen.normal(shape), distribution, scale)
+        return _scale_unit_samples(uniform(shape), None, distribution, scale)
+    return _scale_unit_samples(None, normal(shape), distribution, scale)
 
 
 def fixed_angles(indices: tf.Tensor, seed: int, distribution: str = "uniform",
