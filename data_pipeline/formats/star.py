@@ -1,0 +1,226 @@
+"""RELION STAR files: `data_` blocks holding either a `loop_` table or key/value pairs.
+
+Column names are kept without their leading underscore (`rlnAnglePsi`); values stay strings, since
+STAR has no types. RELION 3.1+ files hold a `data_optics` and a `data_particles` block; older files a
+single loop block, which `particles_block` also finds.
+
+Angle convention: the project's `angle` θ is in radians, counter-clockwise positive, with
+`observed = rotate(image, θ)`. The simulator writes `rlnAnglePsi` as θ in degrees with the same sign,
+and `psi_degrees_to_angle` / `angle_to_psi_degrees` are the one place that conversion lives.
+"""
+import dataclasses
+import os
+import re
+from typing import Sequence
+
+import numpy as np
+
+from data_pipeline.atomic import atomic_path
+from data_pipeline.errors import DataError
+
+# A token is a quoted string (closed by the same quote) or a run of non-blank characters.
+_TOKEN = re.compile(r"""'([^']*)'|"([^"]*)"|(\S+)""")
+_NEEDS_QUOTES = re.compile(r"""^$|\s|^[_#'";]|^(data_|loop_|save_|global_|stop_)""", re.IGNORECASE)
+
+
+def psi_degrees_to_angle(psi: np.ndarray | float) -> np.ndarray | float:
+    """RELION `rlnAnglePsi` (degrees) -> the project's `angle` (radians, same sign)."""
+    return np.deg2rad(psi)
+
+
+def angle_to_psi_degrees(angle: np.ndarray | float) -> np.ndarray | float:
+    """The project's `angle` (radians) -> RELION `rlnAnglePsi` (degrees, same sign)."""
+    return np.rad2deg(angle)
+
+
+@dataclasses.dataclass
+class StarBlock:
+    """One `data_` block. A key/value block (`loop=False`) has one row holding its values."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    loop: bool = True
+
+    def __contains__(self, name: str) -> bool:
+        return name.lstrip("_") in self.columns
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def column(self, name: str) -> list[str]:
+        """The values of column `name` (with or without its leading underscore)."""
+        name = name.lstrip("_")
+        if name not in self.columns:
+            raise KeyError(f"no column {name!r}; columns are {', '.join(self.columns)}")
+        i = self.columns.index(name)
+        return [row[i] for row in self.rows]
+
+    def set_column(self, name: str, values: Sequence[object]) -> None:
+        """Replaces column `name`, or appends it; one value per row (written with `str`)."""
+        name = name.lstrip("_")
+        if len(values) != len(self.rows):
+            raise ValueError(f"column {name!r} needs {len(self.rows)} values, got {len(values)}")
+        values = [str(v) for v in values]
+        if name in self.columns:
+            i = self.columns.index(name)
+            for row, value in zip(self.rows, values):
+                row[i] = value
+        else:
+            self.columns.append(name)
+            for row, value in zip(self.rows, values):
+                row.append(value)
+
+
+def _tokens(line: str) -> list[str]:
+    """The values on a line, unquoted, up to a comment."""
+    tokens = []
+    for match in _TOKEN.finditer(line):
+        single, double, bare = match.groups()
+        if bare is not None and bare.startswith("#"):
+            break
+        tokens.append(bare if bare is not None else single if single is not None else double)
+    return tokens
+
+
+class _Parser:
+    """Line-by-line STAR reader; keeps the line number for error messages."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.blocks: dict[str, StarBlock] = {}
+        self.block: StarBlock | None = None
+        self.state = "outside"  # outside | keys | loop_header | loop_rows
+
+    def fail(self, number: int, problem: str) -> None:
+        raise DataError(self.path, f"line {number}: {problem}")
+
+    def feed(self, number: int, line: str) -> None:
+        tokens = _tokens(line)
+        if not tokens:
+            if self.state == "loop_rows":
+                self.state = "outside"
+            return
+        head = line.lstrip()  # keywords are recognised unquoted only
+        if head.startswith("data_"):
+            self._start_block(number, tokens[0][len("data_"):], len(tokens))
+        elif tokens[0] == "loop_" and head.startswith("loop_"):
+            self._start_loop(number)
+        elif head.startswith("_"):
+            self._key(number, tokens)
+        elif head.startswith(";"):
+            self.fail(number, "multi-line ';' text fields are not supported")
+        elif self.state in ("loop_header", "loop_rows"):
+            self._row(number, tokens)
+        else:
+            self.fail(number, f"unexpected {tokens[0]!r} outside a loop or key/value pair")
+
+    def _start_block(self, number: int, name: str, count: int) -> None:
+        if count != 1:
+            self.fail(number, "unexpected text after the block name")
+        if name in self.blocks:
+            self.fail(number, f"duplicate block data_{name}")
+        self.block = StarBlock(columns=[], rows=[], loop=False)
+        self.blocks[name] = self.block
+        self.state = "outside"
+
+    def _start_loop(self, number: int) -> None:
+        if self.block is None:
+            self.fail(number, "loop_ before any data_ block")
+        if self.block.columns:
+            self.fail(number, "a block holds either one loop_ or key/value pairs, not both")
+        self.block.loop = True
+        self.state = "loop_header"
+
+    def _key(self, number: int, tokens: list[str]) -> None:
+        if self.block is None:
+            self.fail(number, f"{tokens[0]} before any data_ block")
+        name = tokens[0][1:]
+        if name in self.block.columns:
+            self.fail(number, f"duplicate column {name!r}")
+        if self.state == "loop_header":
+            if len(tokens) != 1:
+                self.fail(number, f"unexpected text after loop column {tokens[0]}")
+            self.block.columns.append(name)
+            return
+        if self.block.loop:
+            self.fail(number, "a block holds either one loop_ or key/value pairs, not both")
+        if len(tokens) != 2:
+            self.fail(number, f"key {tokens[0]} needs exactly one value, got {len(tokens) - 1}")
+        self.block.columns.append(name)
+        if not self.block.rows:
+            self.block.rows.append([])
+        self.block.rows[0].append(tokens[1])
+        self.state = "keys"
+
+    def _row(self, number: int, tokens: list[str]) -> None:
+        if not self.block.columns:
+            self.fail(number, "loop_ without columns")
+        if len(tokens) != len(self.block.columns):
+            self.fail(number, f"row has {len(tokens)} values, the loop has "
+                      f"{len(self.block.columns)} columns")
+        self.block.rows.append(tokens)
+        self.state = "loop_rows"
+
+
+def read_star(path: str) -> dict[str, StarBlock]:
+    """Reads a STAR file -> {block name (without `data_`): StarBlock}, in file order."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(path, "no such file")
+    parser = _Parser(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                parser.feed(number, line)
+    except UnicodeDecodeError:
+        raise DataError(path, "not a text file") from None
+    if not parser.blocks:
+        raise DataError(path, "no data_ block (not a STAR file?)")
+    for name, block in parser.blocks.items():
+        if block.loop and not block.columns:
+            raise DataError(path, f"block data_{name}: loop_ without columns")
+    return parser.blocks
+
+
+def _quote(value: str) -> str:
+    if not _NEEDS_QUOTES.search(value):
+        return value
+    if '"' not in value:
+        return f'"{value}"'
+    if "'" not in value:
+        return f"'{value}'"
+    raise ValueError(f"cannot write a STAR value holding both kinds of quote: {value!r}")
+
+
+def format_star(blocks: dict[str, StarBlock]) -> str:
+    """The STAR text of `blocks` (RELION layout: numbered loop columns)."""
+    lines = ["", "# version 30001", ""]
+    for name, block in blocks.items():
+        lines += [f"data_{name}", ""]
+        if block.loop:
+            lines.append("loop_")
+            lines += [f"_{column} #{i}" for i, column in enumerate(block.columns, start=1)]
+            lines += [" ".join(_quote(str(v)) for v in row) for row in block.rows]
+        else:
+            values = block.rows[0] if block.rows else []
+            lines += [f"_{column} {_quote(str(v))}" for column, v in zip(block.columns, values)]
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def write_star(path: str, blocks: dict[str, StarBlock]) -> None:
+    """Writes `blocks` as a STAR file, atomically."""
+    text = format_star(blocks)
+    with atomic_path(os.fspath(path)) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def particles_block(blocks: dict[str, StarBlock], path: str = "STAR file") -> StarBlock:
+    """The particle table: block `particles` (RELION 3.1+), or the only loop block of older files."""
+    if "particles" in blocks:
+        return blocks["particles"]
+    loops = [block for block in blocks.values() if block.loop]
+    if len(loops) == 1:
+        return loops[0]
+    raise DataError(path, f"no particles table: expected a data_particles block or a single loop, "
+                    f"found blocks {', '.join('data_' + n for n in blocks)}")
