@@ -1,0 +1,1 @@
+"""rotinv_tf: rotation-invariant autoencoder for cryo-EM particle images (model, training, export)."""

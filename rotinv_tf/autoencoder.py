@@ -1,0 +1,192 @@
+"""`RotationInvariantAutoencoder`: the paper's model, trained by overriding `keras.Model.train_step`.
+
+The encoder sees a rotated image rot(x, θ) and predicts a latent whose slot 0 is the angle θ̂;
+the decoder gets the latent with that slot zeroed and must return the canonical x. A WGAN-GP critic
+judges decoder outputs against real canonical images. Losses, optimizers and metric trackers are
+owned by the model, as in the keras-io WGAN-GP example.
+"""
+import math
+
+import keras
+import tensorflow as tf
+
+from data_pipeline.rotation import rotate, sample_angles
+from rotinv_tf import losses
+from rotinv_tf.networks import build_critic, build_decoder, build_encoder
+
+_GENERATOR_METRICS = ("loss", "angle_loss", "reconstruction_loss", "adversarial_loss",
+                      "angle_error_deg", "reconstruction_mse")
+_CRITIC_METRICS = ("critic_loss", "wasserstein_distance", "gradient_penalty")
+
+
+class RotationInvariantAutoencoder(keras.Model):
+    """Encoder + decoder + critic, with the paper's losses and its generator:critic schedule."""
+
+    def __init__(self, image_size: int, latent_dim: int = 32, filters: int = 32,
+                 angle_distribution: str = "uniform", angle_scale: float = math.pi,
+                 seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.image_size = image_size
+        self.latent_dim = latent_dim
+        self.filters = filters
+        self.angle_distribution = angle_distribution
+        self.angle_scale = float(angle_scale)
+        self.seed = seed
+        self.encoder = build_encoder(image_size, latent_dim, filters)
+        self.decoder = build_decoder(image_size, latent_dim, filters)
+        self.critic = build_critic(image_size, filters)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.trackers = {name: keras.metrics.Mean(name=name)
+                         for name in _GENERATOR_METRICS + _CRITIC_METRICS}
+        self.built = True  # the functional sub-networks own all the weights, already built
+
+    @property
+    def wrap_angles(self) -> bool:
+        """Angle differences wrap around the circle when training angles can reach ±π."""
+        return self.angle_distribution == "normal" or self.angle_scale >= math.pi - 1e-6
+
+    def compile(self, generator_optimizer: keras.optimizers.Optimizer,
+                critic_optimizer: keras.optimizers.Optimizer, angle_weight: float = 1.0,
+                reconstruction_weight: float = 1.0, adversarial_weight: float = 0.01,
+                gp_weight: float = 10.0, generator_steps_per_critic_step: int = 4,
+                critic_steps_per_generator_step: int = 1, **kwargs) -> None:
+        """Sets optimizers, loss weights and the update schedule.
+
+        With `generator_steps_per_critic_step` = g > 1 the critic is updated on every g-th step
+        only (the paper's 4:1); with `critic_steps_per_generator_step` = c > 1 it is updated c
+        times per step. At most one of the two may exceed 1.
+        """
+        if min(generator_steps_per_critic_step, critic_steps_per_generator_step) < 1:
+            raise ValueError("update ratios must be >= 1")
+        if generator_steps_per_critic_step > 1 and critic_steps_per_generator_step > 1:
+            raise ValueError("set generator_steps_per_critic_step or "
+                             "critic_steps_per_generator_step above 1, not both")
+        super().compile(**kwargs)
+        self.generator_optimizer = generator_optimizer
+        self.critic_optimizer = critic_optimizer
+        self.angle_weight = angle_weight
+        self.reconstruction_weight = reconstruction_weight
+        self.adversarial_weight = adversarial_weight
+        self.gp_weight = gp_weight
+        self.generator_steps_per_critic_step = generator_steps_per_critic_step
+        self.critic_steps_per_generator_step = critic_steps_per_generator_step
+        self.generator_optimizer.build(self.generator_variables)
+        self.critic_optimizer.build(self.critic.trainable_variables)
+
+    @property
+    def generator_variables(self) -> list:
+        return self.encoder.trainable_variables + self.decoder.trainable_variables
+
+    @property
+    def metrics(self) -> list:
+        return list(self.trackers.values())
+
+    # Inference: the model contract shared with the baseline (docs/architecture.md).
+
+    def encode(self, images: tf.Tensor, training: bool = False) -> dict:
+        """Normalised images -> {"latent": content latents, "angle": θ̂ in radians}."""
+        latent = self.encoder(images, training=training)
+        return {"latent": latent[:, 1:], "angle": latent[:, 0]}
+
+    def decode(self, content: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """Content latents -> canonical images; the angle slot is fed as 0."""
+        zeros = tf.zeros_like(content[:, :1])
+        return self.decoder(tf.concat([zeros, content], axis=1), training=training)
+
+    def canonicalize(self, images: tf.Tensor) -> dict:
+        """Normalised images -> {"canonical_image", "angle", "latent"}."""
+        encoded = self.encode(images)
+        return {"canonical_image": self.decode(encoded["latent"]), **encoded}
+
+    def call(self, images: tf.Tensor, training: bool = False):
+        encoded = self.encode(images, training=training)
+        return self.decode(encoded["latent"], training=training), encoded["angle"]
+
+    # Training.
+
+    def _rotated_inputs(self, batch: dict):
+        """(canonical x, observed rot(x, θ), θ): from the batch, or rotated here on the device."""
+        images = batch["image"]
+        if "observed" in batch and "angle" in batch:
+            return images, batch["observed"], batch["angle"]
+        angles = sample_angles(tf.shape(images)[0], self.angle_distribution, self.angle_scale,
+                               self.seed_generator)
+        return images, rotate(images, angles), angles
+
+    def _generator_losses(self, images, observed, angles, training: bool) -> dict:
+        encoded = self.encode(observed, training=training)
+        reconstructions = self.decode(encoded["latent"], training=training)
+        out = {
+            "angle_loss": losses.angle_loss(angles, encoded["angle"], self.wrap_angles),
+            "reconstruction_loss": losses.reconstruction_loss(images, reconstructions),
+            "adversarial_loss": -tf.reduce_mean(self.critic(reconstructions, training=training)),
+        }
+        out["loss"] = (self.angle_weight * out["angle_loss"]
+                       + self.reconstruction_weight * out["reconstruction_loss"]
+                       + self.adversarial_weight * out["adversarial_loss"])
+        out["angle_error_deg"] = tf.reduce_mean(tf.abs(losses.angle_difference(
+            angles, encoded["angle"], self.wrap_angles))) * (180.0 / math.pi)
+        out["reconstruction_mse"] = tf.reduce_mean(tf.square(images - reconstructions))
+        out["reconstructions"] = reconstructions
+        return out
+
+    def _critic_losses(self, real, fake) -> dict:
+        alpha = keras.random.uniform([tf.shape(real)[0], 1, 1, 1], seed=self.seed_generator)
+        distance = (tf.reduce_mean(self.critic(real, training=True))
+                    - tf.reduce_mean(self.critic(fake, training=True)))
+        penalty = losses.gradient_penalty(lambda x: self.critic(x, training=True), real, fake,
+                                          alpha)
+        return {"critic_loss": -distance + self.gp_weight * penalty,
+                "wasserstein_distance": distance, "gradient_penalty": penalty}
+
+    def _replica_scaled(self, loss):
+        """Per-replica loss scaled so that gradients summed over replicas match the global batch."""
+        return loss / tf.distribute.get_strategy().num_replicas_in_sync
+
+    def _critic_update(self, real, fake) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            out = self._critic_losses(real, fake)
+            scaled = self.critic_optimizer.scale_loss(self._replica_scaled(out["critic_loss"]))
+        grads = tape.gradient(scaled, self.critic.trainable_variables)
+        self.critic_optimizer.apply(grads, self.critic.trainable_variables)
+        for name in _CRITIC_METRICS:
+            self.trackers[name].update_state(out[name])
+        return tf.constant(True)
+
+    def train_step(self, batch: dict) -> dict:
+        images, observed, angles = self._rotated_inputs(batch)
+        with tf.GradientTape() as tape:
+            out = self._generator_losses(images, observed, angles, training=True)
+            scaled = self.generator_optimizer.scale_loss(self._replica_scaled(out["loss"]))
+        grads = tape.gradient(scaled, self.generator_variables)
+        self.generator_optimizer.apply(grads, self.generator_variables)
+        fake = tf.stop_gradient(out["reconstructions"])
+        if self.critic_steps_per_generator_step > 1:
+            for _ in range(self.critic_steps_per_generator_step):
+                self._critic_update(images, fake)
+        else:
+            # The generator optimizer has just counted this step: update the critic on steps
+            # 1, 1 + g, 1 + 2g, ... so the first step already trains it.
+            step = self.generator_optimizer.iterations - 1
+            tf.cond(step % self.generator_steps_per_critic_step == 0,
+                    lambda: self._critic_update(images, fake), lambda: tf.constant(False))
+        for name in _GENERATOR_METRICS:
+            self.trackers[name].update_state(out[name])
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, batch: dict) -> dict:
+        images, observed, angles = self._rotated_inputs(batch)
+        out = self._generator_losses(images, observed, angles, training=False)
+        fake = out["reconstructions"]
+        out["wasserstein_distance"] = (tf.reduce_mean(self.critic(images))
+                                       - tf.reduce_mean(self.critic(fake)))
+        for name in _GENERATOR_METRICS + ("wasserstein_distance",):
+            self.trackers[name].update_state(out[name])
+        return {name: self.trackers[name].result()
+                for name in _GENERATOR_METRICS + ("wasserstein_distance",)}
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "image_size": self.image_size,
+                "latent_dim": self.latent_dim, "filters": self.filters,
+                "angle_distribution": self.angle_distribution,
+                "angle_scale": self.angle_scale, "seed": self.seed}

@@ -1,0 +1,42 @@
+"""Loss terms of the method, as pure tensor functions (each returns a batch mean)."""
+from typing import Callable
+
+import tensorflow as tf
+
+from data_pipeline.rotation import wrap_angle
+
+
+def angle_difference(true_angles: tf.Tensor, predicted_angles: tf.Tensor,
+                     wrap: bool) -> tf.Tensor:
+    """θ - θ̂, wrapped to (-π, π] when angles span the full circle."""
+    diff = tf.cast(true_angles, tf.float32) - tf.cast(predicted_angles, tf.float32)
+    return wrap_angle(diff) if wrap else diff
+
+
+def angle_loss(true_angles: tf.Tensor, predicted_angles: tf.Tensor, wrap: bool) -> tf.Tensor:
+    """The paper's angle loss exp(|θ - θ̂|) - 1, mean over the batch."""
+    return tf.reduce_mean(tf.exp(tf.abs(angle_difference(true_angles, predicted_angles, wrap))) - 1.0)
+
+
+def reconstruction_loss(images: tf.Tensor, reconstructions: tf.Tensor) -> tf.Tensor:
+    """||x - x̂||₂ + ||x - x̂||₁ per image, mean over the batch."""
+    diff = tf.reshape(tf.cast(images, tf.float32) - tf.cast(reconstructions, tf.float32),
+                      [tf.shape(images)[0], -1])
+    l2 = tf.sqrt(tf.reduce_sum(tf.square(diff), axis=1) + 1e-12)
+    l1 = tf.reduce_sum(tf.abs(diff), axis=1)
+    return tf.reduce_mean(l2 + l1)
+
+
+def gradient_penalty(critic: Callable[[tf.Tensor], tf.Tensor], real: tf.Tensor, fake: tf.Tensor,
+                     alpha: tf.Tensor) -> tf.Tensor:
+    """WGAN-GP penalty mean((||∇D(x̃)||₂ - 1)²) at x̃ = real + alpha (fake - real).
+
+    `alpha` is [B, 1, 1, 1], drawn by the caller so this stays a pure function.
+    """
+    interpolates = real + alpha * (fake - real)
+    with tf.GradientTape() as tape:
+        tape.watch(interpolates)
+        scores = critic(interpolates)
+    grads = tf.reshape(tape.gradient(scores, interpolates), [tf.shape(real)[0], -1])
+    norms = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=1) + 1e-12)
+    return tf.reduce_mean(tf.square(norms - 1.0))
