@@ -33,7 +33,8 @@ def gradient_penalty(critic: Callable[[tf.Tensor], tf.Tensor], real: tf.Tensor, 
 
     `alpha` is [B, 1, 1, 1], drawn by the caller so this stays a pure function.
     """
-    interpolates = real + alpha * (fake - real)
+    real = tf.convert_to_tensor(real)
+    interpolates = real + alpha * (tf.convert_to_tensor(fake) - real)
     with tf.GradientTape() as tape:
         tape.watch(interpolates)
         scores = critic(interpolates)
