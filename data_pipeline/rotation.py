@@ -33,23 +33,55 @@ def rotation_transforms(angles: tf.Tensor, height: int, width: int) -> tf.Tensor
          zeros, zeros], axis=1)
 
 
-def rotate(images: tf.Tensor, angles: tf.Tensor, fill_value: float = 0.0) -> tf.Tensor:
+def rotate(images: tf.Tensor, angles: tf.Tensor, fill_value: float = 0.0,
+           xla_compatible: bool = False) -> tf.Tensor:
     """Rotates each image of a [batch, H, W, C] tensor by its own angle (radians, CCW positive).
 
-    Bilinear interpolation; pixels that come from outside the image take `fill_value`.
+    Bilinear interpolation; pixels that come from outside the image take `fill_value`. The default
+    uses `ImageProjectiveTransformV3`, which XLA cannot compile; `xla_compatible=True` computes the
+    same rotation with gathers, for train steps compiled with `jit_compile`.
     """
     images = tf.convert_to_tensor(images)
     dtype = images.dtype
     shape = tf.shape(images)
     transforms = rotation_transforms(angles, shape[1], shape[2])
-    rotated = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(images, tf.float32),
-        transforms=transforms,
-        output_shape=shape[1:3],
-        fill_value=tf.constant(fill_value, tf.float32),
-        interpolation="BILINEAR",
-        fill_mode="CONSTANT")
+    if xla_compatible:
+        rotated = _bilinear_sample(tf.cast(images, tf.float32), transforms, fill_value)
+    else:
+        rotated = tf.raw_ops.ImageProjectiveTransformV3(
+            images=tf.cast(images, tf.float32),
+            transforms=transforms,
+            output_shape=shape[1:3],
+            fill_value=tf.constant(fill_value, tf.float32),
+            interpolation="BILINEAR",
+            fill_mode="CONSTANT")
     return tf.cast(rotated, dtype)
+
+
+def _bilinear_sample(images: tf.Tensor, transforms: tf.Tensor, fill_value: float) -> tf.Tensor:
+    """`ImageProjectiveTransformV3` (affine, bilinear, constant fill) written with gathers."""
+    shape = tf.shape(images)
+    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    ys, xs = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32),
+                         indexing="ij")
+    t = transforms[:, :, None, None]
+    src_x = t[:, 0] * xs + t[:, 1] * ys + t[:, 2]  # [B, H, W]
+    src_y = t[:, 3] * xs + t[:, 4] * ys + t[:, 5]
+    x0, y0 = tf.floor(src_x), tf.floor(src_y)
+    flat = tf.reshape(images, [-1, channels])
+    base = tf.range(batch)[:, None, None] * height * width
+    out = tf.zeros([batch, height, width, channels], tf.float32)
+    for dy in (0.0, 1.0):
+        for dx in (0.0, 1.0):
+            px, py = x0 + dx, y0 + dy
+            weight = (1.0 - tf.abs(src_x - px)) * (1.0 - tf.abs(src_y - py))
+            inside = ((px >= 0) & (px <= tf.cast(width - 1, tf.float32))
+                      & (py >= 0) & (py <= tf.cast(height - 1, tf.float32)))
+            index = base + tf.cast(py, tf.int32) * width + tf.cast(px, tf.int32)
+            values = tf.gather(flat, tf.where(inside, index, 0))
+            values = tf.where(inside[..., None], values, fill_value)
+            out += weight[..., None] * values
+    return out
 
 
 def _check_distribution(distribution: str) -> None:

@@ -111,7 +111,7 @@ class RotationInvariantAutoencoder(keras.Model):
             return images, batch["observed"], batch["angle"]
         angles = sample_angles(tf.shape(images)[0], self.angle_distribution, self.angle_scale,
                                self.seed_generator)
-        return images, rotate(images, angles), angles
+        return images, rotate(images, angles, xla_compatible=self.jit_compile is True), angles
 
     def _generator_losses(self, images, observed, angles, training: bool) -> dict:
         encoded = self.encode(observed, training=training)
