@@ -1,0 +1,124 @@
+"""Export a trained model as a SavedModel in the layout TF Serving loads.
+
+`export_saved_model` writes `<export_base>/<name>/<version>/` (`saved_model.pb`, `variables/`,
+`assets/metadata.json`, tag `serve`), `<version>` being the next free integer so an export never
+overwrites an older one and TF Serving picks up the newest. The folder is written under a temporary
+name and renamed only when complete, so a failed export leaves nothing behind.
+
+The served functions take and return RAW pixel values: the dataset's `Normalization` is applied
+inside, around the model's contract methods (see docs/architecture.md).
+
+Signatures (input `images`: float32 [batch, H, W, 1], dynamic batch):
+- `serving_default` -> `canonical_image` float32 [batch, H, W, 1] (raw units), `angle` float32 [batch]
+  (radians, CCW positive, `images ≈ rotate(canonical_image, angle)`), `latent` float32 [batch, D].
+- `encode` -> `latent`, `angle`.
+
+`assets/metadata.json` holds the image size and normalisation statistics, so consumers (evaluation,
+`rotinv_tf.canonicalize`) need neither the training code nor the dataset to use the model.
+"""
+import json
+import os
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from data_pipeline.atomic import atomic_path
+from data_pipeline.preprocessing import Normalization
+
+METADATA_FILE = "metadata.json"
+FORMAT_VERSION = 1
+SERVING_OUTPUTS = ("canonical_image", "angle", "latent")
+ENCODE_OUTPUTS = ("latent", "angle")
+
+
+def _require(outputs: dict, keys: tuple[str, ...], method: str) -> None:
+    missing = [k for k in keys if k not in outputs]
+    if missing:
+        raise ValueError(f"model.{method} must return a dict with keys {', '.join(keys)}; "
+                         f"missing {', '.join(missing)}")
+
+
+class _ServingModule(tf.Module):
+    """The exported object: two tf.functions over the model plus the metadata asset."""
+
+    def __init__(self, model: keras.Model, normalization: Normalization, image_size: int,
+                 metadata_path: str):
+        super().__init__(name="rotinv_serving")
+        spec = tf.TensorSpec([None, image_size, image_size, 1], tf.float32, name="images")
+
+        @tf.function(input_signature=[spec])
+        def serve(images: tf.Tensor) -> dict:
+            out = model.canonicalize(normalization.normalize(images))
+            _require(out, SERVING_OUTPUTS, "canonicalize")
+            return {
+                "canonical_image": normalization.denormalize(out["canonical_image"]),
+                "angle": tf.reshape(tf.cast(out["angle"], tf.float32), [-1]),
+                "latent": tf.cast(out["latent"], tf.float32),
+            }
+
+        @tf.function(input_signature=[spec])
+        def encode(images: tf.Tensor) -> dict:
+            out = model.encode(normalization.normalize(images))
+            _require(out, ENCODE_OUTPUTS, "encode")
+            return {"latent": tf.cast(out["latent"], tf.float32),
+                    "angle": tf.reshape(tf.cast(out["angle"], tf.float32), [-1])}
+
+        self.serve = serve
+        self.encode = encode
+        self.metadata_file = tf.saved_model.Asset(metadata_path)
+        # The functions capture the model's variables; the SavedModel must track them.
+        captured = {}
+        for fn in (serve, encode):
+            for variable in fn.get_concrete_function().variables:
+                captured[id(variable)] = variable
+        self.model_variables = list(captured.values())
+
+
+def next_version(model_dir: str) -> int:
+    """1 + the highest integer-named version folder in `model_dir` (1 if there is none)."""
+    if not os.path.isdir(model_dir):
+        return 1
+    versions = [int(n) for n in os.listdir(model_dir)
+                if n.isdigit() and os.path.isdir(os.path.join(model_dir, n))]
+    return max(versions, default=0) + 1
+
+
+def export_saved_model(model: keras.Model, normalization: Normalization, image_size: int,
+                       export_base: str, name: str) -> str:
+    """Exports `model` to `export_base/name/<next version>/` and returns that folder.
+
+    `model` follows the contract of docs/architecture.md (`canonicalize` and `encode` on normalised
+    images) and must be built; `image_size` is the side of the square images it takes.
+    """
+    if not name or os.sep in name or name in (".", ".."):
+        raise ValueError(f"export name must be a plain folder name, got {name!r}")
+    if int(image_size) <= 0:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+    image_size = int(image_size)
+    model_dir = os.path.join(os.path.abspath(export_base), name)
+    created_model_dir = not os.path.isdir(model_dir)
+    version_dir = os.path.join(model_dir, str(next_version(model_dir)))
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "image_size": image_size,
+        "normalization": json.loads(normalization.to_json()),
+        "model_class": type(model).__name__,
+        "signatures": {"serving_default": list(SERVING_OUTPUTS), "encode": list(ENCODE_OUTPUTS)},
+    }
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            metadata_path = os.path.join(scratch, METADATA_FILE)
+            with open(metadata_path, "w") as f:
+                json.dump(metadata, f, indent=2)
+            module = _ServingModule(model, normalization, image_size, metadata_path)
+            with atomic_path(version_dir, directory=True) as tmp:
+                tf.saved_model.save(module, tmp, signatures={
+                    "serving_default": module.serve.get_concrete_function(),
+                    "encode": module.encode.get_concrete_function(),
+                })
+    except BaseException:
+        if created_model_dir and os.path.isdir(model_dir) and not os.listdir(model_dir):
+            os.rmdir(model_dir)
+        raise
+    return version_dir

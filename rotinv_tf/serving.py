@@ -1,0 +1,86 @@
+"""Load an exported SavedModel (see `rotinv_tf.export`) and run it on numpy batches.
+
+Deliberately independent of the training code: only TensorFlow, numpy and the data_pipeline error
+type, so evaluating or serving a SavedModel needs nothing but the folder itself.
+"""
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from data_pipeline.errors import DataError
+
+SIGNATURE = "serving_default"
+INPUT = "images"
+OUTPUTS = ("canonical_image", "angle", "latent")
+METADATA_PATH = os.path.join("assets", "metadata.json")
+_EXPECTED = (f"SavedModel has no {SIGNATURE} signature with input '{INPUT}' "
+             f"float32 [batch, size, size, 1] and outputs {', '.join(OUTPUTS)}")
+
+
+class ServingModel:
+    """A loaded SavedModel's `serving_default` signature, with its image size and metadata."""
+
+    def __init__(self, path: str, loaded: object, image_size: int, metadata: dict):
+        self.path = path
+        self.image_size = image_size
+        self.metadata = metadata
+        self._loaded = loaded  # keeps the restored variables alive while the signature is used
+        self._signature = loaded.signatures[SIGNATURE]
+
+    def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Images [batch, H, W] or [batch, H, W, 1] in raw pixel units -> numpy outputs.
+
+        `canonical_image` [batch, H, W, 1] (raw units), `angle` [batch] (radians), `latent`
+        [batch, D].
+        """
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim == 3:
+            images = images[..., np.newaxis]
+        size = self.image_size
+        if images.ndim != 4 or images.shape[1:] != (size, size, 1):
+            raise ValueError(f"{self.path}: expected images [batch, {size}, {size}(, 1)], "
+                             f"got {images.shape}")
+        outputs = self._signature(**{INPUT: tf.constant(images)})
+        return {key: outputs[key].numpy() for key in OUTPUTS}
+
+
+def _read_metadata(path: str) -> dict:
+    metadata_path = os.path.join(path, METADATA_PATH)
+    if not os.path.isfile(metadata_path):
+        return {}
+    try:
+        with open(metadata_path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise DataError(metadata_path, f"unreadable metadata ({e})") from None
+
+
+def load_serving_model(path: str) -> ServingModel:
+    """Loads the SavedModel folder `path`; `DataError` if it is missing or lacks the signature."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise DataError(path, "no such SavedModel folder")
+    try:
+        loaded = tf.saved_model.load(path)
+    except (OSError, ValueError, tf.errors.OpError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(path, f"not a loadable SavedModel ({first_line})") from None
+    signature = loaded.signatures.get(SIGNATURE)
+    if signature is None:
+        raise DataError(path, _EXPECTED)
+    inputs = signature.structured_input_signature[1]
+    spec = inputs.get(INPUT)
+    outputs = signature.structured_outputs
+    shape = spec.shape if spec is not None else None
+    if (spec is None or spec.dtype != tf.float32 or shape.rank != 4 or shape[3] != 1
+            or shape[1] is None or shape[1] != shape[2]
+            or not isinstance(outputs, dict) or any(k not in outputs for k in OUTPUTS)):
+        raise DataError(path, _EXPECTED)
+    metadata = _read_metadata(path)
+    image_size = int(shape[1])
+    if metadata.get("image_size", image_size) != image_size:
+        raise DataError(path, f"metadata image_size {metadata['image_size']} does not match the "
+                        f"signature's input size {image_size}")
+    return ServingModel(path, loaded, image_size, metadata)
