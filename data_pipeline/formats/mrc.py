@@ -7,7 +7,6 @@ run never leaves a half-written stack behind.
 import contextlib
 import os
 from types import TracebackType
-from typing import Iterator
 
 import mrcfile
 import numpy as np
@@ -154,7 +153,8 @@ class StackWriter:
             return
         mean = self._sum / self._count
         header.dmin, header.dmax, header.dmean = self._min, self._max, mean
-        header.rms = np.sqrt(max(self._sum_sq / self._count - mean**2, 0.0))
+        with np.errstate(invalid="ignore"):  # a stack may hold NaN/Inf; its statistics then too
+            header.rms = np.sqrt(max(self._sum_sq / self._count - mean**2, 0.0))
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> bool:
@@ -178,8 +178,3 @@ def write_stack(path: str, images: np.ndarray, pixel_size: float) -> None:
     with StackWriter(path, *images.shape, pixel_size=pixel_size) as writer:
         writer.write(0, images)
 
-
-def iter_chunks(stack: MrcStack, chunk_size: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Yields (start, images [k, h, w] float32) over the whole stack, `chunk_size` at a time."""
-    for start in range(0, len(stack), chunk_size):
-        yield start, stack.read(start, min(start + chunk_size, len(stack)))
