@@ -1,0 +1,132 @@
+"""The data sets, behind one entry point: `load(name, split, ...)`.
+
+Importing this package registers the TFDS builders (`mnist_idx`, `five_hdb` and, when present,
+`simulated_particles`), so `tfds.load('five_hdb', ...)` works too. Every data set yields the element
+format of docs/architecture.md, and `load` also returns the training split's `Normalization`,
+computed once per data set version and stored as `statistics.json` beside its TFRecords.
+
+A prepared version is not rebuilt when the files in a manual folder change; use a fresh `data_dir`
+(or delete the version folder) after replacing them.
+"""
+import importlib
+import os
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from data_pipeline.datasets import five_hdb, mnist_idx, particle_stack  # noqa: F401 (registers)
+from data_pipeline.formats import idx
+from data_pipeline.preprocessing import Normalization, load_or_compute_statistics
+
+DATASETS = ("mnist", "fashion_mnist", "five_hdb", "simulated_particles", "particle_stack")
+# A particle stack has no splits: each of these names gives the whole stack.
+STACK_SPLITS = ("train", "test", "all")
+SIMULATED_MODULE = "data_pipeline.datasets.simulated_particles"
+
+try:  # registers `simulated_particles`; that builder is written separately and may be absent
+    importlib.import_module(SIMULATED_MODULE)
+except ModuleNotFoundError as error:
+    if error.name != SIMULATED_MODULE:
+        raise
+
+
+def _prepared(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) -> None:
+    """Builds the TFRecords if this version is not there yet (never downloads for local data)."""
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
+    builder.download_and_prepare(download_config=config)
+
+
+def _with_statistics(builder: tfds.core.DatasetBuilder, split: str
+                     ) -> tuple[tf.data.Dataset, Normalization]:
+    train = builder.as_dataset("train")
+    stats = load_or_compute_statistics(os.fspath(builder.data_dir), train.map(lambda e: e["image"]))
+    return builder.as_dataset(split), stats
+
+
+def _tfds_digits(name: str, split: str, data_dir: str | None
+                 ) -> tuple[tf.data.Dataset, Normalization]:
+    """The TFDS catalogue's `mnist`/`fashion_mnist` (downloads once), in our element format."""
+    builder = tfds.builder(name, data_dir=data_dir)
+    builder.download_and_prepare()
+
+    def convert(index: tf.Tensor, element: dict) -> dict:
+        return {"image": tf.cast(element["image"], tf.float32), "label": element["label"],
+                "index": index}
+
+    def ours(which: str) -> tf.data.Dataset:
+        return builder.as_dataset(which).enumerate().map(convert)
+
+    stats = load_or_compute_statistics(os.fspath(builder.data_dir),
+                                       ours("train").map(lambda e: e["image"]))
+    return ours(split), stats
+
+
+def _digits(name: str, split: str, data_dir: str | None, mnist_dir: str | None
+            ) -> tuple[tf.data.Dataset, Normalization]:
+    if mnist_dir is None:
+        return _tfds_digits(name, split, data_dir)
+    test_only = not idx.has_split(mnist_dir, "train")
+    config = mnist_idx.config_name(fashion=name == "fashion_mnist", test_only=test_only)
+    builder = tfds.builder("mnist_idx", config=config, data_dir=data_dir)
+    _prepared(builder, mnist_dir)
+    return _with_statistics(builder, split)
+
+
+def _simulated(split: str, data_dir: str | None, simulation: dict[str, Any] | None
+               ) -> tuple[tf.data.Dataset, Normalization]:
+    module = importlib.import_module(SIMULATED_MODULE)
+    builder = tfds.builder("simulated_particles", config=module.make_config(**(simulation or {})),
+                           data_dir=data_dir)
+    _prepared(builder)
+    return _with_statistics(builder, split)
+
+
+def _stack(split: str, data_dir: str | None, stack: str | None, star: str | None
+           ) -> tuple[tf.data.Dataset, Normalization]:
+    if stack is None:
+        raise ValueError("dataset 'particle_stack' needs stack=<path to .mrcs/.mrc>")
+    if split not in STACK_SPLITS:
+        raise ValueError(f"unknown split {split!r} for 'particle_stack'; expected one of "
+                         f"{', '.join(STACK_SPLITS)} (each is the whole stack)")
+    dataset = particle_stack.particle_stack_dataset(stack, star)
+    folder = os.path.join(data_dir or tfds.core.constants.DATA_DIR, particle_stack.NAME,
+                          particle_stack.statistics_key(stack))
+    stats = load_or_compute_statistics(folder, dataset.map(lambda e: e["image"]))
+    return dataset, stats
+
+
+def load(name: str, split: str, data_dir: str | None = None, *, mnist_dir: str | None = None,
+         manual_dir: str | None = None, stack: str | None = None, star: str | None = None,
+         simulation: dict[str, Any] | None = None) -> tuple[tf.data.Dataset, Normalization]:
+    """The unbatched `split` of data set `name`, and the normalisation of its training split.
+
+    - `mnist`, `fashion_mnist`: from IDX files in `mnist_dir` (builder `mnist_idx`; only the 10k
+      test files -> first 8,000 train, last 2,000 test), else from the TFDS catalogue (download).
+    - `five_hdb`: the 5HDB archive unpacked in `manual_dir`.
+    - `simulated_particles`: simulated by the builder of that name with settings `simulation`.
+    - `particle_stack`: the MRC `stack` (with angles from the STAR file `star`), streamed.
+    TFDS versions and statistics live under `data_dir` (TFDS's default folder when None).
+    """
+    if name in ("mnist", "fashion_mnist"):
+        return _digits(name, split, data_dir, mnist_dir)
+    if name == "five_hdb":
+        if manual_dir is None:
+            raise ValueError("dataset 'five_hdb' needs manual_dir=<folder holding 5HDB/>")
+        builder = tfds.builder("five_hdb", data_dir=data_dir)
+        _prepared(builder, manual_dir)
+        return _with_statistics(builder, split)
+    if name == "simulated_particles":
+        return _simulated(split, data_dir, simulation)
+    if name == "particle_stack":
+        return _stack(split, data_dir, stack, star)
+    raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+
+
+def num_examples(name: str, split: str, data_dir: str | None = None, **options: Any) -> int:
+    """The number of elements in a split (for steps per epoch)."""
+    dataset, _ = load(name, split, data_dir, **options)
+    count = int(dataset.cardinality())
+    if count < 0:
+        raise ValueError(f"the size of {name!r} split {split!r} is not known")
+    return count

@@ -1,0 +1,162 @@
+"""The data sets behind `datasets.load`: TFDS builders, splits, statistics and the stack stream."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from data_pipeline import datasets, rotation
+from data_pipeline.errors import DataError
+from data_pipeline.formats import idx
+from data_pipeline.formats.mrc import write_stack
+from data_pipeline.formats.star import StarBlock, angle_to_psi_degrees, write_star
+from data_pipeline.datasets.particle_stack import particle_stack_dataset
+from data_fixtures import HDB_SIZE, inscribed_disc, write_hdb_archive, write_idx_set
+
+
+def _all(dataset: tf.data.Dataset) -> dict[str, np.ndarray]:
+    """Every element of a small dataset, stacked per key."""
+    return next(dataset.batch(100_000).as_numpy_iterator())
+
+
+def test_mnist_test_files_split_8000_2000(shared_mnist_dir, tmp_path):
+    train, stats = datasets.load("mnist", "train", str(tmp_path), mnist_dir=shared_mnist_dir)
+    test, _ = datasets.load("mnist", "test", str(tmp_path), mnist_dir=shared_mnist_dir)
+    assert int(train.cardinality()) == 8000 and int(test.cardinality()) == 2000
+    assert train.element_spec["image"].shape == (28, 28, 1)
+    assert train.element_spec["image"].dtype == tf.float32
+    images, labels = idx.read_split(shared_mnist_dir, "t10k")
+    first = next(iter(test))
+    np.testing.assert_array_equal(first["image"].numpy()[..., 0], images[8000])
+    assert int(first["label"]) == labels[8000] and int(first["index"]) == 0
+    assert (stats.min, stats.max) == (0.0, 255.0)
+    assert os.path.isdir(tmp_path / "mnist_idx" / "mnist_10k" / "1.0.0")
+
+
+def test_builders_are_registered_with_tfds(shared_mnist_dir, tmp_path):
+    assert {"mnist_idx", "five_hdb"} <= set(tfds.list_builders())
+    config = tfds.download.DownloadConfig(manual_dir=shared_mnist_dir, try_download_gcs=False)
+    with pytest.raises(DataError, match="use config mnist_10k"):
+        tfds.builder("mnist_idx", config="mnist", data_dir=str(tmp_path)).download_and_prepare(
+            download_config=config)
+
+
+def test_full_fashion_layout_and_statistics(tmp_path):
+    folder = str(tmp_path / "fashion")
+    arrays = write_idx_set(folder, train=30, test=12)
+    data_dir = str(tmp_path / "tfds")
+    train, stats = datasets.load("fashion_mnist", "train", data_dir, mnist_dir=folder)
+    elements = _all(train)
+    np.testing.assert_array_equal(elements["image"][..., 0], arrays["train_images"])
+    np.testing.assert_array_equal(elements["label"], arrays["train_labels"])
+    np.testing.assert_array_equal(elements["index"], np.arange(30))
+    assert int(datasets.load("fashion_mnist", "test", data_dir, mnist_dir=folder)[0]
+               .cardinality()) == 12
+    assert stats.mean == pytest.approx(arrays["train_images"].mean(), rel=1e-6)
+    assert stats.min == arrays["train_images"].min()
+
+
+def test_statistics_are_written_once_and_reused(tmp_path):
+    folder = str(tmp_path / "fashion")
+    write_idx_set(folder, train=10, test=4)
+    data_dir = str(tmp_path / "tfds")
+    _, first = datasets.load("fashion_mnist", "train", data_dir, mnist_dir=folder)
+    path = tmp_path / "tfds" / "mnist_idx" / "fashion_mnist" / "1.0.0" / "statistics.json"
+    assert json.loads(path.read_text())["max"] == first.max
+    path.write_text(json.dumps({"mean": 1.0, "std": 2.0, "min": 3.0, "max": 4.0}))
+    _, again = datasets.load("fashion_mnist", "test", data_dir, mnist_dir=folder)
+    assert (again.mean, again.max) == (1.0, 4.0)  # read back, not recomputed
+
+
+@pytest.fixture(scope="module")
+def five_hdb(tmp_path_factory):
+    parent = str(tmp_path_factory.mktemp("hdb"))
+    truth = write_hdb_archive(parent, per_folder=3)
+    return parent, str(tmp_path_factory.mktemp("tfds")), truth
+
+
+def test_five_hdb_splits_and_canonical_images(five_hdb):
+    parent, data_dir, truth = five_hdb
+    train, stats = datasets.load("five_hdb", "train", data_dir, manual_dir=parent)
+    test = _all(tfds.load("five_hdb", split="test", data_dir=data_dir))
+    assert int(train.cardinality()) == 48 and len(test["index"]) == 12
+    np.testing.assert_array_equal(test["index"], np.arange(12))
+    np.testing.assert_array_equal(test["conformation"], np.repeat([16, 17, 18, 19], 3))
+    canonical = np.concatenate([truth[k][0] for k in range(16, 20)])
+    angles = np.concatenate([truth[k][1] for k in range(16, 20)])
+    np.testing.assert_allclose(test["angle"], angles, rtol=1e-6)
+    disc = inscribed_disc(HDB_SIZE, 0.7)
+    assert np.abs(test["image"][..., 0] - canonical)[:, disc].max() < 0.05 * canonical.max()
+    observed = rotation.rotate(canonical[..., None], angles).numpy()
+    np.testing.assert_allclose(test["observed"], observed, atol=1e-5)
+    assert stats.max == pytest.approx(_all(train)["image"].max())
+
+
+def test_five_hdb_bad_archive_names_the_file(tmp_path):
+    write_hdb_archive(str(tmp_path), per_folder=2)
+    bad = tmp_path / "5HDB" / "17_" / "imgdata.mrc"
+    bad.write_bytes(bad.read_bytes()[:-8])
+    with pytest.raises(DataError, match=f"{bad}: truncated MRC file"):
+        datasets.load("five_hdb", "train", str(tmp_path / "tfds"), manual_dir=str(tmp_path))
+
+
+def _write_stack_and_star(tmp_path, n=10):
+    rng = np.random.default_rng(3)
+    canonical = rng.normal(size=(n, 16, 16)).astype(np.float32)
+    angles = rng.uniform(-3, 3, size=n).astype(np.float32)
+    stack = str(tmp_path / "particles.mrcs")
+    write_stack(stack, canonical, pixel_size=2.0)
+    # Rows out of order, plus one for another stack, as a real RELION file may have.
+    order = rng.permutation(n)
+    rows = [[f"{i + 1:06d}@particles.mrcs", f"{angle_to_psi_degrees(angles[i]):.6f}"] for i in order]
+    rows.insert(2, ["000001@other.mrcs", "12.0"])
+    star = str(tmp_path / "particles.star")
+    write_star(star, {"optics": StarBlock(["rlnOpticsGroup"], [["1"]]),
+                      "particles": StarBlock(["rlnImageName", "rlnAnglePsi"], rows)})
+    return stack, star, canonical, angles
+
+
+def test_particle_stack_streams_with_star_angles(tmp_path):
+    stack, star, observed, angles = _write_stack_and_star(tmp_path)
+    elements = _all(particle_stack_dataset(stack, star, chunk_size=3))
+    np.testing.assert_array_equal(elements["index"], np.arange(10))
+    np.testing.assert_array_equal(elements["observed"][..., 0], observed)
+    np.testing.assert_allclose(elements["angle"], angles, atol=1e-6)
+    back = rotation.rotate(observed[..., None], -angles).numpy()
+    np.testing.assert_allclose(elements["image"], back, atol=1e-4)
+
+
+def test_particle_stack_without_star_and_its_statistics(tmp_path):
+    stack, _, observed, _ = _write_stack_and_star(tmp_path)
+    dataset, stats = datasets.load("particle_stack", "all", str(tmp_path / "tfds"), stack=stack)
+    elements = _all(dataset)
+    assert "angle" not in elements and int(dataset.cardinality()) == 10
+    np.testing.assert_array_equal(elements["image"], elements["observed"])
+    assert (stats.min, stats.max) == (observed.min(), observed.max())
+    assert len(list((tmp_path / "tfds" / "particle_stack").glob("particles-*/statistics.json"))) == 1
+
+
+def test_particle_stack_bad_input(tmp_path):
+    stack, star, observed, _ = _write_stack_and_star(tmp_path)
+    write_star(star, {"particles": StarBlock(["rlnAnglePsi"], [["1.0"]] * 4)})
+    with pytest.raises(DataError, match=f"{star}: 4 particles for 10 images"):
+        particle_stack_dataset(stack, star)
+    write_star(star, {"particles": StarBlock(["rlnDefocusU"], [["1.0"]] * 10)})
+    with pytest.raises(DataError, match=f"{star}: no rlnAnglePsi column"):
+        particle_stack_dataset(stack, star)
+    observed[7, 0, 0] = np.inf
+    write_stack(stack, observed, pixel_size=1.0)
+    with pytest.raises(tf.errors.OpError, match="particle 7 has NaN/Inf pixels"):
+        _all(particle_stack_dataset(stack, chunk_size=4))
+
+
+def test_unknown_name_and_missing_options():
+    with pytest.raises(ValueError, match="unknown dataset 'cifar'; expected one of mnist, "
+                       "fashion_mnist, five_hdb, simulated_particles, particle_stack"):
+        datasets.load("cifar", "train")
+    with pytest.raises(ValueError, match="needs manual_dir"):
+        datasets.load("five_hdb", "train")
+    with pytest.raises(ValueError, match="needs stack="):
+        datasets.load("particle_stack", "train")
