@@ -1,0 +1,350 @@
+"""spatial-VAE (Bepler et al., NeurIPS 2019): the baseline our rotation-invariant model must beat.
+
+An inference MLP maps an observed image to a Gaussian posterior over a rotation θ, a translation t
+(in units of the image half-width) and unstructured content latents z. The generator is an MLP over
+pixel coordinates in [-1, 1]²: it renders pixel p as g(R(θ) p + t, z), so rotation and translation
+are explicit and the canonical image is the render at θ = 0, t = 0. Training maximises the ELBO of
+the observed (rotated) image.
+
+Coordinates are (x, y) with x growing to the right and y growing *up* (row 0 at y = +1), as in the
+reference implementation. Sampling the canonical field at R(θ) p shows it rotated by -θ, so the
+project's angle (`observed = rotate(canonical, angle)`, CCW positive) is -θ: see
+`model_to_project_angle`.
+"""
+from collections.abc import Mapping
+import math
+
+import keras
+import tensorflow as tf
+
+from data_pipeline.rotation import ANGLE_DISTRIBUTIONS, rotate, sample_angles, wrap_angle
+
+LIKELIHOODS = ("gaussian", "bernoulli")
+METRIC_NAMES = ("loss", "reconstruction_nll", "kl_latent", "kl_rotation", "kl_translation",
+                "reconstruction_mse", "angle_error_deg")
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def gaussian_kl(mean: tf.Tensor, log_std: tf.Tensor, prior_std: float = 1.0) -> tf.Tensor:
+    """Elementwise KL(N(mean, exp(log_std)²) || N(0, prior_std²)) in nats."""
+    return (math.log(prior_std) - log_std
+            + 0.5 * (tf.exp(2.0 * log_std) + tf.square(mean)) / prior_std ** 2 - 0.5)
+
+
+def model_to_project_angle(theta: tf.Tensor) -> tf.Tensor:
+    """The project's angle (CCW positive, wrapped to (-π, π]) of a generator rotation θ.
+
+    The generator samples the canonical field at R(θ) p, which displays the canonical image
+    rotated by -θ.
+    """
+    return wrap_angle(-tf.convert_to_tensor(theta, tf.float32))
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@keras.saving.register_keras_serializable(package="rotinv_tf")
+class SpatialVAE(keras.Model):
+    """spatial-VAE with the project's model contract (`canonicalize`, `encode`, batch dicts).
+
+    Args:
+      image_size: side of the square images (H = W).
+      latent_dim: number of unstructured content latents z (2 in the reference scripts).
+      hidden_units, num_hidden_layers: width and depth (tanh) of the inference and generator MLPs.
+      rotation_prior_std: std of the N(0, s²) prior on θ (π for particles, π/4 for MNIST).
+      translation_prior_std: std of the N(0, s²) prior on t, in image half-widths; 0 turns
+        translation inference off.
+      infer_rotation, infer_translation: whether θ / t are latent (otherwise fixed at 0).
+      likelihood: 'gaussian' (unit variance, for normalised particles) or 'bernoulli' (images in
+        [0, 1], the generator then outputs logits).
+      angle_distribution, angle_scale: how training images without `observed`/`angle` are rotated
+        on the device ('uniform' on [-scale, scale) or 'normal' N(0, scale²)).
+      rotation_kl_mean_penalty: False (the reference implementation) leaves the posterior mean of
+        θ unpenalised, since the canonical pose is arbitrary; True uses the full KL to N(0, s²).
+      seed: seeds the model's `keras.random.SeedGenerator` (augmentation angles and posterior
+        samples), which is saved with the model.
+    """
+
+    def __init__(self, image_size: int, latent_dim: int = 2, hidden_units: int = 500,
+                 num_hidden_layers: int = 2, rotation_prior_std: float = math.pi,
+                 translation_prior_std: float = 0.1, infer_rotation: bool = True,
+                 infer_translation: bool = True, likelihood: str = "gaussian",
+                 angle_distribution: str = "uniform", angle_scale: float = math.pi,
+                 rotation_kl_mean_penalty: bool = False, seed: int = 0, **kwargs):
+        _check(_is_int(image_size) and image_size >= 2,
+               f"image_size must be an integer >= 2, got {image_size!r}")
+        _check(_is_int(latent_dim) and latent_dim >= 0,
+               f"latent_dim must be an integer >= 0, got {latent_dim!r}")
+        _check(_is_int(hidden_units) and hidden_units >= 1,
+               f"hidden_units must be an integer >= 1, got {hidden_units!r}")
+        _check(_is_int(num_hidden_layers) and num_hidden_layers >= 1,
+               f"num_hidden_layers must be an integer >= 1, got {num_hidden_layers!r}")
+        _check(_is_finite(rotation_prior_std) and rotation_prior_std > 0,
+               f"rotation_prior_std must be a finite number > 0, got {rotation_prior_std!r}")
+        _check(_is_finite(translation_prior_std) and translation_prior_std >= 0,
+               f"translation_prior_std must be a finite number >= 0, got {translation_prior_std!r}")
+        _check(likelihood in LIKELIHOODS,
+               f"unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")
+        _check(angle_distribution in ANGLE_DISTRIBUTIONS,
+               f"unknown angle distribution {angle_distribution!r}; "
+               f"expected one of {ANGLE_DISTRIBUTIONS}")
+        _check(_is_finite(angle_scale) and angle_scale >= 0,
+               f"angle_scale must be a finite number >= 0, got {angle_scale!r}")
+        rotates = bool(infer_rotation)
+        translates = bool(infer_translation) and translation_prior_std > 0
+        _check(rotates or translates or latent_dim > 0,
+               "nothing to infer: rotation and translation are off and latent_dim is 0")
+        super().__init__(**kwargs)
+        self._config = {
+            "image_size": image_size, "latent_dim": latent_dim, "hidden_units": hidden_units,
+            "num_hidden_layers": num_hidden_layers,
+            "rotation_prior_std": float(rotation_prior_std),
+            "translation_prior_std": float(translation_prior_std),
+            "infer_rotation": bool(infer_rotation), "infer_translation": bool(infer_translation),
+            "likelihood": likelihood, "angle_distribution": angle_distribution,
+            "angle_scale": float(angle_scale),
+            "rotation_kl_mean_penalty": bool(rotation_kl_mean_penalty), "seed": seed}
+        self.image_size = image_size
+        self.latent_dim = latent_dim
+        self.rotates = rotates
+        self.translates = translates
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._posterior_dim = int(rotates) + 2 * int(translates) + latent_dim
+
+        dense = keras.layers.Dense
+        self.encoder_hidden = [dense(hidden_units, activation="tanh", name=f"encoder_hidden_{i}")
+                               for i in range(num_hidden_layers)]
+        self.encoder_posterior = dense(2 * self._posterior_dim, name="encoder_posterior")
+        self.generator_coordinates = dense(hidden_units, name="generator_coordinates")
+        self.generator_latent = (dense(hidden_units, use_bias=False, name="generator_latent")
+                                 if latent_dim else None)
+        self.generator_hidden = [
+            dense(hidden_units, activation="tanh", name=f"generator_hidden_{i}")
+            for i in range(num_hidden_layers - 1)]
+        self.generator_output = dense(1, name="generator_output")
+        # Build every layer now: the weights exist before `fit`, and Keras never has to trace
+        # `call` on a batch dict to build the model.
+        width = image_size * image_size
+        for layer in self.encoder_hidden:
+            layer.build((None, width))
+            width = hidden_units
+        self.encoder_posterior.build((None, width))
+        self.generator_coordinates.build((None, 2))
+        if self.generator_latent is not None:
+            self.generator_latent.build((None, latent_dim))
+        for layer in self.generator_hidden:
+            layer.build((None, hidden_units))
+        self.generator_output.build((None, hidden_units))
+        self.built = True
+        # `rotate` (ImageProjectiveTransformV3) has no XLA kernel, so jit_compile='auto' must
+        # resolve to False on GPU machines too.
+        self.supports_jit = False
+
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        """The Mean trackers, so Keras resets them every epoch and `fit` reports them."""
+        return list(self._trackers.values())
+
+    def get_config(self) -> dict:
+        """Constructor arguments (plus Keras' name/trainable/dtype), for `from_config`."""
+        config = super().get_config()
+        config.update(self._config)
+        return config
+
+    # --- geometry and generator -----------------------------------------------------------
+    def coordinate_grid(self) -> tf.Tensor:
+        """Pixel coordinates [H*W, 2] in row-major order: x = -1..1 left to right, y = 1..-1 top
+        to bottom, so the image centre is (0, 0) and one unit is a half-width."""
+        axis = tf.linspace(-1.0, 1.0, self.image_size)
+        y, x = tf.meshgrid(-axis, axis, indexing="ij")
+        return tf.stack([tf.reshape(x, [-1]), tf.reshape(y, [-1])], axis=1)
+
+    def transform_coordinates(self, theta: tf.Tensor, translation: tf.Tensor) -> tf.Tensor:
+        """Coordinates [B, H*W, 2] the generator reads: R(θ) p + t for every grid point p."""
+        theta = tf.convert_to_tensor(theta, tf.float32)
+        translation = tf.convert_to_tensor(translation, tf.float32)
+        cos, sin = tf.cos(theta)[:, None, None], tf.sin(theta)[:, None, None]
+        grid = self.coordinate_grid()[None]
+        x, y = grid[..., 0:1], grid[..., 1:2]
+        rotated = tf.concat([cos * x - sin * y, sin * x + cos * y], axis=-1)
+        return rotated + translation[:, None, :]
+
+    def generator_logits(self, coordinates: tf.Tensor, latent: tf.Tensor) -> tf.Tensor:
+        """Raw generator output [B, H, W, 1] (mean, or logits for 'bernoulli') at `coordinates`
+        [B, H*W, 2], conditioned on `latent` [B, latent_dim]."""
+        hidden = self.generator_coordinates(coordinates)
+        if self.generator_latent is not None:
+            hidden = hidden + self.generator_latent(tf.cast(latent, tf.float32))[:, None, :]
+        hidden = tf.tanh(hidden)
+        for layer in self.generator_hidden:
+            hidden = layer(hidden)
+        output = self.generator_output(hidden)
+        return tf.reshape(output, [-1, self.image_size, self.image_size, 1])
+
+    def render(self, latent: tf.Tensor, theta: tf.Tensor, translation: tf.Tensor) -> tf.Tensor:
+        """Images [B, H, W, 1] (pixel means) for content `latent`, generator rotation `theta` [B]
+        and `translation` [B, 2]."""
+        output = self.generator_logits(self.transform_coordinates(theta, translation), latent)
+        return tf.sigmoid(output) if self._config["likelihood"] == "bernoulli" else output
+
+    # --- inference ------------------------------------------------------------------------
+    def infer(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Posterior means and log-stds: `rotation_*` [B] (radians, generator convention),
+        `translation_*` [B, 2] (half-widths), `latent_*` [B, latent_dim]. Quantities that are not
+        inferred have mean 0 and log-std 0 and are never used."""
+        images = tf.convert_to_tensor(images, tf.float32)
+        hidden = tf.reshape(images, [-1, self.image_size * self.image_size])
+        for layer in self.encoder_hidden:
+            hidden = layer(hidden)
+        mean, log_std = tf.split(self.encoder_posterior(hidden), 2, axis=-1)
+        zeros = tf.zeros_like(mean[:, :1])
+        posterior = {}
+        start = 0
+        if self.rotates:
+            posterior["rotation_mean"], posterior["rotation_log_std"] = mean[:, 0], log_std[:, 0]
+            start = 1
+        else:
+            posterior["rotation_mean"] = posterior["rotation_log_std"] = zeros[:, 0]
+        if self.translates:
+            # The network predicts a unit-scale latent; t is that latent times the prior std.
+            scale = self._config["translation_prior_std"]
+            posterior["translation_mean"] = mean[:, start:start + 2] * scale
+            posterior["translation_log_std"] = log_std[:, start:start + 2] + math.log(scale)
+            start += 2
+        else:
+            zeros_2d = tf.tile(zeros, [1, 2])
+            posterior["translation_mean"] = posterior["translation_log_std"] = zeros_2d
+        posterior["latent_mean"], posterior["latent_log_std"] = mean[:, start:], log_std[:, start:]
+        return posterior
+
+    def kl_divergences(self, posterior: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Per-image KL terms [B] of `posterior` (as returned by `infer`) from the priors."""
+        latent = tf.reduce_sum(
+            gaussian_kl(posterior["latent_mean"], posterior["latent_log_std"]), axis=-1)
+        zeros = tf.zeros_like(latent)
+        rotation = zeros
+        if self.rotates:
+            mean = posterior["rotation_mean"]
+            if not self._config["rotation_kl_mean_penalty"]:
+                mean = tf.zeros_like(mean)
+            rotation = gaussian_kl(mean, posterior["rotation_log_std"],
+                                   self._config["rotation_prior_std"])
+        translation = zeros
+        if self.translates:
+            translation = tf.reduce_sum(gaussian_kl(
+                posterior["translation_mean"], posterior["translation_log_std"],
+                self._config["translation_prior_std"]), axis=-1)
+        return {"latent": latent, "rotation": rotation, "translation": translation}
+
+    # --- model contract -------------------------------------------------------------------
+    def encode(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """`latent` [B, latent_dim] (posterior mean z) and `angle` [B] (project convention)."""
+        posterior = self.infer(images)
+        return {"latent": posterior["latent_mean"],
+                "angle": model_to_project_angle(posterior["rotation_mean"])}
+
+    def canonicalize(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The canonical image (posterior mean z rendered at θ = 0, t = 0), the angle with
+        `images ≈ rotate(canonical_image, angle)` (up to the inferred shift) and the latent."""
+        return self._canonicalize_posterior(self.infer(images))
+
+    def _canonicalize_posterior(self, posterior: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        latent = posterior["latent_mean"]
+        zeros = tf.zeros_like(posterior["rotation_mean"])
+        canonical = self.render(latent, zeros, tf.stack([zeros, zeros], axis=1))
+        return {"canonical_image": canonical,
+                "angle": model_to_project_angle(posterior["rotation_mean"]),
+                "latent": latent}
+
+    def call(self, images: tf.Tensor, training: bool | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """(canonical_image [B, H, W, 1], angle [B]) of normalised `images` [B, H, W, 1]."""
+        canonical = self.canonicalize(images)
+        return canonical["canonical_image"], canonical["angle"]
+
+    # --- training -------------------------------------------------------------------------
+    def _unpack_batch(self, data: object) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(image, observed, angle) of a batch dict, rotating `image` here when the batch does
+        not carry `observed` and `angle`."""
+        data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if not isinstance(data, Mapping) or "image" not in data:
+            raise ValueError("SpatialVAE expects batch dicts with an 'image' key, "
+                             f"got {type(data).__name__}")
+        if ("observed" in data) != ("angle" in data):
+            raise ValueError("a batch must carry both 'observed' and 'angle', or neither")
+        image = tf.convert_to_tensor(data["image"], tf.float32)
+        if "observed" in data:
+            return (image, tf.convert_to_tensor(data["observed"], tf.float32),
+                    tf.reshape(tf.convert_to_tensor(data["angle"], tf.float32), [-1]))
+        angle = sample_angles(tf.shape(image)[0], self._config["angle_distribution"],
+                              self._config["angle_scale"], self.seed_generator)
+        return image, rotate(image, angle), angle
+
+    def _sample(self, mean: tf.Tensor, log_std: tf.Tensor) -> tf.Tensor:
+        """Reparameterised sample mean + std * ε."""
+        noise = keras.random.normal(tf.shape(mean), seed=self.seed_generator)
+        return mean + tf.exp(log_std) * noise
+
+    def _elbo_terms(self, observed: tf.Tensor) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+        """Batch means of -ELBO and its terms for `observed`, and the posterior."""
+        posterior = self.infer(observed)
+        theta = (self._sample(posterior["rotation_mean"], posterior["rotation_log_std"])
+                 if self.rotates else posterior["rotation_mean"])
+        translation = (self._sample(posterior["translation_mean"], posterior["translation_log_std"])
+                       if self.translates else posterior["translation_mean"])
+        latent = self._sample(posterior["latent_mean"], posterior["latent_log_std"])
+        output = self.generator_logits(self.transform_coordinates(theta, translation), latent)
+        if self._config["likelihood"] == "bernoulli":
+            pixel_nll = tf.nn.sigmoid_cross_entropy_with_logits(labels=observed, logits=output)
+        else:
+            pixel_nll = 0.5 * tf.square(output - observed) + _HALF_LOG_2PI
+        nll = tf.reduce_sum(pixel_nll, axis=[1, 2, 3])
+        kl = self.kl_divergences(posterior)
+        terms = {"reconstruction_nll": tf.reduce_mean(nll),
+                 "kl_latent": tf.reduce_mean(kl["latent"]),
+                 "kl_rotation": tf.reduce_mean(kl["rotation"]),
+                 "kl_translation": tf.reduce_mean(kl["translation"])}
+        terms["loss"] = (terms["reconstruction_nll"] + terms["kl_latent"] + terms["kl_rotation"]
+                         + terms["kl_translation"])
+        return terms, posterior
+
+    def _update_metrics(self, terms: Mapping[str, tf.Tensor], posterior: Mapping[str, tf.Tensor],
+                        image: tf.Tensor, angle: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Updates the trackers with `terms` and the canonical-pose metrics shared with the main
+        model (`reconstruction_mse` against the canonical image, `angle_error_deg`)."""
+        canonical = self._canonicalize_posterior(
+            {key: tf.stop_gradient(value) for key, value in posterior.items()})
+        values = dict(terms)
+        values["reconstruction_mse"] = tf.reduce_mean(
+            tf.square(canonical["canonical_image"] - image))
+        values["angle_error_deg"] = tf.reduce_mean(
+            tf.abs(wrap_angle(canonical["angle"] - angle))) * (180.0 / math.pi)
+        for name, tracker in self._trackers.items():
+            tracker.update_state(values[name])
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    def train_step(self, data: object) -> dict[str, tf.Tensor]:
+        """One Adam step on -ELBO of the observed images."""
+        image, observed, angle = self._unpack_batch(data)
+        with tf.GradientTape() as tape:
+            terms, posterior = self._elbo_terms(observed)
+        gradients = tape.gradient(terms["loss"], self.trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        return self._update_metrics(terms, posterior, image, angle)
+
+    def test_step(self, data: object) -> dict[str, tf.Tensor]:
+        """The same metrics as `train_step`, without the update."""
+        image, observed, angle = self._unpack_batch(data)
+        terms, posterior = self._elbo_terms(observed)
+        return self._update_metrics(terms, posterior, image, angle)
