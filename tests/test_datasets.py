@@ -36,7 +36,7 @@ def test_mnist_test_files_split_8000_2000(shared_mnist_dir, tmp_path):
 
 
 def test_builders_are_registered_with_tfds(shared_mnist_dir, tmp_path):
-    assert {"mnist_idx", "five_hdb"} <= set(tfds.list_builders())
+    assert {"mnist_idx", "five_hdb", "simulated_particles"} <= set(tfds.list_builders())
     config = tfds.download.DownloadConfig(manual_dir=shared_mnist_dir, try_download_gcs=False)
     with pytest.raises(DataError, match="use config mnist_10k"):
         tfds.builder("mnist_idx", config="mnist", data_dir=str(tmp_path)).download_and_prepare(
@@ -160,3 +160,16 @@ def test_unknown_name_and_missing_options():
         datasets.load("five_hdb", "train")
     with pytest.raises(ValueError, match="needs stack="):
         datasets.load("particle_stack", "train")
+
+
+def test_simulated_particles_route(tmp_path):
+    settings = {"image_size": 16, "num_conformations": 3, "images_per_conformation": 4,
+                "test_conformations": 1, "snr": 1.0}
+    train, stats = datasets.load("simulated_particles", "train", str(tmp_path), simulation=settings)
+    test, _ = datasets.load("simulated_particles", "test", str(tmp_path), simulation=settings)
+    assert int(train.cardinality()) == 8 and int(test.cardinality()) == 4
+    elements = _all(train)
+    assert {"image", "observed", "angle", "index"} <= set(elements)
+    assert elements["observed"].shape == (8, 16, 16, 1)
+    assert stats.max == pytest.approx(elements["image"].max())
+    assert len(list(tmp_path.glob("simulated_particles/*/1.0.0/statistics.json"))) == 1

@@ -1,6 +1,6 @@
 """The data sets, behind one entry point: `load(name, split, ...)`.
 
-Importing this package registers the TFDS builders (`mnist_idx`, `five_hdb` and, when present,
+Importing this package registers the TFDS builders (`mnist_idx`, `five_hdb`,
 `simulated_particles`), so `tfds.load('five_hdb', ...)` works too. Every data set yields the element
 format of docs/architecture.md, and `load` also returns the training split's `Normalization`,
 computed once per data set version and stored as `statistics.json` beside its TFRecords.
@@ -8,27 +8,20 @@ computed once per data set version and stored as `statistics.json` beside its TF
 A prepared version is not rebuilt when the files in a manual folder change; use a fresh `data_dir`
 (or delete the version folder) after replacing them.
 """
-import importlib
 import os
 from typing import Any
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from data_pipeline.datasets import five_hdb, mnist_idx, particle_stack  # noqa: F401 (registers)
+# Importing the builder modules registers them with TFDS.
+from data_pipeline.datasets import five_hdb, mnist_idx, particle_stack, simulated_particles  # noqa: F401
 from data_pipeline.formats import idx
 from data_pipeline.preprocessing import Normalization, load_or_compute_statistics
 
 DATASETS = ("mnist", "fashion_mnist", "five_hdb", "simulated_particles", "particle_stack")
 # A particle stack has no splits: each of these names gives the whole stack.
 STACK_SPLITS = ("train", "test", "all")
-SIMULATED_MODULE = "data_pipeline.datasets.simulated_particles"
-
-try:  # registers `simulated_particles`; that builder is written separately and may be absent
-    importlib.import_module(SIMULATED_MODULE)
-except ModuleNotFoundError as error:
-    if error.name != SIMULATED_MODULE:
-        raise
 
 
 def _prepared(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) -> None:
@@ -75,9 +68,8 @@ def _digits(name: str, split: str, data_dir: str | None, mnist_dir: str | None
 
 def _simulated(split: str, data_dir: str | None, simulation: dict[str, Any] | None
                ) -> tuple[tf.data.Dataset, Normalization]:
-    module = importlib.import_module(SIMULATED_MODULE)
-    builder = tfds.builder("simulated_particles", config=module.make_config(**(simulation or {})),
-                           data_dir=data_dir)
+    config = simulated_particles.make_config(**(simulation or {}))
+    builder = tfds.builder("simulated_particles", config=config, data_dir=data_dir)
     _prepared(builder)
     return _with_statistics(builder, split)
 
