@@ -26,7 +26,8 @@ PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star
 CHUNK = 1000
 _DEFAULTS = sim.SimulationConfig()
 
-flags.DEFINE_string("output_dir", None, "Folder for particles.mrcs, canonical.mrcs, particles.star.")
+flags.DEFINE_string("output_dir", None, "Folder for particles.mrcs, canonical.mrcs and "
+                    "particles.star.")
 flags.DEFINE_integer("num_images", None, "Number of particles.", lower_bound=1)
 flags.DEFINE_float("snr", _DEFAULTS.snr, "Signal variance / noise variance of each image.")
 flags.DEFINE_integer("image_size", _DEFAULTS.image_size, "Box size N (images are N x N).")

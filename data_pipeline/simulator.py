@@ -12,11 +12,11 @@ displayed image (row 0 at the top), the molecule's origin sits at the image cent
 clean part equals `rotate(image, θ)` up to interpolation), shifted by `shift` pixels (x = columns,
 y = rows, down positive), multiplied by the CTF in Fourier space, plus noise.
 
-Images are identified by a global id. Image `i` has conformation `i % num_conformations`, and all its
-random choices come from a generator seeded with `(seed, i)`, so any split or chunk of a dataset is
-bit-identical however it is generated. The `train` split holds the ids of the first
-`num_conformations - test_conformations` conformations, `test` the rest (as in 5HDB, where the held
-out conformations are unseen during training).
+Images are identified by a global id. Image `i` has conformation `i % num_conformations`, and all
+its random choices come from a generator seeded with `(seed, i)`, so any split or chunk of a data
+set is bit-identical however it is generated. The `train` split holds the ids of the first
+`num_conformations - test_conformations` conformations, `test` the rest (as in 5HDB, where the
+held-out conformations are unseen during training).
 """
 import dataclasses
 import hashlib
@@ -46,7 +46,9 @@ class SimulationConfig:
 
     Units: pixel_size Å (None: chosen so the molecule spans 65% of the box), angles radians,
     max_shift pixels, defocus µm, voltage kV, spherical_aberration mm. `snr` is signal variance over
-    noise variance per image (math.inf: no noise).
+    noise variance per image (math.inf: no noise). `angle_std` is used by the normal distribution
+    only; the optics settings only with `ctf`. A user model (`atomic_model` or `density_map`) is
+    rigid: its conformations are identical and only label the images.
     """
 
     image_size: int = 40
@@ -332,7 +334,9 @@ class Simulator:
         count = config.num_conformations
         params = [0.5] if count == 1 else np.linspace(0.0, 1.0, count)
         coords = np.stack([model.conformation(t) for t in params])  # [K, A, 3]
-        radius = np.linalg.norm(coords[..., :2], axis=-1).max() + 2 * model.sigma
+        # The box fits the whole hinge range, whatever the number of conformations.
+        span = np.stack([model.conformation(t) for t in np.linspace(0.0, 1.0, 21)])
+        radius = np.linalg.norm(span[..., :2], axis=-1).max() + 2 * model.sigma
         self.pixel_size = float(config.pixel_size or
                                 2 * radius / (FILL_FRACTION * config.image_size))
         # Image plane in pixels: x along columns, y along rows (down), so 3D y is negated.

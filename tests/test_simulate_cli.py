@@ -29,7 +29,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     """stderr lines that are not TF/absl start-up chatter."""
     return [line for line in result.stderr.splitlines()
-            if line.strip() and not line.startswith(("WARNING: All log", "I0000", "W0000", "E0000"))]
+            if line.strip()
+            and not line.startswith(("WARNING: All log", "I0000", "W0000", "E0000"))]
 
 
 def test_writes_stacks_and_star_matching_the_library(tmp_path):

@@ -1,4 +1,4 @@
-"""The 5HDB-style simulator: reproducibility, SNR, rotation convention, conformations, CTF, inputs."""
+"""The 5HDB-style simulator: reproducibility, SNR, rotation sense, conformations, CTF, inputs."""
 import dataclasses
 import math
 
