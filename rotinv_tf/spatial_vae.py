@@ -124,14 +124,16 @@ class SpatialVAE(keras.Model):
         dense = keras.layers.Dense
         self.encoder_hidden = [dense(hidden_units, activation="tanh", name=f"encoder_hidden_{i}")
                                for i in range(num_hidden_layers)]
-        self.encoder_posterior = dense(2 * self._posterior_dim, name="encoder_posterior")
+        # Posterior parameters and pixel outputs stay float32 under mixed precision.
+        self.encoder_posterior = dense(2 * self._posterior_dim, dtype="float32",
+                                       name="encoder_posterior")
         self.generator_coordinates = dense(hidden_units, name="generator_coordinates")
         self.generator_latent = (dense(hidden_units, use_bias=False, name="generator_latent")
                                  if latent_dim else None)
         self.generator_hidden = [
             dense(hidden_units, activation="tanh", name=f"generator_hidden_{i}")
             for i in range(num_hidden_layers - 1)]
-        self.generator_output = dense(1, name="generator_output")
+        self.generator_output = dense(1, dtype="float32", name="generator_output")
         # Build every layer now: the weights exist before `fit`, and Keras never has to trace
         # `call` on a batch dict to build the model.
         width = image_size * image_size
@@ -339,8 +341,11 @@ class SpatialVAE(keras.Model):
         image, observed, angle = self._unpack_batch(data)
         with tf.GradientTape() as tape:
             terms, posterior = self._elbo_terms(observed)
-        gradients = tape.gradient(terms["loss"], self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+            # Gradients are summed over replicas, and a LossScaleOptimizer needs the scaled loss.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled_loss = self.optimizer.scale_loss(terms["loss"] / replicas)
+        gradients = tape.gradient(scaled_loss, self.trainable_weights)
+        self.optimizer.apply(gradients, self.trainable_weights)
         return self._update_metrics(terms, posterior, image, angle)
 
     def test_step(self, data: object) -> dict[str, tf.Tensor]:

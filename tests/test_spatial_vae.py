@@ -185,6 +185,20 @@ def test_bernoulli_canonical_images_are_probabilities():
     assert canonical.min() >= 0.0 and canonical.max() <= 1.0
 
 
+def test_mixed_float16_training_with_a_loss_scale_optimizer():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = small_model()
+        model.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3)))
+        images = blob_images(8, 16)
+        logs = model.train_on_batch({"image": images}, return_dict=True)
+        out = model.canonicalize(images)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(logs["loss"])
+    assert out["canonical_image"].dtype == tf.float32 and out["latent"].dtype == tf.float32
+
+
 def test_batch_with_observed_but_no_angle_is_rejected():
     model = small_model()
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
