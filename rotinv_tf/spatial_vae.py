@@ -207,6 +207,10 @@ class SpatialVAE(keras.Model):
         `translation_*` [B, 2] (half-widths), `latent_*` [B, latent_dim]. Quantities that are not
         inferred have mean 0 and log-std 0 and are never used."""
         images = tf.convert_to_tensor(images, tf.float32)
+        expected = [self.image_size, self.image_size, 1]
+        if not images.shape[1:].is_compatible_with(expected):
+            raise ValueError(f"expected images [batch, {self.image_size}, {self.image_size}, 1], "
+                             f"got shape {images.shape}")
         hidden = tf.reshape(images, [-1, self.image_size * self.image_size])
         for layer in self.encoder_hidden:
             hidden = layer(hidden)

@@ -63,6 +63,11 @@ def test_contract_shapes_for_batches_of_one_and_five(image_size):
         np.testing.assert_allclose(angle, codes["angle"], atol=1e-6)
 
 
+def test_images_of_the_wrong_size_are_rejected():
+    with pytest.raises(ValueError, match="expected images"):
+        small_model(16).canonicalize(tf.zeros([2, 20, 20, 1]))
+
+
 def test_odd_image_size_works():
     out = small_model(27).canonicalize(tf.zeros([2, 27, 27, 1]))
     assert out["canonical_image"].shape == (2, 27, 27, 1)
