@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from contract_models import TinyContractModel, built
+from tests.contract_models import TinyContractModel, built
 from data_pipeline.errors import DataError
 from data_pipeline.preprocessing import Normalization
 from rotinv_tf.autoencoder import RotationInvariantAutoencoder

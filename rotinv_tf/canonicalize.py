@@ -1,0 +1,61 @@
+"""Canonicalize a particle stack with an exported SavedModel (see `rotinv_tf.inference`).
+
+    python -m rotinv_tf.canonicalize --saved_model=saved_models/<name>/<version> \\
+        --input=particles.mrcs --output=canonical.mrcs --star=angles.star \\
+        [--batch_size=256] [--resample]
+
+`--input` is an MRC stack or a RELION STAR file. Writes the canonical images (MRC stack) and a STAR
+file with `rlnAnglePsi` in degrees; progress goes to stderr, a one-line summary to stdout. Bad input
+prints one `error: ...` line and exits with status 2, leaving no output.
+"""
+import sys
+import time
+
+from absl import flags
+
+from data_pipeline.cli import run
+from rotinv_tf.inference import canonicalize_particles
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("saved_model", None, "SavedModel version folder: saved_models/<name>/<version>.")
+flags.DEFINE_string("input", None, "Particles: an MRC stack (.mrcs/.mrc) or a RELION STAR file.")
+flags.DEFINE_string("output", None, "Output MRC stack of canonical images.")
+flags.DEFINE_string("star", None, "Output STAR file (rlnImageName, rlnAnglePsi in degrees).")
+flags.DEFINE_integer("batch_size", 256, "Particles per model call.", lower_bound=1)
+flags.DEFINE_boolean("resample", False,
+                     "Fourier-crop/pad particles whose size differs from the model's.")
+for _name in ("saved_model", "input", "output", "star"):
+    flags.mark_flag_as_required(_name)
+
+
+class _ProgressBar:
+    """A one-line progress bar with particles/s on stderr, redrawn at most 10 times a second."""
+
+    def __init__(self, width: int = 30):
+        self.width = width
+        self.start = time.perf_counter()
+        self.last_draw = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - self.last_draw < 0.1:
+            return
+        self.last_draw = now
+        filled = self.width * done // total
+        rate = done / max(now - self.start, 1e-9)
+        end = "\n" if done == total else ""
+        print(f"\r[{'=' * filled}{'.' * (self.width - filled)}] {done}/{total} particles, "
+              f"{rate:.0f} particles/s", end=end, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    summary = canonicalize_particles(FLAGS.saved_model, FLAGS.input, FLAGS.output, FLAGS.star,
+                                     batch_size=FLAGS.batch_size, resample=FLAGS.resample,
+                                     progress=_ProgressBar())
+    print(f"canonicalized {summary.particles} particles in {summary.seconds:.2f} s "
+          f"({summary.particles_per_second:.0f} particles/s): {summary.output}, {summary.star}")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,261 @@
+"""Stream a particle stack through an exported SavedModel: canonical images and in-plane angles.
+
+Input is an MRC stack (any name not ending in `.star`) or a RELION STAR file whose particle table's
+`rlnImageName` entries (`index@stack.mrcs`, 1-based, relative to the STAR file's folder) may point
+into several stacks. Particles are read through memory maps, `batch_size` at a time, so stacks
+larger than RAM work.
+
+Outputs:
+- a float32 MRC stack of the canonical images (raw pixel units), with the pixel size of the input;
+- a STAR file with one row per particle: `rlnImageName` = `000001@canonical.mrcs` (1-based,
+  6 digits, the stack path relative to the STAR file's folder) and `rlnAnglePsi`. For a STAR input
+  every other block, row and column is carried over; for an MRC input a RELION 3.1 `data_optics`
+  block (pixel size, image size) and a `data_particles` block are written.
+
+Angle convention: the model's angle θ (radians) is counter-clockwise positive as the image is
+displayed (row 0 at the top), with `observed = rotate(canonical, θ)` (`data_pipeline.rotation`).
+`rlnAnglePsi` is θ in degrees with the same sign, wrapped to (-180, 180]: the convention the
+simulator writes its true angles in (`data_pipeline.formats.star.angle_to_psi_degrees`).
+
+Resampling (`resample=True`, for images whose size differs from the model's): Fourier cropping
+(downsampling) or zero-padding (upsampling) of the centred 2D spectrum, which keeps the band-limited
+content and the mean pixel value; the pixel size becomes `old × old_size / new_size`.
+
+Both outputs are written under temporary names and renamed only when every particle went through,
+so a failed run (bad input, NaN/Inf pixels, an error in the model) leaves no output behind.
+"""
+import dataclasses
+import os
+import time
+from typing import Callable
+
+import numpy as np
+
+from data_pipeline.atomic import atomic_path
+from data_pipeline.errors import DataError
+from data_pipeline.formats.mrc import MrcStack, StackWriter, open_stack
+from data_pipeline.formats.star import (StarBlock, angle_to_psi_degrees, particles_block,
+                                        read_star, write_star)
+from rotinv_tf.serving import load_serving_model
+
+IMAGE_NAME = "rlnImageName"
+ANGLE_PSI = "rlnAnglePsi"
+_MAX_LISTED = 20  # bad particle numbers listed in an error message
+
+
+@dataclasses.dataclass(frozen=True)
+class CanonicalizeSummary:
+    """What a run did: particle count, streaming time, outputs and their pixel size."""
+
+    particles: int
+    seconds: float
+    output: str
+    star: str
+    pixel_size: float
+
+    @property
+    def particles_per_second(self) -> float:
+        return self.particles / self.seconds if self.seconds > 0 else float("inf")
+
+
+def fourier_resample(images: np.ndarray, size: int) -> np.ndarray:
+    """Images [k, h, w] -> [k, size, size] by cropping or zero-padding the centred spectrum.
+
+    The zero frequency stays at the centre and values are rescaled so the mean pixel value is kept.
+    """
+    k, h, w = images.shape
+    if (h, w) == (size, size):
+        return images.astype(np.float32, copy=False)
+    spectrum = np.fft.fftshift(np.fft.fft2(images.astype(np.float64)), axes=(1, 2))
+    out = np.zeros((k, size, size), np.complex128)
+    rows, cols = min(h, size), min(w, size)
+    src_r, src_c = h // 2 - rows // 2, w // 2 - cols // 2
+    dst_r, dst_c = size // 2 - rows // 2, size // 2 - cols // 2
+    out[:, dst_r:dst_r + rows, dst_c:dst_c + cols] = \
+        spectrum[:, src_r:src_r + rows, src_c:src_c + cols]
+    resampled = np.fft.ifft2(np.fft.ifftshift(out, axes=(1, 2))).real * (size * size / (h * w))
+    return resampled.astype(np.float32)
+
+
+def relion_image_name(index: int, stack_path: str) -> str:
+    """RELION's `rlnImageName` for the 1-based `index` in `stack_path`: `000001@stack.mrcs`."""
+    return f"{index:06d}@{stack_path}"
+
+
+class _Particles:
+    """The input particles in order: which stack and which image of it each one is."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.stacks: list[MrcStack] = []
+        self.blocks: dict[str, StarBlock] | None = None
+        try:
+            if path.lower().endswith(".star"):
+                self._from_star(path)
+            else:
+                self.stacks.append(open_stack(path))
+                n = len(self.stacks[0])
+                self.stack_ids = np.zeros(n, np.int64)
+                self.indices = np.arange(n, dtype=np.int64)
+            shapes = {stack.shape[1:] for stack in self.stacks}
+            if len(shapes) > 1:
+                raise DataError(path, f"the stacks hold images of different sizes: "
+                                f"{', '.join(f'{h}x{w}' for h, w in sorted(shapes))}")
+        except BaseException:
+            self.close()
+            raise
+        self.height, self.width = self.stacks[0].shape[1:]
+        self.pixel_size = self.stacks[0].pixel_size
+
+    def _from_star(self, path: str) -> None:
+        self.blocks = read_star(path)
+        table = particles_block(self.blocks, path)
+        if IMAGE_NAME not in table:
+            raise DataError(path, f"the particle table has no {IMAGE_NAME} column")
+        if len(table) == 0:
+            raise DataError(path, "the particle table has no rows")
+        folder = os.path.dirname(os.path.abspath(path))
+        opened: dict[str, int] = {}
+        stack_ids, indices = [], []
+        for row, name in enumerate(table.column(IMAGE_NAME), start=1):
+            index, _, stack_path = name.partition("@")
+            if not stack_path or not index.isdigit() or int(index) < 1:
+                raise DataError(path, f"particle {row}: {IMAGE_NAME} {name!r} is not index@stack")
+            stack_path = os.path.normpath(os.path.join(folder, stack_path))
+            if stack_path not in opened:
+                opened[stack_path] = len(self.stacks)
+                self.stacks.append(open_stack(stack_path))
+            stack = self.stacks[opened[stack_path]]
+            if int(index) > len(stack):
+                raise DataError(path, f"particle {row}: {IMAGE_NAME} {name!r} is beyond the "
+                                f"{len(stack)} images of {stack_path}")
+            stack_ids.append(opened[stack_path])
+            indices.append(int(index) - 1)
+        self.stack_ids = np.array(stack_ids, np.int64)
+        self.indices = np.array(indices, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Particles start..stop-1 as float32 [k, h, w], reading contiguous runs in one go."""
+        ids, idx = self.stack_ids[start:stop], self.indices[start:stop]
+        breaks = np.flatnonzero((np.diff(ids) != 0) | (np.diff(idx) != 1)) + 1
+        runs = zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(idx)]]))
+        return np.concatenate([self.stacks[ids[a]].read(idx[a], idx[a] + (b - a))
+                               for a, b in runs])
+
+    def star_blocks(self, image_names: list[str], psi: list[str], size: int,
+                    pixel_size: float) -> dict[str, StarBlock]:
+        """The output STAR blocks: the input's, or fresh RELION 3.1 optics + particles blocks."""
+        if self.blocks is None:
+            optics = StarBlock(
+                columns=["rlnOpticsGroup", "rlnOpticsGroupName", "rlnImagePixelSize",
+                         "rlnImageSize", "rlnImageDimensionality"],
+                rows=[["1", "opticsGroup1", f"{pixel_size:.6f}", str(size), "2"]])
+            particles = StarBlock(columns=[IMAGE_NAME, ANGLE_PSI, "rlnOpticsGroup"],
+                                  rows=[[n, p, "1"] for n, p in zip(image_names, psi)])
+            return {"optics": optics, "particles": particles}
+        blocks = {name: dataclasses.replace(block, columns=list(block.columns),
+                                            rows=[list(row) for row in block.rows])
+                  for name, block in self.blocks.items()}
+        table = particles_block(blocks, self.path)
+        table.set_column(IMAGE_NAME, image_names)
+        table.set_column(ANGLE_PSI, psi)
+        optics = blocks.get("optics")
+        if size != self.height and optics is not None and optics.loop:
+            # Resampled: every optics group's images change size, and their pixels with them.
+            if "rlnImageSize" in optics:
+                optics.set_column("rlnImageSize", [size] * len(optics))
+            if "rlnImagePixelSize" in optics:
+                optics.set_column("rlnImagePixelSize", [
+                    f"{self._number(p, 'rlnImagePixelSize') * self.height / size:.6f}"
+                    for p in optics.column("rlnImagePixelSize")])
+        return blocks
+
+    def _number(self, value: str, column: str) -> float:
+        try:
+            return float(value)
+        except ValueError:
+            raise DataError(self.path, f"{column} {value!r} is not a number") from None
+
+    def close(self) -> None:
+        for stack in self.stacks:
+            stack.close()
+
+
+def _wrapped_psi(angles: np.ndarray) -> np.ndarray:
+    """Angles (radians) -> rlnAnglePsi in degrees, wrapped to (-180, 180]."""
+    psi = angle_to_psi_degrees(np.asarray(angles, np.float64))
+    return -(np.mod(-psi + 180.0, 360.0) - 180.0)
+
+
+def _nonfinite_message(bad: list[int]) -> str:
+    listed = ", ".join(str(i) for i in bad[:_MAX_LISTED])
+    more = f" and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+    noun = "particle" if len(bad) == 1 else "particles"
+    verb = "contains" if len(bad) == 1 else "contain"
+    return f"{noun} {listed}{more} (1-based) {verb} NaN/Inf pixel values"
+
+
+def canonicalize_particles(saved_model: str, input_path: str, output: str, star: str,
+                           batch_size: int = 256, resample: bool = False,
+                           progress: Callable[[int, int], None] | None = None
+                           ) -> CanonicalizeSummary:
+    """Runs every particle of `input_path` through the SavedModel; writes `output` and `star`.
+
+    `progress(done, total)` is called after each batch. Raises `DataError` for bad input (nothing
+    is written then). The summary's time covers the streaming (read, model, write), not loading.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    output, star = os.path.abspath(output), os.path.abspath(star)
+    if output == star:
+        raise DataError(output, "the canonical stack and the STAR file need different paths")
+    model = load_serving_model(saved_model)
+    particles = _Particles(input_path)
+    try:
+        inputs = {os.path.abspath(p) for p in [input_path, *(s.path for s in particles.stacks)]}
+        for path in (output, star):
+            if path in inputs:
+                raise DataError(path, "the output would overwrite an input file")
+        return _stream(model, particles, output, star, batch_size, resample, progress)
+    finally:
+        particles.close()
+
+
+def _stream(model, particles: _Particles, output: str, star: str, batch_size: int,
+            resample: bool, progress: Callable[[int, int], None] | None) -> CanonicalizeSummary:
+    size = model.image_size
+    h, w = particles.height, particles.width
+    if (h, w) != (size, size):
+        if not resample:
+            raise DataError(particles.path, f"particles are {h}x{w} pixels but the model takes "
+                            f"{size}x{size}; pass --resample to Fourier-resample them")
+        if h != w:
+            raise DataError(particles.path, f"cannot resample non-square {h}x{w} particles")
+    pixel_size = particles.pixel_size * h / size
+    n = len(particles)
+    angles = np.zeros(n, np.float64)
+    bad: list[int] = []
+    start_time = time.perf_counter()
+    with atomic_path(star) as star_tmp, StackWriter(output, n, size, size, pixel_size) as writer:
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            images = particles.read(start, stop)
+            finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
+            bad += [start + 1 + int(i) for i in np.flatnonzero(~finite)]
+            if not bad:  # after the first bad particle, only scan for the others
+                result = model.predict(fourier_resample(images, size))
+                writer.write(start, result["canonical_image"])
+                angles[start:stop] = result["angle"]
+            if progress is not None:
+                progress(stop, n)
+        if bad:
+            raise DataError(particles.path, _nonfinite_message(bad))
+        stack_name = os.path.relpath(output, os.path.dirname(star))
+        names = [relion_image_name(i, stack_name) for i in range(1, n + 1)]
+        psi = [f"{p:.6f}" for p in _wrapped_psi(angles)]
+        write_star(star_tmp, particles.star_blocks(names, psi, size, pixel_size))
+    return CanonicalizeSummary(particles=n, seconds=time.perf_counter() - start_time,
+                               output=output, star=star, pixel_size=pixel_size)

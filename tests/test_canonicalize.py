@@ -1,0 +1,260 @@
+"""Canonicalizing particle stacks through a SavedModel: the CLI end to end, STAR files, resampling,
+and bad input (exit status 2, one `error:` line, no output left behind).
+
+The model is `TemplateMatcher`, which knows the canonical image, so predicted angles can be checked
+against the true ones: that pins down the `rlnAnglePsi` sign convention.
+"""
+import os
+import subprocess
+import sys
+
+import mrcfile
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.contract_models import TemplateMatcher, built
+from data_pipeline.errors import DataError
+from data_pipeline.formats.mrc import open_stack, write_stack
+from data_pipeline.formats.star import StarBlock, read_star, write_star
+from data_pipeline.preprocessing import Normalization
+from data_pipeline.rotation import rotate
+from rotinv_tf.export import export_saved_model
+from rotinv_tf.inference import canonicalize_particles, fourier_resample
+from rotinv_tf.serving import load_serving_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+SIZE, N, PIXEL_SIZE = 24, 20, 1.7
+NORMALIZATION = Normalization(mean=10.0, std=20.0, min=0.0, max=100.0)
+
+
+def two_blobs(size: int) -> np.ndarray:
+    """An asymmetric image in [0, 1]: a bright blob and a fainter one."""
+    yy, xx = np.mgrid[:size, :size].astype(np.float32) - (size - 1) / 2
+    image = np.exp(-((yy + size / 5) ** 2 + (xx - 1) ** 2) / 6) \
+        + 0.5 * np.exp(-((yy - 1) ** 2 + (xx - size / 5) ** 2) / 4)
+    return (image / image.max()).astype(np.float32)
+
+
+def psi_error(psi_degrees, angles) -> float:
+    """Largest wrapped difference, in degrees, between rlnAnglePsi values and angles (radians)."""
+    diff = np.asarray(psi_degrees, np.float64) - np.rad2deg(angles)
+    return float(np.abs((diff + 180.0) % 360.0 - 180.0).max())
+
+
+def psi_column(star_path: str) -> np.ndarray:
+    return np.array([float(v) for v in read_star(star_path)["particles"].column("rlnAnglePsi")])
+
+
+def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rotinv_tf.canonicalize", *args], cwd=cwd,
+                          env=ENV, capture_output=True, text=True)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A SavedModel of a TemplateMatcher, and N rotated copies of its template (raw units)."""
+    root = tmp_path_factory.mktemp("canon")
+    template = two_blobs(SIZE)
+    model = built(TemplateMatcher(template), SIZE)
+    saved_model = export_saved_model(model, NORMALIZATION, SIZE, str(root / "saved_models"), "tm")
+    angles = np.random.default_rng(0).uniform(-np.pi, np.pi, N).astype(np.float32)
+    raw = np.repeat(template[np.newaxis, ..., np.newaxis] * 100.0, N, axis=0)
+    particles = rotate(raw, angles).numpy()[..., 0]
+    write_stack(str(root / "particles.mrcs"), particles, PIXEL_SIZE)
+    return {"root": root, "saved_model": saved_model, "angles": angles, "particles": particles}
+
+
+def test_cli_end_to_end_on_an_mrc_stack(data, tmp_path):
+    result = run_cli(f"--saved_model={data['saved_model']}",
+                     f"--input={data['root'] / 'particles.mrcs'}", "--output=out/canonical.mrcs",
+                     "--star=out/angles.star", "--batch_size=7", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = result.stdout.strip().splitlines()
+    assert len(summary) == 1 and f"{N} particles" in summary[0] and "particles/s" in summary[0]
+    assert "out/canonical.mrcs" in summary[0] and "out/angles.star" in summary[0]
+    assert f"{N}/{N} particles" in result.stderr  # the progress bar
+    assert sorted(os.listdir(tmp_path / "out")) == ["angles.star", "canonical.mrcs"]
+
+    with open_stack(str(tmp_path / "out" / "canonical.mrcs")) as stack:
+        assert stack.shape == (N, SIZE, SIZE)
+        assert stack.pixel_size == pytest.approx(PIXEL_SIZE, rel=1e-5)
+        canonical = stack.read(0, N)
+    expected = load_serving_model(data["saved_model"]).predict(data["particles"])
+    np.testing.assert_allclose(canonical, expected["canonical_image"][..., 0], atol=1e-4)
+
+    blocks = read_star(str(tmp_path / "out" / "angles.star"))
+    assert float(blocks["optics"].column("rlnImagePixelSize")[0]) == pytest.approx(PIXEL_SIZE)
+    names = blocks["particles"].column("rlnImageName")
+    assert names == [f"{i:06d}@canonical.mrcs" for i in range(1, N + 1)]
+    # The sign convention: rlnAnglePsi is the true θ (observed = rotate(canonical, θ)) in degrees.
+    assert psi_error(psi_column(str(tmp_path / "out" / "angles.star")), data["angles"]) < 1.0
+
+
+def test_cli_on_the_simulators_star_file_recovers_its_true_angles(tmp_path):
+    sim = subprocess.run([sys.executable, "-m", "data_pipeline.simulate", "--output_dir=sim",
+                          "--num_images=12", f"--image_size={SIZE}", "--snr=1000",
+                          "--max_shift=0", "--noctf", "--num_conformations=1"],
+                         cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    assert sim.returncode == 0, sim.stderr[-2000:]
+    with open_stack(str(tmp_path / "sim" / "canonical.mrcs")) as stack:
+        template = stack.read(0, 1)[0]  # one conformation: every canonical image is this one
+    normalization = Normalization(mean=0.0, std=1.0, min=float(template.min()),
+                                  max=float(template.max()))
+    model = built(TemplateMatcher(normalization.normalize(template).numpy()), SIZE)
+    saved_model = export_saved_model(model, normalization, SIZE, str(tmp_path / "sm"), "sim")
+
+    result = run_cli(f"--saved_model={saved_model}", "--input=sim/particles.star",
+                     "--output=out/canonical.mrcs", "--star=out/canonical.star", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    source = read_star(str(tmp_path / "sim" / "particles.star"))
+    written = read_star(str(tmp_path / "out" / "canonical.star"))
+    true_angles = np.deg2rad([float(v) for v in source["particles"].column("rlnAnglePsi")])
+    assert psi_error(psi_column(str(tmp_path / "out" / "canonical.star")), true_angles) < 2.0
+    assert written["optics"] == source["optics"]
+    for column in source["particles"].columns:
+        if column not in ("rlnImageName", "rlnAnglePsi"):
+            assert written["particles"].column(column) == source["particles"].column(column)
+    assert written["particles"].column("rlnImageName")[:2] == [
+        "000001@canonical.mrcs", "000002@canonical.mrcs"]
+
+
+def test_star_input_over_several_stacks_carries_rows_and_columns(data, tmp_path):
+    (tmp_path / "in" / "stacks").mkdir(parents=True)
+    write_stack(str(tmp_path / "in" / "stacks" / "a.mrcs"), data["particles"][:12], PIXEL_SIZE)
+    write_stack(str(tmp_path / "in" / "b.mrcs"), data["particles"][12:], PIXEL_SIZE)
+    order = np.random.default_rng(1).permutation(N)  # rows out of stack order
+    names = [f"{i + 1:06d}@stacks/a.mrcs" if i < 12 else f"{i - 11:06d}@b.mrcs" for i in order]
+    rows = [[name, "999.0", f"mic{i % 3}.mrc", str(10000 + i)] for name, i in zip(names, order)]
+    blocks = {
+        "optics": StarBlock(["rlnOpticsGroup", "rlnImagePixelSize", "rlnImageSize"],
+                            [["1", str(PIXEL_SIZE), str(SIZE)]]),
+        "particles": StarBlock(["rlnImageName", "rlnAnglePsi", "rlnMicrographName",
+                                "rlnDefocusU"], rows)}
+    write_star(str(tmp_path / "in" / "particles.star"), blocks)
+
+    summary = canonicalize_particles(data["saved_model"], str(tmp_path / "in" / "particles.star"),
+                                     str(tmp_path / "out" / "c.mrcs"),
+                                     str(tmp_path / "out" / "c.star"), batch_size=6)
+    assert summary.particles == N and summary.pixel_size == pytest.approx(PIXEL_SIZE)
+    written = read_star(str(tmp_path / "out" / "c.star"))
+    assert written["optics"] == blocks["optics"]
+    table = written["particles"]
+    assert table.columns == ["rlnImageName", "rlnAnglePsi", "rlnMicrographName", "rlnDefocusU"]
+    assert table.column("rlnDefocusU") == [str(10000 + i) for i in order]
+    assert table.column("rlnMicrographName") == [f"mic{i % 3}.mrc" for i in order]
+    assert table.column("rlnImageName") == [f"{k:06d}@c.mrcs" for k in range(1, N + 1)]
+    assert psi_error(psi_column(str(tmp_path / "out" / "c.star")), data["angles"][order]) < 1.0
+    with open_stack(str(tmp_path / "out" / "c.mrcs")) as stack:
+        expected = load_serving_model(data["saved_model"]).predict(data["particles"][order])
+        np.testing.assert_allclose(stack.read(0, N), expected["canonical_image"][..., 0],
+                                   atol=1e-4)
+
+
+def test_fourier_resample_keeps_band_limited_content():
+    image = two_blobs(SIZE)[np.newaxis]
+    up = fourier_resample(image, 2 * SIZE)
+    assert up.shape == (1, 2 * SIZE, 2 * SIZE)
+    assert up.mean() == pytest.approx(image.mean(), abs=1e-5)
+    np.testing.assert_allclose(fourier_resample(up, SIZE), image, atol=1e-4)
+    np.testing.assert_allclose(fourier_resample(np.full((2, 9, 9), 3.0), 5), 3.0, atol=1e-6)
+
+
+def test_size_mismatch_is_an_error_unless_resampling(data, tmp_path):
+    large = fourier_resample(data["particles"], 2 * SIZE)
+    write_stack(str(tmp_path / "large.mrcs"), large, PIXEL_SIZE / 2)
+    result = run_cli(f"--saved_model={data['saved_model']}", "--input=large.mrcs",
+                     "--output=out/c.mrcs", "--star=out/c.star", cwd=tmp_path)
+    assert_one_line_error(result, "large.mrcs", f"{2 * SIZE}x{2 * SIZE}", f"{SIZE}x{SIZE}",
+                          "--resample")
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+
+    summary = canonicalize_particles(data["saved_model"], str(tmp_path / "large.mrcs"),
+                                     str(tmp_path / "out" / "c.mrcs"),
+                                     str(tmp_path / "out" / "c.star"), resample=True)
+    with open_stack(summary.output) as stack:
+        assert stack.shape == (N, SIZE, SIZE)
+        assert stack.pixel_size == pytest.approx(PIXEL_SIZE, rel=1e-5)  # (1.7/2) * 48/24
+    optics = read_star(summary.star)["optics"]
+    assert float(optics.column("rlnImagePixelSize")[0]) == pytest.approx(PIXEL_SIZE)
+    assert optics.column("rlnImageSize") == [str(SIZE)]
+    assert psi_error(psi_column(summary.star), data["angles"]) < 1.5
+
+
+def test_nonfinite_pixels_are_reported_by_particle_number(data, tmp_path):
+    particles = data["particles"].copy()
+    particles[2, 5, 5] = np.nan
+    particles[16, 0, 0] = np.inf
+    write_stack(str(tmp_path / "bad.mrcs"), particles, PIXEL_SIZE)
+    result = run_cli(f"--saved_model={data['saved_model']}", "--input=bad.mrcs",
+                     "--output=out/c.mrcs", "--star=out/c.star", "--batch_size=8", cwd=tmp_path)
+    assert_one_line_error(result, "bad.mrcs", "particles 3, 17 (1-based) contain NaN/Inf")
+    assert os.listdir(tmp_path / "out") == []  # not even temporary files
+
+
+def _missing(path, data):
+    return str(path / "nothing.mrcs"), "no such file"
+
+
+def _not_mrc(path, data):
+    (path / "notes.mrcs").write_text("these are not particles\n" * 100)
+    return str(path / "notes.mrcs"), "not an MRC file"
+
+
+def _truncated(path, data):
+    write_stack(str(path / "cut.mrcs"), data["particles"], PIXEL_SIZE)
+    with open(path / "cut.mrcs", "r+b") as f:
+        f.truncate(os.path.getsize(path / "cut.mrcs") - 1000)
+    return str(path / "cut.mrcs"), "truncated MRC file"
+
+
+def _empty(path, data):
+    with mrcfile.new(str(path / "empty.mrcs")) as mrc:
+        mrc.set_data(np.zeros((0, SIZE, SIZE), np.float32))
+    return str(path / "empty.mrcs"), "empty stack"
+
+
+def _star_to_missing_stack(path, data):
+    write_star(str(path / "p.star"), {"particles": StarBlock(
+        ["rlnImageName"], [["000001@gone.mrcs"]])})
+    return str(path / "p.star"), "gone.mrcs: no such file"
+
+
+def _star_index_beyond_stack(path, data):
+    write_stack(str(path / "s.mrcs"), data["particles"][:3], PIXEL_SIZE)
+    write_star(str(path / "p.star"), {"particles": StarBlock(
+        ["rlnImageName"], [["000001@s.mrcs"], ["000004@s.mrcs"]])})
+    return str(path / "p.star"), "particle 2: rlnImageName '000004@s.mrcs' is beyond the 3 images"
+
+
+@pytest.mark.parametrize("make_input", [_missing, _not_mrc, _truncated, _empty,
+                                        _star_to_missing_stack, _star_index_beyond_stack])
+def test_bad_input_is_a_data_error_and_leaves_nothing(make_input, data, tmp_path):
+    input_path, problem = make_input(tmp_path, data)
+    with pytest.raises(DataError, match=problem) as raised:
+        canonicalize_particles(data["saved_model"], input_path, str(tmp_path / "out" / "c.mrcs"),
+                               str(tmp_path / "out" / "c.star"))
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+
+
+def test_saved_model_without_the_signature_is_a_one_line_error(data, tmp_path):
+    module = tf.Module()
+    module.f = tf.function(lambda x: {"y": x}, input_signature=[tf.TensorSpec([None], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "other"),
+                        signatures={"serving_default": module.f.get_concrete_function()})
+    result = run_cli(f"--saved_model={tmp_path / 'other'}",
+                     f"--input={data['root'] / 'particles.mrcs'}", "--output=out/c.mrcs",
+                     "--star=out/c.star", cwd=tmp_path)
+    assert_one_line_error(result, "other", "no serving_default signature with input 'images'")
+    assert not (tmp_path / "out").exists()
