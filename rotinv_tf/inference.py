@@ -41,6 +41,7 @@ from rotinv_tf.serving import load_serving_model
 IMAGE_NAME = "rlnImageName"
 ANGLE_PSI = "rlnAnglePsi"
 _MAX_LISTED = 20  # bad particle numbers listed in an error message
+_MAX_OPEN = 16  # input stacks memory-mapped at the same time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,31 +84,39 @@ def relion_image_name(index: int, stack_path: str) -> str:
 
 
 class _Particles:
-    """The input particles in order: which stack and which image of it each one is."""
+    """The input particles in order: which stack and which image of it each one is.
+
+    Every stack is checked when the input is opened, but at most `_MAX_OPEN` stay memory-mapped at
+    a time, so a STAR file may reference thousands of stacks.
+    """
 
     def __init__(self, path: str):
         self.path = path
-        self.stacks: list[MrcStack] = []
+        self.stack_paths: list[str] = []
         self.blocks: dict[str, StarBlock] | None = None
-        try:
-            if path.lower().endswith(".star"):
-                self._from_star(path)
-            else:
-                self.stacks.append(open_stack(path))
-                n = len(self.stacks[0])
-                self.stack_ids = np.zeros(n, np.int64)
-                self.indices = np.arange(n, dtype=np.int64)
-            shapes = {stack.shape[1:] for stack in self.stacks}
-            if len(shapes) > 1:
-                raise DataError(path, f"the stacks hold images of different sizes: "
-                                f"{', '.join(f'{h}x{w}' for h, w in sorted(shapes))}")
-        except BaseException:
-            self.close()
-            raise
-        self.height, self.width = self.stacks[0].shape[1:]
-        self.pixel_size = self.stacks[0].pixel_size
+        self._open: dict[int, MrcStack] = {}
+        shapes = set()
+        if path.lower().endswith(".star"):
+            self._from_star(path, shapes)
+        else:
+            n, _, _, self.pixel_size = self._check_stack(path, shapes)
+            self.stack_ids = np.zeros(n, np.int64)
+            self.indices = np.arange(n, dtype=np.int64)
+        if len(shapes) > 1:
+            raise DataError(path, f"the stacks hold images of different sizes: "
+                            f"{', '.join(f'{h}x{w}' for h, w in sorted(shapes))}")
+        (self.height, self.width), = shapes
 
-    def _from_star(self, path: str) -> None:
+    def _check_stack(self, stack_path: str, shapes: set) -> tuple[int, int, int, float]:
+        """Validates a stack (DataError if bad) -> (n, h, w, pixel size); records its path."""
+        with open_stack(stack_path) as stack:
+            n, h, w = stack.shape
+            pixel_size = stack.pixel_size
+        self.stack_paths.append(stack_path)
+        shapes.add((h, w))
+        return n, h, w, pixel_size
+
+    def _from_star(self, path: str, shapes: set) -> None:
         self.blocks = read_star(path)
         table = particles_block(self.blocks, path)
         if IMAGE_NAME not in table:
@@ -115,21 +124,23 @@ class _Particles:
         if len(table) == 0:
             raise DataError(path, "the particle table has no rows")
         folder = os.path.dirname(os.path.abspath(path))
-        opened: dict[str, int] = {}
+        known: dict[str, tuple[int, int]] = {}  # stack path -> (stack id, number of images)
         stack_ids, indices = [], []
         for row, name in enumerate(table.column(IMAGE_NAME), start=1):
             index, _, stack_path = name.partition("@")
             if not stack_path or not index.isdigit() or int(index) < 1:
                 raise DataError(path, f"particle {row}: {IMAGE_NAME} {name!r} is not index@stack")
             stack_path = os.path.normpath(os.path.join(folder, stack_path))
-            if stack_path not in opened:
-                opened[stack_path] = len(self.stacks)
-                self.stacks.append(open_stack(stack_path))
-            stack = self.stacks[opened[stack_path]]
-            if int(index) > len(stack):
+            if stack_path not in known:
+                n, _, _, pixel_size = self._check_stack(stack_path, shapes)
+                if not known:
+                    self.pixel_size = pixel_size  # the output takes the first stack's
+                known[stack_path] = (len(known), n)
+            stack_id, n = known[stack_path]
+            if int(index) > n:
                 raise DataError(path, f"particle {row}: {IMAGE_NAME} {name!r} is beyond the "
-                                f"{len(stack)} images of {stack_path}")
-            stack_ids.append(opened[stack_path])
+                                f"{n} images of {stack_path}")
+            stack_ids.append(stack_id)
             indices.append(int(index) - 1)
         self.stack_ids = np.array(stack_ids, np.int64)
         self.indices = np.array(indices, np.int64)
@@ -137,12 +148,20 @@ class _Particles:
     def __len__(self) -> int:
         return len(self.indices)
 
+    def _stack(self, stack_id: int) -> MrcStack:
+        if stack_id not in self._open:
+            if len(self._open) >= _MAX_OPEN:
+                oldest = next(iter(self._open))
+                self._open.pop(oldest).close()
+            self._open[stack_id] = open_stack(self.stack_paths[stack_id])
+        return self._open[stack_id]
+
     def read(self, start: int, stop: int) -> np.ndarray:
         """Particles start..stop-1 as float32 [k, h, w], reading contiguous runs in one go."""
         ids, idx = self.stack_ids[start:stop], self.indices[start:stop]
         breaks = np.flatnonzero((np.diff(ids) != 0) | (np.diff(idx) != 1)) + 1
         runs = zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(idx)]]))
-        return np.concatenate([self.stacks[ids[a]].read(idx[a], idx[a] + (b - a))
+        return np.concatenate([self._stack(ids[a]).read(idx[a], idx[a] + (b - a))
                                for a, b in runs])
 
     def star_blocks(self, image_names: list[str], psi: list[str], size: int,
@@ -180,8 +199,9 @@ class _Particles:
             raise DataError(self.path, f"{column} {value!r} is not a number") from None
 
     def close(self) -> None:
-        for stack in self.stacks:
+        for stack in self._open.values():
             stack.close()
+        self._open.clear()
 
 
 def _wrapped_psi(angles: np.ndarray) -> np.ndarray:
@@ -215,7 +235,7 @@ def canonicalize_particles(saved_model: str, input_path: str, output: str, star:
     model = load_serving_model(saved_model)
     particles = _Particles(input_path)
     try:
-        inputs = {os.path.abspath(p) for p in [input_path, *(s.path for s in particles.stacks)]}
+        inputs = {os.path.abspath(p) for p in [input_path, *particles.stack_paths]}
         for path in (output, star):
             if path in inputs:
                 raise DataError(path, "the output would overwrite an input file")

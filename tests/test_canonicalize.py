@@ -19,6 +19,7 @@ from data_pipeline.formats.mrc import open_stack, write_stack
 from data_pipeline.formats.star import StarBlock, read_star, write_star
 from data_pipeline.preprocessing import Normalization
 from data_pipeline.rotation import rotate
+from rotinv_tf import inference
 from rotinv_tf.export import export_saved_model
 from rotinv_tf.inference import canonicalize_particles, fourier_resample
 from rotinv_tf.serving import load_serving_model
@@ -129,7 +130,8 @@ def test_cli_on_the_simulators_star_file_recovers_its_true_angles(tmp_path):
         "000001@canonical.mrcs", "000002@canonical.mrcs"]
 
 
-def test_star_input_over_several_stacks_carries_rows_and_columns(data, tmp_path):
+def test_star_input_over_several_stacks_carries_rows_and_columns(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(inference, "_MAX_OPEN", 1)  # rows alternate stacks: reopen as needed
     (tmp_path / "in" / "stacks").mkdir(parents=True)
     write_stack(str(tmp_path / "in" / "stacks" / "a.mrcs"), data["particles"][:12], PIXEL_SIZE)
     write_stack(str(tmp_path / "in" / "b.mrcs"), data["particles"][12:], PIXEL_SIZE)
