@@ -25,6 +25,10 @@ def atomic_path(path: str, directory: bool = False) -> Iterator[str]:
         os.close(fd)
     try:
         yield tmp
+        if not directory:  # mkstemp makes owner-only files; give the usual umask-based mode
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.isdir(tmp):

@@ -6,7 +6,7 @@ exit with status 2, instead of a traceback or a page of usage text.
 import sys
 from typing import Callable, Sequence
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from data_pipeline.errors import DataError
 
@@ -32,6 +32,8 @@ def run(main: Callable[[list[str]], None]) -> None:
     def guarded(argv: list[str]) -> None:
         if len(argv) > 1:
             fail(f"unexpected positional arguments: {' '.join(argv[1:])}")
+        if not flags.FLAGS["verbosity"].present:  # library INFO chatter only on request
+            logging.set_verbosity(logging.WARNING)
         try:
             main(argv)
         except (DataError, flags.ValidationError) as e:

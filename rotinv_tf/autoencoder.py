@@ -61,7 +61,8 @@ class RotationInvariantAutoencoder(keras.Model):
         if generator_steps_per_critic_step > 1 and critic_steps_per_generator_step > 1:
             raise ValueError("set generator_steps_per_critic_step or "
                              "critic_steps_per_generator_step above 1, not both")
-        super().compile(**kwargs)
+        # Keras' own `optimizer` slot holds the generator's, so no unused default optimizer is made.
+        super().compile(optimizer=generator_optimizer, **kwargs)
         self.generator_optimizer = generator_optimizer
         self.critic_optimizer = critic_optimizer
         self.angle_weight = angle_weight

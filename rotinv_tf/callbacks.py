@@ -1,0 +1,85 @@
+"""Keras callbacks for training: the paper's step learning-rate decay and TensorBoard pictures."""
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from data_pipeline.rotation import wrap_angle
+
+
+class StepDecay(keras.callbacks.Callback):
+    """lr = base × factor once `decay_epoch` epochs are done (paper: ×0.1 after epoch 200), on every
+    optimizer of the model; logs `learning_rate` so TensorBoard shows it."""
+
+    def __init__(self, optimizers: list, base_learning_rates: list[float], decay_epoch: int,
+                 factor: float):
+        super().__init__()
+        self.optimizers = optimizers
+        self.base_learning_rates = base_learning_rates
+        self.decay_epoch = decay_epoch
+        self.factor = factor
+
+    def _rate(self, base: float, epoch: int) -> float:
+        return base * (self.factor if 0 < self.decay_epoch <= epoch else 1.0)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        for optimizer, base in zip(self.optimizers, self.base_learning_rates):
+            optimizer.learning_rate.assign(self._rate(base, epoch))
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = float(self.optimizers[0].learning_rate.numpy())
+
+
+class Throughput(keras.callbacks.Callback):
+    """Logs `train_images_per_second`: training steps only, validation excluded."""
+
+    def __init__(self, global_batch_size: int):
+        super().__init__()
+        self.global_batch_size = global_batch_size
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.start, self.last, self.steps = time.perf_counter(), None, 0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.steps += 1
+        self.last = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None and self.last is not None and self.last > self.start:
+            logs["train_images_per_second"] = (
+                self.steps * self.global_batch_size / (self.last - self.start))
+
+
+def image_grid(columns: list[np.ndarray]) -> np.ndarray:
+    """Stacks [B, H, W, 1] arrays side by side, one row per example (e.g. input | output | ground
+    truth), all scaled to [0, 1] by the last column's range."""
+    lo, hi = float(columns[-1].min()), float(columns[-1].max())
+    scaled = [np.clip((c - lo) / ((hi - lo) or 1.0), 0.0, 1.0) for c in columns]
+    rows = np.concatenate(scaled, axis=2)  # [B, H, k*W, 1]
+    return np.concatenate(list(rows), axis=0)[None]  # [1, B*H, k*W, 1]
+
+
+class EvalSummaries(keras.callbacks.Callback):
+    """Each epoch: an image grid (input | decoder output | ground truth) and a histogram of θ̂ − θ
+    on a fixed evaluation batch, written to `<log_dir>/validation`."""
+
+    def __init__(self, log_dir: str, batch: dict, max_images: int = 8):
+        super().__init__()
+        self.batch = batch
+        self.max_images = max_images
+        self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "validation"))
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        out = self.model.canonicalize(self.batch["observed"])
+        errors = wrap_angle(out["angle"] - self.batch["angle"])
+        shown = slice(0, self.max_images)
+        grid = image_grid([np.asarray(self.batch["observed"][shown]),
+                           np.asarray(out["canonical_image"][shown]),
+                           np.asarray(self.batch["image"][shown])])
+        with self.writer.as_default():
+            tf.summary.image("input | decoder output | ground truth", grid, step=epoch)
+            tf.summary.histogram("angle_error_rad", errors, step=epoch)
+        self.writer.flush()

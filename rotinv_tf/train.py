@@ -1,0 +1,32 @@
+"""Train a model: `python -m rotinv_tf.train --flagfile=configs/quickstart.cfg [--flag=value ...]`.
+
+Flags on the command line override the flagfile. Rerunning the same command resumes from the
+latest checkpoint in --model_dir.
+"""
+from absl import flags
+
+from data_pipeline import cli
+from rotinv_tf import options, training
+
+options.define_flags()
+FLAGS = flags.FLAGS
+
+
+def main(argv: list[str]) -> None:
+    config = options.config_from_flags(FLAGS)
+    try:
+        config.validate()
+    except ValueError as e:
+        cli.fail(str(e))
+    print(f"TensorBoard: tensorboard --logdir {config.model_dir}/logs", flush=True)
+    result = training.train(config)
+    final = {k: v[-1] for k, v in result.history.items() if v}
+    print(f"\nTrained {config.model} on {config.dataset} in {result.seconds:.0f} s.")
+    for key in sorted(final):
+        print(f"  {key:32s} {final[key]:.5g}")
+    print(f"Checkpoints: {result.model_dir}/checkpoints\nLogs:        {result.log_dir}"
+          f"\nSavedModel:  {result.export_path}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,96 @@
+"""The training program end to end on a tiny simulated set: learning, resume, export, bad flags."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rotinv_tf import training
+from tests.cli_output import user_facing_lines
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_SIMULATION = {"image_size": 24, "num_conformations": 6, "images_per_conformation": 64,
+                   "test_conformations": 2, "snr": 1.0, "seed": 3}
+
+
+def _config(tmp_path, **overrides) -> training.TrainConfig:
+    settings = dict(
+        name="tiny", dataset="simulated_particles",
+        dataset_options={"simulation": TINY_SIMULATION}, data_dir=str(tmp_path / "tfds"),
+        epochs=4, batch_size=32, learning_rate=2e-3, critic_learning_rate=2e-3,
+        lr_decay_epoch=0, latent_dim=8, filters=8, model_dir=str(tmp_path / "run"),
+        export_dir=str(tmp_path / "saved_models"), verbose=0)
+    settings.update(overrides)
+    return training.TrainConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("train")
+    config = _config(tmp_path)
+    return config, training.train(config)
+
+
+def test_training_reduces_error_and_exports(trained):
+    config, result = trained
+    history = result.history
+    assert history["val_reconstruction_mse"][-1] < history["val_reconstruction_mse"][0]
+    assert history["val_angle_error_deg"][-1] < history["val_angle_error_deg"][0]
+    assert history["loss"][-1] < history["loss"][0]
+    assert result.export_path == os.path.join(config.export_dir, "tiny", "1")
+    assert os.path.exists(os.path.join(result.export_path, "saved_model.pb"))
+    assert os.listdir(os.path.join(config.model_dir, "logs", "validation"))
+
+
+def test_rerun_resumes_from_the_saved_epoch(trained, tmp_path):
+    config, first = trained
+    more = _config(tmp_path, model_dir=config.model_dir, data_dir=config.data_dir,
+                   export_dir=config.export_dir, epochs=config.epochs + 1)
+    second = training.train(more)
+    # Only the one missing epoch ran, on top of the restored optimizer state.
+    assert len(second.history["loss"]) == 1
+    assert second.export_path.endswith(os.path.join("tiny", "2"))
+    steps_per_epoch = 4 * 64 // 32  # 4 train conformations x 64 images, batch 32
+    state = training.build_model(more, 24)
+    state.load_weights(os.path.join(config.model_dir, "checkpoints", "latest.weights.h5"))
+    assert int(state.generator_optimizer.iterations) == (config.epochs + 1) * steps_per_epoch
+    assert int(state.critic_optimizer.iterations) == math.ceil(
+        (config.epochs + 1) * steps_per_epoch / 4)
+
+
+def _train_cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "rotinv_tf.train", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset=cifar"], "dataset"),
+    (["--epochs=-1"], "epochs"),
+    (["--flagfile=/nonexistent/missing.cfg"], "missing.cfg"),
+    (["--no_such_flag=1"], "no_such_flag"),
+])
+def test_bad_flags_give_one_line_error(args, message, tmp_path):
+    result = _train_cli(*args, f"--model_dir={tmp_path}/run", f"--export_dir={tmp_path}/out")
+    assert result.returncode == 2
+    lines = user_facing_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_cli_trains_from_a_flagfile_with_overrides(tmp_path):
+    flagfile = tmp_path / "tiny.cfg"
+    flagfile.write_text("\n".join([
+        "--name=cli", "--dataset=simulated_particles", "--sim_image_size=16",
+        "--sim_num_conformations=3", "--sim_images_per_conformation=32",
+        "--sim_test_conformations=1", "--latent_dim=4", "--filters=4", "--epochs=5",
+        "--batch_size=16", f"--data_dir={tmp_path}/tfds"]))
+    result = _train_cli(f"--flagfile={flagfile}", "--epochs=1", f"--model_dir={tmp_path}/run",
+                        f"--export_dir={tmp_path}/saved")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "tensorboard --logdir" in result.stdout
+    assert os.path.exists(tmp_path / "saved" / "cli" / "1" / "saved_model.pb")
+    # The command-line --epochs=1 beat the flagfile's 5.
+    metadata = json.loads((tmp_path / "run" / "checkpoints" / "training_metadata.json").read_text())
+    assert metadata["epoch"] == 1
