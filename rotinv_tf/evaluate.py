@@ -1,0 +1,61 @@
+"""Evaluate an exported model on a test split: Table 1's metrics and Figs. 2-3 of the paper.
+
+    python -m rotinv_tf.evaluate --saved_model=saved_models/<name>/<version> \\
+        --flagfile=configs/<name>.cfg --output_dir=DIR \\
+        [--baseline_saved_model=saved_models/<other>/<version>] [--split=test] [--batch_size=256]
+
+The training flagfile says which data set, and which fixed, seeded angles (`eval_angle_seed`,
+`angle_distribution`, `angle_scale_deg`) rotate it, so the inputs are the ones validation saw
+during training. Writes metrics.json, per_image.csv and PNG figures into --output_dir (and
+baseline_metrics.json with a baseline, evaluated on the same inputs); see `rotinv_tf.evaluation`.
+Bad input prints one `error: ...` line, exits with status 2 and writes nothing.
+"""
+import math
+
+from absl import flags
+
+from data_pipeline import cli, input_fn
+from rotinv_tf import evaluation, options
+from rotinv_tf.serving import load_serving_model
+
+options.define_flags()
+flags.DEFINE_string("saved_model", None,
+                    "SavedModel version folder: saved_models/<name>/<version>.")
+flags.DEFINE_string("output_dir", None, "Folder for metrics.json, per_image.csv and the figures.")
+flags.DEFINE_string("baseline_saved_model", None,
+                    "Optional SavedModel of the baseline, evaluated on the same inputs.")
+flags.DEFINE_string("split", "test", "Split to evaluate.")
+flags.mark_flag_as_required("saved_model")
+flags.mark_flag_as_required("output_dir")
+FLAGS = flags.FLAGS
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    paths = [FLAGS.saved_model] + ([FLAGS.baseline_saved_model] if FLAGS.baseline_saved_model
+                                   else [])
+    models = [load_serving_model(path) for path in paths]
+    try:
+        batches, normalization = input_fn.eval_input(
+            FLAGS.dataset, FLAGS.batch_size, split=FLAGS.split, data_dir=FLAGS.data_dir,
+            angle_seed=FLAGS.eval_angle_seed, angle_distribution=FLAGS.angle_distribution,
+            angle_scale=math.radians(FLAGS.angle_scale_deg), **options.dataset_options(FLAGS))
+    except ValueError as e:  # settings that name no data: unknown split, missing folder...
+        cli.fail(str(e).strip().splitlines()[0])
+    results = evaluation.evaluate_models(models, batches.as_numpy_iterator(), normalization)
+    context = {"dataset": FLAGS.dataset, "split": FLAGS.split,
+               "eval_angle_seed": FLAGS.eval_angle_seed,
+               "angle_distribution": FLAGS.angle_distribution,
+               "angle_scale_deg": FLAGS.angle_scale_deg}
+    evaluation.write_report(FLAGS.output_dir, results[0], results[1] if len(results) > 1 else None,
+                            context)
+    for name, result in zip(("ours", "baseline"), results):
+        m = result.metrics
+        print(f"{name}: {m['num_images']} images, MSE avg {m['avg_mse']:.5f} worst "
+              f"{m['worst_mse']:.5f} (#{m['worst_index']}), angle MAE {m['angle_mae_deg']:.2f}° "
+              f"RMSE {m['angle_rmse_deg']:.2f}°  [{result.saved_model}]")
+    print(f"report: {FLAGS.output_dir}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

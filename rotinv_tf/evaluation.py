@@ -1,0 +1,354 @@
+"""Test-set metrics and figures for exported models: the numbers of the paper's Table 1 and the
+pictures of its Figs. 2 and 3.
+
+Models are evaluated as SavedModels through `rotinv_tf.serving`, so no training code is needed
+and ours and the baseline are treated alike. The data are the batches of
+`data_pipeline.input_fn.eval_input` (normalised, with fixed, seeded angles): a model is fed the
+raw-unit `observed` images, and its `canonical_image` is normalised again and compared with the
+normalised ground truth `image`, the scale on which clean images lie in [0, 1] and on which the
+paper reports MSE. Several models are evaluated in one pass (`evaluate_models`), so a baseline
+sees exactly the same inputs.
+
+Metrics (all computed in `compute_metrics`):
+- `avg_mse`, `median_mse`, `worst_mse`, `worst_index`: per-image mean squared error between the
+  canonical ground truth and the decoder output, and the split index of the worst image;
+- `angle_mae_deg`, `angle_rmse_deg`: predicted minus true angle, wrapped to (-180, 180] degrees.
+"""
+import csv
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from data_pipeline.errors import DataError
+from data_pipeline.preprocessing import Normalization
+from rotinv_tf.serving import ServingModel, load_serving_model
+
+METRICS_FILE = "metrics.json"
+BASELINE_METRICS_FILE = "baseline_metrics.json"
+PER_IMAGE_FILE = "per_image.csv"
+FIGURES = ("examples.png", "worst_case.png", "angles.png", "mse_histogram.png")
+REPORT_FILES = (METRICS_FILE, BASELINE_METRICS_FILE, PER_IMAGE_FILE) + FIGURES
+CSV_COLUMNS = ("index", "true_angle_deg", "predicted_angle_deg", "angle_error_deg", "mse")
+# Images kept per model for the example figure: an evenly spread sample of the split.
+EXAMPLE_POOL_SIZE = 64
+
+
+def angle_error_deg(true_angle: np.ndarray, predicted_angle: np.ndarray) -> np.ndarray:
+    """Predicted minus true angle (both radians), in degrees wrapped to (-180, 180]."""
+    return wrap_deg(np.asarray(predicted_angle, np.float64) - np.asarray(true_angle, np.float64))
+
+
+def wrap_deg(angle: np.ndarray) -> np.ndarray:
+    """Radians -> degrees wrapped to (-180, 180]."""
+    return 180.0 - np.mod(180.0 - np.degrees(np.asarray(angle, np.float64)), 360.0)
+
+
+def per_image_mse(truth: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """Mean squared error of each image of a batch [B, ...], in float64."""
+    truth = np.asarray(truth, np.float64)
+    squared = np.square(np.asarray(output, np.float64) - truth)
+    return squared.reshape(len(truth), -1).mean(axis=1)
+
+
+def compute_metrics(index: np.ndarray, true_angle: np.ndarray, predicted_angle: np.ndarray,
+                    mse: np.ndarray) -> dict:
+    """The summary numbers of one evaluation, from its per-image arrays (angles in radians)."""
+    mse = np.asarray(mse, np.float64)
+    if mse.size == 0:
+        raise ValueError("no images to compute metrics on")
+    errors = angle_error_deg(true_angle, predicted_angle)
+    worst = int(np.argmax(mse))  # the first of equally bad images
+    return {
+        "avg_mse": float(mse.mean()),
+        "median_mse": float(np.median(mse)),
+        "worst_mse": float(mse[worst]),
+        "worst_index": int(np.asarray(index)[worst]),
+        "angle_mae_deg": float(np.abs(errors).mean()),
+        "angle_rmse_deg": float(np.sqrt(np.square(errors).mean())),
+        "num_images": int(mse.size),
+    }
+
+
+@dataclasses.dataclass
+class Example:
+    """One test image as the figures show it: normalised [H, W] arrays, angles in radians."""
+
+    index: int
+    true_angle: float
+    predicted_angle: float
+    mse: float
+    image: np.ndarray
+    observed: np.ndarray
+    output: np.ndarray
+
+
+@dataclasses.dataclass
+class EvaluationResult:
+    """One model on one split: per-image arrays (in split order), metrics and kept images."""
+
+    saved_model: str
+    index: np.ndarray
+    true_angle: np.ndarray  # radians
+    predicted_angle: np.ndarray  # radians
+    mse: np.ndarray
+    metrics: dict
+    examples: dict[int, Example]  # an evenly spread sample of the split, by index
+    worst: Example
+
+    @property
+    def angle_error_deg(self) -> np.ndarray:
+        return angle_error_deg(self.true_angle, self.predicted_angle)
+
+
+class _Accumulator:
+    """Per-image results of one model, gathered batch by batch.
+
+    Images are kept only for the worst image so far and for the example pool: the indices that are
+    multiples of a stride, doubled whenever more than `pool_size` are kept. That is an evenly spread
+    sample of the split whatever its length, and the same sample for every model on the same data.
+    """
+
+    def __init__(self, path: str, pool_size: int):
+        self.path = path
+        self.pool_size = pool_size
+        self.stride = 1
+        self.pool: dict[int, Example] = {}
+        self.worst: Example | None = None
+        self.columns: dict[str, list[np.ndarray]] = {
+            "index": [], "true_angle": [], "predicted_angle": [], "mse": []}
+
+    def add(self, batch: Mapping[str, np.ndarray], output: np.ndarray,
+            predicted_angle: np.ndarray) -> None:
+        mse = per_image_mse(batch["image"], output)
+        for key, value in (("index", batch["index"]), ("true_angle", batch["angle"]),
+                           ("predicted_angle", predicted_angle), ("mse", mse)):
+            self.columns[key].append(np.asarray(value).reshape(-1))
+
+        def example(i: int) -> Example:
+            return Example(int(batch["index"][i]), float(batch["angle"][i]),
+                           float(predicted_angle[i]), float(mse[i]),
+                           batch["image"][i, ..., 0].copy(), batch["observed"][i, ..., 0].copy(),
+                           output[i, ..., 0].copy())
+
+        worst = int(np.argmax(mse))
+        if self.worst is None or mse[worst] > self.worst.mse:
+            self.worst = example(worst)
+        for i, index in enumerate(batch["index"]):
+            if index % self.stride == 0:
+                self.pool[int(index)] = example(i)
+        while len(self.pool) > self.pool_size:
+            self.stride *= 2
+            self.pool = {k: v for k, v in self.pool.items() if k % self.stride == 0}
+
+    def result(self) -> EvaluationResult:
+        if self.worst is None:
+            raise DataError(self.path, "the evaluation data has no images")
+        arrays = {key: np.concatenate(parts) for key, parts in self.columns.items()}
+        arrays["index"] = arrays["index"].astype(np.int64)
+        for key in ("true_angle", "predicted_angle"):
+            arrays[key] = arrays[key].astype(np.float64)
+        metrics = compute_metrics(**arrays)
+        return EvaluationResult(saved_model=self.path, metrics=metrics, examples=self.pool,
+                                worst=self.worst, **arrays)
+
+
+def evaluate_models(models: Sequence[ServingModel], batches: Iterable[Mapping],
+                    normalization: Normalization, pool_size: int = EXAMPLE_POOL_SIZE
+                    ) -> list[EvaluationResult]:
+    """Evaluates several loaded models in one pass, so all see exactly the same inputs.
+
+    `batches` are `eval_input` batches (normalised `image`, `observed`, `angle` in radians,
+    `index`); `normalization` is the one `eval_input` returned.
+    """
+    accumulators = [_Accumulator(model.path, pool_size) for model in models]
+    for batch in batches:
+        batch = {key: np.asarray(value) for key, value in batch.items()}
+        size = batch["image"].shape[1:3]
+        raw_observed = np.asarray(normalization.denormalize(batch["observed"]))
+        for model, accumulator in zip(models, accumulators):
+            if size != (model.image_size, model.image_size):
+                raise DataError(model.path, f"the model takes {model.image_size}x"
+                                f"{model.image_size} images but the data are "
+                                f"{size[0]}x{size[1]}")
+            served = model.predict(raw_observed)
+            output = np.asarray(normalization.normalize(served["canonical_image"]))
+            accumulator.add(batch, output, served["angle"])
+    return [accumulator.result() for accumulator in accumulators]
+
+
+def evaluate_saved_model(saved_model_dir: str, batches: Iterable[Mapping],
+                         normalization: Normalization) -> EvaluationResult:
+    """Loads the SavedModel at `saved_model_dir` and evaluates it on `batches` (see
+    `evaluate_models`). `DataError` if it cannot be loaded or its image size does not fit."""
+    return evaluate_models([load_serving_model(saved_model_dir)], batches, normalization)[0]
+
+
+# Report files.
+
+
+def metrics_record(result: EvaluationResult, context: Mapping | None = None) -> dict:
+    """What `metrics.json` holds: the metrics, the model path and the run's `context`."""
+    return {**result.metrics, "saved_model": result.saved_model, **(context or {})}
+
+
+def _write_per_image(path: str, result: EvaluationResult) -> None:
+    """One row per image; angles in degrees wrapped to (-180, 180] (models may predict any
+    multiple of a turn)."""
+    errors = result.angle_error_deg
+    true, predicted = wrap_deg(result.true_angle), wrap_deg(result.predicted_angle)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        for i, index in enumerate(result.index):
+            writer.writerow([int(index), f"{true[i]:.6f}", f"{predicted[i]:.6f}",
+                             f"{errors[i]:.6f}", repr(float(result.mse[i]))])
+
+
+def _show(axis, image: np.ndarray, title: str = "", clean: bool = True) -> None:
+    """Clean images on the fixed [0, 1] scale, so outputs compare by eye; noisy input autoscaled."""
+    limits = {"vmin": 0.0, "vmax": 1.0} if clean else {}
+    axis.imshow(image, cmap="gray", interpolation="nearest", **limits)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    if title:
+        axis.set_title(title, fontsize=8)
+
+
+def select_examples(result: EvaluationResult, rows: int) -> list[int]:
+    """Indices of `rows` kept images whose true angles spread over the range, in angle order."""
+    kept = sorted(result.examples.values(), key=lambda e: (e.true_angle, e.index))
+    if len(kept) <= rows:
+        return [e.index for e in kept]
+    positions = np.unique(np.round(np.linspace(0, len(kept) - 1, rows)).astype(int))
+    return [kept[p].index for p in positions]
+
+
+def _examples_figure(path: str, result: EvaluationResult, baseline: EvaluationResult | None,
+                     rows: int) -> None:
+    chosen = select_examples(result, rows)
+    columns = ["ground truth", "input"] + (["baseline"] if baseline else []) + ["ours"]
+    figure = Figure(figsize=(1.6 * len(columns), 1.6 * len(chosen) + 0.4), layout="constrained")
+    axes = figure.subplots(len(chosen), len(columns), squeeze=False)
+    for row, index in enumerate(chosen):
+        ours = result.examples[index]
+        angle = f"θ={math.degrees(ours.true_angle):.0f}°"
+        panels = [(ours.image, "", True), (ours.observed, angle, False)]
+        if baseline:
+            other = baseline.examples[index]
+            panels.append((other.output, f"MSE {other.mse:.4f}", True))
+        panels.append((ours.output, f"MSE {ours.mse:.4f}", True))
+        for column, (image, label, clean) in enumerate(panels):
+            axis = axes[row, column]
+            _show(axis, image, columns[column] if row == 0 else "", clean)
+            axis.set_xlabel(label, fontsize=7)
+        axes[row, 0].set_ylabel(f"#{index}", fontsize=8)
+    figure.savefig(path, dpi=100)
+
+
+def _worst_case_figure(path: str, result: EvaluationResult,
+                       baseline: EvaluationResult | None) -> None:
+    shown = [("ours", result)] + ([("baseline", baseline)] if baseline else [])
+    figure = Figure(figsize=(5.0, 1.9 * len(shown) + 0.3), layout="constrained")
+    axes = figure.subplots(len(shown), 3, squeeze=False)
+    for row, (name, evaluated) in enumerate(shown):
+        worst = evaluated.worst
+        _show(axes[row, 0], worst.image, "ground truth")
+        _show(axes[row, 1], worst.observed,
+              f"input, θ={math.degrees(worst.true_angle):.0f}°", clean=False)
+        _show(axes[row, 2], worst.output, f"{name}: MSE {worst.mse:.4f}")
+        axes[row, 0].set_ylabel(f"worst #{worst.index}", fontsize=8)
+    figure.savefig(path, dpi=100)
+
+
+def _angles_figure(path: str, results: Sequence[tuple[str, EvaluationResult]]) -> None:
+    figure = Figure(figsize=(4.5, 4.5), layout="constrained")
+    axis = figure.subplots()
+    for name, evaluated in results:
+        mae = evaluated.metrics["angle_mae_deg"]
+        axis.scatter(wrap_deg(evaluated.true_angle), wrap_deg(evaluated.predicted_angle),
+                     s=4, alpha=0.5, label=f"{name} (MAE {mae:.1f}°)")
+    axis.plot([-180, 180], [-180, 180], color="black", linewidth=0.8)
+    ticks = np.arange(-180, 181, 90)
+    axis.set_xticks(ticks)
+    axis.set_yticks(ticks)
+    axis.set_xlim(-185, 185)
+    axis.set_ylim(-185, 185)
+    axis.set_xlabel("true angle (°)")
+    axis.set_ylabel("predicted angle (°)")
+    axis.legend(fontsize=8)
+    figure.savefig(path, dpi=100)
+
+
+def _mse_histogram(path: str, results: Sequence[tuple[str, EvaluationResult]]) -> None:
+    figure = Figure(figsize=(5.0, 3.5), layout="constrained")
+    axis = figure.subplots()
+    everything = np.concatenate([evaluated.mse for _, evaluated in results])
+    low, high = float(everything.min()), float(everything.max())
+    bins = np.linspace(low, max(high, low + 1e-12), 50)
+    for name, evaluated in results:
+        axis.hist(evaluated.mse, bins=bins, alpha=0.6,
+                  label=f"{name} (avg {evaluated.metrics['avg_mse']:.4f})")
+    axis.set_xlabel("per-image MSE")
+    axis.set_ylabel("images")
+    axis.legend(fontsize=8)
+    figure.savefig(path, dpi=100)
+
+
+def _write_all(folder: str, result: EvaluationResult, baseline: EvaluationResult | None,
+               context: Mapping | None, example_rows: int) -> None:
+    def dump(name: str, evaluated: EvaluationResult) -> None:
+        with open(os.path.join(folder, name), "w") as f:
+            json.dump(metrics_record(evaluated, context), f, indent=2)
+            f.write("\n")
+
+    dump(METRICS_FILE, result)
+    if baseline:
+        dump(BASELINE_METRICS_FILE, baseline)
+    _write_per_image(os.path.join(folder, PER_IMAGE_FILE), result)
+    named = [("ours", result)] + ([("baseline", baseline)] if baseline else [])
+    _examples_figure(os.path.join(folder, "examples.png"), result, baseline, example_rows)
+    _worst_case_figure(os.path.join(folder, "worst_case.png"), result, baseline)
+    _angles_figure(os.path.join(folder, "angles.png"), named)
+    _mse_histogram(os.path.join(folder, "mse_histogram.png"), named)
+
+
+def write_report(output_dir: str, result: EvaluationResult,
+                 baseline: EvaluationResult | None = None, context: Mapping | None = None,
+                 example_rows: int = 6) -> list[str]:
+    """Writes metrics.json, per_image.csv and the figures (and baseline_metrics.json) into
+    `output_dir`; returns the paths written.
+
+    `context` (dataset, split, angle seed...) is added to each metrics file. `baseline` must have
+    been evaluated on the same data (see `evaluate_models`). Everything is written into a
+    temporary folder first: a new `output_dir` appears only complete, and an existing one gets
+    the files only once all were written (report files of an earlier run that this run does not
+    write, such as a stale baseline_metrics.json, are removed); a failure leaves it as it was.
+    """
+    if baseline is not None and not np.array_equal(baseline.index, result.index):
+        raise ValueError("the baseline was evaluated on different images")
+    output_dir = os.path.abspath(output_dir)
+    parent = os.path.dirname(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(output_dir) + ".", suffix=".tmp",
+                           dir=parent)
+    try:
+        _write_all(tmp, result, baseline, context, example_rows)
+        written = sorted(os.listdir(tmp))
+        if not os.path.exists(output_dir):
+            os.replace(tmp, output_dir)
+        else:
+            for name in REPORT_FILES:
+                if name not in written and os.path.isfile(os.path.join(output_dir, name)):
+                    os.remove(os.path.join(output_dir, name))
+            for name in written:
+                os.replace(os.path.join(tmp, name), os.path.join(output_dir, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [os.path.join(output_dir, name) for name in written]

@@ -1,0 +1,297 @@
+"""Evaluation: metrics on hand-made predictions, the evaluation pass on fake and exported models,
+the report writer, and the `rotinv_tf.evaluate` CLI end to end on a tiny simulated data set."""
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import keras
+import matplotlib.image
+import numpy as np
+import pytest
+
+from tests.contract_models import TemplateMatcher, TinyContractModel, built
+from tests.data_fixtures import smooth_images, write_idx
+from data_pipeline import input_fn
+from data_pipeline.errors import DataError
+from data_pipeline.preprocessing import Normalization
+from rotinv_tf import evaluation
+from rotinv_tf.autoencoder import RotationInvariantAutoencoder
+from rotinv_tf.export import export_saved_model
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+SIM_SIZE = 24
+SIMULATION = {"image_size": SIM_SIZE, "num_conformations": 3, "images_per_conformation": 16,
+              "test_conformations": 1}
+CONFIG = f"""# a tiny config in the format of configs/*.cfg
+--dataset=simulated_particles
+--sim_image_size={SIM_SIZE}
+--sim_num_conformations=3
+--sim_images_per_conformation=16
+--sim_test_conformations=1
+--angle_distribution=uniform
+--angle_scale_deg=180
+--eval_angle_seed=7
+--batch_size=5
+"""
+METRIC_KEYS = {"avg_mse", "worst_mse", "median_mse", "worst_index", "angle_mae_deg",
+               "angle_rmse_deg", "num_images", "dataset", "split", "saved_model",
+               "eval_angle_seed", "angle_distribution", "angle_scale_deg"}
+
+
+# Metrics on hand-made numbers.
+
+def test_angle_error_wraps_to_half_open_interval():
+    true = np.radians([170, -170, 0, 0, 90, 10, -180])
+    predicted = np.radians([-170, 170, 180, -180, 450, 5, 180])
+    np.testing.assert_allclose(evaluation.angle_error_deg(true, predicted),
+                               [20, -20, 180, 180, 0, -5, 0], atol=1e-9)
+
+
+def test_per_image_mse():
+    truth = np.zeros((2, 2, 2, 1))
+    output = np.array([[1.0, 1.0, 1.0, 1.0], [0.5, 0.0, 0.0, 0.0]]).reshape(2, 2, 2, 1)
+    np.testing.assert_allclose(evaluation.per_image_mse(truth, output), [1.0, 0.0625])
+
+
+def test_metrics_on_hand_made_predictions():
+    index = np.array([10, 11, 12, 13])
+    true = np.radians([179.0, 0.0, 0.0, -90.0])
+    predicted = np.radians([-179.0, 10.0, -30.0, -90.0])  # errors 2, 10, -30, 0 degrees
+    metrics = evaluation.compute_metrics(index, true, predicted, np.array([0.1, 0.4, 0.2, 0.4]))
+    assert metrics["avg_mse"] == pytest.approx(0.275)
+    assert metrics["median_mse"] == pytest.approx(0.3)
+    assert metrics["worst_mse"] == pytest.approx(0.4)
+    assert metrics["worst_index"] == 11  # the first of two equally bad images, by split index
+    assert metrics["angle_mae_deg"] == pytest.approx(10.5)
+    assert metrics["angle_rmse_deg"] == pytest.approx(math.sqrt((4 + 100 + 900) / 4))
+    assert metrics["num_images"] == 4
+    with pytest.raises(ValueError, match="no images"):
+        evaluation.compute_metrics(index[:0], true[:0], predicted[:0], np.zeros(0))
+
+
+# The evaluation pass.
+
+NORMALIZATION = Normalization(mean=180.0, std=40.0, min=100.0, max=300.0)
+
+
+class EchoModel:
+    """A stand-in ServingModel: returns its raw input as the canonical image, angle = 2 × mean.
+
+    It checks that it is fed raw units: the observed images below are constant in [0, 1] when
+    normalised, hence in [100, 300] raw.
+    """
+
+    path = "echo"
+    image_size = 4
+
+    def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        assert images.min() >= 100.0 and images.max() <= 300.0, "fed normalised images"
+        return {"canonical_image": images, "angle": 2.0 * images.mean(axis=(1, 2, 3)) / 300.0,
+                "latent": np.zeros((len(images), 2), np.float32)}
+
+
+def fake_batches(offsets: list[list[float]]) -> list[dict]:
+    """Batches with zero ground truth and observed images equal to `offset` (normalised)."""
+    batches, start = [], 0
+    for batch in offsets:
+        n = len(batch)
+        observed = np.broadcast_to(np.array(batch, np.float32)[:, None, None, None], (n, 4, 4, 1))
+        batches.append({"image": np.zeros((n, 4, 4, 1), np.float32), "observed": observed.copy(),
+                        "angle": np.full(n, 0.1, np.float32),
+                        "index": np.arange(start, start + n, dtype=np.int64)})
+        start += n
+    return batches
+
+
+def test_evaluation_pass_streams_batches():
+    offsets = [[0.1, 0.2, 0.3], [0.9, 0.5, 0.9], [0.2, 0.4]]
+    result, = evaluation.evaluate_models([EchoModel()], fake_batches(offsets), NORMALIZATION,
+                                         pool_size=2)
+    flat = np.concatenate(offsets)
+    np.testing.assert_array_equal(result.index, np.arange(8))
+    # output (normalised) = observed, ground truth 0: MSE = offset²
+    np.testing.assert_allclose(result.mse, flat**2, rtol=1e-5)
+    np.testing.assert_allclose(result.predicted_angle, 2.0 * (flat * 200 + 100) / 300, rtol=1e-5)
+    assert result.metrics["worst_index"] == 3 and result.worst.index == 3
+    np.testing.assert_allclose(result.worst.output, np.full((4, 4), 0.9), rtol=1e-5)
+    np.testing.assert_array_equal(result.worst.image, np.zeros((4, 4)))
+    # Pool of 2 over 8 images: the stride doubled to 4.
+    assert sorted(result.examples) == [0, 4]
+    assert result.examples[4].mse == pytest.approx(0.25)
+
+
+def test_evaluation_pass_rejects_wrong_image_size_and_empty_data():
+    model = EchoModel()
+    model.image_size = 8
+    with pytest.raises(DataError, match="echo: the model takes 8x8 images but the data are 4x4"):
+        evaluation.evaluate_models([model], fake_batches([[0.1]]), NORMALIZATION)
+    with pytest.raises(DataError, match="no images"):
+        evaluation.evaluate_models([EchoModel()], [], NORMALIZATION)
+
+
+def test_template_matcher_recovers_angles_and_canonical_images(tmp_path):
+    """An exported model that knows the answer scores near 0: checks the raw/normalised plumbing
+    and the angle convention through a real SavedModel and `eval_input`'s fixed angles."""
+    template = smooth_images(1, 28, seed=3)[0]
+    template = np.round(255 * template / template.max()).astype(np.uint8)  # raw min 0, max 255
+    digits = str(tmp_path / "digits")
+    os.makedirs(digits)
+    for prefix, n in (("train", 4), ("t10k", 12)):
+        write_idx(os.path.join(digits, f"{prefix}-images-idx3-ubyte.gz"),
+                  np.repeat(template[None], n, axis=0))
+        write_idx(os.path.join(digits, f"{prefix}-labels-idx1-ubyte.gz"), np.zeros(n))
+    batches, normalization = input_fn.eval_input(
+        "mnist", 5, data_dir=str(tmp_path / "tfds"), mnist_dir=digits, angle_seed=11)
+    assert (normalization.min, normalization.max) == (0.0, 255.0)
+    matcher = built(TemplateMatcher(template / 255.0), 28)
+    path = export_saved_model(matcher, normalization, 28, str(tmp_path / "models"), "matcher")
+    result = evaluation.evaluate_saved_model(path, batches.as_numpy_iterator(), normalization)
+    assert result.metrics["num_images"] == 12
+    assert np.ptp(np.degrees(result.true_angle)) > 90  # the inputs really are rotated
+    assert result.metrics["angle_mae_deg"] < 1.0
+    # Rotating back and forth blurs a little; a wrong (de)normalisation costs ~ mean(template²).
+    assert result.metrics["avg_mse"] < 0.01 * np.mean(np.square(template / 255.0))
+
+
+# The report writer.
+
+@pytest.fixture(scope="module")
+def echo_result() -> evaluation.EvaluationResult:
+    result, = evaluation.evaluate_models([EchoModel()], fake_batches([[0.1, 0.2, 0.3, 0.9]]),
+                                         NORMALIZATION)
+    return result
+
+
+def test_report_failure_leaves_nothing(echo_result, tmp_path, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("figure failed")
+
+    monkeypatch.setattr(evaluation, "_angles_figure", broken)
+    with pytest.raises(RuntimeError, match="figure failed"):
+        evaluation.write_report(str(tmp_path / "report"), echo_result)
+    assert os.listdir(tmp_path) == []
+
+
+def test_report_into_existing_folder_replaces_only_report_files(echo_result, tmp_path):
+    folder = tmp_path / "report"
+    evaluation.write_report(str(folder), echo_result, baseline=echo_result)
+    assert (folder / "baseline_metrics.json").is_file()
+    (folder / "notes.txt").write_text("mine")
+    written = evaluation.write_report(str(folder), echo_result, context={"split": "test"})
+    assert sorted(os.listdir(folder)) == sorted(
+        ["metrics.json", "per_image.csv", "notes.txt", *evaluation.FIGURES])
+    assert sorted(written) == sorted(str(folder / n) for n in os.listdir(folder)
+                                     if n != "notes.txt")
+    assert json.loads((folder / "metrics.json").read_text())["split"] == "test"
+    assert sorted(os.listdir(tmp_path)) == ["report"]  # no temporary folders left
+
+
+# The CLI, end to end.
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rotinv_tf.evaluate", *args], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> dict:
+    """A tiny simulated data set, its flagfile, and untrained exports: ours, a baseline and a
+    model for another image size."""
+    root = tmp_path_factory.mktemp("evaluate")
+    data_dir = str(root / "tfds")
+    batches, normalization = input_fn.eval_input("simulated_particles", 5, data_dir=data_dir,
+                                                 simulation=SIMULATION)
+    keras.utils.set_random_seed(0)
+    exports = str(root / "saved_models")
+    ours = built(RotationInvariantAutoencoder(SIM_SIZE, latent_dim=8, filters=4), SIM_SIZE)
+    baseline = built(TinyContractModel(SIM_SIZE, latent_dim=4), SIM_SIZE)
+    small = built(TinyContractModel(16, latent_dim=4), 16)
+    flagfile = root / "tiny.cfg"
+    flagfile.write_text(CONFIG + f"--data_dir={data_dir}\n")
+    return {"root": root, "flagfile": str(flagfile), "batches": batches,
+            "normalization": normalization,
+            "ours": export_saved_model(ours, normalization, SIM_SIZE, exports, "ours"),
+            "baseline": export_saved_model(baseline, normalization, SIM_SIZE, exports, "svae"),
+            "small": export_saved_model(small, normalization, 16, exports, "small")}
+
+
+def read_csv(path: str) -> dict[str, np.ndarray]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(evaluation.CSV_COLUMNS)
+    return {key: np.array([float(row[key]) for row in rows]) for key in rows[0]}
+
+
+def test_cli_writes_the_report(workspace):
+    out = workspace["root"] / "report"
+    done = run_cli(f"--flagfile={workspace['flagfile']}", f"--saved_model={workspace['ours']}",
+                   f"--baseline_saved_model={workspace['baseline']}", f"--output_dir={out}")
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(out)) == sorted(evaluation.REPORT_FILES)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == METRIC_KEYS
+    assert (metrics["dataset"], metrics["split"], metrics["saved_model"]) == (
+        "simulated_particles", "test", workspace["ours"])
+    assert (metrics["eval_angle_seed"], metrics["angle_distribution"]) == (7, "uniform")
+
+    rows = read_csv(str(out / "per_image.csv"))
+    assert metrics["num_images"] == len(rows["mse"]) == 16
+    np.testing.assert_array_equal(rows["index"], np.arange(16))
+    assert metrics["avg_mse"] == pytest.approx(rows["mse"].mean(), rel=1e-9)
+    assert metrics["median_mse"] == pytest.approx(np.median(rows["mse"]), rel=1e-9)
+    assert metrics["worst_mse"] == pytest.approx(rows["mse"].max(), rel=1e-9)
+    assert metrics["worst_index"] == rows["index"][np.argmax(rows["mse"])]
+    wrapped = (rows["predicted_angle_deg"] - rows["true_angle_deg"] + 180) % 360 - 180
+    np.testing.assert_allclose(np.abs(rows["angle_error_deg"]), np.abs(wrapped), atol=1e-4)
+    assert metrics["angle_mae_deg"] == pytest.approx(np.abs(rows["angle_error_deg"]).mean(),
+                                                     abs=1e-5)
+    assert metrics["angle_rmse_deg"] == pytest.approx(
+        np.sqrt(np.square(rows["angle_error_deg"]).mean()), abs=1e-5)
+
+    # The same numbers as the library on the data the config names, and a distinct baseline.
+    expected = evaluation.evaluate_saved_model(
+        workspace["ours"], workspace["batches"].as_numpy_iterator(), workspace["normalization"])
+    assert metrics["avg_mse"] == pytest.approx(expected.metrics["avg_mse"], rel=1e-5)
+    np.testing.assert_allclose(rows["true_angle_deg"], evaluation.wrap_deg(expected.true_angle),
+                               atol=1e-4)
+    baseline = json.loads((out / "baseline_metrics.json").read_text())
+    assert set(baseline) == METRIC_KEYS and baseline["saved_model"] == workspace["baseline"]
+    assert baseline["num_images"] == 16 and baseline["avg_mse"] != metrics["avg_mse"]
+
+    for name in evaluation.FIGURES:
+        image = matplotlib.image.imread(str(out / name))
+        assert image.ndim == 3 and min(image.shape[:2]) > 100 and image.std() > 0, name
+    # Fig. 2 layout: ground truth, input, baseline, ours.
+    examples = matplotlib.image.imread(str(out / "examples.png"))
+    assert examples.shape[1] == pytest.approx(4 * 160, abs=2)
+    assert "ours: 16 images" in done.stdout and "baseline: 16 images" in done.stdout
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit status 2 and a single `error: ...` line (TensorFlow's C++ start-up logs aside)."""
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, done.stderr
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+def test_cli_missing_saved_model(workspace):
+    out = workspace["root"] / "missing_report"
+    missing = str(workspace["root"] / "saved_models" / "nothing" / "1")
+    done = run_cli(f"--flagfile={workspace['flagfile']}", f"--saved_model={missing}",
+                   f"--output_dir={out}")
+    assert_one_line_error(done, missing, "no such SavedModel folder")
+    assert not out.exists()
+
+
+def test_cli_image_size_mismatch(workspace):
+    out = workspace["root"] / "mismatch_report"
+    done = run_cli(f"--flagfile={workspace['flagfile']}", f"--saved_model={workspace['small']}",
+                   f"--output_dir={out}")
+    assert_one_line_error(done, workspace["small"], "16x16", "24x24")
+    assert not out.exists()
