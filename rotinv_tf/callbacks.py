@@ -53,6 +53,18 @@ class Throughput(keras.callbacks.Callback):
                 self.steps * self.global_batch_size / (self.last - self.start))
 
 
+class TensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback, writing epoch summaries every epoch.
+
+    With a step-count `update_freq`, Keras (3.15) leaves its every-N-steps `record_if` in force
+    while it writes the epoch summaries, so most epochs were silently dropped.
+    """
+
+    def _log_epoch_metrics(self, epoch: int, logs: dict) -> None:
+        with tf.summary.record_if(True):
+            super()._log_epoch_metrics(epoch, logs)
+
+
 def image_grid(columns: list[np.ndarray]) -> np.ndarray:
     """Stacks [B, H, W, 1] arrays side by side, one row per example (e.g. input | output | ground
     truth), all scaled to [0, 1] by the last column's range."""
@@ -79,7 +91,8 @@ class EvalSummaries(keras.callbacks.Callback):
         grid = image_grid([np.asarray(self.batch["observed"][shown]),
                            np.asarray(out["canonical_image"][shown]),
                            np.asarray(self.batch["image"][shown])])
-        with self.writer.as_default():
+        # Keras' TensorBoard callback records only every `update_freq` steps: always record here.
+        with self.writer.as_default(), tf.summary.record_if(True):
             tf.summary.image("input | decoder output | ground truth", grid, step=epoch)
             tf.summary.histogram("angle_error_rad", errors, step=epoch)
         self.writer.flush()

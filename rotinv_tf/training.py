@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from data_pipeline import input_fn
 from rotinv_tf.autoencoder import RotationInvariantAutoencoder
-from rotinv_tf.callbacks import EvalSummaries, StepDecay, Throughput
+from rotinv_tf.callbacks import EvalSummaries, StepDecay, TensorBoard, Throughput
 from rotinv_tf.distribution import make_strategy
 from rotinv_tf.export import export_saved_model
 
@@ -154,7 +154,7 @@ def train(config: TrainConfig) -> TrainResult:
         keras.callbacks.BackupAndRestore(os.path.join(config.model_dir, "checkpoints"),
                                          delete_checkpoint=False),
         EvalSummaries(log_dir, summary_batch),
-        keras.callbacks.TensorBoard(log_dir, update_freq=config.log_every_steps),
+        TensorBoard(log_dir, update_freq=config.log_every_steps),
     ]
     start = time.perf_counter()
     history = model.fit(train_data, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,

@@ -1,4 +1,5 @@
 """The training program end to end on a tiny simulated set: learning, resume, export, bad flags."""
+import glob
 import json
 import math
 import os
@@ -6,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import tensorflow as tf
 
 from rotinv_tf import training
 from tests.cli_output import user_facing_lines
@@ -41,7 +43,19 @@ def test_training_reduces_error_and_exports(trained):
     assert history["loss"][-1] < history["loss"][0]
     assert result.export_path == os.path.join(config.export_dir, "tiny", "1")
     assert os.path.exists(os.path.join(result.export_path, "saved_model.pb"))
-    assert os.listdir(os.path.join(config.model_dir, "logs", "validation"))
+    tags = _summary_tags(os.path.join(config.model_dir, "logs"))
+    assert {"validation/input | decoder output | ground truth", "validation/angle_error_rad",
+            "train/epoch_learning_rate", "train/epoch_train_images_per_second",
+            "validation/epoch_angle_error_deg", "train/batch_loss"} <= tags
+
+
+def _summary_tags(log_dir: str) -> set:
+    tags = set()
+    for path in glob.glob(os.path.join(log_dir, "*", "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            subdir = os.path.basename(os.path.dirname(path))
+            tags.update(f"{subdir}/{value.tag}" for value in event.summary.value)
+    return tags
 
 
 def test_rerun_resumes_from_the_saved_epoch(trained, tmp_path):
