@@ -39,6 +39,10 @@ def define_flags() -> None:
     flags.DEFINE_float("angle_scale_deg", math.degrees(d.angle_scale),
                        "Half-range (uniform) or standard deviation (normal), degrees.")
     flags.DEFINE_integer("svae_latent_dim", d.svae_latent_dim, "spatial-VAE content latents.")
+    flags.DEFINE_integer("svae_hidden_units", d.svae_hidden_units,
+                         "spatial-VAE MLP width (inference and generator; original: 500).")
+    flags.DEFINE_integer("svae_num_hidden_layers", d.svae_num_hidden_layers,
+                         "spatial-VAE MLP depth (inference and generator; original: 2).")
     flags.DEFINE_float("svae_rotation_prior_std_deg", math.degrees(d.svae_rotation_prior_std),
                        "spatial-VAE rotation prior std, degrees (180 particles, 45 MNIST).")
     flags.DEFINE_float("svae_translation_prior_std", d.svae_translation_prior_std,
@@ -75,7 +79,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("log_every_steps", d.log_every_steps, "TensorBoard step-metric interval.")
     for name in ("epochs", "sim_num_conformations", "sim_images_per_conformation"):
         flags.register_validator(name, lambda v: v >= 0, f"--{name} must be >= 0")
-    for name in ("batch_size", "latent_dim", "filters", "sim_image_size"):
+    for name in ("batch_size", "latent_dim", "filters", "sim_image_size", "svae_hidden_units",
+                 "svae_num_hidden_layers"):
         flags.register_validator(name, lambda v: v > 0, f"--{name} must be > 0")
 
 
@@ -111,7 +116,8 @@ def config_from_flags(values: flags.FlagValues) -> TrainConfig:
         latent_dim=values.latent_dim, filters=values.filters,
         angle_distribution=values.angle_distribution,
         angle_scale=math.radians(values.angle_scale_deg),
-        svae_latent_dim=values.svae_latent_dim,
+        svae_latent_dim=values.svae_latent_dim, svae_hidden_units=values.svae_hidden_units,
+        svae_num_hidden_layers=values.svae_num_hidden_layers,
         svae_rotation_prior_std=math.radians(values.svae_rotation_prior_std_deg),
         svae_translation_prior_std=values.svae_translation_prior_std,
         svae_likelihood=values.svae_likelihood,

@@ -46,6 +46,8 @@ class TrainConfig:
     angle_distribution: str = "uniform"
     angle_scale: float = math.pi
     svae_latent_dim: int = 2
+    svae_hidden_units: int = 500
+    svae_num_hidden_layers: int = 2
     svae_rotation_prior_std: float = math.pi
     svae_translation_prior_std: float = 0.0
     svae_likelihood: str = "gaussian"
@@ -96,6 +98,8 @@ def build_model(config: TrainConfig, image_size: int) -> keras.Model:
     if config.model == "spatial_vae":
         from rotinv_tf.spatial_vae import SpatialVAE
         model = SpatialVAE(image_size=image_size, latent_dim=config.svae_latent_dim,
+                           hidden_units=config.svae_hidden_units,
+                           num_hidden_layers=config.svae_num_hidden_layers,
                            rotation_prior_std=config.svae_rotation_prior_std,
                            translation_prior_std=config.svae_translation_prior_std,
                            likelihood=config.svae_likelihood,

@@ -108,3 +108,11 @@ def test_cli_trains_from_a_flagfile_with_overrides(tmp_path):
     # The command-line --epochs=1 beat the flagfile's 5.
     metadata = json.loads((tmp_path / "run" / "checkpoints" / "training_metadata.json").read_text())
     assert metadata["epoch"] == 1
+
+
+def test_spatial_vae_size_comes_from_the_config():
+    config = training.TrainConfig(model="spatial_vae", svae_hidden_units=16,
+                                  svae_num_hidden_layers=1)
+    model = training.build_model(config, image_size=8)
+    assert (model.get_config()["hidden_units"], model.get_config()["num_hidden_layers"]) == (16, 1)
+    assert training.TrainConfig().svae_hidden_units == 500  # the original's default
