@@ -13,6 +13,13 @@ Metrics (all computed in `compute_metrics`):
 - `avg_mse`, `median_mse`, `worst_mse`, `worst_index`: per-image mean squared error between the
   canonical ground truth and the decoder output, and the split index of the worst image;
 - `angle_mae_deg`, `angle_rmse_deg`: predicted minus true angle, wrapped to (-180, 180] degrees.
+
+Frame alignment: a model whose canonical frame is learned without supervision (spatial-VAE) may
+return the ground truth turned by a constant angle ψ, which the metrics above would count as
+error. With `observed = rotate(image, θ)` and a model frame `canonical = rotate(image, ψ)`, the
+model predicts θ̂ = θ − ψ; so `estimate_frame_rotation` takes ψ as the circular mean of θ − θ̂,
+and `evaluate_models(..., frame_rotations=[ψ, ...])` scores `rotate(canonical, −ψ)` and θ̂ + ψ
+instead (metrics then carry `frame_rotation_deg`). Apply it to every model compared, alike.
 """
 import csv
 import dataclasses
@@ -27,6 +34,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from data_pipeline.errors import DataError
+from data_pipeline.rotation import rotate
 from data_pipeline.preprocessing import Normalization
 from rotinv_tf.serving import ServingModel, load_serving_model
 
@@ -159,28 +167,50 @@ class _Accumulator:
                                 worst=self.worst, **arrays)
 
 
+def estimate_frame_rotation(true_angle: np.ndarray, predicted_angle: np.ndarray) -> float:
+    """ψ in radians, (-π, π]: the circular mean of true minus predicted angle, i.e. the constant
+    rotation from the ground-truth frame to a model's canonical frame (module docstring)."""
+    difference = np.asarray(true_angle, np.float64) - np.asarray(predicted_angle, np.float64)
+    if difference.size == 0:
+        raise ValueError("no angles to estimate a frame rotation from")
+    return float(np.arctan2(np.sin(difference).mean(), np.cos(difference).mean()))
+
+
 def evaluate_models(models: Sequence[ServingModel], batches: Iterable[Mapping],
-                    normalization: Normalization, pool_size: int = EXAMPLE_POOL_SIZE
-                    ) -> list[EvaluationResult]:
+                    normalization: Normalization, pool_size: int = EXAMPLE_POOL_SIZE,
+                    frame_rotations: Sequence[float] | None = None) -> list[EvaluationResult]:
     """Evaluates several loaded models in one pass, so all see exactly the same inputs.
 
     `batches` are `eval_input` batches (normalised `image`, `observed`, `angle` in radians,
-    `index`); `normalization` is the one `eval_input` returned.
+    `index`); `normalization` is the one `eval_input` returned. `frame_rotations` (one ψ in
+    radians per model, see `estimate_frame_rotation`) scores each model in the ground-truth
+    frame: its normalised output turned by −ψ (fill 0, as `eval_input` rotates) and its angle + ψ.
     """
+    if frame_rotations is not None and len(frame_rotations) != len(models):
+        raise ValueError(f"{len(frame_rotations)} frame rotations for {len(models)} models")
     accumulators = [_Accumulator(model.path, pool_size) for model in models]
     for batch in batches:
         batch = {key: np.asarray(value) for key, value in batch.items()}
         size = batch["image"].shape[1:3]
         raw_observed = np.asarray(normalization.denormalize(batch["observed"]))
-        for model, accumulator in zip(models, accumulators):
+        for i, (model, accumulator) in enumerate(zip(models, accumulators)):
             if size != (model.image_size, model.image_size):
                 raise DataError(model.path, f"the model takes {model.image_size}x"
                                 f"{model.image_size} images but the data are "
                                 f"{size[0]}x{size[1]}")
             served = model.predict(raw_observed)
             output = np.asarray(normalization.normalize(served["canonical_image"]))
-            accumulator.add(batch, output, served["angle"])
-    return [accumulator.result() for accumulator in accumulators]
+            angle = np.asarray(served["angle"], np.float64)
+            if frame_rotations is not None:
+                psi = float(frame_rotations[i])
+                output = np.asarray(rotate(output, np.full(len(output), -psi, np.float32)))
+                angle = angle + psi
+            accumulator.add(batch, output, angle)
+    results = [accumulator.result() for accumulator in accumulators]
+    if frame_rotations is not None:
+        for result, psi in zip(results, frame_rotations):
+            result.metrics["frame_rotation_deg"] = math.degrees(psi)
+    return results
 
 
 def evaluate_saved_model(saved_model_dir: str, batches: Iterable[Mapping],

@@ -17,6 +17,7 @@ from tests.data_fixtures import smooth_images, write_idx
 from data_pipeline import input_fn
 from data_pipeline.errors import DataError
 from data_pipeline.preprocessing import Normalization
+from data_pipeline.rotation import rotate
 from rotinv_tf import evaluation
 from rotinv_tf.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.export import export_saved_model
@@ -295,3 +296,63 @@ def test_cli_image_size_mismatch(workspace):
                    f"--output_dir={out}")
     assert_one_line_error(done, workspace["small"], "16x16", "24x24")
     assert not out.exists()
+
+
+# Frame alignment.
+
+def _blob(size: int = 24) -> np.ndarray:
+    """An asymmetric image that is ~0 near the border, so rotations lose nothing at the corners."""
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2.0
+    return (np.exp(-((x - 4) ** 2 + (y + 2) ** 2) / 8.0)
+            + 0.5 * np.exp(-((x + 3) ** 2 + (y - 3) ** 2) / 5.0)).astype(np.float32)
+
+
+class TurnedFrameModel:
+    """A stand-in ServingModel that is exact up to its canonical frame: canonical image
+    rotate(truth, psi) and angle θ − psi, as a model with a learned frame turned by psi would."""
+
+    path = "turned"
+    image_size = 24
+
+    def __init__(self, truth: np.ndarray, angles: list[np.ndarray], psi: float):
+        self.canonical = np.asarray(rotate(truth[None, ..., None], [psi]))[0]
+        self.angles, self.psi = iter(angles), psi
+
+    def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        n = len(images)
+        canonical = NORMALIZATION.denormalize(np.repeat(self.canonical[None], n, axis=0))
+        return {"canonical_image": np.asarray(canonical), "angle": next(self.angles) - self.psi,
+                "latent": np.zeros((n, 2), np.float32)}
+
+
+def test_frame_alignment_recovers_a_turned_canonical_frame():
+    truth = _blob()
+    angles = [np.radians([-150.0, -40.0, 10.0, 95.0]), np.radians([170.0, -175.0, 60.0])]
+    batches, start = [], 0
+    for angle in angles:
+        n = len(angle)
+        image = np.repeat(truth[None, ..., None], n, axis=0)
+        batches.append({"image": image, "observed": np.asarray(rotate(image, angle)),
+                        "angle": angle.astype(np.float32),
+                        "index": np.arange(start, start + n, dtype=np.int64)})
+        start += n
+    psi = math.radians(70.0)
+    raw, = evaluation.evaluate_models([TurnedFrameModel(truth, angles, psi)], batches,
+                                      NORMALIZATION)
+    estimated = evaluation.estimate_frame_rotation(raw.true_angle, raw.predicted_angle)
+    assert estimated == pytest.approx(psi, abs=1e-5)  # circular mean across the ±180° wrap
+    aligned, = evaluation.evaluate_models([TurnedFrameModel(truth, angles, psi)], batches,
+                                          NORMALIZATION, frame_rotations=[estimated])
+    assert raw.metrics["angle_mae_deg"] == pytest.approx(70.0, abs=1e-3)
+    assert aligned.metrics["angle_mae_deg"] < 1e-3
+    assert aligned.metrics["frame_rotation_deg"] == pytest.approx(70.0, abs=1e-3)
+    # Turning the output back by -ψ leaves only interpolation blur; the wrong sign (+ψ) would
+    # leave it 140° off.
+    signal = np.mean(np.square(truth))
+    assert aligned.metrics["worst_mse"] < 0.02 * signal < raw.metrics["avg_mse"]
+    wrong, = evaluation.evaluate_models([TurnedFrameModel(truth, angles, psi)], batches,
+                                        NORMALIZATION, frame_rotations=[-estimated])
+    assert wrong.metrics["avg_mse"] > 0.5 * raw.metrics["avg_mse"]
+    with pytest.raises(ValueError, match="2 frame rotations for 1 models"):
+        evaluation.evaluate_models([EchoModel()], fake_batches([[0.1]]), NORMALIZATION,
+                                   frame_rotations=[0.0, 0.0])
