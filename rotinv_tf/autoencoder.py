@@ -154,6 +154,25 @@ class RotationInvariantAutoencoder(keras.Model):
             self.trackers[name].update_state(out[name])
         return tf.constant(True)
 
+    def _critic_update_if(self, update: tf.Tensor, real, fake) -> None:
+        """`_critic_update` on every replica when `update` (the same on all replicas) is true.
+
+        The critic optimizer all-reduces its gradients, a synchronisation point that
+        `tf.distribute` refuses inside a `tf.cond` taken in replica context. So the branch is
+        taken in cross-replica context, and the taken branch runs the update on each replica.
+        With the default strategy this is a plain `tf.cond`.
+        """
+
+        def branch(strategy: tf.distribute.Strategy, update, real, fake) -> None:
+            def run() -> tf.Tensor:
+                strategy.extended.call_for_each_replica(self._critic_update, args=(real, fake))
+                return tf.constant(True)
+
+            take = strategy.experimental_local_results(update)[0]
+            tf.cond(take, run, lambda: tf.constant(False))
+
+        tf.distribute.get_replica_context().merge_call(branch, args=(update, real, fake))
+
     def train_step(self, batch: dict) -> dict:
         images, observed, angles = self._rotated_inputs(batch)
         with tf.GradientTape() as tape:
@@ -169,8 +188,7 @@ class RotationInvariantAutoencoder(keras.Model):
             # The generator optimizer has just counted this step: update the critic on steps
             # 1, 1 + g, 1 + 2g, ... so the first step already trains it.
             step = self.generator_optimizer.iterations - 1
-            tf.cond(step % self.generator_steps_per_critic_step == 0,
-                    lambda: self._critic_update(images, fake), lambda: tf.constant(False))
+            self._critic_update_if(step % self.generator_steps_per_critic_step == 0, images, fake)
         for name in _GENERATOR_METRICS:
             self.trackers[name].update_state(out[name])
         return {m.name: m.result() for m in self.metrics}
