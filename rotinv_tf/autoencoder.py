@@ -105,13 +105,29 @@ class RotationInvariantAutoencoder(keras.Model):
 
     # Training.
 
+    @staticmethod
+    def _replica_draw(draw, batch_size: tf.Tensor) -> tf.Tensor:
+        """`draw(n)` (n random rows) for this replica's `batch_size` examples.
+
+        The seed generator's state is mirrored, so replicas drawing `batch_size` rows each would
+        all get the same numbers; instead each draws rows for the global batch and keeps its slice.
+        """
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        if replicas == 1:
+            return draw(batch_size)
+        rows = draw(batch_size * replicas)
+        start = context.replica_id_in_sync_group * batch_size
+        return rows[start:start + batch_size]
+
     def _rotated_inputs(self, batch: dict):
         """(canonical x, observed rot(x, θ), θ): from the batch, or rotated here on the device."""
         images = batch["image"]
         if "observed" in batch and "angle" in batch:
             return images, batch["observed"], batch["angle"]
-        angles = sample_angles(tf.shape(images)[0], self.angle_distribution, self.angle_scale,
-                               self.seed_generator)
+        angles = self._replica_draw(lambda n: sample_angles(
+            n, self.angle_distribution, self.angle_scale, self.seed_generator),
+            tf.shape(images)[0])
         return images, rotate(images, angles, xla_compatible=self.jit_compile is True), angles
 
     def _generator_losses(self, images, observed, angles, training: bool) -> dict:
@@ -132,7 +148,9 @@ class RotationInvariantAutoencoder(keras.Model):
         return out
 
     def _critic_losses(self, real, fake) -> dict:
-        alpha = keras.random.uniform([tf.shape(real)[0], 1, 1, 1], seed=self.seed_generator)
+        alpha = self._replica_draw(
+            lambda n: keras.random.uniform([n, 1, 1, 1], seed=self.seed_generator),
+            tf.shape(real)[0])
         distance = (tf.reduce_mean(self.critic(real, training=True))
                     - tf.reduce_mean(self.critic(fake, training=True)))
         penalty = losses.gradient_penalty(lambda x: self.critic(x, training=True), real, fake,
