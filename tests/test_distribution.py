@@ -6,7 +6,8 @@ subprocess that splits the CPU in two before anything else touches TensorFlow.
 How the comparison is made exact:
 - No sampling: batches carry `observed` and `angle`, and the critic's interpolation weights are a
   constant 0.5 (`keras.random.uniform` is replaced in the subprocess, after the weights are built),
-  because under a strategy every replica draws from the same seed state.
+  because a mirrored draw is a slice of a global-batch draw, not the single-device draw for that
+  half. (The test also checks that replicas draw different angles.)
 - Plain SGD, not Adam: Adam is nearly invariant to the scale of the gradient, so it would hide a
   loss that is not divided by the number of replicas.
 - Batch norm normalises with per-replica statistics, so a mirrored step on [h1 | h2] is not a
@@ -69,6 +70,15 @@ _SCRIPT = textwrap.dedent("""
               "h2": build(default, LR / 2), "global": build(default, LR),
               "mirrored_dup": build(mirrored, LR)}
     initial, initial_moving = weights(models["global"]), weights(models["global"], moving=True)
+
+    # Without angles in the batch each replica rotates its own images by its own draws.
+    @tf.function
+    def replica_angles(images):
+        return mirrored.run(lambda x: models["mirrored"]._rotated_inputs({"image": x})[2],
+                            args=(images,))
+
+    first, second = mirrored.experimental_local_results(replica_angles(images[:HALF]))
+    print("replica_angles_differ", int(not np.allclose(first, second)))
     keras.random.uniform = lambda shape, *args, **kwargs: tf.fill(shape, 0.5)
 
     def worst(expected, got):
@@ -118,3 +128,4 @@ def test_mirrored_steps_match_single_device():
     # Five steps: float sums in another order drift a little further.
     assert float(out["dup_steps_error"][0]) < 1e-3, out
     assert out["iterations"] == ["5", "2", "2"]
+    assert out["replica_angles_differ"] == ["1"]
