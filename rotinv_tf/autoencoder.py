@@ -10,7 +10,7 @@ import math
 import keras
 import tensorflow as tf
 
-from data_pipeline.rotation import rotate, sample_angles
+from data_pipeline.rotation import inscribed_disc, rotate, sample_angles, wrap_angle
 from rotinv_tf import losses
 from rotinv_tf.networks import build_critic, build_decoder, build_encoder
 
@@ -24,7 +24,13 @@ class RotationInvariantAutoencoder(keras.Model):
 
     def __init__(self, image_size: int, latent_dim: int = 32, filters: int = 32,
                  angle_distribution: str = "uniform", angle_scale: float = math.pi,
-                 seed: int = 0, **kwargs):
+                 seed: int = 0, circular_mask: bool = False, augment_rotations: bool = False,
+                 **kwargs):
+        """`circular_mask`: the encoder sees only the inscribed disc, the part of an image that
+        every rotation keeps, as cryo-EM particles are usually masked. `augment_rotations`: data
+        that carries `observed`/`angle` is turned further by random angles on each training step
+        (θ becomes θ + φ), so each noisy particle is seen in many poses; pair it with the mask so
+        the corners that rotation fills in are never seen."""
         super().__init__(**kwargs)
         self.image_size = image_size
         self.latent_dim = latent_dim
@@ -32,6 +38,8 @@ class RotationInvariantAutoencoder(keras.Model):
         self.angle_distribution = angle_distribution
         self.angle_scale = float(angle_scale)
         self.seed = seed
+        self.circular_mask = circular_mask
+        self.augment_rotations = augment_rotations
         self.encoder = build_encoder(image_size, latent_dim, filters)
         self.decoder = build_decoder(image_size, latent_dim, filters)
         self.critic = build_critic(image_size, filters)
@@ -86,6 +94,8 @@ class RotationInvariantAutoencoder(keras.Model):
 
     def encode(self, images: tf.Tensor, training: bool = False) -> dict:
         """Normalised images -> {"latent": content latents, "angle": θ̂ in radians}."""
+        if self.circular_mask:
+            images = images * inscribed_disc(self.image_size)
         latent = self.encoder(images, training=training)
         return {"latent": latent[:, 1:], "angle": latent[:, 0]}
 
@@ -120,15 +130,21 @@ class RotationInvariantAutoencoder(keras.Model):
         start = context.replica_id_in_sync_group * batch_size
         return rows[start:start + batch_size]
 
-    def _rotated_inputs(self, batch: dict):
-        """(canonical x, observed rot(x, θ), θ): from the batch, or rotated here on the device."""
+    def _rotated_inputs(self, batch: dict, training: bool):
+        """(canonical x, observed rot(x, θ), θ): from the batch (turned further by random angles
+        when augmenting a training step), or rotated here on the device."""
         images = batch["image"]
-        if "observed" in batch and "angle" in batch:
+        has_rotations = "observed" in batch and "angle" in batch
+        if has_rotations and not (training and self.augment_rotations):
             return images, batch["observed"], batch["angle"]
         angles = self._replica_draw(lambda n: sample_angles(
             n, self.angle_distribution, self.angle_scale, self.seed_generator),
             tf.shape(images)[0])
-        return images, rotate(images, angles, xla_compatible=self.jit_compile is True), angles
+        source = batch["observed"] if has_rotations else images
+        rotated = rotate(source, angles, xla_compatible=self.jit_compile is True)
+        if has_rotations:
+            angles = wrap_angle(batch["angle"] + angles)
+        return images, rotated, angles
 
     def _generator_losses(self, images, observed, angles, training: bool) -> dict:
         encoded = self.encode(observed, training=training)
@@ -192,7 +208,7 @@ class RotationInvariantAutoencoder(keras.Model):
         tf.distribute.get_replica_context().merge_call(branch, args=(update, real, fake))
 
     def train_step(self, batch: dict) -> dict:
-        images, observed, angles = self._rotated_inputs(batch)
+        images, observed, angles = self._rotated_inputs(batch, training=True)
         with tf.GradientTape() as tape:
             out = self._generator_losses(images, observed, angles, training=True)
             scaled = self.generator_optimizer.scale_loss(self._replica_scaled(out["loss"]))
@@ -212,7 +228,7 @@ class RotationInvariantAutoencoder(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, batch: dict) -> dict:
-        images, observed, angles = self._rotated_inputs(batch)
+        images, observed, angles = self._rotated_inputs(batch, training=False)
         out = self._generator_losses(images, observed, angles, training=False)
         fake = out["reconstructions"]
         out["wasserstein_distance"] = (tf.reduce_mean(self.critic(images))
@@ -226,4 +242,5 @@ class RotationInvariantAutoencoder(keras.Model):
         return {**super().get_config(), "image_size": self.image_size,
                 "latent_dim": self.latent_dim, "filters": self.filters,
                 "angle_distribution": self.angle_distribution,
-                "angle_scale": self.angle_scale, "seed": self.seed}
+                "angle_scale": self.angle_scale, "seed": self.seed,
+                "circular_mask": self.circular_mask, "augment_rotations": self.augment_rotations}

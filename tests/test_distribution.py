@@ -74,7 +74,7 @@ _SCRIPT = textwrap.dedent("""
     # Without angles in the batch each replica rotates its own images by its own draws.
     @tf.function
     def replica_angles(images):
-        return mirrored.run(lambda x: models["mirrored"]._rotated_inputs({"image": x})[2],
+        return mirrored.run(lambda x: models["mirrored"]._rotated_inputs({"image": x}, training=True)[2],
                             args=(images,))
 
     first, second = mirrored.experimental_local_results(replica_angles(images[:HALF]))
