@@ -101,7 +101,9 @@ def test_saved_model_cli_run_returns_the_outputs(model, exported, tmp_path):
 _ISOLATED_LOAD = """
 import importlib, sys
 import numpy as np
+# An installed project (pip install -e .) stays importable even under -I: block it outright.
 for project_package in ("rotinv_tf", "data_pipeline"):
+    sys.modules[project_package] = None
     try:
         importlib.import_module(project_package)
     except ImportError:
