@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_pipeline.errors import DataError
+from data_pipeline.datasets.features import particle_features
 from data_pipeline.formats import hdb_archive
 
 SIZE = 40
@@ -25,16 +26,8 @@ class FiveHdb(tfds.core.GeneratorBasedBuilder):
         "5HDB/<k>_/pardata.pkl for k = 0..19.")
 
     def _info(self) -> tfds.core.DatasetInfo:
-        image = tfds.features.Tensor(shape=(SIZE, SIZE, 1), dtype=np.float32,
-                                     encoding=tfds.features.Encoding.ZLIB)
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "observed": image,
-                "image": image,
-                "angle": np.float32,
-                "index": np.int64,
-                "conformation": np.int64,
-            }),
+            features=particle_features(SIZE),
             disable_shuffling=True,
         )
 

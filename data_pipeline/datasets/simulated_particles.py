@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_pipeline import simulator as sim
+from data_pipeline.datasets.features import particle_features
 
 _DEFAULTS = sim.SimulationConfig()
 VERSION = tfds.core.Version("1.0.0")
@@ -80,17 +81,8 @@ class SimulatedParticles(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [_build_config(_DEFAULTS)]
 
     def _info(self) -> tfds.core.DatasetInfo:
-        size = self.builder_config.simulation.image_size
-        image = tfds.features.Tensor(shape=(size, size, 1), dtype=np.float32,
-                                     encoding=tfds.features.Encoding.ZLIB)
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": image,
-                "observed": image,
-                "angle": np.float32,
-                "index": np.int64,
-                "conformation": np.int64,
-            }),
+            features=particle_features(self.builder_config.simulation.image_size),
             metadata=tfds.core.MetadataDict(
                 pixel_size=self.builder_config.pixel_size,
                 simulation=dataclasses.asdict(self.builder_config.simulation)),
