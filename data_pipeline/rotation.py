@@ -90,31 +90,17 @@ def _check_distribution(distribution: str) -> None:
             f"unknown angle distribution {distribution!r}; expected one of {ANGLE_DISTRIBUTIONS}")
 
 
-def _scale_unit_samples(uniform01: tf.Tensor, normal01: tf.Tensor, distribution: str,
-                        scale: float) -> tf.Tensor:
-    if distribution == "uniform":
-        return (2.0 * uniform01 - 1.0) * scale
-    return normal01 * scale
-
-
 def sample_angles(batch_size: tf.Tensor, distribution: str = "uniform", scale: float = math.pi,
-                  seed: "keras.random.SeedGenerator | tf.random.Generator | None" = None
-                  ) -> tf.Tensor:
+                  seed: keras.random.SeedGenerator | None = None) -> tf.Tensor:
     """Random angles [batch_size]: uniform on [-scale, scale) or normal N(0, scale²).
 
-    `seed` is a `keras.random.SeedGenerator` (the idiom inside Keras models: its state is saved
-    with the model), a `tf.random.Generator`, or None for the global generator.
+    `seed` is the model's `keras.random.SeedGenerator`, whose state is saved with the model.
     """
     _check_distribution(distribution)
     shape = tf.reshape(batch_size, [1])
-    if isinstance(seed, tf.random.Generator):
-        uniform, normal = seed.uniform, seed.normal
-    else:
-        uniform = lambda s: keras.random.uniform(s, seed=seed)  # noqa: E731
-        normal = lambda s: keras.random.normal(s, seed=seed)  # noqa: E731
     if distribution == "uniform":
-        return _scale_unit_samples(uniform(shape), None, distribution, scale)
-    return _scale_unit_samples(None, normal(shape), distribution, scale)
+        return (2.0 * keras.random.uniform(shape, seed=seed) - 1.0) * scale
+    return keras.random.normal(shape, seed=seed) * scale
 
 
 def fixed_angles(indices: tf.Tensor, seed: int, distribution: str = "uniform",
@@ -128,10 +114,11 @@ def fixed_angles(indices: tf.Tensor, seed: int, distribution: str = "uniform",
 
     def one(index):
         pair = tf.stack([tf.constant(seed, tf.int32), index])
-        return tf.stack([tf.random.stateless_uniform([], pair), tf.random.stateless_normal([], pair)])
+        if distribution == "uniform":
+            return 2.0 * tf.random.stateless_uniform([], pair) - 1.0
+        return tf.random.stateless_normal([], pair)
 
-    unit = tf.map_fn(one, indices, fn_output_signature=tf.float32)
-    return _scale_unit_samples(unit[:, 0], unit[:, 1], distribution, scale)
+    return tf.map_fn(one, indices, fn_output_signature=tf.float32) * scale
 
 
 def wrap_angle(angles: tf.Tensor) -> tf.Tensor:
