@@ -124,11 +124,3 @@ def fixed_angles(indices: tf.Tensor, seed: int, distribution: str = "uniform",
 def wrap_angle(angles: tf.Tensor) -> tf.Tensor:
     """Wraps angles to (-π, π]."""
     return -(tf.math.floormod(-angles + math.pi, 2.0 * math.pi) - math.pi)
-
-
-def inscribed_disc(size: int) -> tf.Tensor:
-    """[size, size, 1] float mask: 1 on the disc of diameter `size` about the centre, which every
-    rotation keeps inside the image, 0 in the corners."""
-    coords = tf.range(size, dtype=tf.float32) - (size - 1) / 2.0
-    radius = tf.sqrt(coords[:, None] ** 2 + coords[None, :] ** 2)
-    return tf.cast(radius <= size / 2.0, tf.float32)[..., None]

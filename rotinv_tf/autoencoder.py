@@ -10,7 +10,7 @@ import math
 import keras
 import tensorflow as tf
 
-from data_pipeline.rotation import inscribed_disc, rotate, sample_angles, wrap_angle
+from data_pipeline.rotation import rotate, sample_angles, wrap_angle
 from rotinv_tf import losses
 from rotinv_tf.networks import build_critic, build_decoder, build_encoder
 
@@ -24,13 +24,12 @@ class RotationInvariantAutoencoder(keras.Model):
 
     def __init__(self, image_size: int, latent_dim: int = 32, filters: int = 32,
                  angle_distribution: str = "uniform", angle_scale: float = math.pi,
-                 seed: int = 0, circular_mask: bool = False, augment_rotations: bool = False,
-                 **kwargs):
-        """`circular_mask`: the encoder sees only the inscribed disc, the part of an image that
-        every rotation keeps, as cryo-EM particles are usually masked. `augment_rotations`: data
-        that carries `observed`/`angle` is turned further by random angles on each training step
-        (θ becomes θ + φ), so each noisy particle is seen in many poses; pair it with the mask so
-        the corners that rotation fills in are never seen."""
+                 seed: int = 0, augment_quarter_turns: bool = False, **kwargs):
+        """`augment_quarter_turns`: data that carries `observed`/`angle` (full-circle rotations) is
+        turned further by a random multiple of 90° on each training step (θ becomes θ + kπ/2), so
+        each noisy particle is seen in four poses. Quarter turns move pixels exactly: unlike a
+        bilinear rotation they neither smooth the noise nor fill in corners, so training inputs
+        keep the statistics of the data the model is evaluated on."""
         super().__init__(**kwargs)
         self.image_size = image_size
         self.latent_dim = latent_dim
@@ -38,8 +37,7 @@ class RotationInvariantAutoencoder(keras.Model):
         self.angle_distribution = angle_distribution
         self.angle_scale = float(angle_scale)
         self.seed = seed
-        self.circular_mask = circular_mask
-        self.augment_rotations = augment_rotations
+        self.augment_quarter_turns = augment_quarter_turns
         self.encoder = build_encoder(image_size, latent_dim, filters)
         self.decoder = build_decoder(image_size, latent_dim, filters)
         self.critic = build_critic(image_size, filters)
@@ -94,8 +92,6 @@ class RotationInvariantAutoencoder(keras.Model):
 
     def encode(self, images: tf.Tensor, training: bool = False) -> dict:
         """Normalised images -> {"latent": content latents, "angle": θ̂ in radians}."""
-        if self.circular_mask:
-            images = images * inscribed_disc(self.image_size)
         latent = self.encoder(images, training=training)
         return {"latent": latent[:, 1:], "angle": latent[:, 0]}
 
@@ -131,20 +127,25 @@ class RotationInvariantAutoencoder(keras.Model):
         return rows[start:start + batch_size]
 
     def _rotated_inputs(self, batch: dict, training: bool):
-        """(canonical x, observed rot(x, θ), θ): from the batch (turned further by random angles
+        """(canonical x, observed rot(x, θ), θ): from the batch (turned by random quarter turns
         when augmenting a training step), or rotated here on the device."""
         images = batch["image"]
-        has_rotations = "observed" in batch and "angle" in batch
-        if has_rotations and not (training and self.augment_rotations):
+        if "observed" in batch and "angle" in batch:
+            if training and self.augment_quarter_turns:
+                return (images, *self._quarter_turned(batch["observed"], batch["angle"]))
             return images, batch["observed"], batch["angle"]
         angles = self._replica_draw(lambda n: sample_angles(
             n, self.angle_distribution, self.angle_scale, self.seed_generator),
             tf.shape(images)[0])
-        source = batch["observed"] if has_rotations else images
-        rotated = rotate(source, angles, xla_compatible=self.jit_compile is True)
-        if has_rotations:
-            angles = wrap_angle(batch["angle"] + angles)
-        return images, rotated, angles
+        return images, rotate(images, angles, xla_compatible=self.jit_compile is True), angles
+
+    def _quarter_turned(self, observed: tf.Tensor, angles: tf.Tensor):
+        """Each image turned by its own random k·90° (exact pixel moves), its angle by kπ/2."""
+        turns = self._replica_draw(lambda n: keras.random.randint(
+            [n], 0, 4, seed=self.seed_generator), tf.shape(observed)[0])
+        all_turns = tf.stack([tf.image.rot90(observed, k) for k in range(4)], axis=1)
+        turned = tf.gather(all_turns, turns, axis=1, batch_dims=1)
+        return turned, wrap_angle(angles + tf.cast(turns, tf.float32) * (math.pi / 2))
 
     def _generator_losses(self, images, observed, angles, training: bool) -> dict:
         encoded = self.encode(observed, training=training)
@@ -243,4 +244,4 @@ class RotationInvariantAutoencoder(keras.Model):
                 "latent_dim": self.latent_dim, "filters": self.filters,
                 "angle_distribution": self.angle_distribution,
                 "angle_scale": self.angle_scale, "seed": self.seed,
-                "circular_mask": self.circular_mask, "augment_rotations": self.augment_rotations}
+                "augment_quarter_turns": self.augment_quarter_turns}

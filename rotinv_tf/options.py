@@ -38,10 +38,8 @@ def define_flags() -> None:
                       "Training/evaluation rotations: uniform on ±angle_scale or N(0, scale²).")
     flags.DEFINE_float("angle_scale_deg", math.degrees(d.angle_scale),
                        "Half-range (uniform) or standard deviation (normal), degrees.")
-    flags.DEFINE_boolean("circular_mask", d.circular_mask,
-                         "ours: the encoder sees only the inscribed disc of each image.")
-    flags.DEFINE_boolean("augment_rotations", d.augment_rotations,
-                         "ours: turn data that carries angles further by random angles each step.")
+    flags.DEFINE_boolean("augment_quarter_turns", d.augment_quarter_turns,
+                         "ours: turn full-circle data that carries angles by random k x 90 degrees.")
     flags.DEFINE_integer("svae_latent_dim", d.svae_latent_dim, "spatial-VAE content latents.")
     flags.DEFINE_integer("svae_hidden_units", d.svae_hidden_units,
                          "spatial-VAE MLP width (inference and generator; original: 500).")
@@ -120,7 +118,7 @@ def config_from_flags(values: flags.FlagValues) -> TrainConfig:
         latent_dim=values.latent_dim, filters=values.filters,
         angle_distribution=values.angle_distribution,
         angle_scale=math.radians(values.angle_scale_deg),
-        circular_mask=values.circular_mask, augment_rotations=values.augment_rotations,
+        augment_quarter_turns=values.augment_quarter_turns,
         svae_latent_dim=values.svae_latent_dim, svae_hidden_units=values.svae_hidden_units,
         svae_num_hidden_layers=values.svae_num_hidden_layers,
         svae_rotation_prior_std=math.radians(values.svae_rotation_prior_std_deg),

@@ -45,8 +45,7 @@ class TrainConfig:
     filters: int = 32
     angle_distribution: str = "uniform"
     angle_scale: float = math.pi
-    circular_mask: bool = False
-    augment_rotations: bool = False
+    augment_quarter_turns: bool = False
     svae_latent_dim: int = 2
     svae_hidden_units: int = 500
     svae_num_hidden_layers: int = 2
@@ -112,8 +111,7 @@ def build_model(config: TrainConfig, image_size: int) -> keras.Model:
     model = RotationInvariantAutoencoder(
         image_size, config.latent_dim, filters=config.filters,
         angle_distribution=config.angle_distribution, angle_scale=config.angle_scale,
-        seed=config.seed, circular_mask=config.circular_mask,
-        augment_rotations=config.augment_rotations)
+        seed=config.seed, augment_quarter_turns=config.augment_quarter_turns)
     model.compile(
         generator_optimizer=adam(config.learning_rate),
         critic_optimizer=adam(config.critic_learning_rate),
