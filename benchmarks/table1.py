@@ -137,15 +137,21 @@ DATA = {
 PAPER_NOTE = ("Paper numbers are the published Table 1 (the 5HDB row is on the real 5HDB "
               "particles, ours on simulated ones); they are quoted, not re-measured.")
 
-flags.DEFINE_boolean("quick", False, "Smoke run: minutes, writes table1_quick.*.")
-flags.DEFINE_boolean("paper_schedule", False, "The paper's 300-epoch schedule (for a GPU).")
-flags.DEFINE_string("output_dir", "benchmarks/results", "Folder for table1*.md/json and figures.")
-flags.DEFINE_string("work_dir", "runs/table1", "Checkpoints and SavedModels (emptied per run).")
-flags.DEFINE_string("data_dir", None, "TensorFlow Datasets folder (default ~/tensorflow_datasets).")
-flags.DEFINE_string("mnist_dir", "../shared/datasets/mnist",
-                    "MNIST IDX files (60k/10k, or only the 10k test files: 8,000/2,000); "
-                    "empty: TFDS downloads MNIST.")
-flags.DEFINE_integer("eval_angle_seed", 1234, "Seed of the fixed test-set angles.")
+
+def define_flags() -> None:
+    """The script's flags, defined only when it runs as a program, so tests can import its
+    functions beside other programs' flags."""
+    flags.DEFINE_boolean("quick", False, "Smoke run: minutes, writes table1_quick.*.")
+    flags.DEFINE_boolean("paper_schedule", False, "The paper's 300-epoch schedule (for a GPU).")
+    flags.DEFINE_string("output_dir", "benchmarks/results", "Folder for table1*.md/json and figures.")
+    flags.DEFINE_string("work_dir", "runs/table1", "Checkpoints and SavedModels (emptied per run).")
+    flags.DEFINE_string("data_dir", None, "TensorFlow Datasets folder (default ~/tensorflow_datasets).")
+    flags.DEFINE_string("mnist_dir", "../shared/datasets/mnist",
+                        "MNIST IDX files (60k/10k, or only the 10k test files: 8,000/2,000); "
+                        "empty: TFDS downloads MNIST.")
+    flags.DEFINE_integer("eval_angle_seed", 1234, "Seed of the fixed test-set angles.")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -446,4 +452,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)
