@@ -80,8 +80,9 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class TrainResult:
+    """What a run produced: Keras history (epochs run now), the export, where logs live, time."""
+
     history: dict
-    validation: dict
     export_path: str
     model_dir: str
     log_dir: str
@@ -166,8 +167,7 @@ def train(config: TrainConfig) -> TrainResult:
                         validation_data=eval_data, callbacks=callbacks, verbose=config.verbose,
                         shuffle=False)
     seconds = time.perf_counter() - start
-    validation = model.evaluate(eval_data, return_dict=True, verbose=0)
     export_path = export_saved_model(model, normalization, image_size, config.export_dir,
                                      config.name)
-    return TrainResult(history=history.history, validation=validation, export_path=export_path,
+    return TrainResult(history=history.history, export_path=export_path,
                        model_dir=config.model_dir, log_dir=log_dir, seconds=seconds)
