@@ -11,6 +11,7 @@ step keeps the augmentation on the accelerator.
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 ANGLE_DISTRIBUTIONS = ("uniform", "normal")
@@ -119,6 +120,11 @@ def fixed_angles(indices: tf.Tensor, seed: int, distribution: str = "uniform",
         return tf.random.stateless_normal([], pair)
 
     return tf.map_fn(one, indices, fn_output_signature=tf.float32) * scale
+
+
+def wrap_degrees(degrees: np.ndarray | float) -> np.ndarray | float:
+    """Wraps angles in degrees to (-180, 180] (numpy twin of `wrap_angle`, for files and reports)."""
+    return 180.0 - np.mod(180.0 - np.asarray(degrees, np.float64), 360.0)
 
 
 def wrap_angle(angles: tf.Tensor) -> tf.Tensor:

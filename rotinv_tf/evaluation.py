@@ -34,7 +34,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from data_pipeline.errors import DataError
-from data_pipeline.rotation import rotate
+from data_pipeline.rotation import rotate, wrap_degrees
 from data_pipeline.preprocessing import Normalization
 from rotinv_tf.serving import ServingModel, load_serving_model
 
@@ -55,7 +55,7 @@ def angle_error_deg(true_angle: np.ndarray, predicted_angle: np.ndarray) -> np.n
 
 def wrap_deg(angle: np.ndarray) -> np.ndarray:
     """Radians -> degrees wrapped to (-180, 180]."""
-    return 180.0 - np.mod(180.0 - np.degrees(np.asarray(angle, np.float64)), 360.0)
+    return wrap_degrees(np.degrees(np.asarray(angle, np.float64)))
 
 
 def per_image_mse(truth: np.ndarray, output: np.ndarray) -> np.ndarray:

@@ -204,12 +204,6 @@ class _Particles:
         self._open.clear()
 
 
-def _wrapped_psi(angles: np.ndarray) -> np.ndarray:
-    """Angles (radians) -> rlnAnglePsi in degrees, wrapped to (-180, 180]."""
-    psi = angle_to_psi_degrees(np.asarray(angles, np.float64))
-    return -(np.mod(-psi + 180.0, 360.0) - 180.0)
-
-
 def _nonfinite_message(bad: list[int]) -> str:
     listed = ", ".join(str(i) for i in bad[:_MAX_LISTED])
     more = f" and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
@@ -275,7 +269,7 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
             raise DataError(particles.path, _nonfinite_message(bad))
         stack_name = os.path.relpath(output, os.path.dirname(star))
         names = [relion_image_name(i, stack_name) for i in range(1, n + 1)]
-        psi = [f"{p:.6f}" for p in _wrapped_psi(angles)]
+        psi = [f"{p:.6f}" for p in angle_to_psi_degrees(angles)]
         write_star(star_tmp, particles.star_blocks(names, psi, size, pixel_size))
     return CanonicalizeSummary(particles=n, seconds=time.perf_counter() - start_time,
                                output=output, star=star, pixel_size=pixel_size)

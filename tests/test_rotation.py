@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipeline.rotation import fixed_angles, rotate, sample_angles, wrap_angle
+from data_pipeline.rotation import fixed_angles, rotate, sample_angles, wrap_angle, wrap_degrees
 
 
 def _disc_mask(size, margin=2.0):
@@ -89,3 +89,10 @@ def test_wrap_angle_range():
     assert np.all(wrapped > -math.pi - 1e-6) and np.all(wrapped <= math.pi + 1e-6)
     np.testing.assert_allclose(np.cos(wrapped), np.cos([math.pi, -math.pi, 3 * math.pi / 2, 7.0,
                                                         0.1]), atol=1e-5)
+
+
+def test_wrap_degrees_matches_wrap_angle():
+    degrees = np.array([180.0, -180.0, 270.0, 401.0, -0.5])
+    np.testing.assert_allclose(wrap_degrees(degrees), [180.0, 180.0, -90.0, 41.0, -0.5])
+    np.testing.assert_allclose(np.radians(wrap_degrees(degrees)),
+                               wrap_angle(tf.constant(np.radians(degrees), tf.float32)), atol=1e-5)

@@ -17,6 +17,7 @@ import numpy as np
 
 from data_pipeline.atomic import atomic_path
 from data_pipeline.errors import DataError
+from data_pipeline.rotation import wrap_degrees
 
 # A token is a quoted string (closed by the same quote) or a run of non-blank characters.
 _TOKEN = re.compile(r"""'([^']*)'|"([^"]*)"|(\S+)""")
@@ -29,8 +30,9 @@ def psi_degrees_to_angle(psi: np.ndarray | float) -> np.ndarray | float:
 
 
 def angle_to_psi_degrees(angle: np.ndarray | float) -> np.ndarray | float:
-    """The project's `angle` (radians) -> RELION `rlnAnglePsi` (degrees, same sign)."""
-    return np.rad2deg(angle)
+    """The project's `angle` (radians) -> RELION `rlnAnglePsi` (degrees, same sign, wrapped to
+    (-180, 180])."""
+    return wrap_degrees(np.rad2deg(angle))
 
 
 @dataclasses.dataclass
