@@ -33,7 +33,9 @@ def define_flags() -> None:
     # The model.
     flags.DEFINE_enum("model", d.model, MODELS, "autoencoder (ours) or spatial_vae (baseline).")
     flags.DEFINE_integer("latent_dim", d.latent_dim, "Latent size, angle slot included.")
-    flags.DEFINE_integer("filters", d.filters, "Width of the first convolution of each network.")
+    flags.DEFINE_integer("filters", d.filters, "Width of the encoder's and decoder's first layer.")
+    flags.DEFINE_integer("critic_filters", d.critic_filters,
+                         "Width of the critic's first layer (ours; the dearest part of a step).")
     flags.DEFINE_enum("angle_distribution", d.angle_distribution, ANGLE_DISTRIBUTIONS,
                       "Training/evaluation rotations: uniform on ±angle_scale or N(0, scale²).")
     flags.DEFINE_float("angle_scale_deg", math.degrees(d.angle_scale),
@@ -81,8 +83,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("log_every_steps", d.log_every_steps, "TensorBoard step-metric interval.")
     for name in ("epochs", "sim_num_conformations", "sim_images_per_conformation"):
         flags.register_validator(name, lambda v: v >= 0, f"--{name} must be >= 0")
-    for name in ("batch_size", "latent_dim", "filters", "sim_image_size", "svae_hidden_units",
-                 "svae_num_hidden_layers"):
+    for name in ("batch_size", "latent_dim", "filters", "critic_filters", "sim_image_size",
+                 "svae_hidden_units", "svae_num_hidden_layers"):
         flags.register_validator(name, lambda v: v > 0, f"--{name} must be > 0")
 
 
@@ -116,6 +118,7 @@ def config_from_flags(values: flags.FlagValues) -> TrainConfig:
         gp_weight=values.gp_weight, adversarial_weight=values.adversarial_weight,
         angle_weight=values.angle_weight, reconstruction_weight=values.reconstruction_weight,
         latent_dim=values.latent_dim, filters=values.filters,
+        critic_filters=values.critic_filters,
         angle_distribution=values.angle_distribution,
         angle_scale=math.radians(values.angle_scale_deg),
         augment_quarter_turns=values.augment_quarter_turns,

@@ -43,6 +43,7 @@ class TrainConfig:
     reconstruction_weight: float = 1.0
     latent_dim: int = 32
     filters: int = 32
+    critic_filters: int = 16
     angle_distribution: str = "uniform"
     angle_scale: float = math.pi
     augment_quarter_turns: bool = False
@@ -111,8 +112,8 @@ def build_model(config: TrainConfig, image_size: int) -> keras.Model:
         return model
     model = RotationInvariantAutoencoder(
         image_size, config.latent_dim, filters=config.filters,
-        angle_distribution=config.angle_distribution, angle_scale=config.angle_scale,
-        seed=config.seed, augment_quarter_turns=config.augment_quarter_turns)
+        critic_filters=config.critic_filters, angle_distribution=config.angle_distribution,
+        angle_scale=config.angle_scale, seed=config.seed, augment_quarter_turns=config.augment_quarter_turns)
     model.compile(
         generator_optimizer=adam(config.learning_rate),
         critic_optimizer=adam(config.critic_learning_rate),

@@ -12,7 +12,8 @@ from rotinv_tf.autoencoder import RotationInvariantAutoencoder
 
 def _model(image_size=16, latent_dim=8, filters=8, **compile_kwargs):
     keras.utils.set_random_seed(0)
-    model = RotationInvariantAutoencoder(image_size, latent_dim, filters=filters)
+    model = RotationInvariantAutoencoder(image_size, latent_dim, filters=filters,
+                                         critic_filters=filters)
     model.compile(keras.optimizers.Adam(2e-3), keras.optimizers.Adam(2e-3), **compile_kwargs)
     return model
 
@@ -40,6 +41,16 @@ def test_call_shapes(size):
     out = model.canonicalize(np.zeros((5, size, size, 1), np.float32))
     assert out["latent"].shape == (5, 7)
     assert np.all(np.abs(out["angle"].numpy()) <= math.pi)
+
+
+def test_critic_width_is_set_apart_from_the_encoder_and_decoder():
+    model = RotationInvariantAutoencoder(16, 8, filters=8, critic_filters=4)
+    first_kernel = {name: getattr(model, name).layers[1].kernel.shape
+                    for name in ("encoder", "critic")}
+    assert first_kernel == {"encoder": (3, 3, 1, 8), "critic": (3, 3, 1, 4)}
+    restored = RotationInvariantAutoencoder.from_config(model.get_config())
+    assert (restored.filters, restored.critic_filters) == (8, 4)
+    assert restored.critic.count_params() == model.critic.count_params()
 
 
 def test_odd_image_size_is_rejected():

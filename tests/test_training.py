@@ -82,6 +82,7 @@ def _train_cli(*args, cwd=REPO):
 @pytest.mark.parametrize("args,message", [
     (["--dataset=cifar"], "dataset"),
     (["--epochs=-1"], "epochs"),
+    (["--critic_filters=0"], "critic_filters"),
     (["--flagfile=/nonexistent/missing.cfg"], "missing.cfg"),
     (["--no_such_flag=1"], "no_such_flag"),
 ])
@@ -98,8 +99,8 @@ def test_cli_trains_from_a_flagfile_with_overrides(tmp_path):
     flagfile.write_text("\n".join([
         "--name=cli", "--dataset=simulated_particles", "--sim_image_size=16",
         "--sim_num_conformations=3", "--sim_images_per_conformation=32",
-        "--sim_test_conformations=1", "--latent_dim=4", "--filters=4", "--epochs=5",
-        "--batch_size=16", f"--data_dir={tmp_path}/tfds"]))
+        "--sim_test_conformations=1", "--latent_dim=4", "--filters=4", "--critic_filters=2",
+        "--epochs=5", "--batch_size=16", f"--data_dir={tmp_path}/tfds"]))
     result = _train_cli(f"--flagfile={flagfile}", "--epochs=1", f"--model_dir={tmp_path}/run",
                         f"--export_dir={tmp_path}/saved")
     assert result.returncode == 0, result.stderr[-2000:]
