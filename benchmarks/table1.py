@@ -70,13 +70,13 @@ def _paper_runs() -> dict:
     return {(d, m): run for d in ("rotated_mnist", "simulated_5hdb") for m in METHODS}
 
 
-# Throughput measured on this project's 2-core CPU machine (batch 256, 6-step runs, while another
-# benchmark shared the cores): ours 216 images/s at 40x40 and 519 at 28x28; spatial-VAE with 128
-# hidden units 450 and 849 (with the original's 500 units, ~46 at 40x40). The CPU schedule's
-# estimate assumes the idle machine: these numbers are what `estimate_seconds` uses.
+# Training images/s of the CPU schedule's runs on this project's idle 2-core machine (the
+# images/s column of results/table1.md, critic width 16): ours 588 at 40x40 and 852 at 28x28;
+# spatial-VAE with 128 hidden units 882 and 1,728 (with the original's 500 units, ~46 at 40x40).
+# `estimate_seconds` uses these, rounded down.
 ASSUMED_IMAGES_PER_SECOND = {
-    ("simulated_5hdb", "ours"): 300.0, ("rotated_mnist", "ours"): 600.0,
-    ("simulated_5hdb", "spatial_vae"): 500.0, ("rotated_mnist", "spatial_vae"): 900.0,
+    ("simulated_5hdb", "ours"): 550.0, ("rotated_mnist", "ours"): 800.0,
+    ("simulated_5hdb", "spatial_vae"): 850.0, ("rotated_mnist", "spatial_vae"): 1600.0,
 }
 # Evaluating an image (validation each epoch, the final test passes) costs about a third of a
 # training step's. Fixed costs, rounded up from the --quick run (72 s in all, loaded machine):
