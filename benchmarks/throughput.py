@@ -1,7 +1,7 @@
 """Throughput of the input pipeline, the training step and SavedModel inference, in images/s.
 
     python benchmarks/throughput.py [--image_size=40] [--batch_size=256] [--steps=8] [--quick]
-        [--data_dir=...] [--output=benchmarks/results/throughput.md]
+        [--widths=32:16,16:16] [--data_dir=...] [--output=benchmarks/results/throughput.md]
 
 Every number is the median images/s over `--windows` timed windows, after warm-up:
 1. the input pipeline alone: `input_fn.train_input('simulated_particles', ...)` without the cache,
@@ -12,6 +12,8 @@ Every number is the median images/s over `--windows` timed windows, after warm-u
    `rotinv_tf.training.build_model` as a real run is, at 28x28 and 40x40 on one in-memory batch,
    eager vs `tf.function` vs XLA (`jit_compile`), and on a GPU in float32 vs mixed precision;
 3. inference through an exported SavedModel's `serving_default` signature.
+Training steps and inference are timed for each of `--widths`: the configs' default (32:16) and a
+narrow one (16:16) whose cost in quality is measured in benchmarks/README.md.
 Windows hold a multiple of the decoder:critic ratio of steps, so each has the same share of critic
 updates. Writes a Markdown table (atomically) and prints it.
 """
@@ -48,7 +50,9 @@ flags.DEFINE_integer("image_size", 40, "Image size of the input-pipeline and inf
 flags.DEFINE_integer("batch_size", 256, "Training batch size.")
 flags.DEFINE_integer("inference_batch_size", 1024, "SavedModel inference batch size.")
 flags.DEFINE_integer("latent_dim", 32, "Latent size (the paper's).")
-flags.DEFINE_integer("filters", 32, "Network width (training.TrainConfig's default).")
+flags.DEFINE_list("widths", ["32:16", "16:16"],
+                  "Network widths to time, each FILTERS:CRITIC_FILTERS (TrainConfig.filters and "
+                  ".critic_filters); the first gets every mode, the others tf.function only.")
 flags.DEFINE_integer("steps", 8, "Training steps per timed window (tf.function and XLA).")
 flags.DEFINE_integer("eager_steps", 4, "Training steps per timed window when eager.")
 flags.DEFINE_integer("windows", 5, "Timed windows per row; the median is reported.")
@@ -104,19 +108,36 @@ def bench_input_pipeline(data_dir: str, size: int, batch: int, windows: int, qui
                 calls)
 
 
-def _train_model(size: int, mode: str, precision: str) -> keras.Model:
+def parse_widths(values: list[str]) -> list[tuple[int, int]]:
+    """["32:16", ...] -> [(filters, critic_filters), ...]."""
+    widths = []
+    for value in values:
+        parts = value.split(":")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            cli.fail(f"--widths: {value!r} is not FILTERS:CRITIC_FILTERS (two positive integers)")
+        widths.append((int(parts[0]), int(parts[1])))
+    return widths
+
+
+def _width_text(width: tuple[int, int]) -> str:
+    return f"widths {width[0]}/{width[1]}"
+
+
+def _train_model(size: int, mode: str, precision: str, width: tuple[int, int]) -> keras.Model:
     keras.mixed_precision.set_global_policy(precision)
-    config = training.TrainConfig(latent_dim=FLAGS.latent_dim, filters=FLAGS.filters,
-                                  jit_compile=mode == "xla", mixed_precision=precision)
+    config = training.TrainConfig(latent_dim=FLAGS.latent_dim, filters=width[0],
+                                  critic_filters=width[1], jit_compile=mode == "xla",
+                                  mixed_precision=precision)
     model = training.build_model(config, size)
     model.run_eagerly = mode == "eager"
     return model
 
 
-def bench_train_step(size: int, mode: str, precision: str, windows: int, steps: int) -> dict:
+def bench_train_step(size: int, mode: str, precision: str, width: tuple[int, int], windows: int,
+                     steps: int) -> dict:
     """images/s of Keras' own train function on one in-memory batch of canonical images."""
     keras.utils.set_random_seed(0)
-    model = _train_model(size, mode, precision)
+    model = _train_model(size, mode, precision, width)
     images = np.random.default_rng(0).random((FLAGS.batch_size, size, size, 1), np.float32)
     iterator = iter(tf.data.Dataset.from_tensors({"image": images}).repeat())
     model.make_train_function()
@@ -133,14 +154,15 @@ def bench_train_step(size: int, mode: str, precision: str, windows: int, steps: 
     keras.mixed_precision.set_global_policy("float32")
     setting = {"eager": "eager (run_eagerly)", "function": "tf.function",
                "xla": "tf.function + XLA (jit_compile)"}[mode]
-    return _row(f"training step ({ratio}:1)", f"{setting}, {precision}", size, FLAGS.batch_size,
+    return _row(f"training step ({ratio}:1)", f"{setting}, {precision}, {_width_text(width)}",
+                size, FLAGS.batch_size,
                 rates, steps, ("train", size))
 
 
-def bench_inference(size: int, windows: int, quick: bool) -> dict:
+def bench_inference(size: int, width: tuple[int, int], windows: int, quick: bool) -> dict:
     """images/s of the exported `serving_default` signature, loaded with tf.saved_model.load."""
     keras.utils.set_random_seed(0)
-    model = _train_model(size, "function", "float32")
+    model = _train_model(size, "function", "float32", width)
     normalization = Normalization(mean=0.0, std=1.0, min=0.0, max=1.0)
     batch = FLAGS.inference_batch_size
     with tempfile.TemporaryDirectory() as export_base:
@@ -150,7 +172,8 @@ def bench_inference(size: int, windows: int, quick: bool) -> dict:
         calls = 2 if quick else 8
         rates = timed_rate(lambda: serve(images=images)["canonical_image"], batch, calls, windows,
                            warmup_calls=2)
-    return _row("inference (SavedModel serving_default)", "float32", size, batch, rates, calls,
+    return _row("inference (SavedModel serving_default)", f"float32, {_width_text(width)}", size,
+                batch, rates, calls,
                 ("inference", size))
 
 
@@ -196,6 +219,7 @@ def main(argv: list[str]) -> None:
     unknown = set(modes) - set(MODES)
     if unknown:
         cli.fail(f"unknown --modes {', '.join(sorted(unknown))}; expected {', '.join(MODES)}")
+    widths = parse_widths(FLAGS.widths)
     load_before = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -204,14 +228,17 @@ def main(argv: list[str]) -> None:
                                          quick))
         print(rows[-1], flush=True)
     for size in (TRAIN_SIZES[:1] if quick else TRAIN_SIZES):
-        for precision in precisions:
-            for mode in modes:
-                if mode != "function" and precision != "float32":
-                    continue  # eager and XLA only in float32: slow to run, slow to compile
-                mode_steps = min(steps, FLAGS.eager_steps) if mode == "eager" else steps
-                rows.append(bench_train_step(size, mode, precision, windows, mode_steps))
-                print(rows[-1], flush=True)
-    rows.append(bench_inference(FLAGS.image_size, windows, quick))
+        for width in widths:
+            for precision in precisions:
+                for mode in modes:
+                    if mode != "function" and (precision != "float32" or width != widths[0]):
+                        continue  # eager and XLA once: slow to run, slow to compile
+                    mode_steps = min(steps, FLAGS.eager_steps) if mode == "eager" else steps
+                    rows.append(bench_train_step(size, mode, precision, width, windows,
+                                                 mode_steps))
+                    print(rows[-1], flush=True)
+    for width in widths:
+        rows.append(bench_inference(FLAGS.image_size, width, windows, quick))
     load_after = os.getloadavg()
     header = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -222,8 +249,8 @@ def main(argv: list[str]) -> None:
             f"{tf.config.threading.get_intra_op_parallelism_threads()} / "
             f"{tf.config.threading.get_inter_op_parallelism_threads()}",
         "load average (1 min) before / after": f"{load_before[0]:.2f} / {load_after[0]:.2f}",
-        "settings": (f"latent {FLAGS.latent_dim}, filters {FLAGS.filters}, Adam (weight decay "
-                     f"1e-5), generator:critic 4:1, windows {windows}"
+        "settings": (f"latent {FLAGS.latent_dim}, widths = encoder-decoder filters / critic "
+                     f"filters, Adam (weight decay 1e-5), generator:critic 4:1, windows {windows}"
                      + (", --quick (smoke run)" if quick else "")),
         "wall time": f"{time.perf_counter() - started:.0f} s",
     }
