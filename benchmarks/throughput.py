@@ -155,8 +155,7 @@ def bench_train_step(size: int, mode: str, precision: str, width: tuple[int, int
     setting = {"eager": "eager (run_eagerly)", "function": "tf.function",
                "xla": "tf.function + XLA (jit_compile)"}[mode]
     return _row(f"training step ({ratio}:1)", f"{setting}, {precision}, {_width_text(width)}",
-                size, FLAGS.batch_size,
-                rates, steps, ("train", size))
+                size, FLAGS.batch_size, rates, steps, ("train", size))
 
 
 def bench_inference(size: int, width: tuple[int, int], windows: int, quick: bool) -> dict:
@@ -173,8 +172,7 @@ def bench_inference(size: int, width: tuple[int, int], windows: int, quick: bool
         rates = timed_rate(lambda: serve(images=images)["canonical_image"], batch, calls, windows,
                            warmup_calls=2)
     return _row("inference (SavedModel serving_default)", f"float32, {_width_text(width)}", size,
-                batch, rates, calls,
-                ("inference", size))
+                batch, rates, calls, ("inference", size))
 
 
 def _device() -> str:

@@ -23,8 +23,9 @@ class RotationInvariantAutoencoder(keras.Model):
     """Encoder + decoder + critic, with the paper's losses and its generator:critic schedule."""
 
     def __init__(self, image_size: int, latent_dim: int = 32, filters: int = 32,
-                 critic_filters: int = 16, angle_distribution: str = "uniform", angle_scale: float = math.pi,
-                 seed: int = 0, augment_quarter_turns: bool = False, **kwargs):
+                 critic_filters: int = 16, angle_distribution: str = "uniform",
+                 angle_scale: float = math.pi, seed: int = 0,
+                 augment_quarter_turns: bool = False, **kwargs):
         """`augment_quarter_turns`: data that carries `observed`/`angle` (full-circle rotations) is
         turned further by a random multiple of 90° on each training step (θ becomes θ + kπ/2), so
         each noisy particle is seen in four poses. Quarter turns move pixels exactly: unlike a

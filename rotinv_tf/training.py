@@ -113,7 +113,8 @@ def build_model(config: TrainConfig, image_size: int) -> keras.Model:
     model = RotationInvariantAutoencoder(
         image_size, config.latent_dim, filters=config.filters,
         critic_filters=config.critic_filters, angle_distribution=config.angle_distribution,
-        angle_scale=config.angle_scale, seed=config.seed, augment_quarter_turns=config.augment_quarter_turns)
+        angle_scale=config.angle_scale, seed=config.seed,
+        augment_quarter_turns=config.augment_quarter_turns)
     model.compile(
         generator_optimizer=adam(config.learning_rate),
         critic_optimizer=adam(config.critic_learning_rate),
