@@ -1,0 +1,1 @@
+"""Pose: the learned frame, classical alignment baselines and refinement."""

@@ -1,0 +1,76 @@
+"""The learned frame's EM template: consistent angles for rotated copies, and bad settings."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_pipeline.rotation import rotate
+from rotinv_tf.evaluation import estimate_frame_rotation
+from rotinv_tf.pose.template_frame import TemplateFrame
+
+SIZE = 24
+
+
+def _asymmetric_image() -> np.ndarray:
+    yy, xx = np.mgrid[:SIZE, :SIZE].astype(np.float32)
+    image = np.zeros((SIZE, SIZE), np.float32)
+    for cy, cx, width in ((8, 9, 2.5), (14, 16, 3.0), (15, 7, 1.5)):
+        image += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * width**2))
+    return image[..., None]
+
+
+def _rotated_copies(count: int, noise: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    angles = rng.uniform(-np.pi, np.pi, count).astype(np.float32)
+    images = rotate(np.repeat(_asymmetric_image()[None], count, axis=0), angles).numpy()
+    return images + noise * rng.standard_normal(images.shape).astype(np.float32), angles
+
+
+def _error_deg(true, predicted) -> np.ndarray:
+    offset = estimate_frame_rotation(true, predicted)
+    return np.abs(np.degrees(np.angle(np.exp(1j * (true - predicted - offset)))))
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+def test_em_recovers_relative_angles(noise):
+    images, angles = _rotated_copies(256, noise)
+    frame = TemplateFrame(SIZE, num_angles=64, momentum=0.2)
+    seed = keras.random.SeedGenerator(0)
+    untrained = frame.assign(images).numpy()
+    for _ in range(4):
+        for start in range(0, len(images), 64):
+            frame.update(images[start:start + 64], seed)
+    error = _error_deg(angles, frame.assign(images).numpy())
+    assert np.median(error) < 3.0
+    assert error.max() < 15.0
+    assert _error_deg(angles, untrained).mean() > 20.0  # the frame was learned, not given
+    assert 0 < float(frame.noise_variance) < 1.0
+
+
+def test_rotated_copy_moves_the_frame_angle_by_the_rotation():
+    images, _ = _rotated_copies(128, 0.1, seed=1)
+    frame = TemplateFrame(SIZE, num_angles=64)
+    seed = keras.random.SeedGenerator(1)
+    for _ in range(10):
+        frame.update(images, seed)
+    turn = np.float32(1.0)  # radians, not a multiple of the bin width
+    moved = frame.assign(rotate(images, np.full(len(images), turn))).numpy()
+    difference = np.angle(np.exp(1j * (moved - frame.assign(images).numpy())))
+    assert np.median(np.abs(difference - turn)) < np.radians(3.0)
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="multiple of 4"):
+        TemplateFrame(SIZE, num_angles=30)
+    with pytest.raises(ValueError, match="momentum"):
+        TemplateFrame(SIZE, momentum=0.0)
+
+
+def test_weights_are_not_trainable_and_are_saved(tmp_path):
+    frame = TemplateFrame(SIZE, num_angles=32)
+    assert frame.trainable_weights == []
+    names = {w.path.split("/")[-1] for w in frame.weights}
+    assert names == {"template", "noise_variance", "initialized"}
+    checkpoint = tf.train.Checkpoint(frame=frame)
+    saved = checkpoint.write(str(tmp_path / "ckpt"))
+    assert any("template" in name for name, _ in tf.train.list_variables(saved))
