@@ -4,6 +4,11 @@ The encoder sees a rotated image rot(x, θ) and predicts a latent whose slot 0 i
 the decoder gets the latent with that slot zeroed and must return the canonical x. A WGAN-GP critic
 judges decoder outputs against real canonical images. Losses, optimizers and metric trackers are
 owned by the model, as in the keras-io WGAN-GP example.
+
+Two frames (`frame=`): `supervised`, the paper's, where the data's canonical images (or angles)
+define the frame; `learned`, for stacks whose angles nobody knows, where the model's
+`TemplateFrame` learns the canonical frame by online EM during training and its frame angles stand
+in for the missing ones (`rotinv_tf.pose.template_frame`).
 """
 import math
 
@@ -13,6 +18,9 @@ import tensorflow as tf
 from data_pipeline.rotation import rotate, sample_angles, wrap_angle
 from rotinv_tf import losses
 from rotinv_tf.networks import build_critic, build_decoder, build_encoder
+from rotinv_tf.pose.template_frame import TemplateFrame
+
+FRAMES = ("supervised", "learned")
 
 _GENERATOR_METRICS = ("loss", "angle_loss", "reconstruction_loss", "adversarial_loss",
                       "angle_error_deg", "reconstruction_mse")
@@ -25,7 +33,8 @@ class RotationInvariantAutoencoder(keras.Model):
     def __init__(self, image_size: int, latent_dim: int = 32, filters: int = 32,
                  critic_filters: int = 16, angle_distribution: str = "uniform",
                  angle_scale: float = math.pi, seed: int = 0,
-                 augment_quarter_turns: bool = False, **kwargs):
+                 augment_quarter_turns: bool = False, frame: str = "supervised",
+                 frame_angles: int = 128, frame_momentum: float = 0.1, **kwargs):
         """`augment_quarter_turns`: data that carries `observed`/`angle` (full-circle rotations) is
         turned further by a random multiple of 90° on each training step (θ becomes θ + kπ/2), so
         each noisy particle is seen in four poses. Quarter turns move pixels exactly: unlike a
@@ -34,7 +43,13 @@ class RotationInvariantAutoencoder(keras.Model):
 
         `critic_filters`: the critic's width, apart from the encoder's and decoder's `filters`.
         Its adversarial term has a small weight and its gradient penalty (a double backward
-        pass) is the dearest part of a step, so a narrow critic saves time where it costs least."""
+        pass) is the dearest part of a step, so a narrow critic saves time where it costs least.
+
+        `frame="learned"`: each training `image` is an observed particle of unknown angle; the
+        frame angle θ of the model's `TemplateFrame` (`frame_angles` polar bins, EM momentum
+        `frame_momentum`) makes `rotate(image, -θ)` its canonical image and θ its angle."""
+        if frame not in FRAMES:
+            raise ValueError(f"unknown frame {frame!r}; expected one of {FRAMES}")
         super().__init__(**kwargs)
         self.image_size = image_size
         self.latent_dim = latent_dim
@@ -44,6 +59,11 @@ class RotationInvariantAutoencoder(keras.Model):
         self.angle_scale = float(angle_scale)
         self.seed = seed
         self.augment_quarter_turns = augment_quarter_turns
+        self.frame = frame
+        self.frame_angles = frame_angles
+        self.frame_momentum = frame_momentum
+        self.template_frame = (TemplateFrame(image_size, frame_angles, frame_momentum)
+                               if frame == "learned" else None)
         self.encoder = build_encoder(image_size, latent_dim, filters)
         self.decoder = build_decoder(image_size, latent_dim, filters)
         self.critic = build_critic(image_size, critic_filters)
@@ -96,10 +116,20 @@ class RotationInvariantAutoencoder(keras.Model):
 
     # Inference: the model contract shared with the baseline (docs/architecture.md).
 
-    def encode(self, images: tf.Tensor, training: bool = False) -> dict:
-        """Normalised images -> {"latent": content latents, "angle": θ̂ in radians}."""
+    def _network_encode(self, images: tf.Tensor, training: bool) -> dict:
+        """The encoder's content latents and its predicted angle θ̂ (what the losses train)."""
         latent = self.encoder(images, training=training)
         return {"latent": latent[:, 1:], "angle": latent[:, 0]}
+
+    def encode(self, images: tf.Tensor, training: bool = False) -> dict:
+        """Normalised images -> {"latent": content latents, "angle": θ̂ in radians}.
+
+        In the learned frame the angle is the frame's own (the EM template's posterior mean),
+        which the network's θ̂ only approximates (benchmarks/results/learned_frame.md)."""
+        encoded = self._network_encode(images, training)
+        if self.frame == "learned":
+            encoded["angle"] = self.template_frame.assign(images)
+        return encoded
 
     def decode(self, content: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Content latents -> canonical images; the angle slot is fed as 0."""
@@ -112,7 +142,7 @@ class RotationInvariantAutoencoder(keras.Model):
         return {"canonical_image": self.decode(encoded["latent"]), **encoded}
 
     def call(self, images: tf.Tensor, training: bool = False):
-        encoded = self.encode(images, training=training)
+        encoded = self._network_encode(images, training=training)
         return self.decode(encoded["latent"], training=training), encoded["angle"]
 
     # Training.
@@ -135,6 +165,8 @@ class RotationInvariantAutoencoder(keras.Model):
     def _rotated_inputs(self, batch: dict, training: bool):
         """(canonical x, observed rot(x, θ), θ): from the batch (turned by random quarter turns
         when augmenting a training step), or rotated here on the device."""
+        if self.frame == "learned":
+            return self._framed_inputs(batch, training)
         images = batch["image"]
         if "observed" in batch and "angle" in batch:
             if training and self.augment_quarter_turns:
@@ -145,6 +177,21 @@ class RotationInvariantAutoencoder(keras.Model):
             tf.shape(images)[0])
         return images, rotate(images, angles, xla_compatible=self.jit_compile is True), angles
 
+    def _framed_inputs(self, batch: dict, training: bool):
+        """Learned frame: the particle `image` at frame angle θ is `observed` itself, with
+        canonical image rotate(image, -θ). Training steps also take the EM step; evaluation
+        batches (observed = rotate(image, angle)) get angle + θ."""
+        images = batch["image"]
+        if training:
+            theta = tf.stop_gradient(self.template_frame.update(images, self.seed_generator))
+            observed, angles = images, theta
+            if self.augment_quarter_turns:
+                observed, angles = self._quarter_turned(observed, angles)
+        else:
+            theta = self.template_frame.assign(images)
+            observed, angles = batch["observed"], wrap_angle(batch["angle"] + theta)
+        return rotate(images, -theta, xla_compatible=self.jit_compile is True), observed, angles
+
     def _quarter_turned(self, observed: tf.Tensor, angles: tf.Tensor):
         """Each image turned by its own random k·90° (exact pixel moves), its angle by kπ/2."""
         turns = self._replica_draw(lambda n: keras.random.randint(
@@ -154,7 +201,7 @@ class RotationInvariantAutoencoder(keras.Model):
         return turned, wrap_angle(angles + tf.cast(turns, tf.float32) * (math.pi / 2))
 
     def _generator_losses(self, images, observed, angles, training: bool) -> dict:
-        encoded = self.encode(observed, training=training)
+        encoded = self._network_encode(observed, training=training)
         reconstructions = self.decode(encoded["latent"], training=training)
         out = {
             "angle_loss": losses.angle_loss(angles, encoded["angle"], self.wrap_angles),
@@ -251,4 +298,5 @@ class RotationInvariantAutoencoder(keras.Model):
                 "critic_filters": self.critic_filters,
                 "angle_distribution": self.angle_distribution,
                 "angle_scale": self.angle_scale, "seed": self.seed,
-                "augment_quarter_turns": self.augment_quarter_turns}
+                "augment_quarter_turns": self.augment_quarter_turns, "frame": self.frame,
+                "frame_angles": self.frame_angles, "frame_momentum": self.frame_momentum}

@@ -42,6 +42,14 @@ def define_flags() -> None:
                        "Half-range (uniform) or standard deviation (normal), degrees.")
     flags.DEFINE_boolean("augment_quarter_turns", d.augment_quarter_turns,
                          "ours: turn full-circle data that carries angles by random k x 90 degrees.")
+    flags.DEFINE_enum("frame", d.frame, ("auto", "supervised", "learned"),
+                      "ours: supervised (the paper: the data's canonical images define the frame) "
+                      "or learned (EM template frame, for stacks without angles); auto picks "
+                      "learned for a particle stack without a STAR file.")
+    flags.DEFINE_integer("frame_angles", d.frame_angles,
+                         "learned frame: polar angle bins of the EM template (multiple of 4).")
+    flags.DEFINE_float("frame_momentum", d.frame_momentum,
+                       "learned frame: EM template update rate per training step.")
     flags.DEFINE_integer("svae_latent_dim", d.svae_latent_dim, "spatial-VAE content latents.")
     flags.DEFINE_integer("svae_hidden_units", d.svae_hidden_units,
                          "spatial-VAE MLP width (inference and generator; original: 500).")
@@ -121,7 +129,8 @@ def config_from_flags(values: flags.FlagValues) -> TrainConfig:
         critic_filters=values.critic_filters,
         angle_distribution=values.angle_distribution,
         angle_scale=math.radians(values.angle_scale_deg),
-        augment_quarter_turns=values.augment_quarter_turns,
+        augment_quarter_turns=values.augment_quarter_turns, frame=values.frame,
+        frame_angles=values.frame_angles, frame_momentum=values.frame_momentum,
         svae_latent_dim=values.svae_latent_dim, svae_hidden_units=values.svae_hidden_units,
         svae_num_hidden_layers=values.svae_num_hidden_layers,
         svae_rotation_prior_std=math.radians(values.svae_rotation_prior_std_deg),

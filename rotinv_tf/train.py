@@ -18,6 +18,7 @@ def main(argv: list[str]) -> None:
         config.validate()
     except ValueError as e:
         cli.fail(str(e))
+    print(f"Frame: {training.resolved_frame(config)}", flush=True)
     print(f"TensorBoard: tensorboard --logdir {config.model_dir}/logs", flush=True)
     result = training.train(config)
     final = {k: v[-1] for k, v in result.history.items() if v}

@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from data_pipeline import input_fn
-from rotinv_tf.autoencoder import RotationInvariantAutoencoder
+from rotinv_tf.autoencoder import FRAMES, RotationInvariantAutoencoder
 from rotinv_tf.callbacks import EvalSummaries, StepDecay, TensorBoard, Throughput
 from rotinv_tf.distribution import make_strategy
 from rotinv_tf.export import export_saved_model
@@ -47,6 +47,9 @@ class TrainConfig:
     angle_distribution: str = "uniform"
     angle_scale: float = math.pi
     augment_quarter_turns: bool = False
+    frame: str = "auto"
+    frame_angles: int = 128
+    frame_momentum: float = 0.1
     svae_latent_dim: int = 2
     svae_hidden_units: int = 500
     svae_num_hidden_layers: int = 2
@@ -73,6 +76,10 @@ class TrainConfig:
              f"unknown mixed_precision {self.mixed_precision!r}; expected one of {PRECISIONS}"),
             (self.learning_rate > 0 and self.critic_learning_rate > 0,
              "learning rates must be > 0"),
+            (self.frame in ("auto",) + FRAMES,
+             f"unknown frame {self.frame!r}; expected auto or one of {FRAMES}"),
+            (self.frame != "learned" or self.model == "autoencoder",
+             "frame 'learned' is a frame of the autoencoder, not of spatial_vae"),
         ]
         for ok, message in checks:
             if not ok:
@@ -88,6 +95,16 @@ class TrainResult:
     model_dir: str
     log_dir: str
     seconds: float
+
+
+def resolved_frame(config: TrainConfig) -> str:
+    """The frame a run trains in: `learned` for a particle stack without angles (no STAR file),
+    `supervised` (the paper's) for everything else, unless the config names one."""
+    if config.frame != "auto":
+        return config.frame
+    options = config.dataset_options
+    unknown_angles = config.dataset == "particle_stack" and not options.get("star")
+    return "learned" if unknown_angles and config.model == "autoencoder" else "supervised"
 
 
 def build_model(config: TrainConfig, image_size: int) -> keras.Model:
@@ -114,7 +131,8 @@ def build_model(config: TrainConfig, image_size: int) -> keras.Model:
         image_size, config.latent_dim, filters=config.filters,
         critic_filters=config.critic_filters, angle_distribution=config.angle_distribution,
         angle_scale=config.angle_scale, seed=config.seed,
-        augment_quarter_turns=config.augment_quarter_turns)
+        augment_quarter_turns=config.augment_quarter_turns, frame=resolved_frame(config),
+        frame_angles=config.frame_angles, frame_momentum=config.frame_momentum)
     model.compile(
         generator_optimizer=adam(config.learning_rate),
         critic_optimizer=adam(config.critic_learning_rate),
