@@ -1,0 +1,193 @@
+"""Learned canonical frame on stacks whose angles nobody knows: `python benchmarks/learned_frame.py`.
+
+For each simulated stack (the project's simulator, 20 hinge conformations, uniform psi, no shifts,
+no CTF; one per SNR and seed), trains `configs/stack.cfg` on the particles alone (no STAR file: the
+frame is learned), canonicalizes the stack and a second stack of new particles with the SavedModel,
+and scores the written `rlnAnglePsi` against the true psi after one global rotation (the learned
+frame is arbitrary). As a reference, the same config trains with the STAR file's true angles (the
+paper's supervised objective) and is scored alike. Canonical images are scored by their MSE
+against the clean truth turned into the model's frame, on the scale where clean images lie in
+[0, 1], beside two trivial rows: the mean clean image and a constant zero image.
+
+Writes `benchmarks/results/learned_frame.{md,json}`; `--quick` is a smoke run whose numbers mean
+nothing (written with a `_quick` suffix).
+"""
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+import mrcfile
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data_pipeline import simulate, simulator as sim  # noqa: E402
+from data_pipeline.formats import star  # noqa: E402
+from data_pipeline.rotation import rotate  # noqa: E402
+from rotinv_tf import options, training  # noqa: E402
+from rotinv_tf.evaluation import estimate_frame_rotation  # noqa: E402
+from rotinv_tf.inference import canonicalize_particles  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+options.define_flags()
+flags.DEFINE_string("work_dir", "/tmp/rotinv_learned_frame", "Stacks, runs and SavedModels.")
+flags.DEFINE_list("snrs", ["1", "0.1"], "SNRs of the stacks.")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: one stack and one training run each.")
+flags.DEFINE_integer("num_particles", 3000, "Particles per stack (and per new-particle stack).")
+flags.DEFINE_integer("image_size", 40, "Box size of the stacks.")
+flags.DEFINE_boolean("supervised", True, "Also train with the true angles (the reference).")
+flags.DEFINE_boolean("quick", False, "Smoke run: tiny stacks, one epoch; numbers mean nothing.")
+FLAGS = flags.FLAGS
+
+
+def _stack(folder: str, snr: float, seed: int, num: int) -> str:
+    """Simulates a stack once (particles.mrcs, canonical.mrcs, particles.star) and returns it."""
+    if not os.path.exists(os.path.join(folder, simulate.STAR)):
+        os.makedirs(folder, exist_ok=True)
+        config = sim.SimulationConfig(image_size=FLAGS.image_size, snr=snr, seed=seed,
+                                      images_per_conformation=max(1, num // 20))
+        simulate.simulate_to(folder, config, num)
+    return folder
+
+
+def _true_psi(folder: str) -> np.ndarray:
+    table = star.particles_block(star.read_star(os.path.join(folder, simulate.STAR)))
+    return star.psi_degrees_to_angle(np.array(table.column("rlnAnglePsi"), np.float64))
+
+
+def _read(path: str) -> np.ndarray:
+    with mrcfile.open(path, permissive=True) as f:
+        return np.asarray(f.data, np.float32)
+
+
+def score(folder: str, saved_model: str, out: str) -> dict:
+    """Canonicalizes `folder`'s particles with `saved_model`; angle and image scores."""
+    os.makedirs(out, exist_ok=True)
+    summary = canonicalize_particles(saved_model, os.path.join(folder, simulate.PARTICLES),
+                                     os.path.join(out, "canonical.mrcs"),
+                                     os.path.join(out, "canonical.star"))
+    table = star.particles_block(star.read_star(summary.star))
+    predicted = star.psi_degrees_to_angle(np.array(table.column("rlnAnglePsi"), np.float64))
+    true = _true_psi(folder)
+    offset = estimate_frame_rotation(true, predicted)
+    error = np.abs(np.degrees(np.angle(np.exp(1j * (true - predicted - offset)))))
+    truth = _read(os.path.join(folder, simulate.CANONICAL))
+    lo, scale = truth.min(), truth.max() - truth.min()
+    # The model's canonical image is the truth turned by the frame rotation (evaluation module).
+    in_frame = rotate(((truth - lo) / scale)[..., None], np.full(len(truth), offset, np.float32))
+    output = (_read(summary.output)[..., None] - lo) / scale
+    mse = np.square(output - np.asarray(in_frame)).reshape(len(truth), -1).mean(axis=1)
+    return {"psi_mae_deg": float(error.mean()), "psi_median_deg": float(np.median(error)),
+            "psi_over_15_percent": float((error > 15).mean() * 100),
+            "psi_mse_rad2": float(np.square(np.radians(error)).mean()),
+            "frame_rotation_deg": math.degrees(offset), "avg_mse": float(mse.mean()),
+            "worst_mse": float(mse.max()), "particles_per_second": summary.particles_per_second}
+
+
+def trivial_rows(folder: str) -> dict:
+    """MSE of the mean clean image and of a zero image against each particle's clean truth."""
+    truth = _read(os.path.join(folder, simulate.CANONICAL))
+    truth = (truth - truth.min()) / (truth.max() - truth.min())
+    rows = {}
+    for name, guess in (("mean image", truth.mean(axis=0)), ("zero image", np.zeros_like(truth[0]))):
+        mse = np.square(truth - guess).reshape(len(truth), -1).mean(axis=1)
+        rows[name] = {"avg_mse": float(mse.mean()), "worst_mse": float(mse.max())}
+    return rows
+
+
+def train_and_score(base: training.TrainConfig, name: str, folder: str, new: str,
+                    star_file: str | None) -> dict:
+    config = dataclasses.replace(
+        base, name=name, model_dir=os.path.join(FLAGS.work_dir, "runs", name),
+        export_dir=os.path.join(FLAGS.work_dir, "saved_models"),
+        dataset_options={"stack": os.path.join(folder, simulate.PARTICLES), "star": star_file},
+        data_dir=os.path.join(FLAGS.work_dir, "tfds"))
+    result = training.train(config)
+    row = {"frame": training.resolved_frame(config), "train_seconds": result.seconds}
+    row["stack"] = score(folder, result.export_path, os.path.join(FLAGS.work_dir, "out", name))
+    row["new_particles"] = score(new, result.export_path,
+                                 os.path.join(FLAGS.work_dir, "out", name + "_new"))
+    return row
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    base = options.config_from_flags(FLAGS)
+    num = FLAGS.num_particles
+    if FLAGS.quick:
+        base = dataclasses.replace(base, epochs=1)
+        num = 200
+    runs = []
+    for snr in map(float, FLAGS.snrs):
+        for seed in map(int, FLAGS.seeds):
+            tag = f"snr{snr:g}_seed{seed}" + ("_quick" if FLAGS.quick else "")
+            folder = _stack(os.path.join(FLAGS.work_dir, "stacks", tag), snr, seed, num)
+            new = _stack(os.path.join(FLAGS.work_dir, "stacks", tag + "_new"), snr,
+                         seed + 1000, num)
+            run = {"snr": snr, "seed": seed, "trivial": trivial_rows(folder)}
+            start = time.perf_counter()
+            run["learned"] = train_and_score(dataclasses.replace(base, seed=seed, frame="auto"),
+                                             f"lf_{tag}", folder, new, None)
+            run["learned"]["wall_seconds"] = time.perf_counter() - start
+            if FLAGS.supervised:
+                run["supervised"] = train_and_score(
+                    dataclasses.replace(base, seed=seed, frame="auto"), f"sup_{tag}", folder,
+                    new, os.path.join(folder, simulate.STAR))
+            runs.append(run)
+            print(json.dumps(run, indent=1), flush=True)
+    suffix = "_quick" if FLAGS.quick else ""
+    report = {"num_particles": num, "image_size": FLAGS.image_size, "epochs": base.epochs,
+              "batch_size": base.batch_size, "runs": runs}
+    with open(os.path.join(RESULTS, f"learned_frame{suffix}.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    with open(os.path.join(RESULTS, f"learned_frame{suffix}.md"), "w") as f:
+        f.write(markdown(report))
+    print(markdown(report))
+
+
+def _mean_std(values: list[float], fmt: str) -> str:
+    values = np.asarray(values, np.float64)
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(values.mean(), fmt)} ± {format(values.std(ddof=1), fmt)}"
+
+
+def markdown(report: dict) -> str:
+    """The results table: mean ± std over seeds, per SNR and method."""
+    lines = [f"# Learned frame: {report['num_particles']} particles per stack, "
+             f"{report['image_size']}x{report['image_size']}, {report['epochs']} epochs "
+             f"(batch {report['batch_size']}), mean ± std over seeds", "",
+             "| SNR | method | particles | psi MAE (°) | median (°) | > 15° (%) | psi MSE (rad²) "
+             "| avg MSE | worst MSE | train (s) |", "| --- | --- | --- | --- | --- | --- | --- "
+             "| --- | --- | --- |"]
+    for snr in sorted({r["snr"] for r in report["runs"]}, reverse=True):
+        runs = [r for r in report["runs"] if r["snr"] == snr]
+        for method in ("learned", "supervised"):
+            if method not in runs[0]:
+                continue
+            for which in ("stack", "new_particles"):
+                rows = [r[method][which] for r in runs]
+                cells = [_mean_std([row[k] for row in rows], ".2f") for k in
+                         ("psi_mae_deg", "psi_median_deg", "psi_over_15_percent")]
+                cells.append(_mean_std([row["psi_mse_rad2"] for row in rows], ".4f"))
+                cells += [_mean_std([row[k] for row in rows], ".5f") for k in
+                          ("avg_mse", "worst_mse")]
+                seconds = _mean_std([r[method]["train_seconds"] for r in runs], ".0f")
+                label = "trained on" if which == "stack" else "new"
+                lines.append(f"| {snr:g} | {method} frame | {label} | " + " | ".join(cells)
+                             + f" | {seconds} |")
+        for name in runs[0]["trivial"]:
+            rows = [r["trivial"][name] for r in runs]
+            lines.append(f"| {snr:g} | {name} | trained on | - | - | - | - | "
+                         f"{_mean_std([x['avg_mse'] for x in rows], '.5f')} | "
+                         f"{_mean_std([x['worst_mse'] for x in rows], '.5f')} | - |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.argv = [sys.argv[0], "--flagfile=configs/stack.cfg", *sys.argv[1:]]
+    app.run(main)
