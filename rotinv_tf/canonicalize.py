@@ -4,9 +4,10 @@
         --input=particles.mrcs --output=canonical.mrcs --star=angles.star \\
         [--batch_size=256] [--resample]
 
-`--input` is an MRC stack or a RELION STAR file. Writes the canonical images (MRC stack) and a STAR
-file with `rlnAnglePsi` in degrees; progress goes to stderr, a one-line summary to stdout. Bad input
-prints one `error: ...` line and exits with status 2, leaving no output.
+`--input` is an MRC stack, a RELION STAR file or a cryoSPARC `.cs` particle file. Writes the
+canonical images (MRC stack) and a RELION 3.1 STAR file with `rlnAnglePsi` in degrees; progress goes
+to stderr, a one-line summary to stdout. Bad input prints one `error: ...` line and exits with
+status 2, leaving no output.
 """
 import sys
 import time
@@ -18,7 +19,8 @@ from rotinv_tf.inference import canonicalize_particles
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model", None, "SavedModel version folder: saved_models/<name>/<version>.")
-flags.DEFINE_string("input", None, "Particles: an MRC stack (.mrcs/.mrc) or a RELION STAR file.")
+flags.DEFINE_string("input", None, "Particles: an MRC stack (.mrcs/.mrc), a RELION STAR file or a "
+                    "cryoSPARC .cs file.")
 flags.DEFINE_string("output", None, "Output MRC stack of canonical images.")
 flags.DEFINE_string("star", None, "Output STAR file (rlnImageName, rlnAnglePsi in degrees).")
 flags.DEFINE_integer("batch_size", 256, "Particles per model call.", lower_bound=1)

@@ -1,16 +1,18 @@
 """Stream a particle stack through an exported SavedModel: canonical images and in-plane angles.
 
-Input is an MRC stack (any name not ending in `.star`) or a RELION STAR file whose particle table's
-`rlnImageName` entries (`index@stack.mrcs`, 1-based, relative to the STAR file's folder) may point
-into several stacks. Particles are read through memory maps, `batch_size` at a time, so stacks
-larger than RAM work.
+Input is an MRC stack (any name not ending in `.star` or `.cs`), a RELION STAR file whose particle
+table's `rlnImageName` entries (`index@stack.mrcs`, 1-based, relative to the STAR file's folder) may
+point into several stacks, or a cryoSPARC `.cs` particle file (`blob/path`, `blob/idx`; stacks found
+by the rule of `data_pipeline.formats.cryosparc`). Particles are read through memory maps,
+`batch_size` at a time, so stacks larger than RAM work.
 
 Outputs:
 - a float32 MRC stack of the canonical images (raw pixel units), with the pixel size of the input;
 - a STAR file with one row per particle: `rlnImageName` = `000001@canonical.mrcs` (1-based,
   6 digits, the stack path relative to the STAR file's folder) and `rlnAnglePsi`. For a STAR input
-  every other block, row and column is carried over; for an MRC input a RELION 3.1 `data_optics`
-  block (pixel size, image size) and a `data_particles` block are written.
+  every other block, row and column is carried over; for an MRC or `.cs` input a RELION 3.1
+  `data_optics` block (pixel size, image size) and a `data_particles` block are written (rows in
+  the `.cs` file's order).
 
 Angle convention: the model's angle θ (radians) is counter-clockwise positive as the image is
 displayed (row 0 at the top), with `observed = rotate(canonical, θ)` (`data_pipeline.rotation`).
@@ -33,6 +35,7 @@ import numpy as np
 
 from data_pipeline.atomic import atomic_path
 from data_pipeline.errors import DataError
+from data_pipeline.formats import cryosparc
 from data_pipeline.formats.mrc import MrcStack, StackWriter, open_stack
 from data_pipeline.formats.star import (StarBlock, angle_to_psi_degrees, particles_block,
                                         read_star, write_star)
@@ -98,6 +101,8 @@ class _Particles:
         shapes = set()
         if path.lower().endswith(".star"):
             self._from_star(path, shapes)
+        elif cryosparc.is_cs_file(path):
+            self._from_cs(path, shapes)
         else:
             n, _, _, self.pixel_size = self._check_stack(path, shapes)
             self.stack_ids = np.zeros(n, np.int64)
@@ -124,25 +129,39 @@ class _Particles:
         if len(table) == 0:
             raise DataError(path, "the particle table has no rows")
         folder = os.path.dirname(os.path.abspath(path))
-        known: dict[str, tuple[int, int]] = {}  # stack path -> (stack id, number of images)
-        stack_ids, indices = [], []
-        for row, name in enumerate(table.column(IMAGE_NAME), start=1):
+        names = table.column(IMAGE_NAME)
+        stack_paths, indices = [], []
+        for row, name in enumerate(names, start=1):
             index, _, stack_path = name.partition("@")
             if not stack_path or not index.isdigit() or int(index) < 1:
                 raise DataError(path, f"particle {row}: {IMAGE_NAME} {name!r} is not index@stack")
-            stack_path = os.path.normpath(os.path.join(folder, stack_path))
+            stack_paths.append(os.path.normpath(os.path.join(folder, stack_path)))
+            indices.append(int(index) - 1)
+        self._add_rows(path, stack_paths, indices, shapes,
+                       lambda row: f"{IMAGE_NAME} {names[row]!r}")
+
+    def _from_cs(self, path: str, shapes: set) -> None:
+        particles = cryosparc.read_cs(path)
+        resolved = [cryosparc.resolve_stack(path, stack) for stack in particles.stacks]
+        self._add_rows(path, [resolved[i] for i in particles.stack_ids], particles.indices,
+                       shapes, lambda row: f"{cryosparc.INDEX} {particles.indices[row]}")
+
+    def _add_rows(self, path: str, stack_paths: list[str], indices, shapes: set,
+                  describe: Callable[[int], str]) -> None:
+        """Checks each particle's stack and 0-based index (`describe(row)` names a bad one)."""
+        known: dict[str, tuple[int, int]] = {}  # stack path -> (stack id, number of images)
+        stack_ids = np.empty(len(indices), np.int64)
+        for row, (stack_path, index) in enumerate(zip(stack_paths, indices)):
             if stack_path not in known:
                 n, _, _, pixel_size = self._check_stack(stack_path, shapes)
                 if not known:
                     self.pixel_size = pixel_size  # the output takes the first stack's
                 known[stack_path] = (len(known), n)
-            stack_id, n = known[stack_path]
-            if int(index) > n:
-                raise DataError(path, f"particle {row}: {IMAGE_NAME} {name!r} is beyond the "
+            stack_ids[row], n = known[stack_path]
+            if index >= n:
+                raise DataError(path, f"particle {row + 1}: {describe(row)} is beyond the "
                                 f"{n} images of {stack_path}")
-            stack_ids.append(stack_id)
-            indices.append(int(index) - 1)
-        self.stack_ids = np.array(stack_ids, np.int64)
+        self.stack_ids = stack_ids
         self.indices = np.array(indices, np.int64)
 
     def __len__(self) -> int:

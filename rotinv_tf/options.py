@@ -4,6 +4,7 @@ import math
 
 from absl import flags
 
+from data_pipeline.datasets.particle_stack import DEFAULT_HOLDOUT_FRACTION
 from data_pipeline.rotation import ANGLE_DISTRIBUTIONS
 from rotinv_tf.distribution import STRATEGIES
 from rotinv_tf.training import MODELS, PRECISIONS, TrainConfig
@@ -21,7 +22,12 @@ def define_flags() -> None:
     flags.DEFINE_string("mnist_dir", None, "Folder of MNIST/Fashion-MNIST IDX files (gzipped or not).")
     flags.DEFINE_string("manual_dir", None, "Folder holding the unpacked 5HDB archive (5HDB/<k>_/...).")
     flags.DEFINE_string("stack", None, "particle_stack: an .mrcs/.mrc particle stack.")
-    flags.DEFINE_string("star", None, "particle_stack: optional STAR file with rlnAnglePsi.")
+    flags.DEFINE_string("star", None, "particle_stack: optional in-plane angles of the stack's "
+                        "particles: a RELION STAR file (rlnAnglePsi) or a cryoSPARC .cs file "
+                        "(alignments2D/pose).")
+    flags.DEFINE_float("stack_holdout_fraction", DEFAULT_HOLDOUT_FRACTION,
+                       "particle_stack: fraction of the particles held out, half for validation "
+                       "and half for test (a fixed hash of each particle's position).")
     flags.DEFINE_integer("sim_image_size", 40, "simulated_particles: image size in pixels.")
     flags.DEFINE_float("sim_snr", 0.1, "simulated_particles: signal variance / noise variance.")
     flags.DEFINE_integer("sim_num_conformations", 20, "simulated_particles: conformations.")
@@ -89,6 +95,8 @@ def define_flags() -> None:
     flags.DEFINE_enum("mixed_precision", d.mixed_precision, PRECISIONS, "Keras dtype policy.")
     flags.DEFINE_enum("strategy", d.strategy, STRATEGIES, "tf.distribute strategy.")
     flags.DEFINE_integer("log_every_steps", d.log_every_steps, "TensorBoard step-metric interval.")
+    flags.register_validator("stack_holdout_fraction", lambda v: 0 < v < 1,
+                             "--stack_holdout_fraction must be between 0 and 1")
     for name in ("epochs", "sim_num_conformations", "sim_images_per_conformation"):
         flags.register_validator(name, lambda v: v >= 0, f"--{name} must be >= 0")
     for name in ("batch_size", "latent_dim", "filters", "critic_filters", "sim_image_size",
@@ -104,7 +112,8 @@ def dataset_options(values: flags.FlagValues) -> dict:
     if name == "five_hdb":
         return {"manual_dir": values.manual_dir}
     if name == "particle_stack":
-        return {"stack": values.stack, "star": values.star}
+        return {"stack": values.stack, "star": values.star,
+                "holdout_fraction": values.stack_holdout_fraction}
     return {"simulation": {
         "image_size": values.sim_image_size, "snr": values.sim_snr,
         "num_conformations": values.sim_num_conformations,

@@ -3,7 +3,9 @@ and TensorBoard, SavedModel out. `rotinv_tf.train` is its command-line face."""
 import dataclasses
 import math
 import os
+import sys
 import time
+from typing import TextIO
 
 import keras
 import tensorflow as tf
@@ -64,7 +66,7 @@ class TrainConfig:
     strategy: str = "default"
     eval_angle_seed: int = 1234
     log_every_steps: int = 25
-    verbose: int = 1
+    verbose: int | None = None  # Keras fit verbosity; None: `fit_verbosity(sys.stdout)`
 
     def validate(self) -> None:
         """Raises ValueError with a one-line message for settings that cannot run."""
@@ -151,12 +153,25 @@ def optimizers_of(model: keras.Model) -> list:
     return [model.optimizer]
 
 
+def fit_verbosity(stream: TextIO) -> int:
+    """Keras fit's `verbose` for output to `stream`: the progress bar (1) on a terminal, one line
+    per epoch (2) otherwise, since a log file gets the bar's every redraw on one endless line."""
+    isatty = getattr(stream, "isatty", None)
+    return 1 if isatty is not None and isatty() else 2
+
+
 def _datasets(config: TrainConfig, global_batch: int):
+    """Training and validation pipelines. A particle stack is streamed from its memory map (not
+    cached in RAM) and validated on its held-out `validation` split; the other data sets keep
+    their `test` split for validation."""
     options = dict(config.dataset_options)
+    stack = config.dataset == "particle_stack"
     train_data, normalization = input_fn.train_input(
-        config.dataset, global_batch, data_dir=config.data_dir, seed=config.seed, **options)
+        config.dataset, global_batch, data_dir=config.data_dir, seed=config.seed,
+        cache=not stack, **options)
     eval_data, _ = input_fn.eval_input(
-        config.dataset, global_batch, data_dir=config.data_dir, angle_seed=config.eval_angle_seed,
+        config.dataset, global_batch, split="validation" if stack else "test",
+        data_dir=config.data_dir, angle_seed=config.eval_angle_seed,
         angle_distribution=config.angle_distribution, angle_scale=config.angle_scale, **options)
     return train_data, eval_data, normalization
 
@@ -184,8 +199,9 @@ def train(config: TrainConfig) -> TrainResult:
     ]
     start = time.perf_counter()
     history = model.fit(train_data, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
-                        validation_data=eval_data, callbacks=callbacks, verbose=config.verbose,
-                        shuffle=False)
+                        validation_data=eval_data, callbacks=callbacks, shuffle=False,
+                        verbose=fit_verbosity(sys.stdout) if config.verbose is None
+                        else config.verbose)
     seconds = time.perf_counter() - start
     export_path = export_saved_model(model, normalization, image_size, config.export_dir,
                                      config.name)

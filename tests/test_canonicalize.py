@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from tests.contract_models import TemplateMatcher, built
+from tests.cs_files import write_cs
 from data_pipeline.errors import DataError
 from data_pipeline.formats.mrc import open_stack, write_stack
 from data_pipeline.formats.star import StarBlock, read_star, write_star
@@ -163,6 +164,27 @@ def test_star_input_over_several_stacks_carries_rows_and_columns(data, tmp_path,
                                    atol=1e-4)
 
 
+def test_cryosparc_input_gives_a_relion_star_in_its_row_order(data, tmp_path):
+    (tmp_path / "in" / "stacks").mkdir(parents=True)
+    write_stack(str(tmp_path / "in" / "stacks" / "a.mrcs"), data["particles"][:12], PIXEL_SIZE)
+    write_stack(str(tmp_path / "in" / "b.mrcs"), data["particles"][12:], PIXEL_SIZE)
+    order = np.random.default_rng(2).permutation(N)
+    # cryoSPARC paths start with the job folder; the .cs file sits beside the stacks' folders.
+    paths = ["J12/stacks/a.mrcs" if i < 12 else ">J3/b.mrcs" for i in order]
+    write_cs(str(tmp_path / "in" / "particles.cs"), paths, [i if i < 12 else i - 12 for i in order])
+
+    summary = canonicalize_particles(data["saved_model"], str(tmp_path / "in" / "particles.cs"),
+                                     str(tmp_path / "out" / "c.mrcs"),
+                                     str(tmp_path / "out" / "c.star"), batch_size=7)
+    assert summary.particles == N and summary.pixel_size == pytest.approx(PIXEL_SIZE)
+    written = read_star(summary.star)
+    assert list(written) == ["optics", "particles"]  # RELION 3.1
+    assert float(written["optics"].column("rlnImagePixelSize")[0]) == pytest.approx(PIXEL_SIZE)
+    assert written["particles"].column("rlnImageName") == [f"{k:06d}@c.mrcs"
+                                                           for k in range(1, N + 1)]
+    assert psi_error(psi_column(summary.star), data["angles"][order]) < 1.0
+
+
 def test_fourier_resample_keeps_band_limited_content():
     image = two_blobs(SIZE)[np.newaxis]
     up = fourier_resample(image, 2 * SIZE)
@@ -239,8 +261,27 @@ def _star_index_beyond_stack(path, data):
     return str(path / "p.star"), "particle 2: rlnImageName '000004@s.mrcs' is beyond the 3 images"
 
 
+def _cs_index_beyond_stack(path, data):
+    write_stack(str(path / "s.mrcs"), data["particles"][:3], PIXEL_SIZE)
+    write_cs(str(path / "p.cs"), ["J1/s.mrcs"] * 2, [2, 3])
+    return str(path / "p.cs"), "particle 2: blob/idx 3 is beyond the 3 images of"
+
+
+def _cs_to_missing_stack(path, data):
+    write_cs(str(path / "p.cs"), ["J1/imported/gone.mrcs"], [0])
+    return str(path / "p.cs"), "stack 'J1/imported/gone.mrcs' \\(blob/path\\) not found"
+
+
+def _cs_without_paths(path, data):
+    with open(path / "p.cs", "wb") as f:
+        np.save(f, np.zeros(3, [("uid", "<u8"), ("blob/idx", "<u4")]))
+    return str(path / "p.cs"), "missing field blob/path"
+
+
 @pytest.mark.parametrize("make_input", [_missing, _not_mrc, _truncated, _empty,
-                                        _star_to_missing_stack, _star_index_beyond_stack])
+                                        _star_to_missing_stack, _star_index_beyond_stack,
+                                        _cs_index_beyond_stack, _cs_to_missing_stack,
+                                        _cs_without_paths])
 def test_bad_input_is_a_data_error_and_leaves_nothing(make_input, data, tmp_path):
     input_path, problem = make_input(tmp_path, data)
     with pytest.raises(DataError, match=problem) as raised:

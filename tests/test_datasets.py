@@ -12,7 +12,9 @@ from data_pipeline.errors import DataError
 from data_pipeline.formats import idx
 from data_pipeline.formats.mrc import write_stack
 from data_pipeline.formats.star import StarBlock, angle_to_psi_degrees, write_star
-from data_pipeline.datasets.particle_stack import particle_stack_dataset
+from data_pipeline.datasets.particle_stack import (ParticleStack, particle_stack_dataset,
+                                                   split_positions)
+from tests.cs_files import write_cs
 from data_fixtures import HDB_SIZE, inscribed_disc, write_hdb_archive, write_idx_set
 
 
@@ -133,9 +135,57 @@ def test_particle_stack_without_star_and_its_statistics(tmp_path):
     dataset, stats = datasets.load("particle_stack", "all", str(tmp_path / "tfds"), stack=stack)
     elements = _all(dataset)
     assert "angle" not in elements and int(dataset.cardinality()) == 10
+    np.testing.assert_array_equal(elements["index"], np.arange(10))
     np.testing.assert_array_equal(elements["image"], elements["observed"])
-    assert (stats.min, stats.max) == (observed.min(), observed.max())
+    train = split_positions(10, "train")
+    assert len(train) == 8  # the statistics are the training split's, not the whole stack's
+    assert (stats.min, stats.max) == (observed[train].min(), observed[train].max())
     assert len(list((tmp_path / "tfds" / "particle_stack").glob("particles-*/statistics.json"))) == 1
+
+
+def test_stack_splits_are_disjoint_cover_the_stack_and_do_not_move():
+    for count, fraction, held in ((1000, 0.2, 100), (101, 0.5, 25), (3, 0.2, 1), (10, 0.01, 1)):
+        splits = {name: split_positions(count, name, fraction)
+                  for name in ("train", "validation", "test")}
+        assert (len(splits["validation"]), len(splits["test"])) == (held, held)
+        together = np.concatenate(list(splits.values()))
+        np.testing.assert_array_equal(np.sort(together), np.arange(count))  # disjoint and whole
+        for positions in splits.values():
+            assert (np.diff(positions) > 0).all()  # in stack order
+        np.testing.assert_array_equal(split_positions(count, "all", fraction), np.arange(count))
+    # Neither global seeds nor the order of calls move the split.
+    before = split_positions(1000, "test")
+    np.random.seed(1)
+    tf.random.set_seed(2)
+    np.testing.assert_array_equal(split_positions(1000, "test"), before)
+    # Held-out particles are spread over the stack, not its tail.
+    assert before.min() < 200 and before.max() > 800
+
+
+def test_stack_split_streams_its_particles_with_their_angles(tmp_path):
+    stack, star, observed, angles = _write_stack_and_star(tmp_path)
+    for split in ("train", "validation", "test"):
+        dataset, _ = datasets.load("particle_stack", split, str(tmp_path / "tfds"), stack=stack,
+                                   star=star)
+        elements = _all(dataset)
+        positions = split_positions(10, split)
+        assert int(dataset.cardinality()) == len(positions)
+        np.testing.assert_array_equal(elements["index"], positions)
+        np.testing.assert_array_equal(elements["observed"][..., 0], observed[positions])
+        np.testing.assert_allclose(elements["angle"], angles[positions], atol=1e-6)
+        assert dataset.element_spec["image"].shape == (16, 16, 1)  # static, for the model size
+
+
+def test_stack_split_bad_settings(tmp_path):
+    stack, _, observed, _ = _write_stack_and_star(tmp_path)
+    with pytest.raises(ValueError, match="unknown split 'eval'.*train, validation, test, all"):
+        datasets.load("particle_stack", "eval", str(tmp_path), stack=stack)
+    with pytest.raises(ValueError, match="holdout_fraction must be between 0 and 1"):
+        datasets.load("particle_stack", "train", str(tmp_path), stack=stack, holdout_fraction=1.0)
+    write_stack(stack, observed[:2], pixel_size=1.0)
+    with pytest.raises(DataError, match=f"{stack}: 2 particles are too few"):
+        ParticleStack(stack).dataset("validation")
+    assert int(ParticleStack(stack).dataset("all").cardinality()) == 2
 
 
 def test_particle_stack_bad_input(tmp_path):
@@ -150,6 +200,31 @@ def test_particle_stack_bad_input(tmp_path):
     write_stack(stack, observed, pixel_size=1.0)
     with pytest.raises(tf.errors.OpError, match="particle 7 has NaN/Inf pixels"):
         _all(particle_stack_dataset(stack, chunk_size=4))
+
+
+def test_particle_stack_bad_angle_rows(tmp_path):
+    stack, star, _, _ = _write_stack_and_star(tmp_path)
+    rows = [[f"{i + 1:06d}@particles.mrcs", "1.0"] for i in range(10)]
+    rows[4][0] = "000011@particles.mrcs"
+    write_star(star, {"particles": StarBlock(["rlnImageName", "rlnAnglePsi"], rows)})
+    with pytest.raises(DataError, match=f"{star}: particle row 5: image '000011@particles.mrcs' "
+                       "is not one of the 10 images of particles.mrcs"):
+        particle_stack_dataset(stack, star)
+    rows[4] = ["000005@particles.mrcs", "nan"]
+    write_star(star, {"particles": StarBlock(["rlnImageName", "rlnAnglePsi"], rows)})
+    with pytest.raises(DataError, match="particle row 5: the in-plane angle is NaN/Inf"):
+        particle_stack_dataset(stack, star)
+    cs = str(tmp_path / "particles.cs")
+    write_cs(cs, ["J2/particles.mrcs"] * 10, np.arange(10))
+    with pytest.raises(DataError, match=f"{cs}: no alignments2D/pose field"):
+        particle_stack_dataset(stack, cs)
+    write_cs(cs, ["J2/particles.mrcs"] * 10, np.arange(1, 11), np.zeros(10))
+    with pytest.raises(DataError, match="particle row 10: blob/idx 10 is not one of the 10 images"):
+        particle_stack_dataset(stack, cs)
+    write_cs(cs, ["J2/particles.mrcs"] * 9, np.arange(9), np.zeros(9))
+    with pytest.raises(DataError, match="9 distinct rows name particles.mrcs, expected one for "
+                       "each of its 10 images"):
+        particle_stack_dataset(stack, cs)
 
 
 def test_unknown_name_and_missing_options():

@@ -20,8 +20,6 @@ from data_pipeline.formats import idx
 from data_pipeline.preprocessing import Normalization, load_or_compute_statistics
 
 DATASETS = ("mnist", "fashion_mnist", "five_hdb", "simulated_particles", "particle_stack")
-# A particle stack has no splits: each of these names gives the whole stack.
-STACK_SPLITS = ("train", "test", "all")
 
 
 def _prepared(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) -> None:
@@ -74,22 +72,21 @@ def _simulated(split: str, data_dir: str | None, simulation: dict[str, Any] | No
     return _with_statistics(builder, split)
 
 
-def _stack(split: str, data_dir: str | None, stack: str | None, star: str | None
-           ) -> tuple[tf.data.Dataset, Normalization]:
+def _stack(split: str, data_dir: str | None, stack: str | None, star: str | None,
+           holdout_fraction: float) -> tuple[tf.data.Dataset, Normalization]:
     if stack is None:
         raise ValueError("dataset 'particle_stack' needs stack=<path to .mrcs/.mrc>")
-    if split not in STACK_SPLITS:
-        raise ValueError(f"unknown split {split!r} for 'particle_stack'; expected one of "
-                         f"{', '.join(STACK_SPLITS)} (each is the whole stack)")
-    dataset = particle_stack.particle_stack_dataset(stack, star)
+    particles = particle_stack.ParticleStack(stack, star, holdout_fraction)
+    dataset = particles.dataset(split)
     folder = os.path.join(data_dir or tfds.core.constants.DATA_DIR, particle_stack.NAME,
-                          particle_stack.statistics_key(stack))
-    stats = load_or_compute_statistics(folder, dataset.map(lambda e: e["image"]))
+                          particles.statistics_key())
+    stats = load_or_compute_statistics(folder, particles.dataset("train").map(lambda e: e["image"]))
     return dataset, stats
 
 
 def load(name: str, split: str, data_dir: str | None = None, *, mnist_dir: str | None = None,
          manual_dir: str | None = None, stack: str | None = None, star: str | None = None,
+         holdout_fraction: float = particle_stack.DEFAULT_HOLDOUT_FRACTION,
          simulation: dict[str, Any] | None = None) -> tuple[tf.data.Dataset, Normalization]:
     """The unbatched `split` of data set `name`, and the normalisation of its training split.
 
@@ -97,7 +94,9 @@ def load(name: str, split: str, data_dir: str | None = None, *, mnist_dir: str |
       test files -> first 8,000 train, last 2,000 test), else from the TFDS catalogue (download).
     - `five_hdb`: the 5HDB archive unpacked in `manual_dir`.
     - `simulated_particles`: simulated by the builder of that name with settings `simulation`.
-    - `particle_stack`: the MRC `stack` (with angles from the STAR file `star`), streamed.
+    - `particle_stack`: the MRC `stack` (with angles from `star`, a RELION STAR or cryoSPARC .cs
+      file), streamed; splits `train`/`validation`/`test` (the last two each half of
+      `holdout_fraction`, by a fixed hash of the particle's position) and `all`.
     TFDS versions and statistics live under `data_dir` (TFDS's default folder when None).
     """
     if name in ("mnist", "fashion_mnist"):
@@ -111,7 +110,7 @@ def load(name: str, split: str, data_dir: str | None = None, *, mnist_dir: str |
     if name == "simulated_particles":
         return _simulated(split, data_dir, simulation)
     if name == "particle_stack":
-        return _stack(split, data_dir, stack, star)
+        return _stack(split, data_dir, stack, star, holdout_fraction)
     raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
 
 

@@ -1,121 +1,201 @@
 """A streaming `tf.data.Dataset` over any MRC particle stack (`.mrcs`/`.mrc`), optionally with the
-RELION STAR file that gives each particle's in-plane angle.
+file that gives each particle's in-plane angle: a RELION STAR file (`rlnAnglePsi`) or a cryoSPARC
+`.cs` file (`alignments2D/pose`, see `formats.cryosparc`).
 
 The stack is read through its memory map a chunk at a time, so it never has to fit in RAM. Elements:
-`observed` float32 [H, W, 1] (raw units), `index` int64 (position in the stack) and, with a STAR file,
-`angle` float32 (radians, from `rlnAnglePsi` via `star.psi_degrees_to_angle`), and `image`:
+`observed` float32 [H, W, 1] (raw units), `index` int64 (the particle's 0-based position in the
+stack, whatever the split) and, with angles, `angle` float32 (radians, via
+`star.psi_degrees_to_angle`), and `image`:
 - with angles, the canonical image `rotate(observed, -angle)`, as for every data set
   (`observed = rotate(image, angle)`);
 - without them there is no ground truth, so `image` is the observed particle itself (training on it
   reconstructs what it sees, and the statistics of `image` are those of the stack).
 
-STAR rows are matched to images by `rlnImageName` (`<k>@<stack>`, 1-based, rows naming other stacks
-are ignored) when that column exists, and by row order otherwise. Images with NaN/Inf pixels stop
-the iteration with a `DataError` naming the stack and the particle.
+Splits: `validation` and `test` each hold half of `holdout_fraction` of the particles (at least one
+each), `train` the rest, and `all` is the whole stack. Which particle goes where depends only on
+its position in the stack and the stack's size (a fixed hash, `SPLIT_SEED`), never on the training
+seed, so every run and every program sees the same held-out particles. Each split streams in stack
+order.
+
+Metadata rows are matched to images by `rlnImageName` (`<k>@<stack>`, 1-based) or by `blob/path`
+and `blob/idx` (0-based), comparing file names; rows naming other stacks are ignored. A STAR file
+without `rlnImageName` is matched by row order. Images with NaN/Inf pixels stop the iteration with a
+`DataError` naming the stack and the particle.
 """
 import hashlib
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
 
 from data_pipeline import rotation
 from data_pipeline.errors import DataError
+from data_pipeline.formats import cryosparc
 from data_pipeline.formats import star as star_format
 from data_pipeline.formats.mrc import open_stack
 
 NAME = "particle_stack"
+SPLITS = ("train", "validation", "test", "all")
+DEFAULT_HOLDOUT_FRACTION = 0.2
+SPLIT_SEED = 0x5EED_57AC  # part of the split's definition: changing it moves held-out particles
+_MASK64 = (1 << 64) - 1
 
 
-def _angles_from_star(star_path: str, stack_path: str, count: int) -> np.ndarray:
-    """Angles [count] (radians) of the stack's particles, in stack order."""
-    table = star_format.particles_block(star_format.read_star(star_path), star_path)
+def _hash(positions: np.ndarray) -> np.ndarray:
+    """SplitMix64 of (SPLIT_SEED, position): well-mixed uint64 keys, the same on every platform."""
+    x = positions.astype(np.uint64) + np.uint64((SPLIT_SEED * 0x9E3779B97F4A7C15) & _MASK64)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def split_positions(count: int, split: str, holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
+                    path: str = NAME) -> np.ndarray:
+    """The sorted stack positions of `split` in a stack of `count` particles (module docstring)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} for {NAME!r}; expected one of "
+                         f"{', '.join(SPLITS)}")
+    if not 0.0 < holdout_fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be between 0 and 1, got {holdout_fraction}")
+    if split == "all":
+        return np.arange(count, dtype=np.int64)
+    held = max(1, round(count * holdout_fraction / 2))
+    if 2 * held >= count:
+        raise DataError(path, f"{count} particles are too few to hold out {held} for validation "
+                        f"and {held} for test and still train")
+    order = np.argsort(_hash(np.arange(count)), kind="stable")
+    chosen = {"validation": order[:held], "test": order[held:2 * held],
+              "train": order[2 * held:]}[split]
+    return np.sort(chosen).astype(np.int64)
+
+
+def _psi_from_star(path: str, stack_name: str, count: int
+                   ) -> tuple[np.ndarray, np.ndarray, Callable[[int], str]]:
+    """(row -> stack position or -1 for other stacks, psi per row, row description)."""
+    table = star_format.particles_block(star_format.read_star(path), path)
     if "rlnAnglePsi" not in table:
-        raise DataError(star_path, "no rlnAnglePsi column (the in-plane angles)")
+        raise DataError(path, "no rlnAnglePsi column (the in-plane angles)")
     try:
         psi = np.array(table.column("rlnAnglePsi"), dtype=np.float64)
     except ValueError as e:
-        raise DataError(star_path, f"rlnAnglePsi is not numeric ({e})") from None
+        raise DataError(path, f"rlnAnglePsi is not numeric ({e})") from None
     if "rlnImageName" not in table:
         if len(psi) != count:
-            raise DataError(star_path, f"{len(psi)} particles for {count} images in {stack_path}")
-        positions = np.arange(count)
-    else:
-        positions, psi = _positions_in_stack(star_path, table.column("rlnImageName"), psi,
-                                             stack_path, count)
-    if not np.isfinite(psi).all():
-        raise DataError(star_path, "rlnAnglePsi holds NaN/Inf")
+            raise DataError(path, f"{len(psi)} particles for {count} images in {stack_name}")
+        return np.arange(count), psi, lambda row: f"row {row + 1}"
+    names = table.column("rlnImageName")
+    positions = np.full(len(names), -1, np.int64)
+    for row, name in enumerate(names):
+        number, at, file = name.partition("@")
+        if at and os.path.basename(file) == stack_name:
+            valid = number.isdigit() and int(number) >= 1
+            positions[row] = int(number) - 1 if valid else count  # count: out of range
+    return positions, psi, lambda row: f"image {names[row]!r}"
+
+
+def _psi_from_cs(path: str, stack_name: str, count: int
+                 ) -> tuple[np.ndarray, np.ndarray, Callable[[int], str]]:
+    particles = cryosparc.read_cs(path)
+    if particles.psi_degrees is None:
+        raise DataError(path, f"no {cryosparc.POSE} field (the in-plane angles)")
+    ours = np.array([os.path.basename(s) == stack_name for s in particles.stacks], bool)
+    mine = ours[particles.stack_ids]
+    positions = np.where(mine, particles.indices, -1)
+    return positions, particles.psi_degrees, \
+        lambda row: f"{cryosparc.INDEX} {particles.indices[row]}"
+
+
+def _angles_from_metadata(path: str, stack_path: str, count: int) -> np.ndarray:
+    """Angles [count] (radians) of the stack's particles, in stack order, from a STAR/.cs file."""
+    stack_name = os.path.basename(stack_path)
+    read = _psi_from_cs if cryosparc.is_cs_file(path) else _psi_from_star
+    positions, psi, describe = read(path, stack_name, count)
+    rows = np.flatnonzero(positions >= 0)
+    beyond = rows[positions[rows] >= count]  # also unreadable numbers, set to count
+    if len(beyond):
+        raise DataError(path, f"particle row {beyond[0] + 1}: {describe(beyond[0])} is not one "
+                        f"of the {count} images of {stack_name}")
+    distinct = len(np.unique(positions[rows]))
+    if len(rows) != count or distinct != count:
+        raise DataError(path, f"{distinct} distinct rows name {stack_name}, expected one for "
+                        f"each of its {count} images")
+    nonfinite = rows[~np.isfinite(psi[rows])]
+    if len(nonfinite):
+        raise DataError(path, f"particle row {nonfinite[0] + 1}: the in-plane angle is NaN/Inf")
     angles = np.empty(count, np.float32)
-    angles[positions] = star_format.psi_degrees_to_angle(psi)
+    angles[positions[rows]] = star_format.psi_degrees_to_angle(psi[rows])
     return angles
 
 
-def _positions_in_stack(star_path: str, names: list[str], psi: np.ndarray, stack_path: str,
-                        count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The 0-based stack positions of the rows that name `stack_path`, and their psi values."""
-    stack_name = os.path.basename(stack_path)
-    positions, kept = [], []
-    for row, name in enumerate(names):
-        number, at, file = name.partition("@")
-        if not at or os.path.basename(file) != stack_name:
-            continue
-        if not number.isdigit() or not 1 <= int(number) <= count:
-            raise DataError(star_path, f"particle row {row + 1}: bad image {name!r} for a stack "
-                            f"of {count}")
-        positions.append(int(number) - 1)
-        kept.append(psi[row])
-    positions = np.array(positions, dtype=np.int64)
-    if len(positions) != count or len(np.unique(positions)) != count:
-        raise DataError(star_path, f"{len(np.unique(positions))} distinct rows name {stack_name}, "
-                        f"expected one for each of its {count} images")
-    return positions, np.array(kept)
-
-
-def _chunks(path: str, angles: np.ndarray | None, chunk_size: int) -> Iterator[dict]:
-    with open_stack(path) as stack:
-        for start in range(0, len(stack), chunk_size):
-            stop = min(start + chunk_size, len(stack))
-            bad = stack.nonfinite_indices(start, stop)
-            if bad:
-                raise DataError(path, f"particle {bad[0]} has NaN/Inf pixels")
-            observed = stack.read(start, stop)[..., np.newaxis]
-            chunk = {"observed": observed, "index": np.arange(start, stop, dtype=np.int64)}
-            if angles is not None:
-                chunk["angle"] = angles[start:stop]
-            yield chunk
-
-
 def _add_image(chunk: dict) -> dict:
-    """`image`: the observed chunk rotated back by its angles, or the chunk itself without them."""
+    """`image`: the observed chunk rotated back by its angles, or the chunk itself without them.
+
+    The rotation op loses the static image shape, which callers read (the model's image size), so
+    it is restored here."""
     observed = chunk["observed"]
-    image = rotation.rotate(observed, -chunk["angle"]) if "angle" in chunk else observed
+    if "angle" not in chunk:
+        return {**chunk, "image": observed}
+    image = tf.ensure_shape(rotation.rotate(observed, -chunk["angle"]), observed.shape)
     return {**chunk, "image": image}
 
 
-def particle_stack_dataset(stack: str, star: str | None = None,
-                           chunk_size: int = 256) -> tf.data.Dataset:
-    """The unbatched dataset of a stack's particles, streamed `chunk_size` images at a time.
-
-    The stack (and STAR file) are checked here, so bad input raises `DataError` right away.
-    """
-    stack = os.fspath(stack)
-    with open_stack(stack) as opened:
-        n, h, w = opened.shape
-    angles = _angles_from_star(os.fspath(star), stack, n) if star else None
-    image = tf.TensorSpec([None, h, w, 1], tf.float32)
-    signature = {"observed": image, "index": tf.TensorSpec([None], tf.int64)}
-    if angles is not None:
-        signature["angle"] = tf.TensorSpec([None], tf.float32)
-    chunks = tf.data.Dataset.from_generator(lambda: _chunks(stack, angles, chunk_size),
-                                            output_signature=signature)
-    chunks = chunks.map(_add_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return chunks.unbatch().apply(tf.data.experimental.assert_cardinality(n))
+def _fingerprint(path: str) -> str:
+    info = os.stat(path)
+    return f"{os.path.abspath(path)}|{info.st_size}|{info.st_mtime_ns}"
 
 
-def statistics_key(stack: str) -> str:
-    """A folder name that changes when the stack file does (path, size, modification time)."""
-    info = os.stat(stack)
-    fingerprint = f"{os.path.abspath(stack)}|{info.st_size}|{info.st_mtime_ns}"
-    stem = os.path.splitext(os.path.basename(stack))[0]
-    return f"{stem}-{hashlib.sha256(fingerprint.encode()).hexdigest()[:12]}"
+class ParticleStack:
+    """A stack and its optional STAR/.cs file, checked once (bad input raises `DataError` here);
+    `dataset(split)` streams one split."""
+
+    def __init__(self, stack: str, star: str | None = None,
+                 holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION):
+        self.stack = os.fspath(stack)
+        self.star = os.fspath(star) if star else None
+        self.holdout_fraction = holdout_fraction
+        with open_stack(self.stack) as opened:
+            self.count, self.height, self.width = opened.shape
+        self.angles = (_angles_from_metadata(self.star, self.stack, self.count)
+                       if self.star else None)
+
+    def _chunks(self, positions: np.ndarray, chunk_size: int) -> Iterator[dict]:
+        with open_stack(self.stack) as stack:
+            for start in range(0, len(positions), chunk_size):
+                chosen = positions[start:start + chunk_size]
+                observed = stack.take(chosen)
+                finite = np.isfinite(observed).reshape(len(observed), -1).all(axis=1)
+                if not finite.all():
+                    bad = chosen[np.flatnonzero(~finite)[0]]
+                    raise DataError(self.stack, f"particle {bad} has NaN/Inf pixels")
+                chunk = {"observed": observed[..., np.newaxis], "index": chosen}
+                if self.angles is not None:
+                    chunk["angle"] = self.angles[chosen]
+                yield chunk
+
+    def dataset(self, split: str = "all", chunk_size: int = 256) -> tf.data.Dataset:
+        """The unbatched dataset of `split`, streamed `chunk_size` images at a time."""
+        positions = split_positions(self.count, split, self.holdout_fraction, self.stack)
+        image = tf.TensorSpec([None, self.height, self.width, 1], tf.float32)
+        signature = {"observed": image, "index": tf.TensorSpec([None], tf.int64)}
+        if self.angles is not None:
+            signature["angle"] = tf.TensorSpec([None], tf.float32)
+        chunks = tf.data.Dataset.from_generator(lambda: self._chunks(positions, chunk_size),
+                                                output_signature=signature)
+        chunks = chunks.map(_add_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return chunks.unbatch().apply(tf.data.experimental.assert_cardinality(len(positions)))
+
+    def statistics_key(self) -> str:
+        """A folder name for the training split's statistics: it changes when the stack, the
+        angle file or the split does (paths, sizes, modification times, holdout fraction)."""
+        parts = [_fingerprint(self.stack), _fingerprint(self.star) if self.star else "-",
+                 f"{self.holdout_fraction!r}|{SPLIT_SEED}"]
+        digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+        return f"{os.path.splitext(os.path.basename(self.stack))[0]}-{digest}"
+
+
+def particle_stack_dataset(stack: str, star: str | None = None, chunk_size: int = 256,
+                           split: str = "all",
+                           holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION) -> tf.data.Dataset:
+    """The unbatched dataset of one split of a stack (`ParticleStack(...).dataset(split)`)."""
+    return ParticleStack(stack, star, holdout_fraction).dataset(split, chunk_size)

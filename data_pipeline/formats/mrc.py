@@ -81,6 +81,13 @@ class MrcStack:
         self._check_range(start, stop)
         return np.array(self._data[start:stop], dtype=np.float32)
 
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        """Images at `indices` (any order, 0-based) as float32 [k, h, w]; only they are read."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) and not (0 <= indices.min() and indices.max() < len(self)):
+            raise IndexError(f"{self.path}: indices outside a stack of {len(self)}")
+        return np.array(self._data[indices], dtype=np.float32)
+
     def nonfinite_indices(self, start: int, stop: int) -> list[int]:
         """Indices in [start, stop) of images that contain a NaN or an infinity."""
         images = self.read(start, stop)

@@ -1,0 +1,136 @@
+"""cryoSPARC particle files (`.cs`): a NumPy structured array saved with `np.save`, one row per
+particle. Read without unpickling (`allow_pickle=False`), so a `.cs` file cannot run code.
+
+Fields used:
+- `blob/path` (bytes): the particle's stack, relative to the cryoSPARC project folder, e.g.
+  `J12/imported/particles.mrcs`. A leading `>` (cryoSPARC's mark on some imported paths) is dropped,
+  as cryoDRGN does (ml-struct-bio/cryodrgn, `cryodrgn/source.py`, `CsSource`).
+- `blob/idx` (integer): the particle's 0-based index in that stack.
+- `alignments2D/pose` (float, optional): the in-plane angle from 2D classification, radians.
+
+Angle convention: RELION's `rlnAnglePsi` is `alignments2D/pose` in degrees, same sign. That is
+pyem's cryoSPARC -> STAR conversion (asarnow/pyem, `pyem/metadata/cryosparc2.py`:
+`cryosparc_2_cs_model_parameters` maps `alignments2D/pose` to `rlnAnglePsi`, and
+`parse_cryosparc_2_cs` applies `np.rad2deg` with no sign change). From `rlnAnglePsi` on, the one
+conversion to the project's angle is `star.psi_degrees_to_angle`.
+
+Where a stack is (`resolve_stack`): an absolute `blob/path` is used as it is. A relative one is
+looked up from the `.cs` file's folder: first the whole path, then with its leading folders
+stripped one at a time (`J12/imported/particles.mrcs`, `imported/particles.mrcs`,
+`particles.mrcs`). So a `.cs` file works from the cryoSPARC project folder and copied next to its
+stacks.
+"""
+import dataclasses
+import os
+
+import numpy as np
+
+from data_pipeline.errors import DataError
+
+SUFFIX = ".cs"
+PATH, INDEX, POSE = "blob/path", "blob/idx", "alignments2D/pose"
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def is_cs_file(path: str) -> bool:
+    """Whether `path` names a cryoSPARC particle file (by its `.cs` suffix)."""
+    return os.fspath(path).lower().endswith(SUFFIX)
+
+
+@dataclasses.dataclass(frozen=True)
+class CsParticles:
+    """The particles of a `.cs` file, in its row order."""
+
+    path: str
+    stacks: list[str]  # distinct `blob/path` values (`>` dropped), in order of first use
+    stack_ids: np.ndarray  # int64 [n]: each particle's entry in `stacks`
+    indices: np.ndarray  # int64 [n]: each particle's 0-based index in its stack
+    psi_degrees: np.ndarray | None  # float64 [n] rlnAnglePsi; None without alignments2D/pose
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _load(path: str) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise DataError(path, "no such file")
+    with open(path, "rb") as f:
+        if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+            raise DataError(path, "not a cryoSPARC .cs file (no NumPy .npy header)")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:  # Python objects (pickles), truncated data
+        problem = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(path, f"cannot read its .npy array ({problem})") from None
+    if array.dtype.names is None:
+        raise DataError(path, "not a cryoSPARC .cs file: not a NumPy structured array")
+    if array.ndim != 1:
+        raise DataError(path, f"expected one row per particle, found a {array.ndim}-D array")
+    if len(array) == 0:
+        raise DataError(path, "no particles")
+    missing = [name for name in (PATH, INDEX) if name not in array.dtype.names]
+    if missing:
+        raise DataError(path, f"missing field {', '.join(missing)} (fields: "
+                        f"{', '.join(array.dtype.names)})")
+    return array
+
+
+def _column(array: np.ndarray, name: str, kinds: str, what: str, path: str) -> np.ndarray:
+    column = array[name]
+    if column.ndim != 1 or column.dtype.kind not in kinds:
+        raise DataError(path, f"{name} is not {what} per particle (dtype {column.dtype}, "
+                        f"shape {column.shape})")
+    return column
+
+
+def _stack_names(array: np.ndarray, path: str) -> tuple[list[str], np.ndarray]:
+    """Distinct stack paths in order of first use, and each row's position among them."""
+    raw = _column(array, PATH, "SU", "one path", path)
+    names, first, inverse = np.unique(raw, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    stacks = []
+    for name in names[order]:
+        try:
+            text = name.decode("utf-8") if isinstance(name, bytes) else str(name)
+        except UnicodeDecodeError:
+            raise DataError(path, f"{PATH} {name!r} is not UTF-8 text") from None
+        stacks.append(text[1:] if text.startswith(">") else text)
+    return stacks, rank[inverse.reshape(-1)].astype(np.int64)
+
+
+def read_cs(path: str) -> CsParticles:
+    """Reads and checks a `.cs` particle file; `DataError` (one line) for anything unusable."""
+    path = os.fspath(path)
+    array = _load(path)
+    stacks, stack_ids = _stack_names(array, path)
+    indices = _column(array, INDEX, "iu", "one integer index", path).astype(np.int64)
+    if (indices < 0).any():
+        row = int(np.flatnonzero(indices < 0)[0])
+        raise DataError(path, f"particle {row + 1}: {INDEX} {indices[row]} is negative")
+    psi = None
+    if POSE in array.dtype.names:
+        pose = _column(array, POSE, "fiu", "one angle", path).astype(np.float64)
+        if not np.isfinite(pose).all():
+            row = int(np.flatnonzero(~np.isfinite(pose))[0])
+            raise DataError(path, f"particle {row + 1}: {POSE} is NaN/Inf")
+        psi = np.rad2deg(pose)
+    return CsParticles(path=path, stacks=stacks, stack_ids=stack_ids, indices=indices,
+                       psi_degrees=psi)
+
+
+def resolve_stack(cs_path: str, blob_path: str) -> str:
+    """The file a `blob/path` names, by the rule in the module docstring; `DataError` if none."""
+    if os.path.isabs(blob_path):
+        if os.path.isfile(blob_path):
+            return blob_path
+        raise DataError(cs_path, f"stack {blob_path!r} ({PATH}) not found")
+    folder = os.path.dirname(os.path.abspath(cs_path))
+    parts = [part for part in blob_path.replace("\\", "/").split("/") if part not in ("", ".")]
+    for start in range(len(parts)):
+        candidate = os.path.join(folder, *parts[start:])
+        if os.path.isfile(candidate):
+            return candidate
+    raise DataError(cs_path, f"stack {blob_path!r} ({PATH}) not found in {folder}, nor with "
+                    f"its leading folders stripped")
