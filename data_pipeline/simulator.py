@@ -5,12 +5,14 @@ a user's MRC density map) is projected along the viewing axis z onto an N x N gr
 integrated analytically over every pixel (no aliasing). Per image: a conformation, an in-plane
 rotation θ, optionally a shift and a CTF, then Gaussian noise at a target SNR.
 
-Geometry, shared with `data_pipeline.rotation`: 3D x runs along image columns, 3D y runs up the
-displayed image (row 0 at the top), the molecule's origin sits at the image centre ((N-1)/2,
-(N-1)/2). The canonical `image` is the clean, unrotated, unshifted, CTF-free projection;
-`observed` is the projection of the molecule rotated by θ counter-clockwise as displayed (so its
-clean part equals `rotate(image, θ)` up to interpolation), shifted by `shift` pixels (x = columns,
-y = rows, down positive), multiplied by the CTF in Fourier space, plus noise.
+Geometry, shared with `data_pipeline.rotation`: 3D x runs along image columns and 3D y along image
+rows (down the displayed image, row 0 at the top): RELION's hand, whose psi=0 image of an MRC map
+`[z, y, x]` is the map summed over z (checked against RELION in tests/test_relion.py). The
+molecule's origin sits at the image centre ((N-1)/2, (N-1)/2); RELION's, in an even box, is half a
+pixel further along both axes (N/2). The canonical `image` is the clean, unrotated, unshifted,
+CTF-free projection; `observed` is the projection of the molecule rotated by θ counter-clockwise as
+displayed (so its clean part equals `rotate(image, θ)` up to interpolation), shifted by `shift`
+pixels (x = columns, y = rows, down positive), multiplied by the CTF in Fourier space, plus noise.
 
 Images are identified by a global id. Image `i` has conformation `i % num_conformations`, and all
 its random choices come from a generator seeded with `(seed, i)`, so any split or chunk of a data
@@ -339,8 +341,8 @@ class Simulator:
         radius = np.linalg.norm(span[..., :2], axis=-1).max() + 2 * model.sigma
         self.pixel_size = float(config.pixel_size or
                                 2 * radius / (FILL_FRACTION * config.image_size))
-        # Image plane in pixels: x along columns, y along rows (down), so 3D y is negated.
-        self._xy = np.stack([coords[..., 0], -coords[..., 1]], axis=-1) / self.pixel_size
+        # Image plane in pixels: 3D x along columns, 3D y along rows, as RELION projects.
+        self._xy = coords[..., :2] / self.pixel_size
         self._weights = model.weights
         self._sigma = max(model.sigma / self.pixel_size, MIN_SIGMA_PIXELS)
         self.canonical = render(self._xy, self._weights, self._sigma, config.image_size)
@@ -375,6 +377,19 @@ class Simulator:
             defocus[:] = 0.0
         return dict(angle=angle, shift=shift, defocus=defocus, noise=noise)
 
+    def project(self, conformation: np.ndarray, angle: np.ndarray,
+                shift: np.ndarray | None = None) -> np.ndarray:
+        """Clean projections [B, N, N] of conformations [B] turned by `angle` [B] (as a dataset's
+        `angle`: `rotate(image, angle)` up to interpolation), shifted by `shift` [B, 2] pixels."""
+        cos = np.cos(angle)[:, None]
+        sin = np.sin(angle)[:, None]
+        x, y = self._xy[conformation, :, 0], self._xy[conformation, :, 1]
+        # CCW as displayed, with y pointing down the rows: the rotation `rotate` applies.
+        xy = np.stack([cos * x + sin * y, -sin * x + cos * y], axis=-1)
+        if shift is not None:
+            xy += shift[:, None, :]
+        return render(xy, self._weights, self._sigma, self.config.image_size)
+
     def simulate(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """Images with the given global ids.
 
@@ -386,13 +401,7 @@ class Simulator:
         ids = np.asarray(ids, np.int64)
         draws = self._draw(ids)
         conformation = ids % config.num_conformations
-        cos = np.cos(draws["angle"])[:, None]
-        sin = np.sin(draws["angle"])[:, None]
-        x, y = self._xy[conformation, :, 0], self._xy[conformation, :, 1]
-        # CCW as displayed, with y pointing down the rows: the rotation `rotate` applies.
-        xy = np.stack([cos * x + sin * y, -sin * x + cos * y], axis=-1)
-        xy += draws["shift"][:, None, :]
-        clean = render(xy, self._weights, self._sigma, config.image_size)
+        clean = self.project(conformation, draws["angle"], draws["shift"])
         if config.ctf:
             ctfs = ctf(draws["defocus"], 2 * config.image_size, self.pixel_size, config.voltage,
                        config.spherical_aberration, config.amplitude_contrast)

@@ -12,6 +12,7 @@ from data_pipeline.errors import DataError
 from data_pipeline.formats import idx
 from data_pipeline.formats.mrc import write_stack
 from data_pipeline.formats.star import StarBlock, angle_to_psi_degrees, write_star
+from data_pipeline.datasets import simulated_particles
 from data_pipeline.datasets.particle_stack import (ParticleStack, particle_stack_dataset,
                                                    split_positions)
 from tests.cs_files import write_cs
@@ -247,4 +248,5 @@ def test_simulated_particles_route(tmp_path):
     assert {"image", "observed", "angle", "index"} <= set(elements)
     assert elements["observed"].shape == (8, 16, 16, 1)
     assert stats.max == pytest.approx(elements["image"].max())
-    assert len(list(tmp_path.glob("simulated_particles/*/1.0.0/statistics.json"))) == 1
+    version = simulated_particles.VERSION
+    assert len(list(tmp_path.glob(f"simulated_particles/*/{version}/statistics.json"))) == 1

@@ -8,7 +8,8 @@ import pytest
 
 from data_pipeline.errors import DataError
 from data_pipeline.rotation import rotate
-from data_pipeline.simulator import SimulationConfig, Simulator, simulate_split
+from data_pipeline.simulator import (ATOM_SIGMA_ANGSTROM, SimulationConfig, Simulator,
+                                      simulate_split)
 
 SMALL = dict(image_size=32, num_conformations=5, images_per_conformation=8, test_conformations=2)
 
@@ -161,22 +162,22 @@ def write_pdb(path, atoms) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".pdb", ".cif"])
-def test_atomic_model_is_projected_with_x_right_and_y_up(tmp_path, suffix):
+def test_atomic_model_is_projected_with_x_along_columns_and_y_along_rows(tmp_path, suffix):
     path = tmp_path / f"tiny{suffix}"
-    # An iron atom right of two carbons, one of them above: x runs along columns, y up the image.
+    # An iron atom right of two carbons, one of them at +y: x runs along columns, y along rows.
     write_pdb(path, [("Fe", 20.0, 0.0, 0.0), ("C", 0.0, 0.0, 5.0), ("C", 0.0, 20.0, 0.0)])
     simulator = Simulator(small(atomic_model=str(path)))
     image, pixel = simulator.canonical[0], simulator.pixel_size
     centre = (32 - 1) / 2
     np.testing.assert_allclose(centre_of_mass(image), [centre, centre], atol=0.05)
     com_x, com_y = 20.0 * 26 / 38, 20.0 * 6 / 38   # weights: atomic numbers
-    # x runs along columns; y runs up the displayed image, i.e. towards row 0.
+    # x runs along columns; y runs down the rows (RELION's hand), i.e. away from row 0.
     iron = np.unravel_index(image.argmax(), image.shape)
-    np.testing.assert_allclose(iron, [centre + com_y / pixel, centre + (20 - com_x) / pixel],
+    np.testing.assert_allclose(iron, [centre - com_y / pixel, centre + (20 - com_x) / pixel],
                                atol=1.0)
-    top_carbon = round(centre - (20 - com_y) / pixel), round(centre - com_x / pixel)
-    bottom_mirror = round(centre + (20 + com_y) / pixel), top_carbon[1]
-    assert image[top_carbon] > 0.1 * image.max() and image[bottom_mirror] < 0.01 * image.max()
+    carbon = round(centre + (20 - com_y) / pixel), round(centre - com_x / pixel)
+    mirror = round(centre - (20 + com_y) / pixel), carbon[1]
+    assert image[carbon] > 0.1 * image.max() and image[mirror] < 0.01 * image.max()
 
 
 def test_density_map_is_summed_along_z_and_centred(tmp_path):
@@ -191,7 +192,35 @@ def test_density_map_is_summed_along_z_and_centred(tmp_path):
     centre = (32 - 1) / 2
     np.testing.assert_allclose(centre_of_mass(image), [centre, centre], atol=0.05)
     row, col = np.unravel_index(image.argmax(), image.shape)
-    assert col > centre and row > centre   # the big blob: +x (right), lower y (further down)
+    assert col > centre and row < centre   # the big blob: +x (right), lower y (nearer row 0)
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two images."""
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def test_a_map_made_from_an_atomic_model_projects_like_the_model(tmp_path):
+    atoms = [("Fe", 14.0, 6.0, 2.0), ("S", -10.0, 9.0, -4.0), ("C", -3.0, -7.0, 0.0),
+             ("C", 1.0, -5.0, 3.0), ("O", 4.0, -15.0, 4.0), ("N", 9.0, 12.0, -2.0)]
+    model = tmp_path / "model.pdb"
+    write_pdb(model, atoms)
+    # The map a model gives in MRC's layout: 1 Å voxels, x the fastest axis ([z, y, x] arrays),
+    # each atom a Gaussian of std ATOM_SIGMA_ANGSTROM weighted by its atomic number.
+    gemmi = pytest.importorskip("gemmi")
+    z, y, x = np.mgrid[:48, :48, :48] - 24.0
+    volume = np.zeros((48, 48, 48), np.float32)
+    for element, ax, ay, az in atoms:
+        volume += gemmi.Element(element).atomic_number * np.exp(
+            -((x - ax) ** 2 + (y - ay) ** 2 + (z - az) ** 2) / (2 * ATOM_SIGMA_ANGSTROM**2))
+    density = tmp_path / "model.mrc"
+    with mrcfile.new(density) as mrc:
+        mrc.set_data(volume)
+        mrc.voxel_size = 1.0
+    from_model = Simulator(small(atomic_model=str(model), pixel_size=2.0)).canonical[0]
+    from_map = Simulator(small(density_map=str(density), pixel_size=2.0)).canonical[0]
+    assert correlation(from_model, from_map) > 0.95
+    assert correlation(from_model, from_map[::-1]) < 0.5   # the other hand is far off
 
 
 def assert_one_line_data_error(error: pytest.ExceptionInfo, path) -> None:

@@ -18,7 +18,7 @@ from data_pipeline import simulator as sim
 from data_pipeline.datasets.features import particle_features
 
 _DEFAULTS = sim.SimulationConfig()
-VERSION = tfds.core.Version("1.0.0")
+VERSION = tfds.core.Version("2.0.0")
 
 
 def _number(value: float) -> str:
@@ -77,7 +77,9 @@ class SimulatedParticles(tfds.core.GeneratorBasedBuilder):
     """Simulated cryo-EM particle images with known canonical images and angles; no download."""
 
     VERSION = VERSION
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    RELEASE_NOTES = {"1.0.0": "Initial release.",
+                     "2.0.0": "Images in RELION's hand (3D y along image rows); 1.0.0 had every "
+                              "image mirrored top-bottom."}
     BUILDER_CONFIGS = [_build_config(_DEFAULTS)]
 
     def _info(self) -> tfds.core.DatasetInfo:
