@@ -1,0 +1,1 @@
+"""In-plane poses without the network (`classical`) and after it (`refine`)."""
