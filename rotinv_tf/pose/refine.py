@@ -18,7 +18,6 @@ import tensorflow as tf
 from data_pipeline.rotation import rotate, wrap_angle
 from rotinv_tf.pose.classical import PolarSpectra, image_batch
 
-_NUM_ANGLES = 360  # polar samples per ring; ψ is then interpolated onto the requested step
 _MIN_RADIUS = 2.0  # pixels: the innermost rings hardly constrain ψ
 _SHIFT_ROUNDS = 2  # alternations of (shift, ψ) after the first ψ
 
@@ -86,7 +85,10 @@ def refine_poses(particles: np.ndarray | tf.Tensor, references: np.ndarray | tf.
                          f"< {size // 2}; got {step_degrees}, {window_degrees}, {max_shift}")
     if not bool(tf.reduce_all(tf.math.is_finite(angles))):
         raise ValueError("angles contain NaN/Inf values")
-    polar = PolarSpectra(size, _NUM_ANGLES, _MIN_RADIUS)
+    # Samples per ring: enough for the ~π r harmonics a ring of the pixel grid carries (more only
+    # cost time); ψ is interpolated onto the requested step from the spectrum anyway.
+    num_angles = 8 * math.ceil((math.pi * (size / 2 - 1) + 2) / 4)
+    polar = PolarSpectra(size, num_angles, _MIN_RADIUS)
     templates = polar(references, lowpass_sigma=0.0)
     weighted = templates * tf.cast(polar.area[:, tf.newaxis], tf.complex64)
     template_energy = polar.energy(templates)
@@ -100,9 +102,9 @@ def refine_poses(particles: np.ndarray | tf.Tensor, references: np.ndarray | tf.
         """ψ within the window for the particles moved back by `shifts`, and its score."""
         spectra = polar(_moved(particles, -shifts), lowpass_sigma=0.0)
         # Σ over rings and angles of particle × reference turned by each grid ψ [B, steps]; the
-        # finer inverse FFT divides by `steps`, the polar sums want `_NUM_ANGLES`.
+        # finer inverse FFT divides by `steps`, the polar sums want `num_angles`.
         correlation = tf.signal.irfft(tf.reduce_sum(spectra * tf.math.conj(weighted), axis=1),
-                                      [steps]) * (steps / _NUM_ANGLES)
+                                      [steps]) * (steps / num_angles)
         window = tf.gather(correlation, candidates % steps, batch_dims=1)
         best = tf.argmax(window, axis=1, output_type=tf.int32)
         psi = tf.cast(tf.gather(candidates, best, batch_dims=1), tf.float32) * step
