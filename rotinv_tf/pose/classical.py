@@ -20,6 +20,7 @@ from data_pipeline.polar import PolarResampler, default_radii
 from data_pipeline.rotation import rotate, wrap_angle
 
 _MIN_NOISE_VARIANCE = 1e-6  # per pixel, relative to the particles' unit variance (noiseless data)
+_CHUNK = 2048  # images resampled at a time: the polar gather holds 4 taps per grid point
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +70,8 @@ class PolarSpectra:
 
     F keeps the harmonics a ring of the pixel grid can carry (about π r cycles at radius r);
     `area` [R] is each ring's share of the disc (r Δr Δφ per sample), so weighted sums over the
-    polar grid approximate sums over pixels.
+    polar grid approximate sums over pixels; `multiplicity` [F] counts each harmonic f >= 1 for
+    itself and -f (Parseval for a real signal), the constant and Nyquist ones once.
     """
 
     def __init__(self, image_size: int, num_angles: int, min_radius: float):
@@ -83,8 +85,15 @@ class PolarSpectra:
         self.harmonics = min(num_angles // 2 + 1, int(math.pi * radii[-1]) + 2)
         spacing = radii[1] - radii[0] if len(radii) > 1 else 1.0
         self.area = tf.constant(radii * spacing * 2 * math.pi / num_angles, tf.float32)
+        harmonic = np.arange(self.harmonics)
+        self.multiplicity = tf.constant(
+            np.where((harmonic == 0) | (2 * harmonic == num_angles), 1.0, 2.0), tf.float32)
 
     def __call__(self, images: tf.Tensor, lowpass_sigma: float) -> tf.Tensor:
+        return tf.concat([self._spectra(images[i:i + _CHUNK], lowpass_sigma)
+                          for i in range(0, int(images.shape[0]), _CHUNK)], axis=0)
+
+    def _spectra(self, images: tf.Tensor, lowpass_sigma: float) -> tf.Tensor:
         polar = self.resampler(gaussian_lowpass(images, lowpass_sigma))  # [B, R, A]
         weights = self.area[:, tf.newaxis] / (tf.reduce_sum(self.area) * self.num_angles)
         mean = tf.reduce_sum(polar * weights, axis=[1, 2], keepdims=True)
@@ -92,13 +101,15 @@ class PolarSpectra:
         polar = tf.math.divide_no_nan(polar - mean, tf.sqrt(variance))
         return tf.signal.rfft(polar)[..., :self.harmonics]
 
-    def rings(self, spectra: tf.Tensor) -> tf.Tensor:
-        """Spectra [..., R, F] -> polar images [..., R, A] (the dropped harmonics are zero)."""
-        return tf.signal.irfft(spectra, [self.num_angles])
+    def power(self, spectra: tf.Tensor) -> tf.Tensor:
+        """Spectra [..., R, F] -> the energy each coefficient stands for, [..., R, F]: summed,
+        the disc's Σ of the squared polar image (the dropped harmonics being zero)."""
+        return (tf.abs(spectra) ** 2 * self.area[:, tf.newaxis] * self.multiplicity
+                / self.num_angles)
 
     def energy(self, spectra: tf.Tensor) -> tf.Tensor:
         """Σ over the disc of the squared polar image, [...]."""
-        return tf.reduce_sum(self.rings(spectra) ** 2 * self.area[:, tf.newaxis], axis=[-2, -1])
+        return tf.reduce_sum(self.power(spectra), axis=[-2, -1])
 
 
 def align_reference_free(images: np.ndarray | tf.Tensor, num_classes: int = 1,
@@ -181,12 +192,7 @@ def invariant_features(images: np.ndarray | tf.Tensor, num_components: int | Non
     """
     images = image_batch(images)
     polar = PolarSpectra(int(images.shape[1]), num_angles, min_radius)
-    spectra = polar(images, lowpass_sigma)
-    # Parseval for a real signal: harmonics f >= 1 stand for f and -f (the Nyquist one, if kept,
-    # is counted twice: a negligible overweight of a band the low-pass has emptied).
-    doubled = np.where(np.arange(polar.harmonics) == 0, 1.0, 2.0)
-    scale = tf.sqrt(polar.area[:, tf.newaxis] * doubled / num_angles)
-    features = tf.abs(spectra) * scale
+    features = tf.sqrt(polar.power(polar(images, lowpass_sigma)))
     features = tf.reshape(features, [features.shape[0], -1]).numpy()
     return features if num_components is None else pca(features, num_components)
 
