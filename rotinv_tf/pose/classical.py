@@ -121,8 +121,8 @@ def align_reference_free(images: np.ndarray | tf.Tensor, num_classes: int = 1,
     softmax((correlation - |template|²/2) / σ²) over all angles and templates (plus the log class
     prior), the templates their posterior-weighted means of the derotated particles, and the
     temperature σ² the expected per-pixel residual, re-estimated every round, so early rounds
-    against blurred templates stay soft. Soft assignments do not oscillate at low SNR as argmax
-    ones do. Starts from random angles and classes drawn with `seed`; correlations over all
+    against blurred templates stay soft (argmax assignments were seen to oscillate at SNR 0.1,
+    issue 15). Starts from random angles and classes drawn with `seed`; correlations over all
     `num_angles` rotations are one FFT along the rings.
     """
     if num_classes < 1 or num_rounds < 1:
@@ -142,9 +142,9 @@ def align_reference_free(images: np.ndarray | tf.Tensor, num_classes: int = 1,
                            [count, num_classes, num_angles])
     for _ in range(num_rounds):
         # M step: templates (derotating by s multiplies a spectrum by exp(+2πifs/A)) and priors.
-        shifts = tf.signal.rfft(posterior)[..., :polar.harmonics]  # [B, K, F]
+        rolls = tf.signal.rfft(posterior)[..., :polar.harmonics]  # [B, K, F]
         mass = tf.reduce_sum(posterior, axis=[0, 2])  # [K]
-        templates = tf.einsum("brf,bkf->krf", spectra, tf.math.conj(shifts)) / tf.cast(
+        templates = tf.einsum("brf,bkf->krf", spectra, tf.math.conj(rolls)) / tf.cast(
             tf.maximum(mass, 1e-12)[:, tf.newaxis, tf.newaxis], tf.complex64)
         template_energy = polar.energy(templates)  # [K]
         log_prior = tf.math.log(tf.maximum(mass / count, 1e-12))
