@@ -231,7 +231,8 @@ def canonicalize_particles(saved_model: str, input_path: str, output: str, star:
 
     `refine`: refine the network's angles (module docstring), searching shifts of up to
     `refine_max_shift` pixels too. `progress(done, total)` is called after each batch. Raises
-    `DataError` for bad input (nothing is written then). The summary's time covers the streaming (read, model, write), not loading.
+    `DataError` for bad input (nothing is written then). The summary's time covers the streaming
+    (read, model, refinement, write), not loading.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

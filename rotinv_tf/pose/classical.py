@@ -1,4 +1,4 @@
-"""Classical in-plane pose baselines, batched in TensorFlow: what cryo-EM users run without a network.
+"""Classical in-plane pose baselines, batched in TensorFlow: what cryo-EM users run, no network.
 
 - `align_reference_free`: reference-free alignment by polar cross-correlation, an EM with soft
   assignments over angles (and over K templates for stacks holding several views).
@@ -137,7 +137,8 @@ def align_reference_free(images: np.ndarray | tf.Tensor, num_classes: int = 1,
     disc_area = tf.reduce_sum(polar.area) * num_angles
 
     rng = np.random.default_rng(seed)
-    start = rng.integers(num_classes, size=count) * num_angles + rng.integers(num_angles, size=count)
+    start = (rng.integers(num_classes, size=count) * num_angles
+             + rng.integers(num_angles, size=count))
     posterior = tf.reshape(tf.one_hot(start, num_classes * num_angles),
                            [count, num_classes, num_angles])
     for _ in range(num_rounds):
