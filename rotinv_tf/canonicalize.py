@@ -2,12 +2,13 @@
 
     python -m rotinv_tf.canonicalize --saved_model=saved_models/<name>/<version> \\
         --input=particles.mrcs --output=canonical.mrcs --star=angles.star \\
-        [--batch_size=256] [--resample]
+        [--batch_size=256] [--resample] [--refine=false | --refine_max_shift=3]
 
 `--input` is an MRC stack, a RELION STAR file or a cryoSPARC `.cs` particle file. Writes the
-canonical images (MRC stack) and a RELION 3.1 STAR file with `rlnAnglePsi` in degrees; progress goes
-to stderr, a one-line summary to stdout. Bad input prints one `error: ...` line and exits with
-status 2, leaving no output.
+canonical images (MRC stack) and a RELION 3.1 STAR file with `rlnAnglePsi` in degrees, by default
+refined by a local search against each particle's canonical image (`--refine=false`: the model's
+angle as it is; the STAR file's top comment says which); progress goes to stderr, a one-line
+summary to stdout. Bad input prints one `error: ...` line and exits with status 2, leaving no output.
 """
 import sys
 import time
@@ -15,7 +16,8 @@ import time
 from absl import flags
 
 from data_pipeline.cli import run
-from rotinv_tf.inference import canonicalize_particles
+from rotinv_tf.inference import (REFINE_STEP_DEGREES, REFINE_WINDOW_DEGREES,
+                                 canonicalize_particles)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model", None, "SavedModel version folder: saved_models/<name>/<version>.")
@@ -26,6 +28,13 @@ flags.DEFINE_string("star", None, "Output STAR file (rlnImageName, rlnAnglePsi i
 flags.DEFINE_integer("batch_size", 256, "Particles per model call.", lower_bound=1)
 flags.DEFINE_boolean("resample", False,
                      "Fourier-crop/pad particles whose size differs from the model's.")
+flags.DEFINE_boolean("refine", True,
+                     f"Refine each network angle by a local search (+-{REFINE_WINDOW_DEGREES:g} "
+                     f"deg, {REFINE_STEP_DEGREES:g} deg steps) against the particle's canonical "
+                     "image.")
+flags.DEFINE_integer("refine_max_shift", 0,
+                     "With --refine, also search integer shifts of up to this many pixels "
+                     "(written as rlnOriginXAngst/YAngst).", lower_bound=0)
 for _name in ("saved_model", "input", "output", "star"):
     flags.mark_flag_as_required(_name)
 
@@ -54,7 +63,8 @@ def main(argv: list[str]) -> None:
     del argv
     summary = canonicalize_particles(FLAGS.saved_model, FLAGS.input, FLAGS.output, FLAGS.star,
                                      batch_size=FLAGS.batch_size, resample=FLAGS.resample,
-                                     progress=_ProgressBar())
+                                     progress=_ProgressBar(), refine=FLAGS.refine,
+                                     refine_max_shift=FLAGS.refine_max_shift)
     print(f"canonicalized {summary.particles} particles in {summary.seconds:.2f} s "
           f"({summary.particles_per_second:.0f} particles/s): {summary.output}, {summary.star}")
 

@@ -19,6 +19,13 @@ displayed (row 0 at the top), with `observed = rotate(canonical, θ)` (`data_pip
 `rlnAnglePsi` is θ in degrees with the same sign, wrapped to (-180, 180]: the convention the
 simulator writes its true angles in (`data_pipeline.formats.star.angle_to_psi_degrees`).
 
+Refinement (`refine=True`, the default): each network angle is refined by a local search
+(`rotinv_tf.pose.refine`, ±`REFINE_WINDOW_DEGREES` in `REFINE_STEP_DEGREES` steps) against the
+particle's own canonical image, the decoder output, which is what the canonical stack holds either
+way; with `refine_max_shift` > 0 also integer shifts, written as `rlnOriginXAngst/YAngst` (RELION:
+the particle sits at the box centre minus the origin, as the simulator writes them). A comment line
+at the top of the STAR file says whether and how the angles were refined.
+
 Resampling (`resample=True`, for images whose size differs from the model's): Fourier cropping
 (downsampling) or zero-padding (upsampling) of the centred 2D spectrum, which keeps the band-limited
 content and the mean pixel value; the pixel size becomes `old × old_size / new_size`.
@@ -39,12 +46,15 @@ from data_pipeline.formats import cryosparc
 from data_pipeline.formats.mrc import MrcStack, StackWriter, open_stack
 from data_pipeline.formats.star import (StarBlock, angle_to_psi_degrees, particles_block,
                                         read_star, write_star)
+from rotinv_tf.pose.refine import refine_poses
 from rotinv_tf.serving import load_serving_model
 
 IMAGE_NAME = "rlnImageName"
 ANGLE_PSI = "rlnAnglePsi"
 _MAX_LISTED = 20  # bad particle numbers listed in an error message
 _MAX_OPEN = 16  # input stacks memory-mapped at the same time
+REFINE_WINDOW_DEGREES = 10.0
+REFINE_STEP_DEGREES = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,12 +243,15 @@ def _nonfinite_message(bad: list[int]) -> str:
 
 def canonicalize_particles(saved_model: str, input_path: str, output: str, star: str,
                            batch_size: int = 256, resample: bool = False,
-                           progress: Callable[[int, int], None] | None = None
+                           progress: Callable[[int, int], None] | None = None,
+                           refine: bool = True, refine_max_shift: int = 0
                            ) -> CanonicalizeSummary:
     """Runs every particle of `input_path` through the SavedModel; writes `output` and `star`.
 
-    `progress(done, total)` is called after each batch. Raises `DataError` for bad input (nothing
-    is written then). The summary's time covers the streaming (read, model, write), not loading.
+    `refine`: refine the network's angles (module docstring), searching shifts of up to
+    `refine_max_shift` pixels too. `progress(done, total)` is called after each batch. Raises
+    `DataError` for bad input (nothing is written then). The summary's time covers the streaming
+    (read, model, refinement, write), not loading.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -252,13 +265,27 @@ def canonicalize_particles(saved_model: str, input_path: str, output: str, star:
         for path in (output, star):
             if path in inputs:
                 raise DataError(path, "the output would overwrite an input file")
-        return _stream(model, particles, output, star, batch_size, resample, progress)
+        return _stream(model, particles, output, star, batch_size, resample, progress,
+                       refine_max_shift if refine else None)
     finally:
         particles.close()
 
 
+def _refine_comment(max_shift: int | None) -> str:
+    """The STAR file's comment line: how `rlnAnglePsi` was made."""
+    if max_shift is None:
+        return "rotinv_tf: rlnAnglePsi is the network's angle, not refined (--refine=false)"
+    shifts = (f" and integer shifts of up to {max_shift} px (rlnOriginXAngst/YAngst)"
+              if max_shift else "")
+    return (f"rotinv_tf: rlnAnglePsi is the network's angle refined within "
+            f"+-{REFINE_WINDOW_DEGREES:g} deg in {REFINE_STEP_DEGREES:g} deg steps{shifts} "
+            f"against each particle's canonical image (--refine)")
+
+
 def _stream(model, particles: _Particles, output: str, star: str, batch_size: int,
-            resample: bool, progress: Callable[[int, int], None] | None) -> CanonicalizeSummary:
+            resample: bool, progress: Callable[[int, int], None] | None,
+            refine_max_shift: int | None) -> CanonicalizeSummary:
+    """`refine_max_shift`: None = no refinement."""
     size = model.image_size
     h, w = particles.height, particles.width
     if (h, w) != (size, size):
@@ -267,9 +294,13 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
                             f"{size}x{size}; pass --resample to Fourier-resample them")
         if h != w:
             raise DataError(particles.path, f"cannot resample non-square {h}x{w} particles")
+    if refine_max_shift is not None and not 0 <= refine_max_shift < size // 2:
+        raise DataError(model.path, f"refine_max_shift {refine_max_shift} must be in "
+                        f"[0, {size // 2}) for the model's {size}x{size} images")
     pixel_size = particles.pixel_size * h / size
     n = len(particles)
     angles = np.zeros(n, np.float64)
+    shifts = np.zeros((n, 2), np.float64)  # pixels, x then y (down the rows)
     bad: list[int] = []
     start_time = time.perf_counter()
     with atomic_path(star) as star_tmp, StackWriter(output, n, size, size, pixel_size) as writer:
@@ -279,9 +310,15 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
             finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
             bad += [start + 1 + int(i) for i in np.flatnonzero(~finite)]
             if not bad:  # after the first bad particle, only scan for the others
-                result = model.predict(fourier_resample(images, size))
+                images = fourier_resample(images, size)
+                result = model.predict(images)
                 writer.write(start, result["canonical_image"])
                 angles[start:stop] = result["angle"]
+                if refine_max_shift is not None:
+                    refined = refine_poses(images, result["canonical_image"], result["angle"],
+                                           REFINE_WINDOW_DEGREES, REFINE_STEP_DEGREES,
+                                           refine_max_shift)
+                    angles[start:stop], shifts[start:stop] = refined.angles, refined.shifts
             if progress is not None:
                 progress(stop, n)
         if bad:
@@ -289,6 +326,11 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
         stack_name = os.path.relpath(output, os.path.dirname(star))
         names = [relion_image_name(i, stack_name) for i in range(1, n + 1)]
         psi = [f"{p:.6f}" for p in angle_to_psi_degrees(angles)]
-        write_star(star_tmp, particles.star_blocks(names, psi, size, pixel_size))
+        blocks = particles.star_blocks(names, psi, size, pixel_size)
+        if refine_max_shift:
+            table = particles_block(blocks)
+            for column, values in zip(("rlnOriginXAngst", "rlnOriginYAngst"), shifts.T):
+                table.set_column(column, [f"{-v * pixel_size:.6f}" for v in values])
+        write_star(star_tmp, blocks, comments=[_refine_comment(refine_max_shift)])
     return CanonicalizeSummary(particles=n, seconds=time.perf_counter() - start_time,
                                output=output, star=star, pixel_size=pixel_size)

@@ -48,10 +48,14 @@ class TemplateMatcher(keras.Model):
 
     `angle` follows the project convention `images ≈ rotate(canonical_image, angle)`, on a grid of
     `steps` angles; `latent` is the best correlation and its angle's cosine and sine.
+    `canonical_image` is the input turned back by `-angle`, or with `returns_template` the template
+    itself, as a decoder would return it (then a coarse grid leaves room for refinement).
     """
 
-    def __init__(self, template: np.ndarray, steps: int = 360, **kwargs):
+    def __init__(self, template: np.ndarray, steps: int = 360, returns_template: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.returns_template = returns_template
         template = np.asarray(template, np.float32).reshape(template.shape[0], template.shape[1], 1)
         self.template = self.add_weight(
             shape=template.shape, initializer=keras.initializers.Constant(template),
@@ -77,7 +81,11 @@ class TemplateMatcher(keras.Model):
 
     def canonicalize(self, images: tf.Tensor) -> dict:
         encoded = self.encode(images)
-        return {"canonical_image": rotate(images, -encoded["angle"]), **encoded}
+        if self.returns_template:
+            canonical = tf.repeat(self.template[tf.newaxis], tf.shape(images)[0], axis=0)
+        else:
+            canonical = rotate(images, -encoded["angle"])
+        return {"canonical_image": canonical, **encoded}
 
     def call(self, images: tf.Tensor) -> dict:
         return self.canonicalize(images)

@@ -185,6 +185,71 @@ def test_cryosparc_input_gives_a_relion_star_in_its_row_order(data, tmp_path):
     assert psi_error(psi_column(summary.star), data["angles"][order]) < 1.0
 
 
+def refine_comment(star_path: str) -> str:
+    """The STAR file's comment line on refinement."""
+    lines = [line for line in open(star_path).read().splitlines() if line.startswith("# rotinv")]
+    assert len(lines) == 1
+    return lines[0]
+
+
+def test_refinement_corrects_a_coarse_angle_and_refine_false_keeps_it(data, tmp_path):
+    # A "network" on a 15° grid that returns the true canonical image, as a decoder would.
+    model = built(TemplateMatcher(two_blobs(SIZE), steps=24, returns_template=True), SIZE)
+    saved_model = export_saved_model(model, NORMALIZATION, SIZE, str(tmp_path / "sm"), "coarse")
+    network = load_serving_model(saved_model).predict(data["particles"])
+    assert psi_error(np.rad2deg(network["angle"]), data["angles"]) > 3.0
+
+    refined = canonicalize_particles(saved_model, str(data["root"] / "particles.mrcs"),
+                                     str(tmp_path / "on.mrcs"), str(tmp_path / "on.star"),
+                                     batch_size=7)
+    assert psi_error(psi_column(refined.star), data["angles"]) < 1.0
+    assert "refined within +-10 deg in 0.5 deg steps" in refine_comment(refined.star)
+    assert "rlnOriginXAngst" not in read_star(refined.star)["particles"]
+
+    result = run_cli(f"--saved_model={saved_model}",
+                     f"--input={data['root'] / 'particles.mrcs'}", "--output=off.mrcs",
+                     "--star=off.star", "--refine=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert psi_error(psi_column(str(tmp_path / "off.star")), network["angle"]) < 1e-4
+    assert "not refined (--refine=false)" in refine_comment(str(tmp_path / "off.star"))
+    for stack_path in (refined.output, tmp_path / "off.mrcs"):  # the decoder output either way
+        with open_stack(str(stack_path)) as stack:
+            np.testing.assert_allclose(stack.read(0, N), network["canonical_image"][..., 0],
+                                       atol=1e-4)
+
+
+def test_refine_max_shift_writes_the_shifts_as_relion_origins(tmp_path):
+    sim = subprocess.run([sys.executable, "-m", "data_pipeline.simulate", "--output_dir=sim",
+                          "--num_images=16", f"--image_size={SIZE}", "--snr=1000",
+                          "--max_shift=2", "--noctf", "--num_conformations=1"],
+                         cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    assert sim.returncode == 0, sim.stderr[-2000:]
+    with open_stack(str(tmp_path / "sim" / "canonical.mrcs")) as stack:
+        template = stack.read(0, 1)[0]
+    model = built(TemplateMatcher(template, returns_template=True), SIZE)
+    saved_model = export_saved_model(model, Normalization(0.0, 1.0, 0.0, 1.0), SIZE,
+                                     str(tmp_path / "sm"), "sim")
+    summary = canonicalize_particles(saved_model, str(tmp_path / "sim" / "particles.star"),
+                                     str(tmp_path / "c.mrcs"), str(tmp_path / "c.star"),
+                                     refine_max_shift=3)
+    source = read_star(str(tmp_path / "sim" / "particles.star"))["particles"]
+    written = read_star(summary.star)["particles"]
+    for column in ("rlnOriginXAngst", "rlnOriginYAngst"):
+        found = np.array([float(v) for v in written.column(column)])
+        true = np.array([float(v) for v in source.column(column)])
+        assert np.abs(found - true).max() < summary.pixel_size  # integer-pixel shifts
+    # Angles: the template matcher misses a few shifted particles by more than the window.
+    errors = psi_column(summary.star) - np.array([float(v) for v in source.column("rlnAnglePsi")])
+    assert np.median(np.abs((errors + 180.0) % 360.0 - 180.0)) < 2.0
+    assert "integer shifts of up to 3 px" in refine_comment(summary.star)
+
+    with pytest.raises(DataError, match=f"refine_max_shift {SIZE // 2} must be in"):
+        canonicalize_particles(saved_model, str(tmp_path / "sim" / "particles.star"),
+                               str(tmp_path / "out" / "c.mrcs"), str(tmp_path / "out" / "c.star"),
+                               refine_max_shift=SIZE // 2)
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+
+
 def test_fourier_resample_keeps_band_limited_content():
     image = two_blobs(SIZE)[np.newaxis]
     up = fourier_resample(image, 2 * SIZE)

@@ -85,6 +85,17 @@ def test_round_trip_with_set_column(tmp_path):
     assert again["particles"].column("rlnMicrographName")[0] == "my micrograph.mrc"
 
 
+def test_comments_are_written_at_the_top_and_skipped_when_read(tmp_path):
+    blocks = read_star(_write(tmp_path, RELION_31))
+    out = str(tmp_path / "out.star")
+    write_star(out, blocks, comments=["made by a test", "data_ and _rln in a comment"])
+    lines = open(out).read().splitlines()
+    assert lines[1:4] == ["# version 30001", "# made by a test", "# data_ and _rln in a comment"]
+    assert read_star(out) == blocks
+    with pytest.raises(ValueError, match="single lines"):
+        write_star(out, blocks, comments=["two\nlines"])
+
+
 def test_set_column_needs_one_value_per_row():
     block = StarBlock(columns=["a"], rows=[["1"], ["2"]])
     with pytest.raises(ValueError, match="needs 2 values"):

@@ -194,9 +194,12 @@ def _quote(value: str) -> str:
     raise ValueError(f"cannot write a STAR value holding both kinds of quote: {value!r}")
 
 
-def format_star(blocks: dict[str, StarBlock]) -> str:
-    """The STAR text of `blocks` (RELION layout: numbered loop columns)."""
-    lines = ["", "# version 30001", ""]
+def format_star(blocks: dict[str, StarBlock], comments: Sequence[str] = ()) -> str:
+    """The STAR text of `blocks` (RELION layout: numbered loop columns), with `comments` as
+    `# ...` lines at the top (readers, RELION's included, skip them)."""
+    if any("\n" in line or "\r" in line for line in comments):
+        raise ValueError(f"STAR comments must be single lines: {list(comments)!r}")
+    lines = ["", "# version 30001", *(f"# {line}" for line in comments), ""]
     for name, block in blocks.items():
         lines += [f"data_{name}", ""]
         if block.loop:
@@ -210,9 +213,9 @@ def format_star(blocks: dict[str, StarBlock]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_star(path: str, blocks: dict[str, StarBlock]) -> None:
-    """Writes `blocks` as a STAR file, atomically."""
-    text = format_star(blocks)
+def write_star(path: str, blocks: dict[str, StarBlock], comments: Sequence[str] = ()) -> None:
+    """Writes `blocks` as a STAR file (see `format_star`), atomically."""
+    text = format_star(blocks, comments)
     with atomic_path(os.fspath(path)) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
 

@@ -1,1 +1,2 @@
-"""Pose: the learned frame, classical alignment baselines and refinement."""
+"""Poses: the learned frame (`template_frame`), classical alignment without a network
+(`classical`) and refinement after it (`refine`)."""

@@ -1,0 +1,111 @@
+"""The classical baselines: reference-free alignment and rotation-invariant polar features."""
+import math
+
+import numpy as np
+import pytest
+
+from data_pipeline.rotation import rotate
+from data_pipeline.simulator import SimulationConfig, Simulator
+from rotinv_tf.evaluation import angle_error_deg, estimate_frame_rotation
+from rotinv_tf.pose.classical import align_reference_free, invariant_features, pca
+
+SIZE = 32
+
+
+def simulator(snr: float = math.inf, conformations: int = 1) -> Simulator:
+    return Simulator(SimulationConfig(image_size=SIZE, snr=snr, num_conformations=conformations,
+                                      test_conformations=0))
+
+
+def rotated_copies(image: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` copies of `image` [N, N] turned by random angles with `rotate`, and the angles."""
+    angles = np.random.default_rng(seed).uniform(-np.pi, np.pi, count).astype(np.float32)
+    stack = np.repeat(image[None, ..., None], count, axis=0)
+    return rotate(stack, angles).numpy()[..., 0], angles
+
+
+def errors_after_offset(true: np.ndarray, estimated: np.ndarray) -> np.ndarray:
+    """|estimated - true| in degrees after the one global rotation that best relates them."""
+    offset = estimate_frame_rotation(true, estimated)
+    return np.abs(angle_error_deg(true, estimated + offset))
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_rotated_copies_of_one_image_are_aligned_exactly():
+    image = simulator().canonical[0]
+    particles, angles = rotated_copies(image, 48, seed=0)
+    result = align_reference_free(particles, seed=3)
+    assert errors_after_offset(angles, result.angles).max() < 1.0
+    assert result.templates.shape == (1, SIZE, SIZE)
+    assert list(result.classes) == [0] * 48
+    # The contract: each particle is its template turned by its angle.
+    turned = rotate(np.repeat(result.templates[..., None], 48, axis=0), result.angles).numpy()
+    assert min(correlation(t, p) for t, p in zip(turned, particles)) > 0.95
+    # And the template is the image itself, in a frame of its own.
+    offset = estimate_frame_rotation(angles, result.angles)
+    unturned = rotate(result.templates[..., None], np.float32([offset])).numpy()[0, ..., 0]
+    assert correlation(unturned, image) > 0.98
+
+
+def test_noisy_projections_at_snr_1():
+    sim = simulator(snr=1.0)
+    batch = sim.simulate(np.arange(200))
+    result = align_reference_free(batch["observed"])
+    errors = errors_after_offset(batch["angle"], result.angles)
+    assert errors.mean() < 3.0 and np.median(errors) < 2.5
+
+
+def test_two_templates_separate_an_image_from_its_mirror():
+    image = simulator().canonical[0]
+    first, first_angles = rotated_copies(image, 30, seed=1)
+    second, second_angles = rotated_copies(np.fliplr(image), 30, seed=2)
+    result = align_reference_free(np.concatenate([first, second]), num_classes=2, seed=0)
+    assert len(set(result.classes[:30])) == 1 and len(set(result.classes[30:])) == 1
+    assert result.classes[0] != result.classes[30]
+    np.testing.assert_allclose(result.class_probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert errors_after_offset(first_angles, result.angles[:30]).max() < 1.5
+    assert errors_after_offset(second_angles, result.angles[30:]).max() < 1.5
+
+
+def test_invariant_features_ignore_rotation_but_not_the_image():
+    sim = simulator(conformations=2)  # the two ends of the hinge
+    open_, closed = sim.canonical
+    turned, _ = rotated_copies(open_, 3, seed=4)
+    features = invariant_features(np.stack([open_, *turned, closed]))
+    scale = np.linalg.norm(features[0])
+    for copy in features[1:4]:
+        assert np.linalg.norm(copy - features[0]) < 0.05 * scale
+    assert np.linalg.norm(features[4] - features[0]) > 0.2 * scale
+
+    reduced = invariant_features(np.stack([open_, *turned, closed]), num_components=2)
+    assert reduced.shape == (5, 2)
+    spread = np.abs(reduced[1:4, 0] - reduced[0, 0]).max()
+    assert np.abs(reduced[4, 0] - reduced[0, 0]) > 10 * spread
+
+
+def test_pca_finds_the_direction_of_largest_variance():
+    rng = np.random.default_rng(0)
+    position = rng.normal(size=100)
+    direction = rng.normal(size=6)
+    points = np.outer(position, direction) + 0.01 * rng.normal(size=(100, 6)) + 5.0
+    scores = pca(points, 1)
+    assert scores.shape == (100, 1)
+    assert abs(np.corrcoef(scores[:, 0], position)[0, 1]) > 0.999
+    with pytest.raises(ValueError, match="num_components"):
+        pca(points, 7)
+
+
+@pytest.mark.parametrize("images, kwargs, problem", [
+    (np.full((4, SIZE, SIZE), np.nan, np.float32), {}, "NaN/Inf"),
+    (np.zeros((4, SIZE, SIZE + 2), np.float32), {}, "square images"),
+    (np.zeros((0, SIZE, SIZE), np.float32), {}, "non-empty"),
+    (np.zeros((4, SIZE, SIZE), np.float32), {"num_classes": 0}, "num_classes"),
+    (np.zeros((4, SIZE, SIZE), np.float32), {"min_radius": SIZE}, "no ring"),
+])
+def test_bad_arguments_are_value_errors(images, kwargs, problem):
+    with pytest.raises(ValueError, match=problem):
+        align_reference_free(images, **kwargs)
