@@ -109,3 +109,17 @@ def test_pca_finds_the_direction_of_largest_variance():
 def test_bad_arguments_are_value_errors(images, kwargs, problem):
     with pytest.raises(ValueError, match=problem):
         align_reference_free(images, **kwargs)
+
+
+def test_restarts_keep_the_run_that_separates_the_classes():
+    """Seed 0 alone merges an image and its mirror into one class (a local optimum of EM);
+    the restarts find the run with the smaller residual, which separates them."""
+    image = simulator().canonical[0]
+    stack = np.concatenate([rotated_copies(image, 30, seed=1)[0],
+                            rotated_copies(np.fliplr(image), 30, seed=2)[0]])
+    single = align_reference_free(stack, num_classes=2, seed=0, num_restarts=1)
+    restarted = align_reference_free(stack, num_classes=2, seed=0)
+    assert single.classes[0] == single.classes[30]
+    assert restarted.classes[0] != restarted.classes[30]
+    with pytest.raises(ValueError, match="num_restarts"):
+        align_reference_free(stack, num_classes=2, num_restarts=-1)

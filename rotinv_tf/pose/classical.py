@@ -114,7 +114,8 @@ class PolarSpectra:
 
 def align_reference_free(images: np.ndarray | tf.Tensor, num_classes: int = 1,
                          num_rounds: int = 12, num_angles: int = 360, min_radius: float = 2.0,
-                         lowpass_sigma: float = 0.5, seed: int = 0) -> Alignment:
+                         lowpass_sigma: float = 0.5, seed: int = 0,
+                         num_restarts: int | None = None) -> Alignment:
     """In-plane angles of centred particles [B, N, N(, 1)] without a reference.
 
     An expectation-maximisation over (template, angle) per particle: the posterior weights are
@@ -124,18 +125,41 @@ def align_reference_free(images: np.ndarray | tf.Tensor, num_classes: int = 1,
     against blurred templates stay soft (argmax assignments were seen to oscillate at SNR 0.1,
     issue 15). Starts from random angles and classes drawn with `seed`; correlations over all
     `num_angles` rotations are one FFT along the rings.
+
+    With several classes EM can end in a local optimum (two classes merged), so it is run from
+    `num_restarts` random starts (seeds `seed`, `seed + 1`, ...; default 1 for one class, 4
+    otherwise) and the run with the smallest final residual is kept.
     """
     if num_classes < 1 or num_rounds < 1:
         raise ValueError(f"num_classes and num_rounds must be >= 1, got {num_classes}, "
                          f"{num_rounds}")
     images = image_batch(images)
-    count, size = int(images.shape[0]), int(images.shape[1])
-    polar = PolarSpectra(size, num_angles, min_radius)
+    polar = PolarSpectra(int(images.shape[1]), num_angles, min_radius)
     spectra = polar(images, lowpass_sigma)  # [B, R, F]
+    restarts = num_restarts or (1 if num_classes == 1 else 4)
+    if restarts < 1:
+        raise ValueError(f"num_restarts must be >= 1, got {restarts}")
+    runs = [_expectation_maximisation(polar, spectra, num_classes, num_rounds, seed + i)
+            for i in range(restarts)]
+    posterior, correlation, _ = min(runs, key=lambda run: float(run[2]))
+    probabilities = tf.reduce_sum(posterior, axis=2)  # [B, K]
+    classes = tf.argmax(probabilities, axis=1)
+    angles = _peak_angles(tf.gather(correlation, classes, batch_dims=1), num_angles)
+    derotated = rotate(images, -angles)[..., 0]
+    averages = tf.einsum("bk,bhw->khw", probabilities, derotated) / tf.maximum(
+        tf.reduce_sum(probabilities, axis=0), 1e-12)[:, tf.newaxis, tf.newaxis]
+    return Alignment(angles=angles.numpy(), templates=averages.numpy(),
+                     classes=classes.numpy(), class_probabilities=probabilities.numpy())
+
+
+def _expectation_maximisation(polar: PolarSpectra, spectra: tf.Tensor, num_classes: int,
+                              num_rounds: int, seed: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """One EM run from random angles and classes -> (posterior [B, K, A], correlation [B, K, A],
+    final noise variance σ²)."""
+    count, num_angles = int(spectra.shape[0]), polar.num_angles
     weighted = spectra * tf.cast(polar.area[:, tf.newaxis], tf.complex64)
     particle_energy = polar.energy(spectra)  # [B]
     disc_area = tf.reduce_sum(polar.area) * num_angles
-
     rng = np.random.default_rng(seed)
     start = (rng.integers(num_classes, size=count) * num_angles
              + rng.integers(num_angles, size=count))
@@ -159,15 +183,7 @@ def align_reference_free(images: np.ndarray | tf.Tensor, num_classes: int = 1,
         logits = ((correlation - template_energy[:, tf.newaxis] / 2) / noise
                   + log_prior[:, tf.newaxis])
         posterior = tf.reshape(tf.nn.softmax(tf.reshape(logits, [count, -1])), logits.shape)
-
-    probabilities = tf.reduce_sum(posterior, axis=2)  # [B, K]
-    classes = tf.argmax(probabilities, axis=1)
-    angles = _peak_angles(tf.gather(correlation, classes, batch_dims=1), num_angles)
-    derotated = rotate(images, -angles)[..., 0]
-    averages = tf.einsum("bk,bhw->khw", probabilities, derotated) / tf.maximum(
-        tf.reduce_sum(probabilities, axis=0), 1e-12)[:, tf.newaxis, tf.newaxis]
-    return Alignment(angles=angles.numpy(), templates=averages.numpy(),
-                     classes=classes.numpy(), class_probabilities=probabilities.numpy())
+    return posterior, correlation, noise
 
 
 def _peak_angles(correlation: tf.Tensor, num_angles: int) -> tf.Tensor:
