@@ -104,6 +104,9 @@ def export_saved_model(model: keras.Model, normalization: Normalization, image_s
         "image_size": image_size,
         "normalization": json.loads(normalization.to_json()),
         "model_class": type(model).__name__,
+        # How the model's canonical frame was defined (autoencoder only): "supervised" by the
+        # data's canonical images or angles, "learned" by its EM template (rotinv_tf.autoencoder).
+        "frame": getattr(model, "frame", None),
         "signatures": {"serving_default": list(SERVING_OUTPUTS), "encode": list(ENCODE_OUTPUTS)},
     }
     try:

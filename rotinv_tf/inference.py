@@ -282,6 +282,16 @@ def _refine_comment(max_shift: int | None) -> str:
             f"against each particle's canonical image (--refine)")
 
 
+def _frame_comment(metadata: dict) -> str:
+    """The STAR file's comment line on the model: which frame its angles are in."""
+    frame = metadata.get("frame")
+    meaning = {"learned": "learned from the particles without angles (an arbitrary rotation of "
+                          "any other frame)",
+               "supervised": "defined by the canonical images or angles it was trained with"}
+    return (f"rotinv_tf: model {metadata.get('model_class', 'unknown')}, frame "
+            f"{meaning.get(frame, 'not recorded')}")
+
+
 def _stream(model, particles: _Particles, output: str, star: str, batch_size: int,
             resample: bool, progress: Callable[[int, int], None] | None,
             refine_max_shift: int | None) -> CanonicalizeSummary:
@@ -331,6 +341,7 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
             table = particles_block(blocks)
             for column, values in zip(("rlnOriginXAngst", "rlnOriginYAngst"), shifts.T):
                 table.set_column(column, [f"{-v * pixel_size:.6f}" for v in values])
-        write_star(star_tmp, blocks, comments=[_refine_comment(refine_max_shift)])
+        write_star(star_tmp, blocks, comments=[_frame_comment(model.metadata),
+                                               _refine_comment(refine_max_shift)])
     return CanonicalizeSummary(particles=n, seconds=time.perf_counter() - start_time,
                                output=output, star=star, pixel_size=pixel_size)

@@ -187,7 +187,8 @@ def test_cryosparc_input_gives_a_relion_star_in_its_row_order(data, tmp_path):
 
 def refine_comment(star_path: str) -> str:
     """The STAR file's comment line on refinement."""
-    lines = [line for line in open(star_path).read().splitlines() if line.startswith("# rotinv")]
+    lines = [line for line in open(star_path).read().splitlines()
+             if line.startswith("# rotinv_tf: rlnAnglePsi")]
     assert len(lines) == 1
     return lines[0]
 
