@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 
@@ -25,13 +26,14 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_pipeline import simulate, simulator as sim  # noqa: E402
 from data_pipeline.formats import star  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
 from rotinv_tf import options, training  # noqa: E402
 from rotinv_tf.evaluation import estimate_frame_rotation  # noqa: E402
 from rotinv_tf.inference import canonicalize_particles  # noqa: E402
 
+# What `python -m data_pipeline.simulate` writes (run as a program: it defines flags of its own).
+PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star"
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 options.define_flags()
 flags.DEFINE_string("work_dir", "/tmp/rotinv_learned_frame", "Stacks, runs and SavedModels.")
@@ -46,16 +48,15 @@ FLAGS = flags.FLAGS
 
 def _stack(folder: str, snr: float, seed: int, num: int) -> str:
     """Simulates a stack once (particles.mrcs, canonical.mrcs, particles.star) and returns it."""
-    if not os.path.exists(os.path.join(folder, simulate.STAR)):
-        os.makedirs(folder, exist_ok=True)
-        config = sim.SimulationConfig(image_size=FLAGS.image_size, snr=snr, seed=seed,
-                                      images_per_conformation=max(1, num // 20))
-        simulate.simulate_to(folder, config, num)
+    if not os.path.exists(os.path.join(folder, STAR)):
+        subprocess.run([sys.executable, "-m", "data_pipeline.simulate", f"--output_dir={folder}",
+                        f"--num_images={num}", f"--image_size={FLAGS.image_size}",
+                        f"--snr={snr}", f"--seed={seed}"], check=True)
     return folder
 
 
 def _true_psi(folder: str) -> np.ndarray:
-    table = star.particles_block(star.read_star(os.path.join(folder, simulate.STAR)))
+    table = star.particles_block(star.read_star(os.path.join(folder, STAR)))
     return star.psi_degrees_to_angle(np.array(table.column("rlnAnglePsi"), np.float64))
 
 
@@ -67,7 +68,7 @@ def _read(path: str) -> np.ndarray:
 def score(folder: str, saved_model: str, out: str) -> dict:
     """Canonicalizes `folder`'s particles with `saved_model`; angle and image scores."""
     os.makedirs(out, exist_ok=True)
-    summary = canonicalize_particles(saved_model, os.path.join(folder, simulate.PARTICLES),
+    summary = canonicalize_particles(saved_model, os.path.join(folder, PARTICLES),
                                      os.path.join(out, "canonical.mrcs"),
                                      os.path.join(out, "canonical.star"))
     table = star.particles_block(star.read_star(summary.star))
@@ -75,7 +76,7 @@ def score(folder: str, saved_model: str, out: str) -> dict:
     true = _true_psi(folder)
     offset = estimate_frame_rotation(true, predicted)
     error = np.abs(np.degrees(np.angle(np.exp(1j * (true - predicted - offset)))))
-    truth = _read(os.path.join(folder, simulate.CANONICAL))
+    truth = _read(os.path.join(folder, CANONICAL))
     lo, scale = truth.min(), truth.max() - truth.min()
     # The model's canonical image is the truth turned by the frame rotation (evaluation module).
     in_frame = rotate(((truth - lo) / scale)[..., None], np.full(len(truth), offset, np.float32))
@@ -90,7 +91,7 @@ def score(folder: str, saved_model: str, out: str) -> dict:
 
 def trivial_rows(folder: str) -> dict:
     """MSE of the mean clean image and of a zero image against each particle's clean truth."""
-    truth = _read(os.path.join(folder, simulate.CANONICAL))
+    truth = _read(os.path.join(folder, CANONICAL))
     truth = (truth - truth.min()) / (truth.max() - truth.min())
     rows = {}
     for name, guess in (("mean image", truth.mean(axis=0)), ("zero image", np.zeros_like(truth[0]))):
@@ -104,7 +105,7 @@ def train_and_score(base: training.TrainConfig, name: str, folder: str, new: str
     config = dataclasses.replace(
         base, name=name, model_dir=os.path.join(FLAGS.work_dir, "runs", name),
         export_dir=os.path.join(FLAGS.work_dir, "saved_models"),
-        dataset_options={"stack": os.path.join(folder, simulate.PARTICLES), "star": star_file},
+        dataset_options={"stack": os.path.join(folder, PARTICLES), "star": star_file},
         data_dir=os.path.join(FLAGS.work_dir, "tfds"))
     result = training.train(config)
     row = {"frame": training.resolved_frame(config), "train_seconds": result.seconds}
@@ -136,7 +137,7 @@ def main(argv: list[str]) -> None:
             if FLAGS.supervised:
                 run["supervised"] = train_and_score(
                     dataclasses.replace(base, seed=seed, frame="auto"), f"sup_{tag}", folder,
-                    new, os.path.join(folder, simulate.STAR))
+                    new, os.path.join(folder, STAR))
             runs.append(run)
             print(json.dumps(run, indent=1), flush=True)
     suffix = "_quick" if FLAGS.quick else ""
@@ -189,5 +190,6 @@ def markdown(report: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], "--flagfile=configs/stack.cfg", *sys.argv[1:]]
+    config_file = os.path.join(os.path.dirname(RESULTS), os.pardir, "configs", "stack.cfg")
+    sys.argv = [sys.argv[0], f"--flagfile={os.path.normpath(config_file)}", *sys.argv[1:]]
     app.run(main)
