@@ -190,7 +190,11 @@ class RotationInvariantAutoencoder(keras.Model):
         else:
             theta = self.template_frame.assign(images)
             observed, angles = batch["observed"], wrap_angle(batch["angle"] + theta)
-        return rotate(images, -theta, xla_compatible=self.jit_compile is True), observed, angles
+        # Derotated about each particle's mean, so the corners a rotation leaves empty take the
+        # background's level rather than 0 (the stack's minimum after normalisation).
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        canonical = rotate(images - mean, -theta, xla_compatible=self.jit_compile is True) + mean
+        return canonical, observed, angles
 
     def _quarter_turned(self, observed: tf.Tensor, angles: tf.Tensor):
         """Each image turned by its own random k·90° (exact pixel moves), its angle by kπ/2."""
