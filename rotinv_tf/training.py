@@ -222,14 +222,14 @@ def train(config: TrainConfig) -> TrainResult:
     keras.mixed_precision.set_global_policy(config.mixed_precision)
     strategy = make_strategy(config.strategy, config.cluster, config.slurm_port)
     chief = is_chief(strategy)
-    if chief:
-        train_data, eval_data, normalization = _datasets(config, config.batch_size)
-    wait_for_all_workers(strategy)
-    if not chief:
-        train_data, eval_data, normalization = _datasets(config, config.batch_size)
     scratch = None if chief else tempfile.mkdtemp(prefix="rotinv_worker_")
     try:
         try:
+            if chief:
+                train_data, eval_data, normalization = _datasets(config, config.batch_size)
+            wait_for_all_workers(strategy)
+            if not chief:
+                train_data, eval_data, normalization = _datasets(config, config.batch_size)
             return _fit_and_export(config, strategy, train_data, eval_data, normalization,
                                    scratch)
         except tf.errors.UnavailableError as e:
