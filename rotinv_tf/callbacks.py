@@ -1,4 +1,6 @@
 """Keras callbacks for training: the paper's step learning-rate decay and TensorBoard pictures."""
+import json
+import math
 import os
 import time
 
@@ -6,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from data_pipeline.atomic import atomic_path, write_text
 from data_pipeline.rotation import wrap_angle
 
 
@@ -96,3 +99,44 @@ class EvalSummaries(keras.callbacks.Callback):
             tf.summary.image("input | decoder output | ground truth", grid, step=epoch)
             tf.summary.histogram("angle_error_rad", errors, step=epoch)
         self.writer.flush()
+
+
+class WorkerBackup(keras.callbacks.BackupAndRestore):
+    """Keras' `BackupAndRestore` for one or many workers: the run resumes from `backup_dir` (the
+    chief's) on every worker, and each worker saves its state at the end of every epoch to
+    `write_dir` (`backup_dir` itself on the chief). Each file is written under a temporary name
+    and renamed, so a process killed while saving leaves the previous backup whole."""
+
+    def __init__(self, backup_dir: str, write_dir: str):
+        super().__init__(backup_dir, delete_checkpoint=False)
+        self.write_dir = write_dir
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        weights = os.path.join(self.write_dir, os.path.basename(self._weights_path))
+        with atomic_path(weights) as tmp:
+            # Keras insists on the `.weights.h5` ending.
+            self.model.save_weights(tmp + ".weights.h5", overwrite=True)
+            os.replace(tmp + ".weights.h5", tmp)
+        write_text(os.path.join(self.write_dir, os.path.basename(self._training_metadata_path)),
+                   json.dumps({"epoch": epoch + 1, "batch": 0}))
+
+
+class AverageMovingStatistics(keras.callbacks.Callback):
+    """At the end of every epoch, sets batch norm's moving statistics to their mean over workers.
+
+    Keras updates them from each worker's first replica, that is from each worker's own share of
+    the data, so without this the workers' copies drift apart (and only the chief's would be
+    saved). Put it before the callbacks that save the model."""
+
+    def __init__(self, strategy: tf.distribute.Strategy):
+        super().__init__()
+        self.strategy = strategy
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        stats = [v for v in self.model.non_trainable_weights
+                 if v.path.endswith(("moving_mean", "moving_variance"))]
+        # One all-reduce of them all, flattened (the strategy reduces one tensor at a time).
+        local = self.strategy.run(lambda: tf.concat([tf.reshape(v.value, [-1]) for v in stats], 0))
+        means = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None)
+        for variable, mean in zip(stats, tf.split(means, [math.prod(v.shape) for v in stats])):
+            variable.assign(tf.reshape(mean, variable.shape))

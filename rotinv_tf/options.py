@@ -6,7 +6,7 @@ from absl import flags
 
 from data_pipeline.datasets.particle_stack import DEFAULT_HOLDOUT_FRACTION
 from data_pipeline.rotation import ANGLE_DISTRIBUTIONS
-from rotinv_tf.distribution import STRATEGIES
+from rotinv_tf.distribution import CLUSTERS, STRATEGIES
 from rotinv_tf.training import MODELS, PRECISIONS, TrainConfig
 
 DATASET_NAMES = ("simulated_particles", "mnist", "fashion_mnist", "five_hdb", "particle_stack")
@@ -94,6 +94,12 @@ def define_flags() -> None:
     flags.DEFINE_boolean("jit_compile", d.jit_compile, "Compile train steps with XLA.")
     flags.DEFINE_enum("mixed_precision", d.mixed_precision, PRECISIONS, "Keras dtype policy.")
     flags.DEFINE_enum("strategy", d.strategy, STRATEGIES, "tf.distribute strategy.")
+    flags.DEFINE_enum("cluster", d.cluster, CLUSTERS,
+                      "multi_worker: where the cluster is described: the TF_CONFIG variable, or "
+                      "the SLURM_* variables of an srun step (docs/distributed.md).")
+    flags.DEFINE_integer("slurm_port", d.slurm_port,
+                         "cluster slurm: port of a host's first task (the next tasks take the "
+                         "next ports).")
     flags.DEFINE_integer("log_every_steps", d.log_every_steps, "TensorBoard step-metric interval.")
     flags.register_validator("stack_holdout_fraction", lambda v: 0 < v < 1,
                              "--stack_holdout_fraction must be between 0 and 1")
@@ -147,5 +153,6 @@ def config_from_flags(values: flags.FlagValues) -> TrainConfig:
         svae_likelihood=values.svae_likelihood,
         model_dir=values.model_dir or f"runs/{values.name}", export_dir=values.export_dir,
         seed=values.seed, jit_compile=values.jit_compile, mixed_precision=values.mixed_precision,
-        strategy=values.strategy, eval_angle_seed=values.eval_angle_seed,
+        strategy=values.strategy, cluster=values.cluster, slurm_port=values.slurm_port,
+        eval_angle_seed=values.eval_angle_seed,
         log_every_steps=values.log_every_steps)

@@ -1,9 +1,12 @@
 """The training program as a library: data in, model built and compiled, `fit` with checkpoints
 and TensorBoard, SavedModel out. `rotinv_tf.train` is its command-line face."""
 import dataclasses
+import hashlib
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import TextIO
 
@@ -12,8 +15,10 @@ import tensorflow as tf
 
 from data_pipeline import input_fn
 from rotinv_tf.autoencoder import FRAMES, RotationInvariantAutoencoder
-from rotinv_tf.callbacks import EvalSummaries, StepDecay, TensorBoard, Throughput
-from rotinv_tf.distribution import make_strategy
+from rotinv_tf.callbacks import (AverageMovingStatistics, EvalSummaries, StepDecay, TensorBoard,
+                                 Throughput, WorkerBackup)
+from rotinv_tf.distribution import (CLUSTERS, DEFAULT_SLURM_PORT, is_chief, make_strategy,
+                                    wait_for_all_workers)
 from rotinv_tf.export import export_saved_model
 
 MODELS = ("autoencoder", "spatial_vae")
@@ -64,6 +69,8 @@ class TrainConfig:
     jit_compile: bool = False
     mixed_precision: str = "float32"
     strategy: str = "default"
+    cluster: str = "tf_config"
+    slurm_port: int = DEFAULT_SLURM_PORT
     eval_angle_seed: int = 1234
     log_every_steps: int = 25
     verbose: int | None = None  # Keras fit verbosity; None: `fit_verbosity(sys.stdout)`
@@ -82,6 +89,13 @@ class TrainConfig:
              f"unknown frame {self.frame!r}; expected auto or one of {FRAMES}"),
             (self.frame != "learned" or self.model == "autoencoder",
              "frame 'learned' is a frame of the autoencoder, not of spatial_vae"),
+            (self.cluster in CLUSTERS,
+             f"unknown cluster {self.cluster!r}; expected one of {CLUSTERS}"),
+            # The EM template is updated from each worker's own batches, not from the global
+            # batch, so the workers' templates would drift apart.
+            (self.strategy != "multi_worker" or resolved_frame(self) != "learned",
+             "frame 'learned' cannot train with strategy multi_worker (its EM template is not "
+             "synchronised across workers); train it on one host, or give the stack a STAR file"),
         ]
         for ok, message in checks:
             if not ok:
@@ -93,10 +107,23 @@ class TrainResult:
     """What a run produced: Keras history (epochs run now), the export, where logs live, time."""
 
     history: dict
-    export_path: str
+    export_path: str | None  # None on a worker that is not the chief (the chief exports)
     model_dir: str
     log_dir: str
     seconds: float
+    weights_digest: str
+
+
+class WorkerLostError(RuntimeError):
+    """A multi-worker run stopped because a worker could no longer be reached."""
+
+
+def weights_digest(model: keras.Model) -> str:
+    """SHA-256 of the model's weights in order: equal on every worker of a synchronous run."""
+    digest = hashlib.sha256()
+    for variable in model.weights:
+        digest.update(keras.ops.convert_to_numpy(variable).tobytes())
+    return digest.hexdigest()
 
 
 def resolved_frame(config: TrainConfig) -> str:
@@ -163,7 +190,10 @@ def fit_verbosity(stream: TextIO) -> int:
 def _datasets(config: TrainConfig, global_batch: int):
     """Training and validation pipelines. A particle stack is streamed from its memory map (not
     cached in RAM) and validated on its held-out `validation` split; the other data sets keep
-    their `test` split for validation."""
+    their `test` split for validation.
+
+    Several workers shard by data: each reads the same seeded pipeline and keeps its share of
+    every global batch (sharding by file fails for a data set of fewer files than workers)."""
     options = dict(config.dataset_options)
     stack = config.dataset == "particle_stack"
     train_data, normalization = input_fn.train_input(
@@ -173,27 +203,92 @@ def _datasets(config: TrainConfig, global_batch: int):
         config.dataset, global_batch, split="validation" if stack else "test",
         data_dir=config.data_dir, angle_seed=config.eval_angle_seed,
         angle_distribution=config.angle_distribution, angle_scale=config.angle_scale, **options)
-    return train_data, eval_data, normalization
+    sharding = tf.data.Options()
+    sharding.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return (train_data.with_options(sharding), eval_data.with_options(sharding), normalization)
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Trains (resuming from `model_dir` if a checkpoint is there), then exports a SavedModel."""
+    """Trains (resuming from `model_dir` if a checkpoint is there), then exports a SavedModel.
+
+    With several workers, all run this with the same config: the chief builds a data set that is
+    not there yet while the others wait, and alone writes checkpoints, logs and the SavedModel;
+    the others write theirs (saving may synchronise the workers) to a temporary folder they
+    delete. Every worker resumes from the chief's checkpoint. A lost worker stops the others with
+    `WorkerLostError`; restarting all of them resumes from the last epoch's checkpoint.
+    """
     config.validate()
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.mixed_precision)
-    strategy = make_strategy(config.strategy)
-    train_data, eval_data, normalization = _datasets(config, config.batch_size)
+    strategy = make_strategy(config.strategy, config.cluster, config.slurm_port)
+    chief = is_chief(strategy)
+    scratch = None if chief else tempfile.mkdtemp(prefix="rotinv_worker_")
+    try:
+        try:
+            if chief:
+                train_data, eval_data, normalization = _datasets(config, config.batch_size)
+            wait_for_all_workers(strategy)
+            if not chief:
+                train_data, eval_data, normalization = _datasets(config, config.batch_size)
+            return _fit_and_export(config, strategy, train_data, eval_data, normalization,
+                                   scratch)
+        except tf.errors.UnavailableError as e:
+            if config.strategy != "multi_worker":
+                raise
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WorkerLostError(
+                f"a worker was lost ({first_line}); restart every worker with the same command "
+                f"to resume from {os.path.join(config.model_dir, 'checkpoints')}") from e
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _adapt_to_multi_worker(model: keras.Model, strategy: tf.distribute.Strategy) -> None:
+    """Works around two places where Keras (3.15) `fit` fails under MultiWorkerMirroredStrategy.
+
+    - It begins by all-reducing a first batch to build the model, which fails for a batch of
+      several tensors (our dicts). The models here are built when made, so only their optimizers
+      may be left to build, which needs no batch: build those and skip that step.
+    - It averages each step's logs over replicas with `reduce(MEAN, axis=0)`, which fails for the
+      scalars our steps return; each is returned as a vector of one value instead.
+    """
+    if not model.built:
+        raise ValueError(f"{type(model).__name__} must be built when made")
+    with strategy.scope():
+        for optimizer in optimizers_of(model):
+            if not optimizer.built:
+                optimizer.build(model.trainable_variables)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+    def as_vectors(step):
+        return lambda batch: {k: tf.reshape(v, [1]) for k, v in step(batch).items()}
+
+    model.train_step = as_vectors(model.train_step)
+    model.test_step = as_vectors(model.test_step)
+
+
+def _fit_and_export(config: TrainConfig, strategy: tf.distribute.Strategy,
+                    train_data: tf.data.Dataset, eval_data: tf.data.Dataset,
+                    normalization, scratch: str | None) -> TrainResult:
+    """`train` once the data is there. Checkpoints, logs and the SavedModel go to the run's
+    folders, or under `scratch` on a worker that is not the chief."""
+    write_dir = scratch or config.model_dir
     image_size = int(train_data.element_spec["image"].shape[1])
     with strategy.scope():
         model = build_model(config, image_size)
-    log_dir = os.path.join(config.model_dir, "logs")
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if multi_worker:
+        _adapt_to_multi_worker(model, strategy)
+    log_dir = os.path.join(write_dir, "logs")
     summary_batch = next(iter(eval_data.unbatch().batch(256).take(1)))
-    callbacks = [
+    callbacks = [AverageMovingStatistics(strategy)] if multi_worker else []
+    callbacks += [
         Throughput(config.batch_size),
         StepDecay(optimizers_of(model), [config.learning_rate, config.critic_learning_rate],
                   config.lr_decay_epoch, config.lr_decay_factor),
-        keras.callbacks.BackupAndRestore(os.path.join(config.model_dir, "checkpoints"),
-                                         delete_checkpoint=False),
+        WorkerBackup(os.path.join(config.model_dir, "checkpoints"),
+                     os.path.join(write_dir, "checkpoints")),
         EvalSummaries(log_dir, summary_batch),
         TensorBoard(log_dir, update_freq=config.log_every_steps),
     ]
@@ -203,7 +298,9 @@ def train(config: TrainConfig) -> TrainResult:
                         verbose=fit_verbosity(sys.stdout) if config.verbose is None
                         else config.verbose)
     seconds = time.perf_counter() - start
-    export_path = export_saved_model(model, normalization, image_size, config.export_dir,
-                                     config.name)
-    return TrainResult(history=history.history, export_path=export_path,
-                       model_dir=config.model_dir, log_dir=log_dir, seconds=seconds)
+    export_path = export_saved_model(
+        model, normalization, image_size,
+        os.path.join(scratch, "saved_models") if scratch else config.export_dir, config.name)
+    return TrainResult(history=history.history, export_path=None if scratch else export_path,
+                       model_dir=config.model_dir, log_dir=os.path.join(config.model_dir, "logs"),
+                       seconds=seconds, weights_digest=weights_digest(model))
