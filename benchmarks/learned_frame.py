@@ -5,12 +5,15 @@ no CTF; one per SNR and seed), trains `configs/stack.cfg` on the particles alone
 frame is learned), canonicalizes the stack and a second stack of new particles with the SavedModel,
 and scores the written `rlnAnglePsi` against the true psi after one global rotation (the learned
 frame is arbitrary). As a reference, the same config trains with the STAR file's true angles (the
-paper's supervised objective) and is scored alike. Canonical images are scored by their MSE
-against the clean truth turned into the model's frame, on the scale where clean images lie in
-[0, 1], beside two trivial rows: the mean clean image and a constant zero image.
+paper's supervised objective) and is scored alike. Angles are scored as `canonicalize` writes
+them by default (refined locally against each canonical image) and with `--refine=false`.
+Canonical images are scored by their MSE against the clean truth turned into the model's frame,
+on the scale where clean images lie in [0, 1], over the inscribed disc (what every rotation keeps)
+and over the whole box, beside two trivial rows: the mean clean image and a zero image.
 
 Writes `benchmarks/results/learned_frame.{md,json}`; `--quick` is a smoke run whose numbers mean
-nothing (written with a `_quick` suffix).
+nothing (written with a `_quick` suffix); `--rescore=learned_frame.json` scores the SavedModels of
+an earlier run again without training.
 """
 import dataclasses
 import json
@@ -43,6 +46,8 @@ flags.DEFINE_integer("num_particles", 3000, "Particles per stack (and per new-pa
 flags.DEFINE_integer("image_size", 40, "Box size of the stacks.")
 flags.DEFINE_boolean("supervised", True, "Also train with the true angles (the reference).")
 flags.DEFINE_boolean("quick", False, "Smoke run: tiny stacks, one epoch; numbers mean nothing.")
+flags.DEFINE_string("rescore", None, "An earlier learned_frame.json: score its SavedModels again "
+                    "(in --work_dir) instead of training.")
 FLAGS = flags.FLAGS
 
 
@@ -65,12 +70,13 @@ def _read(path: str) -> np.ndarray:
         return np.asarray(f.data, np.float32)
 
 
-def score(folder: str, saved_model: str, out: str) -> dict:
-    """Canonicalizes `folder`'s particles with `saved_model`; angle and image scores."""
+def score(folder: str, saved_model: str, out: str, refine: bool) -> dict:
+    """Canonicalizes `folder`'s particles with `saved_model` (angles refined or not); angle and
+    image scores."""
     os.makedirs(out, exist_ok=True)
     summary = canonicalize_particles(saved_model, os.path.join(folder, PARTICLES),
                                      os.path.join(out, "canonical.mrcs"),
-                                     os.path.join(out, "canonical.star"))
+                                     os.path.join(out, "canonical.star"), refine=refine)
     table = star.particles_block(star.read_star(summary.star))
     predicted = star.psi_degrees_to_angle(np.array(table.column("rlnAnglePsi"), np.float64))
     true = _true_psi(folder)
@@ -115,6 +121,17 @@ def trivial_rows(folder: str) -> dict:
     return rows
 
 
+def scores(saved_model: str, name: str, folder: str, new: str) -> dict:
+    """A SavedModel's scores on its stack and on new particles, with and without refinement."""
+    row = {}
+    for refine in (True, False):
+        suffix = "" if refine else "_unrefined"
+        for which, stack in (("stack", folder), ("new_particles", new)):
+            out = os.path.join(FLAGS.work_dir, "out", f"{name}_{which}{suffix}")
+            row[which + suffix] = score(stack, saved_model, out, refine)
+    return row
+
+
 def train_and_score(base: training.TrainConfig, name: str, folder: str, new: str,
                     star_file: str | None) -> dict:
     config = dataclasses.replace(
@@ -123,15 +140,32 @@ def train_and_score(base: training.TrainConfig, name: str, folder: str, new: str
         dataset_options={"stack": os.path.join(folder, PARTICLES), "star": star_file},
         data_dir=os.path.join(FLAGS.work_dir, "tfds"))
     result = training.train(config)
-    row = {"frame": training.resolved_frame(config), "train_seconds": result.seconds}
-    row["stack"] = score(folder, result.export_path, os.path.join(FLAGS.work_dir, "out", name))
-    row["new_particles"] = score(new, result.export_path,
-                                 os.path.join(FLAGS.work_dir, "out", name + "_new"))
-    return row
+    return {"frame": training.resolved_frame(config), "train_seconds": result.seconds,
+            "saved_model": result.export_path, **scores(result.export_path, name, folder, new)}
+
+
+def rescore(path: str) -> dict:
+    """Scores again every SavedModel of an earlier report (its first export), keeping the
+    training times it recorded: for a report written before a score was added."""
+    with open(path) as f:
+        report = json.load(f)
+    for run in report["runs"]:
+        tag = f"snr{run['snr']:g}_seed{run['seed']}"
+        folder = os.path.join(FLAGS.work_dir, "stacks", tag)
+        for method, prefix in (("learned", "lf"), ("supervised", "sup")):
+            if method in run:
+                name = f"{prefix}_{tag}"
+                saved_model = os.path.join(FLAGS.work_dir, "saved_models", name, "1")
+                run[method].update(saved_model=saved_model,
+                                   **scores(saved_model, name, folder, folder + "_new"))
+    return report
 
 
 def main(argv: list[str]) -> None:
     del argv
+    if FLAGS.rescore:
+        write(rescore(FLAGS.rescore), "")
+        return
     base = options.config_from_flags(FLAGS)
     num = FLAGS.num_particles
     if FLAGS.quick:
@@ -155,9 +189,13 @@ def main(argv: list[str]) -> None:
                     new, os.path.join(folder, STAR))
             runs.append(run)
             print(json.dumps(run, indent=1), flush=True)
-    suffix = "_quick" if FLAGS.quick else ""
     report = {"num_particles": num, "image_size": FLAGS.image_size, "epochs": base.epochs,
               "batch_size": base.batch_size, "runs": runs}
+    write(report, "_quick" if FLAGS.quick else "")
+
+
+def write(report: dict, suffix: str) -> None:
+    """`benchmarks/results/learned_frame<suffix>.{json,md}`."""
     with open(os.path.join(RESULTS, f"learned_frame{suffix}.json"), "w") as f:
         json.dump(report, f, indent=1)
     with open(os.path.join(RESULTS, f"learned_frame{suffix}.md"), "w") as f:
@@ -185,7 +223,9 @@ def markdown(report: dict) -> str:
         for method in ("learned", "supervised"):
             if method not in runs[0]:
                 continue
-            for which in ("stack", "new_particles"):
+            for which in ("stack", "new_particles", "stack_unrefined", "new_particles_unrefined"):
+                if which not in runs[0][method]:
+                    continue
                 rows = [r[method][which] for r in runs]
                 cells = [_mean_std([row[k] for row in rows], ".2f") for k in
                          ("psi_mae_deg", "psi_median_deg", "psi_over_15_percent")]
@@ -193,7 +233,8 @@ def markdown(report: dict) -> str:
                 cells += [_mean_std([row[k] for row in rows], ".5f") for k in
                           ("disc_avg_mse", "disc_worst_mse", "avg_mse")]
                 seconds = _mean_std([r[method]["train_seconds"] for r in runs], ".0f")
-                label = "trained on" if which == "stack" else "new"
+                label = ("trained on" if which.startswith("stack") else "new") + (
+                    ", unrefined" if which.endswith("unrefined") else ", refined")
                 lines.append(f"| {snr:g} | {method} frame | {label} | " + " | ".join(cells)
                              + f" | {seconds} |")
         for name in runs[0]["trivial"]:

@@ -91,11 +91,12 @@ class TrainConfig:
              "frame 'learned' is a frame of the autoencoder, not of spatial_vae"),
             (self.cluster in CLUSTERS,
              f"unknown cluster {self.cluster!r}; expected one of {CLUSTERS}"),
-            # The EM template is updated from each worker's own batches, not from the global
-            # batch, so the workers' templates would drift apart.
-            (self.strategy != "multi_worker" or resolved_frame(self) != "learned",
-             "frame 'learned' cannot train with strategy multi_worker (its EM template is not "
-             "synchronised across workers); train it on one host, or give the stack a STAR file"),
+            # The EM template is updated from each replica's own batch, not from the global
+            # batch, so replicas' templates would drift apart.
+            (self.strategy == "default" or resolved_frame(self) != "learned",
+             f"frame 'learned' cannot train with strategy {self.strategy} (its EM template is "
+             f"not synchronised across replicas); train it with the default strategy, or give "
+             f"the stack a STAR file"),
         ]
         for ok, message in checks:
             if not ok:

@@ -157,10 +157,11 @@ def test_a_lost_worker_stops_the_run_and_a_restart_resumes_it(tmp_path):
     assert json.load(open(metadata))["epoch"] == 2
 
 
-def test_learned_frame_is_refused_on_several_workers():
+@pytest.mark.parametrize("strategy", ["multi_worker", "mirrored"])
+def test_learned_frame_is_refused_on_several_replicas(strategy):
     config = training.TrainConfig(dataset="particle_stack", dataset_options={"stack": "x.mrcs"},
-                                  strategy="multi_worker")
-    with pytest.raises(ValueError, match="frame 'learned' cannot train with strategy multi_worker"):
+                                  strategy=strategy)
+    with pytest.raises(ValueError, match=f"frame 'learned' cannot train with strategy {strategy}"):
         config.validate()
     training.TrainConfig(dataset="particle_stack", strategy="multi_worker",
                          dataset_options={"stack": "x.mrcs", "star": "x.star"}).validate()
