@@ -103,14 +103,20 @@ def test_cli_end_to_end_on_an_mrc_stack(data, tmp_path):
     assert psi_error(psi_column(str(tmp_path / "out" / "angles.star")), data["angles"]) < 1.0
 
 
-def test_cli_on_the_simulators_star_file_recovers_its_true_angles(tmp_path):
+def simulate_stack(tmp_path, count: int, max_shift: int) -> np.ndarray:
+    """A near-noiseless stack of one conformation in tmp_path/sim by the simulate CLI; returns
+    its canonical image (every particle's, with one conformation)."""
     sim = subprocess.run([sys.executable, "-m", "data_pipeline.simulate", "--output_dir=sim",
-                          "--num_images=12", f"--image_size={SIZE}", "--snr=1000",
-                          "--max_shift=0", "--noctf", "--num_conformations=1"],
+                          f"--num_images={count}", f"--image_size={SIZE}", "--snr=1000",
+                          f"--max_shift={max_shift}", "--noctf", "--num_conformations=1"],
                          cwd=tmp_path, env=ENV, capture_output=True, text=True)
     assert sim.returncode == 0, sim.stderr[-2000:]
     with open_stack(str(tmp_path / "sim" / "canonical.mrcs")) as stack:
-        template = stack.read(0, 1)[0]  # one conformation: every canonical image is this one
+        return stack.read(0, 1)[0]
+
+
+def test_cli_on_the_simulators_star_file_recovers_its_true_angles(tmp_path):
+    template = simulate_stack(tmp_path, 12, max_shift=0)
     normalization = Normalization(mean=0.0, std=1.0, min=float(template.min()),
                                   max=float(template.max()))
     model = built(TemplateMatcher(normalization.normalize(template).numpy()), SIZE)
@@ -220,13 +226,7 @@ def test_refinement_corrects_a_coarse_angle_and_refine_false_keeps_it(data, tmp_
 
 
 def test_refine_max_shift_writes_the_shifts_as_relion_origins(tmp_path):
-    sim = subprocess.run([sys.executable, "-m", "data_pipeline.simulate", "--output_dir=sim",
-                          "--num_images=16", f"--image_size={SIZE}", "--snr=1000",
-                          "--max_shift=2", "--noctf", "--num_conformations=1"],
-                         cwd=tmp_path, env=ENV, capture_output=True, text=True)
-    assert sim.returncode == 0, sim.stderr[-2000:]
-    with open_stack(str(tmp_path / "sim" / "canonical.mrcs")) as stack:
-        template = stack.read(0, 1)[0]
+    template = simulate_stack(tmp_path, 16, max_shift=2)
     model = built(TemplateMatcher(template, returns_template=True), SIZE)
     saved_model = export_saved_model(model, Normalization(0.0, 1.0, 0.0, 1.0), SIZE,
                                      str(tmp_path / "sm"), "sim")
