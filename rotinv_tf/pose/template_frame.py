@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from data_pipeline.polar import PolarResampler
+from rotinv_tf.pose.classical import PolarSpectra
 
 
 class TemplateFrame(keras.layers.Layer):
@@ -39,12 +39,12 @@ class TemplateFrame(keras.layers.Layer):
         self.image_size = image_size
         self.num_angles = num_angles
         self.momentum = momentum
-        self.resampler = PolarResampler(image_size, num_angles)
+        # The polar grid and its ring areas, as the classical baselines use them (radii from 1 px).
+        grid = PolarSpectra(image_size, num_angles, min_radius=1.0)
+        self.resampler = grid.resampler
         radii = self.resampler.radii
-        step = radii[1] - radii[0] if len(radii) > 1 else 1.0
-        area = radii * step * self.resampler.angle_step  # [R]
-        self._area = tf.constant(area[:, None], tf.float32)  # [R, 1]
-        self._total_area = float(area.sum() * num_angles)
+        self._area = grid.area[:, tf.newaxis]  # [R, 1]
+        self._total_area = float(tf.reduce_sum(grid.area)) * num_angles
         phi = 2 * np.pi * np.arange(num_angles) / num_angles
         self._cos, self._sin = tf.constant(np.cos(phi), tf.float32), tf.constant(np.sin(phi),
                                                                                   tf.float32)
@@ -60,21 +60,20 @@ class TemplateFrame(keras.layers.Layer):
         """Images [B, N, N, 1] -> polar images [B, R, A] (float32)."""
         return self.resampler(tf.cast(images, tf.float32))
 
-    def _correlation(self, polar: tf.Tensor, template: tf.Tensor) -> tf.Tensor:
+    def _correlation(self, spectra: tf.Tensor, template: tf.Tensor) -> tf.Tensor:
         """corr[b, s] = Σ area_r P_b(r, a) T(r, a - s): the image-plane inner product of particle b
-        with the template rotated by s angle bins."""
-        spectrum = tf.signal.rfft(polar) * tf.math.conj(tf.signal.rfft(template))[None]
+        (angular spectra `rfft(P)` [B, R, F]) with the template rotated by s angle bins."""
+        spectrum = spectra * tf.math.conj(tf.signal.rfft(template))[None]
         weighted = tf.reduce_sum(spectrum * tf.cast(self._area, tf.complex64)[None], axis=1)
         return tf.signal.irfft(weighted, fft_length=[self.num_angles])
 
-    def _aligned(self, polar: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    def _aligned(self, spectra: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
         """Σ_s w_b(s) P_b(r, a + s): each particle turned back by its posterior [B, R, A]."""
-        spectrum = tf.signal.rfft(polar) * tf.math.conj(tf.signal.rfft(weights))[:, None, :]
+        spectrum = spectra * tf.math.conj(tf.signal.rfft(weights))[:, None, :]
         return tf.signal.irfft(spectrum, fft_length=[self.num_angles])
 
-    def posterior(self, polar: tf.Tensor) -> tf.Tensor:
-        """Posterior weights [B, A] over the angle bins, against the current template."""
-        corr = self._correlation(polar, self.template)
+    def _weights(self, corr: tf.Tensor) -> tf.Tensor:
+        """Posterior weights [B, A] over the angle bins from correlations [B, A]."""
         return tf.nn.softmax(corr / tf.maximum(self.noise_variance, 1e-8), axis=-1)
 
     def angles(self, weights: tf.Tensor) -> tf.Tensor:
@@ -84,14 +83,16 @@ class TemplateFrame(keras.layers.Layer):
 
     def assign(self, images: tf.Tensor) -> tf.Tensor:
         """Frame angles [B] of normalised images [B, N, N, 1] (E step only; no update)."""
-        return self.angles(self.posterior(self.polar(images)))
+        spectra = tf.signal.rfft(self.polar(images))
+        return self.angles(self._weights(self._correlation(spectra, self.template)))
 
-    def _initialize(self, polar: tf.Tensor, seed: keras.random.SeedGenerator) -> None:
+    def _initialize(self, polar: tf.Tensor, spectra: tf.Tensor,
+                    seed: keras.random.SeedGenerator) -> None:
         """First batch: the template is the mean of the particles turned by random angle bins, and
         σ² their pixel variance, so the first posteriors are soft and symmetry breaks gently."""
         bins = keras.random.randint([tf.shape(polar)[0]], 0, self.num_angles, seed=seed)
         weights = tf.one_hot(bins, self.num_angles)
-        self.template.assign(tf.reduce_mean(self._aligned(polar, weights), axis=0))
+        self.template.assign(tf.reduce_mean(self._aligned(spectra, weights), axis=0))
         centred = polar - tf.reduce_mean(polar, axis=0, keepdims=True)
         self.noise_variance.assign(tf.reduce_sum(tf.reduce_mean(tf.square(centred), axis=0)
                                                  * self._area) / self._total_area)
@@ -100,15 +101,17 @@ class TemplateFrame(keras.layers.Layer):
     def update(self, images: tf.Tensor, seed: keras.random.SeedGenerator) -> tf.Tensor:
         """One EM step on a training batch; returns its frame angles [B] (before the update)."""
         polar = self.polar(images)
-        tf.cond(self.initialized > 0, lambda: None, lambda: self._initialize(polar, seed))
-        corr = self._correlation(polar, self.template)
-        weights = tf.nn.softmax(corr / tf.maximum(self.noise_variance, 1e-8), axis=-1)
+        spectra = tf.signal.rfft(polar)  # once per step: the E and the M step both use it
+        tf.cond(self.initialized > 0, lambda: None,
+                lambda: self._initialize(polar, spectra, seed))
+        corr = self._correlation(spectra, self.template)
+        weights = self._weights(corr)
         energy = (tf.reduce_sum(tf.square(polar) * self._area, axis=[1, 2])
                   + tf.reduce_sum(tf.square(self.template) * self._area))
         residual = energy - 2.0 * tf.reduce_sum(weights * corr, axis=-1)  # E_w ||x - T_s||²
         mu = self.momentum
         self.template.assign((1 - mu) * self.template
-                             + mu * tf.reduce_mean(self._aligned(polar, weights), axis=0))
+                             + mu * tf.reduce_mean(self._aligned(spectra, weights), axis=0))
         self.noise_variance.assign((1 - mu) * self.noise_variance
                                    + mu * tf.reduce_mean(residual) / self._total_area)
         return self.angles(weights)
