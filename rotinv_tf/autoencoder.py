@@ -34,7 +34,8 @@ class RotationInvariantAutoencoder(keras.Model):
                  critic_filters: int = 16, angle_distribution: str = "uniform",
                  angle_scale: float = math.pi, seed: int = 0,
                  augment_quarter_turns: bool = False, frame: str = "supervised",
-                 frame_angles: int = 128, frame_momentum: float = 0.1, **kwargs):
+                 frame_angles: int = 128, frame_momentum: float = 0.1, frame_classes: int = 1,
+                 **kwargs):
         """`augment_quarter_turns`: data that carries `observed`/`angle` (full-circle rotations) is
         turned further by a random multiple of 90° on each training step (θ becomes θ + kπ/2), so
         each noisy particle is seen in four poses. Quarter turns move pixels exactly: unlike a
@@ -47,7 +48,8 @@ class RotationInvariantAutoencoder(keras.Model):
 
         `frame="learned"`: each training `image` is an observed particle of unknown angle; the
         frame angle θ of the model's `TemplateFrame` (`frame_angles` polar bins, EM momentum
-        `frame_momentum`) makes `rotate(image, -θ)` its canonical image and θ its angle."""
+        `frame_momentum`, `frame_classes` templates: one per view of a stack holding several)
+        makes `rotate(image, -θ)` its canonical image and θ its angle."""
         if frame not in FRAMES:
             raise ValueError(f"unknown frame {frame!r}; expected one of {FRAMES}")
         super().__init__(**kwargs)
@@ -62,7 +64,9 @@ class RotationInvariantAutoencoder(keras.Model):
         self.frame = frame
         self.frame_angles = frame_angles
         self.frame_momentum = frame_momentum
-        self.template_frame = (TemplateFrame(image_size, frame_angles, frame_momentum)
+        self.frame_classes = frame_classes
+        self.template_frame = (TemplateFrame(image_size, frame_angles, frame_momentum,
+                                             frame_classes)
                                if frame == "learned" else None)
         self.encoder = build_encoder(image_size, latent_dim, filters)
         self.decoder = build_decoder(image_size, latent_dim, filters)
@@ -128,7 +132,7 @@ class RotationInvariantAutoencoder(keras.Model):
         which the network's θ̂ only approximates (benchmarks/results/learned_frame.md)."""
         encoded = self._network_encode(images, training)
         if self.frame == "learned":
-            encoded["angle"] = self.template_frame.assign(images)
+            encoded["angle"] = self.template_frame.assign(images)[0]
         return encoded
 
     def decode(self, content: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -188,7 +192,7 @@ class RotationInvariantAutoencoder(keras.Model):
             if self.augment_quarter_turns:
                 observed, angles = self._quarter_turned(observed, angles)
         else:
-            theta = self.template_frame.assign(images)
+            theta = self.template_frame.assign(images)[0]
             observed, angles = batch["observed"], wrap_angle(batch["angle"] + theta)
         # Derotated about each particle's mean, so the corners a rotation leaves empty take the
         # background's level rather than 0 (the stack's minimum after normalisation).
@@ -303,4 +307,5 @@ class RotationInvariantAutoencoder(keras.Model):
                 "angle_distribution": self.angle_distribution,
                 "angle_scale": self.angle_scale, "seed": self.seed,
                 "augment_quarter_turns": self.augment_quarter_turns, "frame": self.frame,
-                "frame_angles": self.frame_angles, "frame_momentum": self.frame_momentum}
+                "frame_angles": self.frame_angles, "frame_momentum": self.frame_momentum,
+                "frame_classes": self.frame_classes}

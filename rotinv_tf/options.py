@@ -56,6 +56,9 @@ def define_flags() -> None:
                          "learned frame: polar angle bins of the EM template (multiple of 4).")
     flags.DEFINE_float("frame_momentum", d.frame_momentum,
                        "learned frame: EM template update rate per training step.")
+    flags.DEFINE_integer("frame_classes", d.frame_classes,
+                         "learned frame: EM templates, one per view of a stack holding several "
+                         "(as K in RELION 2D classification).", lower_bound=1)
     flags.DEFINE_integer("svae_latent_dim", d.svae_latent_dim, "spatial-VAE content latents.")
     flags.DEFINE_integer("svae_hidden_units", d.svae_hidden_units,
                          "spatial-VAE MLP width (inference and generator; original: 500).")
@@ -146,6 +149,7 @@ def config_from_flags(values: flags.FlagValues) -> TrainConfig:
         angle_scale=math.radians(values.angle_scale_deg),
         augment_quarter_turns=values.augment_quarter_turns, frame=values.frame,
         frame_angles=values.frame_angles, frame_momentum=values.frame_momentum,
+        frame_classes=values.frame_classes,
         svae_latent_dim=values.svae_latent_dim, svae_hidden_units=values.svae_hidden_units,
         svae_num_hidden_layers=values.svae_num_hidden_layers,
         svae_rotation_prior_std=math.radians(values.svae_rotation_prior_std_deg),

@@ -57,6 +57,7 @@ class TrainConfig:
     frame: str = "auto"
     frame_angles: int = 128
     frame_momentum: float = 0.1
+    frame_classes: int = 1
     svae_latent_dim: int = 2
     svae_hidden_units: int = 500
     svae_num_hidden_layers: int = 2
@@ -162,7 +163,8 @@ def build_model(config: TrainConfig, image_size: int) -> keras.Model:
         critic_filters=config.critic_filters, angle_distribution=config.angle_distribution,
         angle_scale=config.angle_scale, seed=config.seed,
         augment_quarter_turns=config.augment_quarter_turns, frame=resolved_frame(config),
-        frame_angles=config.frame_angles, frame_momentum=config.frame_momentum)
+        frame_angles=config.frame_angles, frame_momentum=config.frame_momentum,
+        frame_classes=config.frame_classes)
     model.compile(
         generator_optimizer=adam(config.learning_rate),
         critic_optimizer=adam(config.critic_learning_rate),

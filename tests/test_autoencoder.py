@@ -53,6 +53,14 @@ def test_critic_width_is_set_apart_from_the_encoder_and_decoder():
     assert restored.critic.count_params() == model.critic.count_params()
 
 
+def test_learned_frame_settings_survive_the_config():
+    model = RotationInvariantAutoencoder(16, 8, filters=8, frame="learned", frame_angles=32,
+                                         frame_classes=3)
+    restored = RotationInvariantAutoencoder.from_config(model.get_config())
+    assert restored.template_frame.template.shape[0] == 3
+    assert (restored.frame_angles, restored.frame_classes) == (32, 3)
+
+
 def test_odd_image_size_is_rejected():
     with pytest.raises(ValueError, match="even"):
         RotationInvariantAutoencoder(27)

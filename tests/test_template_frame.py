@@ -11,18 +11,22 @@ from rotinv_tf.pose.template_frame import TemplateFrame
 SIZE = 24
 
 
-def _asymmetric_image() -> np.ndarray:
+BLOBS = ((8, 9, 2.5), (14, 16, 3.0), (15, 7, 1.5))
+OTHER_VIEW = ((11, 5, 2.0), (12, 12, 4.0), (6, 15, 1.5), (18, 12, 1.5))
+
+
+def _asymmetric_image(blobs=BLOBS) -> np.ndarray:
     yy, xx = np.mgrid[:SIZE, :SIZE].astype(np.float32)
     image = np.zeros((SIZE, SIZE), np.float32)
-    for cy, cx, width in ((8, 9, 2.5), (14, 16, 3.0), (15, 7, 1.5)):
+    for cy, cx, width in blobs:
         image += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * width**2))
     return image[..., None]
 
 
-def _rotated_copies(count: int, noise: float, seed: int = 0):
+def _rotated_copies(count: int, noise: float, seed: int = 0, blobs=BLOBS):
     rng = np.random.default_rng(seed)
     angles = rng.uniform(-np.pi, np.pi, count).astype(np.float32)
-    images = rotate(np.repeat(_asymmetric_image()[None], count, axis=0), angles).numpy()
+    images = rotate(np.repeat(_asymmetric_image(blobs)[None], count, axis=0), angles).numpy()
     return images + noise * rng.standard_normal(images.shape).astype(np.float32), angles
 
 
@@ -36,11 +40,11 @@ def test_em_recovers_relative_angles(noise):
     images, angles = _rotated_copies(256, noise)
     frame = TemplateFrame(SIZE, num_angles=64, momentum=0.2)
     seed = keras.random.SeedGenerator(0)
-    untrained = frame.assign(images).numpy()
+    untrained = frame.assign(images)[0].numpy()
     for _ in range(4):
         for start in range(0, len(images), 64):
             frame.update(images[start:start + 64], seed)
-    error = _error_deg(angles, frame.assign(images).numpy())
+    error = _error_deg(angles, frame.assign(images)[0].numpy())
     assert np.median(error) < 3.0
     assert error.max() < 15.0
     assert _error_deg(angles, untrained).mean() > 20.0  # the frame was learned, not given
@@ -54,9 +58,31 @@ def test_rotated_copy_moves_the_frame_angle_by_the_rotation():
     for _ in range(10):
         frame.update(images, seed)
     turn = np.float32(1.0)  # radians, not a multiple of the bin width
-    moved = frame.assign(rotate(images, np.full(len(images), turn))).numpy()
-    difference = np.angle(np.exp(1j * (moved - frame.assign(images).numpy())))
+    moved = frame.assign(rotate(images, np.full(len(images), turn)))[0].numpy()
+    difference = np.angle(np.exp(1j * (moved - frame.assign(images)[0].numpy())))
     assert np.median(np.abs(difference - turn)) < np.radians(3.0)
+
+
+def test_two_views_get_a_template_and_a_frame_each():
+    first, first_angles = _rotated_copies(128, 0.3, seed=2)
+    second, second_angles = _rotated_copies(128, 0.3, seed=3, blobs=OTHER_VIEW)
+    order = np.random.default_rng(4).permutation(256)
+    images = np.concatenate([first, second])[order]
+    angles = np.concatenate([first_angles, second_angles])[order]
+    views = np.repeat([0, 1], 128)[order]
+    frame = TemplateFrame(SIZE, num_angles=64, momentum=0.2, num_classes=2)
+    seed = keras.random.SeedGenerator(5)
+    for _ in range(6):
+        for start in range(0, len(images), 64):
+            frame.update(images[start:start + 64], seed)
+    predicted, classes = (t.numpy() for t in frame.assign(images))
+    # Each view is one class (either labelling), and within it the angles agree up to its offset.
+    agreement = np.mean(classes == views)
+    assert max(agreement, 1 - agreement) > 0.97
+    for view in (0, 1):
+        member = views == view
+        assert np.median(_error_deg(angles[member], predicted[member])) < 3.0
+    assert np.all(frame.class_mass.numpy() > 0.3)
 
 
 def test_bad_settings():
@@ -64,13 +90,15 @@ def test_bad_settings():
         TemplateFrame(SIZE, num_angles=30)
     with pytest.raises(ValueError, match="momentum"):
         TemplateFrame(SIZE, momentum=0.0)
+    with pytest.raises(ValueError, match="num_classes"):
+        TemplateFrame(SIZE, num_classes=0)
 
 
 def test_weights_are_not_trainable_and_are_saved(tmp_path):
     frame = TemplateFrame(SIZE, num_angles=32)
     assert frame.trainable_weights == []
     names = {w.path.split("/")[-1] for w in frame.weights}
-    assert names == {"template", "noise_variance", "initialized"}
+    assert names == {"template", "class_mass", "noise_variance", "initialized"}
     checkpoint = tf.train.Checkpoint(frame=frame)
     saved = checkpoint.write(str(tmp_path / "ckpt"))
     assert any("template" in name for name, _ in tf.train.list_variables(saved))

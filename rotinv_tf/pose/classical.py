@@ -179,11 +179,22 @@ def _expectation_maximisation(polar: PolarSpectra, spectra: tf.Tensor, num_class
         residual = (particle_energy - 2 * tf.reduce_sum(posterior * correlation, axis=[1, 2])
                     + tf.reduce_sum(tf.reduce_sum(posterior, axis=2) * template_energy, axis=1))
         noise = tf.maximum(tf.reduce_mean(residual) / disc_area, _MIN_NOISE_VARIANCE)
-        # E step.
-        logits = ((correlation - template_energy[:, tf.newaxis] / 2) / noise
-                  + log_prior[:, tf.newaxis])
-        posterior = tf.reshape(tf.nn.softmax(tf.reshape(logits, [count, -1])), logits.shape)
+        posterior = class_angle_posterior(correlation, template_energy, noise, log_prior)
     return posterior, correlation, noise
+
+
+def class_angle_posterior(correlation: tf.Tensor, template_energy: tf.Tensor, noise: tf.Tensor,
+                          log_prior: tf.Tensor) -> tf.Tensor:
+    """The E step: posterior [B, K, A] over (template k, angle bin s) of each particle.
+
+    Under white Gaussian noise of per-pixel variance σ² (`noise`), log p(x | k, s) is
+    (corr[b, k, s] - |T_k|²/2) / σ² up to a per-particle constant; `log_prior` [K] adds the class
+    prior. `correlation` [B, K, A] holds the image-plane inner products with each rotated template.
+    """
+    logits = ((correlation - template_energy[:, tf.newaxis] / 2) / noise
+              + log_prior[:, tf.newaxis])
+    flat = tf.nn.softmax(tf.reshape(logits, [tf.shape(logits)[0], -1]))
+    return tf.reshape(flat, tf.shape(logits))
 
 
 def _peak_angles(correlation: tf.Tensor, num_angles: int) -> tf.Tensor:

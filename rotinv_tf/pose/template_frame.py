@@ -4,13 +4,17 @@ The frame is a polar template of the canonical particle, held by the model as no
 and refined on every training step, as expectation-maximisation over in-plane angles:
 
 - E step: each particle's polar image P (`data_pipeline.polar`, where a rotation is a circular shift)
-  is cross-correlated with the template T along the angle axis (FFT); under white Gaussian noise of
-  per-pixel variance σ² the posterior over the angle bins is softmax(corr / σ²).
-- M step: T moves towards the batch mean of the particles aligned by their posteriors (soft
-  assignments, as RELION's 2D classification; hard ones oscillate at low SNR), and σ² towards the
-  posterior-weighted residual.
+  is cross-correlated with each of the K templates T_k along the angle axis (FFT); under white
+  Gaussian noise of per-pixel variance σ² the posterior over (template, angle bin) is
+  `classical.class_angle_posterior` (for K = 1, softmax(corr / σ²)).
+- M step: stochastic EM on the sufficient statistics: each template's running posterior mass N_k
+  and posterior-weighted sum of aligned particles move towards the batch's by `momentum`, and
+  T_k is their ratio (soft assignments, as RELION's 2D classification; hard ones oscillate at low
+  SNR); σ² moves towards the posterior-weighted residual.
 
-A particle's frame angle θ is the circular mean of its posterior: the rotation with
+Several templates (`num_classes`, one per view of a stack that holds several) give each view its
+own frame; a particle's class is its most probable template, and its frame angle θ the circular
+mean of its posterior over that template's angle bins: the rotation with
 `particle = rotate(canonical, θ)` (`data_pipeline.rotation`'s convention). The network learns to
 predict θ from the particle (and θ + α from the particle rotated by α), so the frame generalises
 to new particles; the template itself is only a training device. Which way the template points is
@@ -23,22 +27,27 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rotinv_tf.pose.classical import PolarSpectra
+from rotinv_tf.pose.classical import PolarSpectra, class_angle_posterior
+
+_INITIAL_ROUNDS = 8  # batch EM rounds on the first training batch (`TemplateFrame._initialize`)
 
 
 class TemplateFrame(keras.layers.Layer):
-    """The online-EM frame: `assign(images)` -> posterior angles; `update(...)` the M step."""
+    """The online-EM frame: `assign(images)` -> (angles, classes); `update(...)` the EM step."""
 
     def __init__(self, image_size: int, num_angles: int = 128, momentum: float = 0.1,
-                 **kwargs):
+                 num_classes: int = 1, **kwargs):
         super().__init__(**kwargs)
         if num_angles < 8 or num_angles % 4:
             raise ValueError(f"num_angles must be a multiple of 4 >= 8, got {num_angles}")
         if not 0.0 < momentum <= 1.0:
             raise ValueError(f"momentum must be in (0, 1], got {momentum}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.image_size = image_size
         self.num_angles = num_angles
         self.momentum = momentum
+        self.num_classes = num_classes
         # The polar grid and its ring areas, as the classical baselines use them (radii from 1 px).
         grid = PolarSpectra(image_size, num_angles, min_radius=1.0)
         self.resampler = grid.resampler
@@ -48,9 +57,11 @@ class TemplateFrame(keras.layers.Layer):
         phi = 2 * np.pi * np.arange(num_angles) / num_angles
         self._cos, self._sin = tf.constant(np.cos(phi), tf.float32), tf.constant(np.sin(phi),
                                                                                   tf.float32)
-        shape = (len(radii), num_angles)
+        shape = (num_classes, len(radii), num_angles)
         self.template = self.add_weight(shape=shape, initializer="zeros", trainable=False,
                                         name="template")
+        self.class_mass = self.add_weight(shape=(num_classes,), initializer="ones",
+                                          trainable=False, name="class_mass")
         self.noise_variance = self.add_weight(shape=(), initializer="ones", trainable=False,
                                               name="noise_variance")
         self.initialized = self.add_weight(shape=(), initializer="zeros", trainable=False,
@@ -60,43 +71,88 @@ class TemplateFrame(keras.layers.Layer):
         """Images [B, N, N, 1] -> polar images [B, R, A] (float32)."""
         return self.resampler(tf.cast(images, tf.float32))
 
-    def _correlation(self, spectra: tf.Tensor, template: tf.Tensor) -> tf.Tensor:
-        """corr[b, s] = Σ area_r P_b(r, a) T(r, a - s): the image-plane inner product of particle b
-        (angular spectra `rfft(P)` [B, R, F]) with the template rotated by s angle bins."""
-        spectrum = spectra * tf.math.conj(tf.signal.rfft(template))[None]
-        weighted = tf.reduce_sum(spectrum * tf.cast(self._area, tf.complex64)[None], axis=1)
-        return tf.signal.irfft(weighted, fft_length=[self.num_angles])
-
-    def _aligned(self, spectra: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
-        """Σ_s w_b(s) P_b(r, a + s): each particle turned back by its posterior [B, R, A]."""
-        spectrum = spectra * tf.math.conj(tf.signal.rfft(weights))[:, None, :]
+    def _correlation(self, spectra: tf.Tensor) -> tf.Tensor:
+        """corr[b, k, s] = Σ area_r P_b(r, a) T_k(r, a - s): the image-plane inner product of
+        particle b (angular spectra `rfft(P)` [B, R, F]) with template k rotated by s bins."""
+        weighted = spectra * tf.cast(self._area, tf.complex64)[None]
+        spectrum = tf.einsum("brf,krf->bkf", weighted,
+                             tf.math.conj(tf.signal.rfft(self.template)))
         return tf.signal.irfft(spectrum, fft_length=[self.num_angles])
 
-    def _weights(self, corr: tf.Tensor) -> tf.Tensor:
-        """Posterior weights [B, A] over the angle bins from correlations [B, A]."""
-        return tf.nn.softmax(corr / tf.maximum(self.noise_variance, 1e-8), axis=-1)
+    def _aligned(self, spectra: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+        """Σ_s w_b(k, s) P_b(r, a + s): each particle turned back by its posterior [B, K, R, A]."""
+        spectrum = spectra[:, None] * tf.math.conj(tf.signal.rfft(weights))[:, :, None, :]
+        return tf.signal.irfft(spectrum, fft_length=[self.num_angles])
 
-    def angles(self, weights: tf.Tensor) -> tf.Tensor:
-        """Circular mean angle [B] (radians, (-π, π]) of posterior weights [B, A]."""
-        return tf.atan2(tf.reduce_sum(weights * self._sin, axis=-1),
-                        tf.reduce_sum(weights * self._cos, axis=-1))
+    def _template_energy(self) -> tf.Tensor:
+        """|T_k|² over the disc, [K]."""
+        return tf.reduce_sum(tf.square(self.template) * self._area, axis=[1, 2])
 
-    def assign(self, images: tf.Tensor) -> tf.Tensor:
-        """Frame angles [B] of normalised images [B, N, N, 1] (E step only; no update)."""
-        spectra = tf.signal.rfft(self.polar(images))
-        return self.angles(self._weights(self._correlation(spectra, self.template)))
+    def _posterior(self, corr: tf.Tensor) -> tf.Tensor:
+        """Posterior weights [B, K, A] over (template, angle bin) from correlations [B, K, A]."""
+        log_prior = tf.math.log(tf.maximum(self.class_mass / tf.reduce_sum(self.class_mass),
+                                           1e-12))
+        return class_angle_posterior(corr, self._template_energy(),
+                                     tf.maximum(self.noise_variance, 1e-8), log_prior)
+
+    def angles(self, weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Posterior weights [B, K, A] -> (circular mean angle [B] (radians, (-π, π]) within each
+        particle's most probable class, that class [B] int32)."""
+        classes = tf.argmax(tf.reduce_sum(weights, axis=2), axis=1, output_type=tf.int32)
+        within = tf.gather(weights, classes, batch_dims=1)  # [B, A]
+        angle = tf.atan2(tf.reduce_sum(within * self._sin, axis=-1),
+                         tf.reduce_sum(within * self._cos, axis=-1))
+        return angle, classes
+
+    def assign(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(frame angles [B], classes [B]) of normalised images [B, N, N, 1] (E step only)."""
+        return self.angles(self._posterior(self._correlation(tf.signal.rfft(self.polar(images)))))
+
+    def _accumulate(self, spectra: tf.Tensor, weights: tf.Tensor, rate: float | tf.Tensor) -> None:
+        """M step: running class masses and posterior-weighted sums move towards the batch's by
+        `rate`; each template is their ratio."""
+        batch_mass = tf.reduce_mean(tf.reduce_sum(weights, axis=2), axis=0)  # [K]
+        batch_sum = tf.reduce_mean(self._aligned(spectra, weights), axis=0)  # [K, R, A]
+        old_sum = self.class_mass[:, None, None] * self.template
+        mass = (1 - rate) * self.class_mass + rate * batch_mass
+        self.template.assign(((1 - rate) * old_sum + rate * batch_sum)
+                             / tf.maximum(mass, 1e-12)[:, None, None])
+        self.class_mass.assign(mass)
 
     def _initialize(self, polar: tf.Tensor, spectra: tf.Tensor,
                     seed: keras.random.SeedGenerator) -> None:
-        """First batch: the template is the mean of the particles turned by random angle bins, and
-        σ² their pixel variance, so the first posteriors are soft and symmetry breaks gently."""
-        bins = keras.random.randint([tf.shape(polar)[0]], 0, self.num_angles, seed=seed)
-        weights = tf.one_hot(bins, self.num_angles)
-        self.template.assign(tf.reduce_mean(self._aligned(spectra, weights), axis=0))
+        """First batch: each template starts as the mean of the particles given it at random,
+        turned by random angle bins, with σ² their pixel variance, so the first posteriors are
+        soft and symmetry breaks gently. With several templates, then `_INITIAL_ROUNDS` rounds of
+        batch EM on this batch: online steps from the random start can let one template take
+        every particle (seen with two views: class masses 0.998 / 0.002), batch EM rounds first
+        let the templates part. (One template needs none: benchmarks/results/learned_frame.md.)"""
+        cells = keras.random.randint([tf.shape(polar)[0]], 0, self.num_classes * self.num_angles,
+                                     seed=seed)
+        weights = tf.reshape(tf.one_hot(cells, self.num_classes * self.num_angles),
+                             [-1, self.num_classes, self.num_angles])
+        self._accumulate(spectra, weights, rate=1.0)
         centred = polar - tf.reduce_mean(polar, axis=0, keepdims=True)
         self.noise_variance.assign(tf.reduce_sum(tf.reduce_mean(tf.square(centred), axis=0)
                                                  * self._area) / self._total_area)
+        for _ in range(_INITIAL_ROUNDS if self.num_classes > 1 else 0):
+            self._em_step(polar, spectra, rate=1.0)
         self.initialized.assign(1.0)
+
+    def _em_step(self, polar: tf.Tensor, spectra: tf.Tensor, rate: float) -> tf.Tensor:
+        """E step against the current templates, then the M step at `rate`; returns the
+        posterior [B, K, A] of the E step."""
+        corr = self._correlation(spectra)
+        weights = self._posterior(corr)
+        # E_w ||x - T_{k,s}||² per particle.
+        residual = (tf.reduce_sum(tf.square(polar) * self._area, axis=[1, 2])
+                    - 2.0 * tf.reduce_sum(weights * corr, axis=[1, 2])
+                    + tf.reduce_sum(tf.reduce_sum(weights, axis=2) * self._template_energy(),
+                                    axis=1))
+        self._accumulate(spectra, weights, rate)
+        self.noise_variance.assign((1 - rate) * self.noise_variance
+                                   + rate * tf.reduce_mean(residual) / self._total_area)
+        return weights
 
     def update(self, images: tf.Tensor, seed: keras.random.SeedGenerator) -> tf.Tensor:
         """One EM step on a training batch; returns its frame angles [B] (before the update)."""
@@ -104,19 +160,9 @@ class TemplateFrame(keras.layers.Layer):
         spectra = tf.signal.rfft(polar)  # once per step: the E and the M step both use it
         tf.cond(self.initialized > 0, lambda: None,
                 lambda: self._initialize(polar, spectra, seed))
-        corr = self._correlation(spectra, self.template)
-        weights = self._weights(corr)
-        energy = (tf.reduce_sum(tf.square(polar) * self._area, axis=[1, 2])
-                  + tf.reduce_sum(tf.square(self.template) * self._area))
-        residual = energy - 2.0 * tf.reduce_sum(weights * corr, axis=-1)  # E_w ||x - T_s||²
-        mu = self.momentum
-        self.template.assign((1 - mu) * self.template
-                             + mu * tf.reduce_mean(self._aligned(spectra, weights), axis=0))
-        self.noise_variance.assign((1 - mu) * self.noise_variance
-                                   + mu * tf.reduce_mean(residual) / self._total_area)
-        return self.angles(weights)
+        return self.angles(self._em_step(polar, spectra, self.momentum))[0]
 
     def get_config(self) -> dict:
         return {**super().get_config(), "image_size": self.image_size,
-                "num_angles": self.num_angles, "momentum": self.momentum}
-
+                "num_angles": self.num_angles, "momentum": self.momentum,
+                "num_classes": self.num_classes}
