@@ -11,93 +11,69 @@ Writes, each atomically (all three renamed into place only when everything succe
 Image i has conformation i % num_conformations.
 """
 import contextlib
+import dataclasses
 import math
 import os
 
 import numpy as np
 from absl import flags
 
-from data_pipeline import cli, simulator as sim
+from data_pipeline import cli, settings, simulator as sim
 from data_pipeline.atomic import atomic_path
+from data_pipeline.formats import star
 from data_pipeline.formats.mrc import StackWriter
-from data_pipeline.formats.star import StarBlock, angle_to_psi_degrees, write_star
+from data_pipeline.settings import SimulationConfig, define_flags, from_flags
 
 PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star"
 CHUNK = 1000
-_DEFAULTS = sim.SimulationConfig()
+# One stack of all images: the train/test split settings do not apply.
+_SPLIT_SETTINGS = ("images_per_conformation", "test_conformations")
 
 flags.DEFINE_string("output_dir", None, "Folder for particles.mrcs, canonical.mrcs and "
                     "particles.star.")
 flags.DEFINE_integer("num_images", None, "Number of particles.", lower_bound=1)
-flags.DEFINE_float("snr", _DEFAULTS.snr, "Signal variance / noise variance of each image.")
-flags.DEFINE_integer("image_size", _DEFAULTS.image_size, "Box size N (images are N x N).")
-flags.DEFINE_float("pixel_size", None, "Pixel size in Å (default: the molecule spans 65% of "
-                   "the box).")
-flags.DEFINE_integer("seed", _DEFAULTS.seed, "Random seed; same seed, same files.", lower_bound=0)
-flags.DEFINE_enum("angle_distribution", _DEFAULTS.angle_distribution, sim.ANGLE_DISTRIBUTIONS,
-                  "In-plane angles: uniform over (-π, π], or normal N(0, angle_std²).")
-flags.DEFINE_float("angle_std", _DEFAULTS.angle_std, "Std of normal angles, radians.")
-flags.DEFINE_float("max_shift", _DEFAULTS.max_shift, "Random shift per axis, up to this many "
-                   "pixels.")
-flags.DEFINE_bool("ctf", _DEFAULTS.ctf, "Apply a CTF (300 kV, Cs 2.7 mm, 10% amplitude contrast "
-                  "by default).")
-flags.DEFINE_float("defocus_min", _DEFAULTS.defocus_min, "Smallest defocus, µm.")
-flags.DEFINE_float("defocus_max", _DEFAULTS.defocus_max, "Largest defocus, µm.")
-flags.DEFINE_float("voltage", _DEFAULTS.voltage, "Accelerating voltage, kV.")
-flags.DEFINE_float("spherical_aberration", _DEFAULTS.spherical_aberration, "Cs, mm.")
-flags.DEFINE_float("amplitude_contrast", _DEFAULTS.amplitude_contrast, "Amplitude contrast.")
-flags.DEFINE_string("atomic_model", None, "PDB/mmCIF file to project instead of the built-in "
-                    "molecule (needs gemmi).")
-flags.DEFINE_string("density_map", None, "MRC density map to project instead of the built-in "
-                    "molecule.")
-flags.DEFINE_integer("num_conformations", _DEFAULTS.num_conformations,
-                     "Conformations along the hinge (the built-in molecule only).", lower_bound=1)
+define_flags(SimulationConfig, exclude=_SPLIT_SETTINGS)
+flags.adopt_module_key_flags(settings)  # --helpshort lists them
 flags.mark_flags_as_required(["output_dir", "num_images"])
 FLAGS = flags.FLAGS
 
 
-def config_from_flags() -> sim.SimulationConfig:
+def config_from_flags() -> SimulationConfig:
     """The SimulationConfig the flags describe (no train/test split: one stack of all images)."""
-    settings = {name: FLAGS[name].value for name in (
-        "snr", "image_size", "pixel_size", "seed", "angle_distribution", "angle_std", "max_shift",
-        "ctf", "defocus_min", "defocus_max", "voltage", "spherical_aberration",
-        "amplitude_contrast", "atomic_model", "density_map", "num_conformations")}
-    per_conformation = math.ceil(FLAGS.num_images / FLAGS.num_conformations)
     try:
-        return sim.SimulationConfig(**settings, test_conformations=0,
-                                    images_per_conformation=per_conformation)
+        config = from_flags(SimulationConfig, FLAGS, exclude=_SPLIT_SETTINGS)
+        return dataclasses.replace(
+            config, test_conformations=0,
+            images_per_conformation=math.ceil(FLAGS.num_images / config.num_conformations))
     except ValueError as e:
         raise flags.ValidationError(str(e)) from e
 
 
-def star_blocks(config: sim.SimulationConfig, pixel_size: float, chunks: list[dict]
-                ) -> dict[str, StarBlock]:
+def star_blocks(config: SimulationConfig, pixel_size: float, chunks: list[dict]
+                ) -> dict[str, star.StarBlock]:
     """The optics and particles blocks for the simulated images."""
-    optics = StarBlock(
-        columns=["rlnOpticsGroup", "rlnOpticsGroupName", "rlnVoltage", "rlnSphericalAberration",
-                 "rlnAmplitudeContrast", "rlnImagePixelSize", "rlnImageSize",
-                 "rlnImageDimensionality"],
-        rows=[["1", "opticsGroup1", f"{config.voltage:g}", f"{config.spherical_aberration:g}",
-               f"{config.amplitude_contrast:g}", f"{pixel_size:.6f}", str(config.image_size), "2"]])
-    columns = ["rlnImageName", "rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst",
-               "rlnClassNumber", "rlnOpticsGroup"]
+    optics = star.optics_block(pixel_size, config.image_size, config.voltage,
+                               config.spherical_aberration, config.amplitude_contrast)
+    columns = [star.IMAGE_NAME, star.ANGLE_PSI, "rlnOriginXAngst", "rlnOriginYAngst",
+               "rlnClassNumber", star.OPTICS_GROUP]
     if config.ctf:
         columns += ["rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"]
     rows = []
     for chunk in chunks:
-        psi = angle_to_psi_degrees(chunk["angle"].astype(np.float64))
+        psi = star.angle_to_psi_degrees(chunk["angle"].astype(np.float64))
         origin = -chunk["shift"].astype(np.float64) * pixel_size
         for i, image_id in enumerate(chunk["id"]):
-            row = [f"{image_id + 1:06d}@{PARTICLES}", f"{psi[i]:.6f}", f"{origin[i, 0]:.6f}",
-                   f"{origin[i, 1]:.6f}", str(chunk["conformation"][i] + 1), "1"]
+            row = [star.image_name(image_id + 1, PARTICLES), f"{psi[i]:.6f}",
+                   f"{origin[i, 0]:.6f}", f"{origin[i, 1]:.6f}",
+                   str(chunk["conformation"][i] + 1), "1"]
             if config.ctf:
                 defocus = f"{chunk['defocus'][i] * 1e4:.2f}"
                 row += [defocus, defocus, "0.0"]
             rows.append(row)
-    return {"optics": optics, "particles": StarBlock(columns=columns, rows=rows)}
+    return {"optics": optics, "particles": star.StarBlock(columns=columns, rows=rows)}
 
 
-def simulate_to(output_dir: str, config: sim.SimulationConfig, num_images: int) -> float:
+def simulate_to(output_dir: str, config: SimulationConfig, num_images: int) -> float:
     """Simulates `num_images` particles into `output_dir`; returns the pixel size (Å)."""
     simulator = sim.Simulator(config)
     size, pixel = config.image_size, simulator.pixel_size
@@ -114,7 +90,7 @@ def simulate_to(output_dir: str, config: sim.SimulationConfig, num_images: int) 
             canonical.write(start, chunk["image"])
             chunks.append({k: chunk[k] for k in ("id", "angle", "shift", "defocus",
                                                    "conformation")})
-        write_star(star_tmp, star_blocks(config, pixel, chunks))
+        star.write_star(star_tmp, star_blocks(config, pixel, chunks))
     return pixel
 
 

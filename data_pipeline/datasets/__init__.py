@@ -17,9 +17,9 @@ import tensorflow_datasets as tfds
 # Importing the builder modules registers them with TFDS.
 from data_pipeline.datasets import five_hdb, mnist_idx, particle_stack, simulated_particles  # noqa: F401
 from data_pipeline.formats import idx
+from data_pipeline.settings import DATASETS, DEFAULT_HOLDOUT_FRACTION
 from data_pipeline.preprocessing import Normalization, load_or_compute_statistics
 
-DATASETS = ("mnist", "fashion_mnist", "five_hdb", "simulated_particles", "particle_stack")
 
 
 def _prepared(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) -> None:
@@ -86,7 +86,7 @@ def _stack(split: str, data_dir: str | None, stack: str | None, star: str | None
 
 def load(name: str, split: str, data_dir: str | None = None, *, mnist_dir: str | None = None,
          manual_dir: str | None = None, stack: str | None = None, star: str | None = None,
-         holdout_fraction: float = particle_stack.DEFAULT_HOLDOUT_FRACTION,
+         holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
          simulation: dict[str, Any] | None = None) -> tuple[tf.data.Dataset, Normalization]:
     """The unbatched `split` of data set `name`, and the normalisation of its training split.
 

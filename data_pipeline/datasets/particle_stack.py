@@ -34,10 +34,10 @@ from data_pipeline.errors import DataError
 from data_pipeline.formats import cryosparc
 from data_pipeline.formats import star as star_format
 from data_pipeline.formats.mrc import open_stack
+from data_pipeline.settings import DEFAULT_HOLDOUT_FRACTION
 
 NAME = "particle_stack"
 SPLITS = ("train", "validation", "test", "all")
-DEFAULT_HOLDOUT_FRACTION = 0.2
 SPLIT_SEED = 0x5EED_57AC  # part of the split's definition: changing it moves held-out particles
 _MASK64 = (1 << 64) - 1
 
@@ -74,17 +74,17 @@ def _psi_from_star(path: str, stack_name: str, count: int
                    ) -> tuple[np.ndarray, np.ndarray, Callable[[int], str]]:
     """(row -> stack position or -1 for other stacks, psi per row, row description)."""
     table = star_format.particles_block(star_format.read_star(path), path)
-    if "rlnAnglePsi" not in table:
+    if star_format.ANGLE_PSI not in table:
         raise DataError(path, "no rlnAnglePsi column (the in-plane angles)")
     try:
-        psi = np.array(table.column("rlnAnglePsi"), dtype=np.float64)
+        psi = np.array(table.column(star_format.ANGLE_PSI), dtype=np.float64)
     except ValueError as e:
         raise DataError(path, f"rlnAnglePsi is not numeric ({e})") from None
-    if "rlnImageName" not in table:
+    if star_format.IMAGE_NAME not in table:
         if len(psi) != count:
             raise DataError(path, f"{len(psi)} particles for {count} images in {stack_name}")
         return np.arange(count), psi, lambda row: f"row {row + 1}"
-    names = table.column("rlnImageName")
+    names = table.column(star_format.IMAGE_NAME)
     positions = np.full(len(names), -1, np.int64)
     for row, name in enumerate(names):
         number, at, file = name.partition("@")
