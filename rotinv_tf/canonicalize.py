@@ -65,6 +65,7 @@ def main(argv: list[str]) -> None:
                                      batch_size=FLAGS.batch_size, resample=FLAGS.resample,
                                      progress=_ProgressBar(), refine=FLAGS.refine,
                                      refine_max_shift=FLAGS.refine_max_shift)
+    print(summary.training)
     print(f"canonicalized {summary.particles} particles in {summary.seconds:.2f} s "
           f"({summary.particles_per_second:.0f} particles/s): {summary.output}, {summary.star}")
 

@@ -44,13 +44,14 @@ from data_pipeline.atomic import atomic_path
 from data_pipeline.errors import DataError
 from data_pipeline.formats import cryosparc
 from data_pipeline.formats.mrc import MrcStack, StackWriter, open_stack
-from data_pipeline.formats.star import (StarBlock, angle_to_psi_degrees, particles_block,
-                                        read_star, write_star)
+from data_pipeline.formats.star import (ANGLE_PSI, IMAGE_NAME, IMAGE_PIXEL_SIZE, IMAGE_SIZE,
+                                       OPTICS_GROUP, StarBlock, angle_to_psi_degrees,
+                                       image_name, optics_block, particles_block, read_star,
+                                       write_star)
+from rotinv_tf.config import describe
 from rotinv_tf.pose.refine import refine_poses
 from rotinv_tf.serving import load_serving_model
 
-IMAGE_NAME = "rlnImageName"
-ANGLE_PSI = "rlnAnglePsi"
 _MAX_LISTED = 20  # bad particle numbers listed in an error message
 _MAX_OPEN = 16  # input stacks memory-mapped at the same time
 REFINE_WINDOW_DEGREES = 10.0
@@ -66,6 +67,7 @@ class CanonicalizeSummary:
     output: str
     star: str
     pixel_size: float
+    training: str  # the model's training data and objective (`rotinv_tf.config.describe`)
 
     @property
     def particles_per_second(self) -> float:
@@ -89,11 +91,6 @@ def fourier_resample(images: np.ndarray, size: int) -> np.ndarray:
         spectrum[:, src_r:src_r + rows, src_c:src_c + cols]
     resampled = np.fft.ifft2(np.fft.ifftshift(out, axes=(1, 2))).real * (size * size / (h * w))
     return resampled.astype(np.float32)
-
-
-def relion_image_name(index: int, stack_path: str) -> str:
-    """RELION's `rlnImageName` for the 1-based `index` in `stack_path`: `000001@stack.mrcs`."""
-    return f"{index:06d}@{stack_path}"
 
 
 class _Particles:
@@ -197,11 +194,8 @@ class _Particles:
                     pixel_size: float) -> dict[str, StarBlock]:
         """The output STAR blocks: the input's, or fresh RELION 3.1 optics + particles blocks."""
         if self.blocks is None:
-            optics = StarBlock(
-                columns=["rlnOpticsGroup", "rlnOpticsGroupName", "rlnImagePixelSize",
-                         "rlnImageSize", "rlnImageDimensionality"],
-                rows=[["1", "opticsGroup1", f"{pixel_size:.6f}", str(size), "2"]])
-            particles = StarBlock(columns=[IMAGE_NAME, ANGLE_PSI, "rlnOpticsGroup"],
+            optics = optics_block(pixel_size, size)
+            particles = StarBlock(columns=[IMAGE_NAME, ANGLE_PSI, OPTICS_GROUP],
                                   rows=[[n, p, "1"] for n, p in zip(image_names, psi)])
             return {"optics": optics, "particles": particles}
         blocks = {name: dataclasses.replace(block, columns=list(block.columns),
@@ -213,12 +207,12 @@ class _Particles:
         optics = blocks.get("optics")
         if size != self.height and optics is not None and optics.loop:
             # Resampled: every optics group's images change size, and their pixels with them.
-            if "rlnImageSize" in optics:
-                optics.set_column("rlnImageSize", [size] * len(optics))
-            if "rlnImagePixelSize" in optics:
-                optics.set_column("rlnImagePixelSize", [
-                    f"{self._number(p, 'rlnImagePixelSize') * self.height / size:.6f}"
-                    for p in optics.column("rlnImagePixelSize")])
+            if IMAGE_SIZE in optics:
+                optics.set_column(IMAGE_SIZE, [size] * len(optics))
+            if IMAGE_PIXEL_SIZE in optics:
+                optics.set_column(IMAGE_PIXEL_SIZE, [
+                    f"{self._number(p, IMAGE_PIXEL_SIZE) * self.height / size:.6f}"
+                    for p in optics.column(IMAGE_PIXEL_SIZE)])
         return blocks
 
     def _number(self, value: str, column: str) -> float:
@@ -282,6 +276,13 @@ def _refine_comment(max_shift: int | None) -> str:
             f"against each particle's canonical image (--refine)")
 
 
+def _training_comment(model) -> str:
+    """The STAR file's comment line on how the model was trained (its saved config)."""
+    if not model.config:
+        return "rotinv_tf: the model's training config was not recorded"
+    return f"rotinv_tf: model {describe(model.config)}"
+
+
 def _frame_comment(metadata: dict) -> str:
     """The STAR file's comment line on the model: which frame its angles are in."""
     frame = metadata.get("frame")
@@ -334,14 +335,16 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
         if bad:
             raise DataError(particles.path, _nonfinite_message(bad))
         stack_name = os.path.relpath(output, os.path.dirname(star))
-        names = [relion_image_name(i, stack_name) for i in range(1, n + 1)]
+        names = [image_name(i, stack_name) for i in range(1, n + 1)]
         psi = [f"{p:.6f}" for p in angle_to_psi_degrees(angles)]
         blocks = particles.star_blocks(names, psi, size, pixel_size)
         if refine_max_shift:
             table = particles_block(blocks)
             for column, values in zip(("rlnOriginXAngst", "rlnOriginYAngst"), shifts.T):
                 table.set_column(column, [f"{-v * pixel_size:.6f}" for v in values])
-        write_star(star_tmp, blocks, comments=[_frame_comment(model.metadata),
+        training = _training_comment(model)
+        write_star(star_tmp, blocks, comments=[_frame_comment(model.metadata), training,
                                                _refine_comment(refine_max_shift)])
     return CanonicalizeSummary(particles=n, seconds=time.perf_counter() - start_time,
-                               output=output, star=star, pixel_size=pixel_size)
+                               output=output, star=star, pixel_size=pixel_size,
+                               training=training.removeprefix("rotinv_tf: "))
