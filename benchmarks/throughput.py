@@ -4,9 +4,9 @@
         [--widths=32:16,16:16] [--data_dir=...] [--output=benchmarks/results/throughput.md]
 
 Every number is the median images/s over `--windows` timed windows, after warm-up:
-1. the input pipeline alone: `input_fn.train_input('simulated_particles', ...)` without the cache,
-   so every window reads, parses and normalises TFRecords (TFDS builds a small simulated set once
-   in --data_dir, a temporary folder by default);
+1. the input pipeline alone: the simulated set's TFRecords read, normalised and batched as
+   `input_fn` does before its cache is filled, so every window reads and parses TFRecords (TFDS
+   builds a small simulated set once in --data_dir, a temporary folder by default);
 2. the full training step of `RotationInvariantAutoencoder` (on-device rotation, encoder, decoder,
    the three generator losses, the critic update every 4th step), built and compiled by
    `rotinv_tf.training.build_model` as a real run is, at 28x28 and 40x40 on one in-memory batch,
@@ -33,10 +33,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from data_pipeline import cli, input_fn  # noqa: E402
+from data_pipeline import cli, datasets  # noqa: E402
 from data_pipeline.atomic import write_text  # noqa: E402
 from data_pipeline.preprocessing import Normalization  # noqa: E402
 from rotinv_tf import training  # noqa: E402
+from rotinv_tf.config import Config  # noqa: E402
 from rotinv_tf.export import export_saved_model  # noqa: E402
 
 # The authors' PyTorch implementation on this 2-core machine (torch 2.13 CPU, 2 threads), images/s.
@@ -51,8 +52,8 @@ flags.DEFINE_integer("batch_size", 256, "Training batch size.")
 flags.DEFINE_integer("inference_batch_size", 1024, "SavedModel inference batch size.")
 flags.DEFINE_integer("latent_dim", 32, "Latent size (the paper's).")
 flags.DEFINE_list("widths", ["32:16", "16:16"],
-                  "Network widths to time, each FILTERS:CRITIC_FILTERS (TrainConfig.filters and "
-                  ".critic_filters); the first gets every mode, the others tf.function only.")
+                  "Network widths to time, each FILTERS:CRITIC_FILTERS (--filters and "
+                  "--critic_filters); the first gets every mode, the others tf.function only.")
 flags.DEFINE_integer("steps", 8, "Training steps per timed window (tf.function and XLA).")
 flags.DEFINE_integer("eager_steps", 4, "Training steps per timed window when eager.")
 flags.DEFINE_integer("windows", 5, "Timed windows per row; the median is reported.")
@@ -95,15 +96,18 @@ def _row(what: str, setting: str, size: int, batch: int, rates: list[float], ste
 
 
 def bench_input_pipeline(data_dir: str, size: int, batch: int, windows: int, quick: bool) -> dict:
-    """Batches/s of the uncached training pipeline on a small simulated set (built once)."""
+    """Batches/s of reading and batching the TFRecords of a small simulated set (built once), as
+    the training pipeline's first epoch does before its in-memory cache is filled."""
     per_conformation = 100 if quick else 500
     simulation = {"image_size": size, "num_conformations": 10,
                   "images_per_conformation": per_conformation, "test_conformations": 2}
-    dataset, _ = input_fn.train_input("simulated_particles", batch, data_dir=data_dir,
-                                      cache=False, simulation=simulation)
-    iterator = iter(dataset.repeat())
+    dataset, normalization = datasets.load("simulated_particles", "train", data_dir,
+                                           simulation=simulation)
+    dataset = dataset.map(lambda e: normalization.normalize(e["image"]),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+    iterator = iter(dataset.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE).repeat())
     calls = max(1, 8 * per_conformation // batch)  # about one pass over the 8 training classes
-    rates = timed_rate(lambda: next(iterator)["image"], batch, calls, windows, warmup_calls=calls)
+    rates = timed_rate(lambda: next(iterator), batch, calls, windows, warmup_calls=calls)
     return _row("input pipeline (TFRecords, uncached)", "tf.data AUTOTUNE", size, batch, rates,
                 calls)
 
@@ -125,9 +129,9 @@ def _width_text(width: tuple[int, int]) -> str:
 
 def _train_model(size: int, mode: str, precision: str, width: tuple[int, int]) -> keras.Model:
     keras.mixed_precision.set_global_policy(precision)
-    config = training.TrainConfig(latent_dim=FLAGS.latent_dim, filters=width[0],
-                                  critic_filters=width[1], jit_compile=mode == "xla",
-                                  mixed_precision=precision)
+    config = Config().replace(latent_dim=FLAGS.latent_dim, filters=width[0],
+                              critic_filters=width[1], jit_compile=mode == "xla",
+                              mixed_precision=precision)
     model = training.build_model(config, size)
     model.run_eagerly = mode == "eager"
     return model
@@ -142,7 +146,7 @@ def bench_train_step(size: int, mode: str, precision: str, width: tuple[int, int
     iterator = iter(tf.data.Dataset.from_tensors({"image": images}).repeat())
     model.make_train_function()
     train_function = model.train_function
-    ratio = model.generator_steps_per_critic_step
+    ratio = model.settings.generator_steps_per_critic_step
     steps = max(ratio, steps - steps % ratio)
 
     def step():
