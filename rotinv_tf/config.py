@@ -214,8 +214,13 @@ class Config:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        """The inverse of `dataclasses.asdict` (ValueError for unknown settings)."""
+        return settings.from_dict(cls, values)
+
+    @classmethod
     def from_json(cls, text: str) -> "Config":
-        return settings.from_dict(cls, json.loads(text))
+        return cls.from_dict(json.loads(text))
 
 
 def resolved_frame(config: Config) -> str:

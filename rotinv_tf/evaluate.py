@@ -6,12 +6,12 @@
 The SavedModel's `assets/config.json` (its training run's config) says which data set, and which
 fixed, seeded angles (`eval_angle_seed`, `angle_distribution`, `angle_scale_deg`) rotate it, so
 the inputs are the ones validation saw during training. Data flags given on the command line (or
-in a `--flagfile`) override it; a SavedModel without that file takes the flags alone. Writes metrics.json, per_image.csv and PNG figures into --output_dir (and
-baseline_metrics.json with a baseline, evaluated on the same inputs); see `rotinv_tf.evaluation`.
-Bad input prints one `error: ...` line, exits with status 2 and writes nothing.
+in a `--flagfile`) override it; a SavedModel without that file takes the flags alone (the other
+flags are accepted, so a training flagfile works, but unused). Writes metrics.json,
+per_image.csv and PNG figures into --output_dir (and baseline_metrics.json with a baseline,
+evaluated on the same inputs); see `rotinv_tf.evaluation`. Bad input prints one `error: ...`
+line, exits with status 2 and writes nothing.
 """
-import json
-
 from absl import flags
 
 from data_pipeline import cli, input_fn, settings
@@ -37,8 +37,7 @@ def main(argv: list[str]) -> None:
                                    else [])
     models = [load_serving_model(path) for path in paths]
     try:
-        trained = (configs.Config.from_json(json.dumps(models[0].config))
-                   if models[0].config else None)
+        trained = configs.Config.from_dict(models[0].config) if models[0].config else None
         config = configs.from_flags(FLAGS, base=trained)
         data = config.data
         batches, normalization = input_fn.eval_input(
