@@ -238,12 +238,11 @@ def from_flat(cls: type, values: Mapping[str, Any], base: Any = None, prefix: st
     return cls(**kwargs)
 
 
-def from_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS, base: Any = None,
-               exclude: tuple[str, ...] = ()) -> Any:
+def from_flags(cls: type, flag_values: flags.FlagValues = flags.FLAGS, base: Any = None) -> Any:
     """The settings the parsed flags describe; with `base`, only the flags given on the command
     line (or in a flagfile) replace its values."""
     values = {name: flag_values[name].value for name, _, _ in leaves(cls)
-              if name not in exclude and (base is None or flag_values[name].present)}
+              if base is None or flag_values[name].present}
     return from_flat(cls, values, base)
 
 

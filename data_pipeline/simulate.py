@@ -11,7 +11,6 @@ Writes, each atomically (all three renamed into place only when everything succe
 Image i has conformation i % num_conformations.
 """
 import contextlib
-import dataclasses
 import math
 import os
 
@@ -22,7 +21,7 @@ from data_pipeline import cli, settings, simulator as sim
 from data_pipeline.atomic import atomic_path
 from data_pipeline.formats import star
 from data_pipeline.formats.mrc import StackWriter
-from data_pipeline.settings import SimulationConfig, define_flags, from_flags
+from data_pipeline.settings import SimulationConfig, define_flags, from_flat, leaves
 
 PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star"
 CHUNK = 1000
@@ -40,11 +39,12 @@ FLAGS = flags.FLAGS
 
 def config_from_flags() -> SimulationConfig:
     """The SimulationConfig the flags describe (no train/test split: one stack of all images)."""
+    values = {name: FLAGS[name].value for name, _, _ in leaves(SimulationConfig)
+              if name not in _SPLIT_SETTINGS}
+    per_conformation = math.ceil(FLAGS.num_images / max(FLAGS.num_conformations, 1))
     try:
-        config = from_flags(SimulationConfig, FLAGS, exclude=_SPLIT_SETTINGS)
-        return dataclasses.replace(
-            config, test_conformations=0,
-            images_per_conformation=math.ceil(FLAGS.num_images / config.num_conformations))
+        return from_flat(SimulationConfig, {**values, "test_conformations": 0,
+                                            "images_per_conformation": per_conformation})
     except ValueError as e:
         raise flags.ValidationError(str(e)) from e
 
