@@ -23,7 +23,8 @@ def wrap_angle(angles: tf.Tensor) -> tf.Tensor:
 
 
 def wrap_degrees(degrees: np.ndarray | float) -> np.ndarray | float:
-    """Wraps angles in degrees to (-180, 180] (numpy twin of `wrap_angle`, for files and reports)."""
+    """Wraps angles in degrees to (-180, 180] (numpy twin of `wrap_angle`, for files and
+    reports)."""
     return 180.0 - np.mod(180.0 - np.asarray(degrees, np.float64), 360.0)
 
 

@@ -10,7 +10,8 @@ inside, around the model's contract methods (see docs/architecture.md).
 
 Signatures (input `images`: float32 [batch, H, W, 1], dynamic batch):
 - `serving_default` -> `canonical_image` float32 [batch, H, W, 1] (raw units), `angle` float32 [batch]
-  (radians, CCW positive, `images ≈ rotate(canonical_image, angle)`), `latent` float32 [batch, D].
+  (`data_pipeline/angles.py`: `images ≈ rotate(canonical_image, angle)`), `latent` float32
+  [batch, D].
 - `encode` -> `latent`, `angle`.
 
 `assets/metadata.json` holds the image size and normalisation statistics, so consumers (evaluation,

@@ -14,10 +14,8 @@ Outputs:
   `data_optics` block (pixel size, image size) and a `data_particles` block are written (rows in
   the `.cs` file's order).
 
-Angle convention: the model's angle θ (radians) is counter-clockwise positive as the image is
-displayed (row 0 at the top), with `observed = rotate(canonical, θ)` (`data_pipeline.rotation`).
-`rlnAnglePsi` is θ in degrees with the same sign, wrapped to (-180, 180]: the convention the
-simulator writes its true angles in (`data_pipeline.formats.star.angle_to_psi_degrees`).
+Angles: `data_pipeline/angles.py`; `rlnAnglePsi` is the model's angle in degrees, wrapped to
+(-180, 180] (`star.angle_to_psi_degrees`, as the simulator writes its true angles).
 
 Refinement (`refine=True`, the default): each network angle is refined by a local search
 (`rotinv_tf.pose.refine`, ±`REFINE_WINDOW_DEGREES` in `REFINE_STEP_DEGREES` steps) against the

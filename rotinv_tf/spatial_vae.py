@@ -8,8 +8,7 @@ the observed (rotated) image.
 
 Coordinates are (x, y) with x growing to the right and y growing *up* (row 0 at y = +1), as in the
 reference implementation. Sampling the canonical field at R(θ) p shows it rotated by -θ, so the
-project's angle (`observed = rotate(canonical, angle)`, CCW positive) is -θ: see
-`model_to_project_angle`.
+project's angle (`data_pipeline/angles.py`) is -θ: see `model_to_project_angle`.
 """
 from collections.abc import Mapping
 import math
@@ -35,7 +34,7 @@ def gaussian_kl(mean: tf.Tensor, log_std: tf.Tensor, prior_std: float = 1.0) -> 
 
 
 def model_to_project_angle(theta: tf.Tensor) -> tf.Tensor:
-    """The project's angle (CCW positive, wrapped to (-π, π]) of a generator rotation θ.
+    """The project's angle (`data_pipeline.angles`, wrapped to (-π, π]) of a generator rotation θ.
 
     The generator samples the canonical field at R(θ) p, which displays the canonical image
     rotated by -θ.

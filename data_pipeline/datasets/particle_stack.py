@@ -7,7 +7,7 @@ The stack is read through its memory map a chunk at a time, so it never has to f
 stack, whatever the split) and, with angles, `angle` float32 (radians, via
 `star.psi_degrees_to_angle`), and `image`:
 - with angles, the canonical image `rotate(observed, -angle)`, as for every data set
-  (`observed = rotate(image, angle)`);
+  (`data_pipeline/angles.py`);
 - without them there is no ground truth, so `image` is the observed particle itself (training on it
   reconstructs what it sees, and the statistics of `image` are those of the stack).
 
