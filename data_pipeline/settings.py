@@ -13,7 +13,7 @@ from typing import Any, Iterator, Mapping
 
 from absl import flags
 
-DATASETS = ("simulated_particles", "mnist", "fashion_mnist", "five_hdb", "particle_stack")
+DATASETS = ("mnist", "fashion_mnist", "five_hdb", "simulated_particles", "particle_stack")
 # Data sets read straight from their files on every epoch (never cached in memory).
 STREAMED_DATASETS = ("particle_stack",)
 ANGLE_DISTRIBUTIONS = ("uniform", "normal")
