@@ -116,11 +116,6 @@ class ModelConfig:
     autoencoder: AutoencoderConfig = section(AutoencoderConfig, "ours")
     spatial_vae: SpatialVAEConfig = section(SpatialVAEConfig, "the baseline", prefix="svae_")
 
-    @property
-    def settings(self) -> AutoencoderConfig | SpatialVAEConfig:
-        """The chosen model's settings."""
-        return getattr(self, self.name)
-
 
 @dataclasses.dataclass(frozen=True)
 class ScheduleConfig:
