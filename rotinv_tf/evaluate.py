@@ -53,7 +53,8 @@ def main(argv: list[str]) -> None:
         m = result.metrics
         print(f"{name}: {m['num_images']} images, MSE avg {m['avg_mse']:.5f} worst "
               f"{m['worst_mse']:.5f} (#{m['worst_index']}), angle MAE {m['angle_mae_deg']:.2f}° "
-              f"RMSE {m['angle_rmse_deg']:.2f}°  [{result.saved_model}]")
+              f"RMSE {m['angle_rmse_deg']:.2f}° MSE {m['angle_mse_rad2']:.4f} rad²  "
+              f"[{result.saved_model}]")
     print(f"report: {FLAGS.output_dir}")
 
 

@@ -12,7 +12,8 @@ sees exactly the same inputs.
 Metrics (all computed in `compute_metrics`):
 - `avg_mse`, `median_mse`, `worst_mse`, `worst_index`: per-image mean squared error between the
   canonical ground truth and the decoder output, and the split index of the worst image;
-- `angle_mae_deg`, `angle_rmse_deg`: predicted minus true angle, wrapped to (-180, 180] degrees.
+- `angle_mae_deg`, `angle_rmse_deg`: predicted minus true angle, wrapped to (-180, 180] degrees;
+  `angle_mse_rad2`: the same error's mean square in radians², the paper's angle figure.
 
 Frame alignment: a model whose canonical frame is learned without supervision (spatial-VAE) may
 return the ground truth turned by a constant angle ψ, which the metrics above would count as
@@ -80,6 +81,7 @@ def compute_metrics(index: np.ndarray, true_angle: np.ndarray, predicted_angle: 
         "worst_index": int(np.asarray(index)[worst]),
         "angle_mae_deg": float(np.abs(errors).mean()),
         "angle_rmse_deg": float(np.sqrt(np.square(errors).mean())),
+        "angle_mse_rad2": float(np.square(np.radians(errors)).mean()),
         "num_images": int(mse.size),
     }
 

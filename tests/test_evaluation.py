@@ -38,7 +38,7 @@ CONFIG = f"""# a tiny config in the format of configs/*.cfg
 --batch_size=5
 """
 METRIC_KEYS = {"avg_mse", "worst_mse", "median_mse", "worst_index", "angle_mae_deg",
-               "angle_rmse_deg", "num_images", "dataset", "split", "saved_model",
+               "angle_rmse_deg", "angle_mse_rad2", "num_images", "dataset", "split", "saved_model",
                "eval_angle_seed", "angle_distribution", "angle_scale_deg"}
 
 
@@ -68,6 +68,7 @@ def test_metrics_on_hand_made_predictions():
     assert metrics["worst_index"] == 11  # the first of two equally bad images, by split index
     assert metrics["angle_mae_deg"] == pytest.approx(10.5)
     assert metrics["angle_rmse_deg"] == pytest.approx(math.sqrt((4 + 100 + 900) / 4))
+    assert metrics["angle_mse_rad2"] == pytest.approx((4 + 100 + 900) / 4 * (math.pi / 180) ** 2)
     assert metrics["num_images"] == 4
     with pytest.raises(ValueError, match="no images"):
         evaluation.compute_metrics(index[:0], true[:0], predicted[:0], np.zeros(0))

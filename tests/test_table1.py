@@ -19,7 +19,7 @@ def table1():
 
 def _scores(avg: float, worst: float, mae_deg: float, psi_deg: float = 0.0) -> dict:
     row = {"avg_mse": avg, "worst_mse": worst, "median_mse": avg / 2, "angle_mae_deg": mae_deg,
-           "angle_mae_rad": mae_deg * 3.141592653589793 / 180, "num_images": 100}
+           "angle_mse_rad2": (mae_deg * 3.141592653589793 / 180) ** 2, "num_images": 100}
     return {"raw": row, "aligned": {**row, "frame_rotation_deg": psi_deg}}
 
 
