@@ -7,14 +7,16 @@
 The training flagfile says which data set, and which fixed, seeded angles (`eval_angle_seed`,
 `angle_distribution`, `angle_scale_deg`) rotate it, so the inputs are the ones validation saw
 during training. Writes metrics.json, per_image.csv and PNG figures into --output_dir (and
-baseline_metrics.json with a baseline, evaluated on the same inputs); see `rotinv_tf.evaluation`.
+baseline_metrics.json with a baseline, evaluated on the same inputs, and mean_image_metrics.json for
+the trivial baseline that always answers the mean training image); see `rotinv_tf.evaluation`.
 Bad input prints one `error: ...` line, exits with status 2 and writes nothing.
 """
 import math
 
 from absl import flags
 
-from data_pipeline import cli, input_fn
+from data_pipeline import cli, datasets, input_fn
+from data_pipeline.preprocessing import mean_image
 from rotinv_tf import evaluation, options
 from rotinv_tf.serving import load_serving_model
 
@@ -35,21 +37,26 @@ def main(argv: list[str]) -> None:
     paths = [FLAGS.saved_model] + ([FLAGS.baseline_saved_model] if FLAGS.baseline_saved_model
                                    else [])
     models = [load_serving_model(path) for path in paths]
+    data_options = options.dataset_options(FLAGS)
     try:
         batches, normalization = input_fn.eval_input(
             FLAGS.dataset, FLAGS.batch_size, split=FLAGS.split, data_dir=FLAGS.data_dir,
             angle_seed=FLAGS.eval_angle_seed, angle_distribution=FLAGS.angle_distribution,
-            angle_scale=math.radians(FLAGS.angle_scale_deg), **options.dataset_options(FLAGS))
+            angle_scale=math.radians(FLAGS.angle_scale_deg), **data_options)
+        train, _ = datasets.load(FLAGS.dataset, "train", FLAGS.data_dir, **data_options)
     except ValueError as e:  # settings that name no data: unknown split, missing folder...
         cli.fail(str(e).strip().splitlines()[0])
+    models.append(evaluation.MeanImageModel(mean_image(train.map(lambda e: e["image"]))))
     results = evaluation.evaluate_models(models, batches.as_numpy_iterator(), normalization)
+    trivial = results.pop()
     context = {"dataset": FLAGS.dataset, "split": FLAGS.split,
                "eval_angle_seed": FLAGS.eval_angle_seed,
                "angle_distribution": FLAGS.angle_distribution,
                "angle_scale_deg": FLAGS.angle_scale_deg}
     evaluation.write_report(FLAGS.output_dir, results[0], results[1] if len(results) > 1 else None,
-                            context)
-    for name, result in zip(("ours", "baseline"), results):
+                            context, trivial=trivial)
+    names = ("ours", "baseline")[:len(results)] + ("mean image",)
+    for name, result in zip(names, results + [trivial]):
         m = result.metrics
         print(f"{name}: {m['num_images']} images, MSE avg {m['avg_mse']:.5f} worst "
               f"{m['worst_mse']:.5f} (#{m['worst_index']}), angle MAE {m['angle_mae_deg']:.2f}° "

@@ -14,7 +14,7 @@ import pytest
 
 from tests.contract_models import TemplateMatcher, TinyContractModel, built
 from tests.data_fixtures import smooth_images, write_idx
-from data_pipeline import input_fn
+from data_pipeline import datasets, input_fn
 from data_pipeline.errors import DataError
 from data_pipeline.preprocessing import Normalization
 from data_pipeline.rotation import rotate
@@ -213,7 +213,7 @@ def workspace(tmp_path_factory) -> dict:
     small = built(TinyContractModel(16, latent_dim=4), 16)
     flagfile = root / "tiny.cfg"
     flagfile.write_text(CONFIG + f"--data_dir={data_dir}\n")
-    return {"root": root, "flagfile": str(flagfile), "batches": batches,
+    return {"root": root, "flagfile": str(flagfile), "batches": batches, "data_dir": data_dir,
             "normalization": normalization,
             "ours": export_saved_model(ours, normalization, SIM_SIZE, exports, "ours"),
             "baseline": export_saved_model(baseline, normalization, SIM_SIZE, exports, "svae"),
@@ -262,6 +262,19 @@ def test_cli_writes_the_report(workspace):
     baseline = json.loads((out / "baseline_metrics.json").read_text())
     assert set(baseline) == METRIC_KEYS and baseline["saved_model"] == workspace["baseline"]
     assert baseline["num_images"] == 16 and baseline["avg_mse"] != metrics["avg_mse"]
+
+    # The trivial baseline: the mean training image, angle 0, scored on the same images.
+    trivial = json.loads((out / "mean_image_metrics.json").read_text())
+    assert trivial["saved_model"] == "mean training image" and trivial["num_images"] == 16
+    train, normalization = datasets.load("simulated_particles", "train", workspace["data_dir"],
+                                         simulation=SIMULATION)
+    mean = np.mean([e["image"] for e in train.as_numpy_iterator()], axis=0)
+    truth = np.concatenate([b["image"] for b in workspace["batches"].as_numpy_iterator()])
+    expected_mse = evaluation.per_image_mse(truth, normalization.normalize(mean)[None]).mean()
+    assert trivial["avg_mse"] == pytest.approx(expected_mse, rel=1e-4)
+    assert trivial["angle_mae_deg"] == pytest.approx(np.abs(rows["true_angle_deg"]).mean(),
+                                                     abs=1e-3)
+    assert "mean image: 16 images" in done.stdout
 
     for name in evaluation.FIGURES:
         image = matplotlib.image.imread(str(out / name))
