@@ -191,9 +191,9 @@ def fit_verbosity(stream: TextIO) -> int:
 
 
 def _datasets(config: TrainConfig, global_batch: int):
-    """Training and validation pipelines. A particle stack is streamed from its memory map (not
-    cached in RAM) and validated on its held-out `validation` split; the other data sets keep
-    their `test` split for validation.
+    """Training and validation pipelines: every data set is validated on its `validation` split,
+    so the test split is left for `evaluate`. A particle stack is streamed from its memory map
+    (not cached in RAM).
 
     Several workers shard by data: each reads the same seeded pipeline and keeps its share of
     every global batch (sharding by file fails for a data set of fewer files than workers)."""
@@ -203,7 +203,7 @@ def _datasets(config: TrainConfig, global_batch: int):
         config.dataset, global_batch, data_dir=config.data_dir, seed=config.seed,
         cache=not stack, **options)
     eval_data, _ = input_fn.eval_input(
-        config.dataset, global_batch, split="validation" if stack else "test",
+        config.dataset, global_batch, split="validation",
         data_dir=config.data_dir, angle_seed=config.eval_angle_seed,
         angle_distribution=config.angle_distribution, angle_scale=config.angle_scale, **options)
     sharding = tf.data.Options()
