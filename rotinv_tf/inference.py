@@ -115,8 +115,8 @@ class _Particles:
             self._from_cs(path, shapes)
         else:
             n, _, _, self.pixel_size = self._check_stack(path, shapes)
-            self.stack_ids = np.zeros(n, np.int64)
-            self.indices = np.arange(n, dtype=np.int64)
+            self.count = n  # one stack read in order: nothing kept per particle
+            self.stack_ids = self.indices = None
         if len(shapes) > 1:
             raise DataError(path, f"the stacks hold images of different sizes: "
                             f"{', '.join(f'{h}x{w}' for h, w in sorted(shapes))}")
@@ -173,9 +173,10 @@ class _Particles:
                                 f"{n} images of {stack_path}")
         self.stack_ids = stack_ids
         self.indices = np.array(indices, np.int64)
+        self.count = len(indices)
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return self.count
 
     def _stack(self, stack_id: int) -> MrcStack:
         if stack_id not in self._open:
@@ -187,6 +188,8 @@ class _Particles:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Particles start..stop-1 as float32 [k, h, w], reading contiguous runs in one go."""
+        if self.indices is None:
+            return self._stack(0).read(start, stop)
         ids, idx = self.stack_ids[start:stop], self.indices[start:stop]
         breaks = np.flatnonzero((np.diff(ids) != 0) | (np.diff(idx) != 1)) + 1
         runs = zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(idx)]]))
