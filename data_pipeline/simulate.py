@@ -18,9 +18,8 @@ import numpy as np
 from absl import flags
 
 from data_pipeline import cli, simulator as sim
-from data_pipeline.atomic import atomic_path
 from data_pipeline.formats.mrc import StackWriter
-from data_pipeline.formats.star import StarBlock, angle_to_psi_degrees, write_star
+from data_pipeline.formats.star import StarBlock, StarWriter, angle_to_psi_degrees
 
 PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star"
 CHUNK = 1000
@@ -70,35 +69,41 @@ def config_from_flags() -> sim.SimulationConfig:
         raise flags.ValidationError(str(e)) from e
 
 
-def star_blocks(config: sim.SimulationConfig, pixel_size: float, chunks: list[dict]
-                ) -> dict[str, StarBlock]:
-    """The optics and particles blocks for the simulated images."""
-    optics = StarBlock(
+def optics_block(config: sim.SimulationConfig, pixel_size: float) -> StarBlock:
+    """The STAR file's optics block."""
+    return StarBlock(
         columns=["rlnOpticsGroup", "rlnOpticsGroupName", "rlnVoltage", "rlnSphericalAberration",
                  "rlnAmplitudeContrast", "rlnImagePixelSize", "rlnImageSize",
                  "rlnImageDimensionality"],
         rows=[["1", "opticsGroup1", f"{config.voltage:g}", f"{config.spherical_aberration:g}",
                f"{config.amplitude_contrast:g}", f"{pixel_size:.6f}", str(config.image_size), "2"]])
+
+
+def particle_columns(config: sim.SimulationConfig) -> list[str]:
+    """The columns of the STAR file's particle table."""
     columns = ["rlnImageName", "rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst",
                "rlnClassNumber", "rlnOpticsGroup"]
-    if config.ctf:
-        columns += ["rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"]
+    return columns + (["rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"] if config.ctf else [])
+
+
+def particle_rows(config: sim.SimulationConfig, pixel_size: float, chunk: dict) -> list[list[str]]:
+    """The particle table's rows for one simulated chunk."""
+    psi = angle_to_psi_degrees(chunk["angle"].astype(np.float64))
+    origin = -chunk["shift"].astype(np.float64) * pixel_size
     rows = []
-    for chunk in chunks:
-        psi = angle_to_psi_degrees(chunk["angle"].astype(np.float64))
-        origin = -chunk["shift"].astype(np.float64) * pixel_size
-        for i, image_id in enumerate(chunk["id"]):
-            row = [f"{image_id + 1:06d}@{PARTICLES}", f"{psi[i]:.6f}", f"{origin[i, 0]:.6f}",
-                   f"{origin[i, 1]:.6f}", str(chunk["conformation"][i] + 1), "1"]
-            if config.ctf:
-                defocus = f"{chunk['defocus'][i] * 1e4:.2f}"
-                row += [defocus, defocus, "0.0"]
-            rows.append(row)
-    return {"optics": optics, "particles": StarBlock(columns=columns, rows=rows)}
+    for i, image_id in enumerate(chunk["id"]):
+        row = [f"{image_id + 1:06d}@{PARTICLES}", f"{psi[i]:.6f}", f"{origin[i, 0]:.6f}",
+               f"{origin[i, 1]:.6f}", str(chunk["conformation"][i] + 1), "1"]
+        if config.ctf:
+            defocus = f"{chunk['defocus'][i] * 1e4:.2f}"
+            row += [defocus, defocus, "0.0"]
+        rows.append(row)
+    return rows
 
 
 def simulate_to(output_dir: str, config: sim.SimulationConfig, num_images: int) -> float:
-    """Simulates `num_images` particles into `output_dir`; returns the pixel size (Å)."""
+    """Simulates `num_images` particles into `output_dir`; returns the pixel size (Å). Images and
+    STAR rows are written a chunk at a time, so memory does not grow with `num_images`."""
     simulator = sim.Simulator(config)
     size, pixel = config.image_size, simulator.pixel_size
     with contextlib.ExitStack() as outputs:
@@ -106,15 +111,14 @@ def simulate_to(output_dir: str, config: sim.SimulationConfig, num_images: int) 
             os.path.join(output_dir, PARTICLES), num_images, size, size, pixel))
         canonical = outputs.enter_context(StackWriter(
             os.path.join(output_dir, CANONICAL), num_images, size, size, pixel))
-        star_tmp = outputs.enter_context(atomic_path(os.path.join(output_dir, STAR)))
-        chunks = []
+        star = outputs.enter_context(StarWriter(os.path.join(output_dir, STAR)))
+        star.write_block("optics", optics_block(config, pixel))
+        star.begin_loop("particles", particle_columns(config))
         for start in range(0, num_images, CHUNK):
             chunk = simulator.simulate(np.arange(start, min(start + CHUNK, num_images)))
             observed.write(start, chunk["observed"])
             canonical.write(start, chunk["image"])
-            chunks.append({k: chunk[k] for k in ("id", "angle", "shift", "defocus",
-                                                   "conformation")})
-        write_star(star_tmp, star_blocks(config, pixel, chunks))
+            star.write_rows(particle_rows(config, pixel, chunk))
     return pixel
 
 
