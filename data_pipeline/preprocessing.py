@@ -63,6 +63,19 @@ def compute_statistics(images: tf.data.Dataset) -> Normalization:
     return Normalization(mean=float(mean), std=std, min=float(lo), max=float(hi))
 
 
+def mean_image(images: tf.data.Dataset, limit: int = 10_000) -> np.ndarray:
+    """The pixel-wise mean of the first `limit` images of a dataset of [H, W, 1] tensors: the
+    trivial baseline's constant output (enough images for a mean, without a pass over a big stack)."""
+    total, count = None, 0
+    for batch in images.take(limit).batch(1024).as_numpy_iterator():
+        batch_sum = batch.astype(np.float64).sum(axis=0)
+        total = batch_sum if total is None else total + batch_sum
+        count += len(batch)
+    if count == 0:
+        raise ValueError("cannot average an empty dataset")
+    return (total / count).astype(np.float32)
+
+
 def load_or_compute_statistics(directory: str, images: tf.data.Dataset) -> Normalization:
     """Reads `statistics.json` in `directory`, or computes it from `images` and stores it there."""
     path = os.path.join(directory, STATISTICS_FILE)

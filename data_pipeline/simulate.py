@@ -18,7 +18,6 @@ import numpy as np
 from absl import flags
 
 from data_pipeline import cli, settings, simulator as sim
-from data_pipeline.atomic import atomic_path
 from data_pipeline.formats import star
 from data_pipeline.formats.mrc import StackWriter
 from data_pipeline.settings import SimulationConfig, define_flags, from_flat, leaves
@@ -49,32 +48,31 @@ def config_from_flags() -> SimulationConfig:
         raise flags.ValidationError(str(e)) from e
 
 
-def star_blocks(config: SimulationConfig, pixel_size: float, chunks: list[dict]
-                ) -> dict[str, star.StarBlock]:
-    """The optics and particles blocks for the simulated images."""
-    optics = star.optics_block(pixel_size, config.image_size, config.voltage,
-                               config.spherical_aberration, config.amplitude_contrast)
-    columns = [star.IMAGE_NAME, star.ANGLE_PSI, "rlnOriginXAngst", "rlnOriginYAngst",
+def particle_columns(config: SimulationConfig) -> list[str]:
+    """The columns of the STAR file's particle table."""
+    columns = [star.IMAGE_NAME, star.ANGLE_PSI, *star.ORIGIN_COLUMNS,
                "rlnClassNumber", star.OPTICS_GROUP]
-    if config.ctf:
-        columns += ["rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"]
+    return columns + (["rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"] if config.ctf else [])
+
+
+def particle_rows(config: SimulationConfig, pixel_size: float, chunk: dict) -> list[list[str]]:
+    """The particle table's rows for one simulated chunk."""
+    psi = star.angle_to_psi_degrees(chunk["angle"].astype(np.float64))
+    origin = -chunk["shift"].astype(np.float64) * pixel_size
     rows = []
-    for chunk in chunks:
-        psi = star.angle_to_psi_degrees(chunk["angle"].astype(np.float64))
-        origin = -chunk["shift"].astype(np.float64) * pixel_size
-        for i, image_id in enumerate(chunk["id"]):
-            row = [star.image_name(image_id + 1, PARTICLES), f"{psi[i]:.6f}",
-                   f"{origin[i, 0]:.6f}", f"{origin[i, 1]:.6f}",
-                   str(chunk["conformation"][i] + 1), "1"]
-            if config.ctf:
-                defocus = f"{chunk['defocus'][i] * 1e4:.2f}"
-                row += [defocus, defocus, "0.0"]
-            rows.append(row)
-    return {"optics": optics, "particles": star.StarBlock(columns=columns, rows=rows)}
+    for i, image_id in enumerate(chunk["id"]):
+        row = [star.image_name(image_id + 1, PARTICLES), f"{psi[i]:.6f}", f"{origin[i, 0]:.6f}",
+               f"{origin[i, 1]:.6f}", str(chunk["conformation"][i] + 1), "1"]
+        if config.ctf:
+            defocus = f"{chunk['defocus'][i] * 1e4:.2f}"
+            row += [defocus, defocus, "0.0"]
+        rows.append(row)
+    return rows
 
 
 def simulate_to(output_dir: str, config: SimulationConfig, num_images: int) -> float:
-    """Simulates `num_images` particles into `output_dir`; returns the pixel size (Å)."""
+    """Simulates `num_images` particles into `output_dir`; returns the pixel size (Å). Images and
+    STAR rows are written a chunk at a time, so memory does not grow with `num_images`."""
     simulator = sim.Simulator(config)
     size, pixel = config.image_size, simulator.pixel_size
     with contextlib.ExitStack() as outputs:
@@ -82,15 +80,15 @@ def simulate_to(output_dir: str, config: SimulationConfig, num_images: int) -> f
             os.path.join(output_dir, PARTICLES), num_images, size, size, pixel))
         canonical = outputs.enter_context(StackWriter(
             os.path.join(output_dir, CANONICAL), num_images, size, size, pixel))
-        star_tmp = outputs.enter_context(atomic_path(os.path.join(output_dir, STAR)))
-        chunks = []
+        table = outputs.enter_context(star.StarWriter(os.path.join(output_dir, STAR)))
+        table.write_block("optics", star.optics_block(
+            pixel, size, config.voltage, config.spherical_aberration, config.amplitude_contrast))
+        table.begin_loop("particles", particle_columns(config))
         for start in range(0, num_images, CHUNK):
             chunk = simulator.simulate(np.arange(start, min(start + CHUNK, num_images)))
             observed.write(start, chunk["observed"])
             canonical.write(start, chunk["image"])
-            chunks.append({k: chunk[k] for k in ("id", "angle", "shift", "defocus",
-                                                   "conformation")})
-        star.write_star(star_tmp, star_blocks(config, pixel, chunks))
+            table.write_rows(particle_rows(config, pixel, chunk))
     return pixel
 
 

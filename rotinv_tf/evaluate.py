@@ -9,12 +9,14 @@ the inputs are the ones validation saw during training. Data flags given on the 
 in a `--flagfile`) override it; a SavedModel without that file takes the flags alone (the other
 flags are accepted, so a training flagfile works, but unused). Writes metrics.json,
 per_image.csv and PNG figures into --output_dir (and baseline_metrics.json with a baseline,
-evaluated on the same inputs); see `rotinv_tf.evaluation`. Bad input prints one `error: ...`
+evaluated on the same inputs, and mean_image_metrics.json for the trivial baseline that always
+answers the mean training image); see `rotinv_tf.evaluation`. Bad input prints one `error: ...`
 line, exits with status 2 and writes nothing.
 """
 from absl import flags
 
-from data_pipeline import cli, input_fn, settings
+from data_pipeline import cli, datasets, input_fn, settings
+from data_pipeline.preprocessing import mean_image
 from rotinv_tf import config as configs, evaluation
 from rotinv_tf.serving import load_serving_model
 
@@ -44,20 +46,25 @@ def main(argv: list[str]) -> None:
             data.dataset, config.schedule.batch_size, split=FLAGS.split, data_dir=data.data_dir,
             angle_seed=data.eval_angle_seed, angle_distribution=data.angle_distribution,
             angle_scale=data.angle_scale, **data.load_options())
+        train, _ = datasets.load(data.dataset, "train", data.data_dir, **data.load_options())
     except ValueError as e:  # settings that name no data: unknown split, missing folder...
         cli.fail(str(e).strip().splitlines()[0])
+    models.append(evaluation.MeanImageModel(mean_image(train.map(lambda e: e["image"]))))
     results = evaluation.evaluate_models(models, batches.as_numpy_iterator(), normalization)
+    trivial = results.pop()
     context = {"dataset": data.dataset, "split": FLAGS.split,
                "eval_angle_seed": data.eval_angle_seed,
                "angle_distribution": data.angle_distribution,
                "angle_scale_deg": data.angle_scale_deg}
     evaluation.write_report(FLAGS.output_dir, results[0], results[1] if len(results) > 1 else None,
-                            context)
-    for name, result in zip(("ours", "baseline"), results):
+                            context, trivial=trivial)
+    names = ("ours", "baseline")[:len(results)] + ("mean image",)
+    for name, result in zip(names, results + [trivial]):
         m = result.metrics
         print(f"{name}: {m['num_images']} images, MSE avg {m['avg_mse']:.5f} worst "
               f"{m['worst_mse']:.5f} (#{m['worst_index']}), angle MAE {m['angle_mae_deg']:.2f}° "
-              f"RMSE {m['angle_rmse_deg']:.2f}°  [{result.saved_model}]")
+              f"RMSE {m['angle_rmse_deg']:.2f}° MSE {m['angle_mse_rad2']:.4f} rad²  "
+              f"[{result.saved_model}]")
     print(f"report: {FLAGS.output_dir}")
 
 

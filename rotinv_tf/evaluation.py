@@ -12,7 +12,12 @@ sees exactly the same inputs.
 Metrics (all computed in `compute_metrics`):
 - `avg_mse`, `median_mse`, `worst_mse`, `worst_index`: per-image mean squared error between the
   canonical ground truth and the decoder output, and the split index of the worst image;
-- `angle_mae_deg`, `angle_rmse_deg`: predicted minus true angle, wrapped to (-180, 180] degrees.
+- `angle_mae_deg`, `angle_rmse_deg`: predicted minus true angle, wrapped to (-180, 180] degrees;
+  `angle_mse_rad2`: the same error's mean square in radians², the paper's angle figure.
+
+Trivial baseline: `MeanImageModel` answers every input with the mean training image and angle 0.
+`evaluate` scores it beside every model, so a report says how much of a model's score is just
+"output the average molecule".
 
 Frame alignment: a model whose canonical frame is learned without supervision (spatial-VAE) may
 return the ground truth turned by a constant angle ψ, which the metrics above would count as
@@ -41,12 +46,30 @@ from rotinv_tf.serving import ServingModel
 
 METRICS_FILE = "metrics.json"
 BASELINE_METRICS_FILE = "baseline_metrics.json"
+TRIVIAL_METRICS_FILE = "mean_image_metrics.json"
 PER_IMAGE_FILE = "per_image.csv"
 FIGURES = ("examples.png", "worst_case.png", "angles.png", "mse_histogram.png")
-REPORT_FILES = (METRICS_FILE, BASELINE_METRICS_FILE, PER_IMAGE_FILE) + FIGURES
+REPORT_FILES = (METRICS_FILE, BASELINE_METRICS_FILE, TRIVIAL_METRICS_FILE,
+                PER_IMAGE_FILE) + FIGURES
 CSV_COLUMNS = ("index", "true_angle_deg", "predicted_angle_deg", "angle_error_deg", "mse")
 # Images kept per model for the example figure: an evenly spread sample of the split.
 EXAMPLE_POOL_SIZE = 64
+
+
+class MeanImageModel:
+    """The trivial baseline, with the `ServingModel` interface `evaluate_models` uses: every input
+    gets `image` (the mean training image, raw units [H, W, 1]) and angle 0."""
+
+    path = "mean training image"
+
+    def __init__(self, image: np.ndarray):
+        self.image = np.asarray(image, np.float32)
+        self.image_size = self.image.shape[0]
+
+    def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        count = len(images)
+        return {"canonical_image": np.broadcast_to(self.image, (count, *self.image.shape)),
+                "angle": np.zeros(count, np.float32)}
 
 
 def angle_error_deg(true_angle: np.ndarray, predicted_angle: np.ndarray) -> np.ndarray:
@@ -76,6 +99,7 @@ def compute_metrics(index: np.ndarray, true_angle: np.ndarray, predicted_angle: 
         "worst_index": int(np.asarray(index)[worst]),
         "angle_mae_deg": float(np.abs(errors).mean()),
         "angle_rmse_deg": float(np.sqrt(np.square(errors).mean())),
+        "angle_mse_rad2": float(np.square(np.radians(errors)).mean()),
         "num_images": int(mse.size),
     }
 
@@ -321,7 +345,8 @@ def _mse_histogram(path: str, results: Sequence[tuple[str, EvaluationResult]]) -
 
 
 def _write_all(folder: str, result: EvaluationResult, baseline: EvaluationResult | None,
-               context: Mapping | None, example_rows: int) -> None:
+               trivial: EvaluationResult | None, context: Mapping | None,
+               example_rows: int) -> None:
     def dump(name: str, evaluated: EvaluationResult) -> None:
         with open(os.path.join(folder, name), "w") as f:
             json.dump(metrics_record(evaluated, context), f, indent=2)
@@ -330,6 +355,8 @@ def _write_all(folder: str, result: EvaluationResult, baseline: EvaluationResult
     dump(METRICS_FILE, result)
     if baseline:
         dump(BASELINE_METRICS_FILE, baseline)
+    if trivial:
+        dump(TRIVIAL_METRICS_FILE, trivial)
     _write_per_image(os.path.join(folder, PER_IMAGE_FILE), result)
     named = [("ours", result)] + ([("baseline", baseline)] if baseline else [])
     _examples_figure(os.path.join(folder, "examples.png"), result, baseline, example_rows)
@@ -340,25 +367,27 @@ def _write_all(folder: str, result: EvaluationResult, baseline: EvaluationResult
 
 def write_report(output_dir: str, result: EvaluationResult,
                  baseline: EvaluationResult | None = None, context: Mapping | None = None,
-                 example_rows: int = 6) -> list[str]:
-    """Writes metrics.json, per_image.csv and the figures (and baseline_metrics.json) into
-    `output_dir`; returns the paths written.
+                 example_rows: int = 6, trivial: EvaluationResult | None = None) -> list[str]:
+    """Writes metrics.json, per_image.csv and the figures (and baseline_metrics.json,
+    mean_image_metrics.json for `trivial`, the `MeanImageModel`) into `output_dir`; returns the
+    paths written.
 
-    `context` (dataset, split, angle seed...) is added to each metrics file. `baseline` must have
-    been evaluated on the same data (see `evaluate_models`). Everything is written into a
+    `context` (dataset, split, angle seed...) is added to each metrics file. `baseline` and
+    `trivial` must have been evaluated on the same data (see `evaluate_models`). Everything is written into a
     temporary folder first: a new `output_dir` appears only complete, and an existing one gets
     the files only once all were written (report files of an earlier run that this run does not
     write, such as a stale baseline_metrics.json, are removed); a failure leaves it as it was.
     """
-    if baseline is not None and not np.array_equal(baseline.index, result.index):
-        raise ValueError("the baseline was evaluated on different images")
+    for other in (baseline, trivial):
+        if other is not None and not np.array_equal(other.index, result.index):
+            raise ValueError(f"{other.saved_model} was evaluated on different images")
     output_dir = os.path.abspath(output_dir)
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="." + os.path.basename(output_dir) + ".", suffix=".tmp",
                            dir=parent)
     try:
-        _write_all(tmp, result, baseline, context, example_rows)
+        _write_all(tmp, result, baseline, trivial, context, example_rows)
         written = sorted(os.listdir(tmp))
         if not os.path.exists(output_dir):
             os.replace(tmp, output_dir)

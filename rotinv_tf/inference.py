@@ -38,14 +38,13 @@ from typing import Callable
 
 import numpy as np
 
-from data_pipeline.atomic import atomic_path
 from data_pipeline.errors import DataError
 from data_pipeline.formats import cryosparc
 from data_pipeline.formats.mrc import MrcStack, StackWriter, open_stack
 from data_pipeline.formats.star import (ANGLE_PSI, IMAGE_NAME, IMAGE_PIXEL_SIZE, IMAGE_SIZE,
-                                       OPTICS_GROUP, StarBlock, angle_to_psi_degrees,
-                                       image_name, optics_block, particles_block, read_star,
-                                       write_star)
+                                       OPTICS_GROUP, ORIGIN_COLUMNS, StarBlock, StarWriter,
+                                       angle_to_psi_degrees, image_name, optics_block,
+                                       particles_block, read_star)
 from rotinv_tf.config import describe
 from rotinv_tf.pose.refine import refine_poses
 from rotinv_tf.serving import load_serving_model
@@ -110,8 +109,8 @@ class _Particles:
             self._from_cs(path, shapes)
         else:
             n, _, _, self.pixel_size = self._check_stack(path, shapes)
-            self.stack_ids = np.zeros(n, np.int64)
-            self.indices = np.arange(n, dtype=np.int64)
+            self.count = n  # one stack read in order: nothing kept per particle
+            self.stack_ids = self.indices = None
         if len(shapes) > 1:
             raise DataError(path, f"the stacks hold images of different sizes: "
                             f"{', '.join(f'{h}x{w}' for h, w in sorted(shapes))}")
@@ -168,9 +167,10 @@ class _Particles:
                                 f"{n} images of {stack_path}")
         self.stack_ids = stack_ids
         self.indices = np.array(indices, np.int64)
+        self.count = len(indices)
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return self.count
 
     def _stack(self, stack_id: int) -> MrcStack:
         if stack_id not in self._open:
@@ -182,26 +182,29 @@ class _Particles:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Particles start..stop-1 as float32 [k, h, w], reading contiguous runs in one go."""
+        if self.indices is None:
+            return self._stack(0).read(start, stop)
         ids, idx = self.stack_ids[start:stop], self.indices[start:stop]
         breaks = np.flatnonzero((np.diff(ids) != 0) | (np.diff(idx) != 1)) + 1
         runs = zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(idx)]]))
         return np.concatenate([self._stack(ids[a]).read(idx[a], idx[a] + (b - a))
                                for a, b in runs])
 
-    def star_blocks(self, image_names: list[str], psi: list[str], size: int,
-                    pixel_size: float) -> dict[str, StarBlock]:
-        """The output STAR blocks: the input's, or fresh RELION 3.1 optics + particles blocks."""
+    def output_star(self, size: int, pixel_size: float, columns: list[str]) -> "_OutputStar":
+        """The output STAR file's layout: the input's blocks (its particle table gaining
+        `columns`), or fresh RELION 3.1 optics + particles blocks."""
         if self.blocks is None:
             optics = optics_block(pixel_size, size)
-            particles = StarBlock(columns=[IMAGE_NAME, ANGLE_PSI, OPTICS_GROUP],
-                                  rows=[[n, p, "1"] for n, p in zip(image_names, psi)])
-            return {"optics": optics, "particles": particles}
-        blocks = {name: dataclasses.replace(block, columns=list(block.columns),
-                                            rows=[list(row) for row in block.rows])
+            base = [IMAGE_NAME, ANGLE_PSI, OPTICS_GROUP]
+            table = base + [c for c in columns if c not in base]
+            pad = [""] * (len(table) - len(base))
+            return _OutputStar({"optics": optics}, "particles", table, {},
+                               lambda row: ["", "", "1"] + pad)
+        source = particles_block(self.blocks, self.path)
+        blocks = {name: block if block is source else
+                  dataclasses.replace(block, columns=list(block.columns),
+                                      rows=[list(row) for row in block.rows])
                   for name, block in self.blocks.items()}
-        table = particles_block(blocks, self.path)
-        table.set_column(IMAGE_NAME, image_names)
-        table.set_column(ANGLE_PSI, psi)
         optics = blocks.get("optics")
         if size != self.height and optics is not None and optics.loop:
             # Resampled: every optics group's images change size, and their pixels with them.
@@ -211,7 +214,13 @@ class _Particles:
                 optics.set_column(IMAGE_PIXEL_SIZE, [
                     f"{self._number(p, IMAGE_PIXEL_SIZE) * self.height / size:.6f}"
                     for p in optics.column(IMAGE_PIXEL_SIZE)])
-        return blocks
+        names = list(blocks)
+        at = next(i for i, name in enumerate(names) if blocks[name] is source)
+        table = source.columns + [c for c in columns if c not in source.columns]
+        pad = [""] * (len(table) - len(source.columns))
+        return _OutputStar({n: blocks[n] for n in names[:at]}, names[at], table,
+                           {n: blocks[n] for n in names[at + 1:]},
+                           lambda row: source.rows[row] + pad)
 
     def _number(self, value: str, column: str) -> float:
         try:
@@ -223,6 +232,29 @@ class _Particles:
         for stack in self._open.values():
             stack.close()
         self._open.clear()
+
+
+@dataclasses.dataclass(frozen=True)
+class _OutputStar:
+    """The output STAR file around its particle table, whose rows are written batch by batch so
+    that a million particles' rows are never held in memory."""
+
+    before: dict[str, StarBlock]  # blocks written before the particle table
+    table: str  # its block name
+    columns: list[str]
+    after: dict[str, StarBlock]  # blocks written after it
+    base_row: Callable[[int], list[str]]  # a fresh copy of row i before the new values
+
+    def rows(self, start: int, values: dict[str, list[str]]) -> list[list[str]]:
+        """Rows start, start+1, ... with `values` (column -> one value per row) filled in."""
+        at = [self.columns.index(column) for column in values]
+        rows = []
+        for i, row_values in enumerate(zip(*values.values())):
+            row = self.base_row(start + i)
+            for j, value in zip(at, row_values):
+                row[j] = value
+            rows.append(row)
+        return rows
 
 
 def _nonfinite_message(bad: list[int]) -> str:
@@ -308,11 +340,18 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
                         f"[0, {size // 2}) for the model's {size}x{size} images")
     pixel_size = particles.pixel_size * h / size
     n = len(particles)
-    angles = np.zeros(n, np.float64)
-    shifts = np.zeros((n, 2), np.float64)  # pixels, x then y (down the rows)
+    columns = [IMAGE_NAME, ANGLE_PSI, *(ORIGIN_COLUMNS if refine_max_shift else ())]
+    layout = particles.output_star(size, pixel_size, columns)
+    stack_name = os.path.relpath(output, os.path.dirname(star))
+    training = _training_comment(model)
+    comments = [_frame_comment(model.metadata), training, _refine_comment(refine_max_shift)]
     bad: list[int] = []
     start_time = time.perf_counter()
-    with atomic_path(star) as star_tmp, StackWriter(output, n, size, size, pixel_size) as writer:
+    with StarWriter(star, comments) as star_writer, \
+            StackWriter(output, n, size, size, pixel_size) as writer:
+        for name, block in layout.before.items():
+            star_writer.write_block(name, block)
+        star_writer.begin_loop(layout.table, layout.columns)
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             images = particles.read(start, stop)
@@ -322,27 +361,25 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
                 images = fourier_resample(images, size)
                 result = model.predict(images)
                 writer.write(start, result["canonical_image"])
-                angles[start:stop] = result["angle"]
+                angles = np.asarray(result["angle"], np.float64)
+                values = {IMAGE_NAME: [image_name(i, stack_name)
+                                       for i in range(start + 1, stop + 1)]}
                 if refine_max_shift is not None:
                     refined = refine_poses(images, result["canonical_image"], result["angle"],
                                            REFINE_WINDOW_DEGREES, REFINE_STEP_DEGREES,
                                            refine_max_shift)
-                    angles[start:stop], shifts[start:stop] = refined.angles, refined.shifts
+                    angles = np.asarray(refined.angles, np.float64)
+                    if refine_max_shift:  # pixels, x then y (down the rows) -> RELION origins
+                        for column, shift in zip(ORIGIN_COLUMNS, np.asarray(refined.shifts).T):
+                            values[column] = [f"{-v * pixel_size:.6f}" for v in shift]
+                values[ANGLE_PSI] = [f"{p:.6f}" for p in angle_to_psi_degrees(angles)]
+                star_writer.write_rows(layout.rows(start, values))
             if progress is not None:
                 progress(stop, n)
         if bad:
             raise DataError(particles.path, _nonfinite_message(bad))
-        stack_name = os.path.relpath(output, os.path.dirname(star))
-        names = [image_name(i, stack_name) for i in range(1, n + 1)]
-        psi = [f"{p:.6f}" for p in angle_to_psi_degrees(angles)]
-        blocks = particles.star_blocks(names, psi, size, pixel_size)
-        if refine_max_shift:
-            table = particles_block(blocks)
-            for column, values in zip(("rlnOriginXAngst", "rlnOriginYAngst"), shifts.T):
-                table.set_column(column, [f"{-v * pixel_size:.6f}" for v in values])
-        training = _training_comment(model)
-        write_star(star_tmp, blocks, comments=[_frame_comment(model.metadata), training,
-                                               _refine_comment(refine_max_shift)])
+        for name, block in layout.after.items():
+            star_writer.write_block(name, block)
     return CanonicalizeSummary(particles=n, seconds=time.perf_counter() - start_time,
                                output=output, star=star, pixel_size=pixel_size,
                                training=training.removeprefix("rotinv_tf: "))

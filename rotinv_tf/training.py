@@ -13,7 +13,6 @@ import keras
 import tensorflow as tf
 
 from data_pipeline import input_fn
-from data_pipeline.settings import STREAMED_DATASETS
 from rotinv_tf import config as configs
 from rotinv_tf.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.callbacks import (AverageMovingStatistics, EvalSummaries, StepDecay,
@@ -90,9 +89,9 @@ def fit_verbosity(stream: TextIO) -> int:
 
 
 def _datasets(config: Config, global_batch: int):
-    """Training and validation pipelines. A particle stack is streamed from its memory map (not
-    cached in RAM) and validated on its held-out `validation` split; the other data sets keep
-    their `test` split for validation.
+    """Training and validation pipelines: every data set is validated on its `validation` split,
+    so the test split is left for `evaluate`. A particle stack is streamed from its memory map
+    (not cached in RAM).
 
     Several workers shard by data: each reads the same seeded pipeline and keeps its share of
     every global batch (sharding by file fails for a data set of fewer files than workers)."""
@@ -101,8 +100,7 @@ def _datasets(config: Config, global_batch: int):
     train_data, normalization = input_fn.train_input(
         data.dataset, global_batch, data_dir=data.data_dir, seed=config.runtime.seed, **options)
     eval_data, _ = input_fn.eval_input(
-        data.dataset, global_batch,
-        split="validation" if data.dataset in STREAMED_DATASETS else "test",
+        data.dataset, global_batch, split="validation",
         data_dir=data.data_dir, angle_seed=data.eval_angle_seed,
         angle_distribution=data.angle_distribution, angle_scale=data.angle_scale, **options)
     sharding = tf.data.Options()

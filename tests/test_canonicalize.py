@@ -171,6 +171,24 @@ def test_star_input_over_several_stacks_carries_rows_and_columns(data, tmp_path,
                                    atol=1e-4)
 
 
+def test_star_rows_reach_disk_batch_by_batch(data, tmp_path):
+    """The STAR file's rows are streamed to its temporary file as each batch is done, not held
+    until the end (the memory of a million-particle run stays flat)."""
+    out = tmp_path / "out"
+    on_disk = []
+
+    def rows_on_disk(done: int, total: int) -> None:
+        temporary, = [f for f in os.listdir(out) if f.startswith(".c.star.")]
+        lines = (out / temporary).read_text().splitlines()
+        on_disk.append((done, sum("@c.mrcs" in line for line in lines)))
+
+    canonicalize_particles(data["saved_model"], str(data["root"] / "particles.mrcs"),
+                           str(out / "c.mrcs"), str(out / "c.star"), batch_size=6,
+                           progress=rows_on_disk)
+    assert on_disk == [(6, 6), (12, 12), (18, 18), (20, 20)]
+    assert len(read_star(str(out / "c.star"))["particles"]) == N
+
+
 def test_cryosparc_input_gives_a_relion_star_in_its_row_order(data, tmp_path):
     (tmp_path / "in" / "stacks").mkdir(parents=True)
     write_stack(str(tmp_path / "in" / "stacks" / "a.mrcs"), data["particles"][:12], PIXEL_SIZE)

@@ -24,10 +24,13 @@ def _all(dataset: tf.data.Dataset) -> dict[str, np.ndarray]:
     return next(dataset.batch(100_000).as_numpy_iterator())
 
 
-def test_mnist_test_files_split_8000_2000(shared_mnist_dir, tmp_path):
+def test_mnist_test_files_split_7200_800_2000(shared_mnist_dir, tmp_path):
     train, stats = datasets.load("mnist", "train", str(tmp_path), mnist_dir=shared_mnist_dir)
+    validation, _ = datasets.load("mnist", "validation", str(tmp_path),
+                                  mnist_dir=shared_mnist_dir)
     test, _ = datasets.load("mnist", "test", str(tmp_path), mnist_dir=shared_mnist_dir)
-    assert int(train.cardinality()) == 8000 and int(test.cardinality()) == 2000
+    assert int(train.cardinality()) == 7200 and int(validation.cardinality()) == 800
+    assert int(test.cardinality()) == 2000
     assert train.element_spec["image"].shape == (28, 28, 1)
     assert train.element_spec["image"].dtype == tf.float32
     images, labels = idx.read_split(shared_mnist_dir, "t10k")
@@ -52,9 +55,15 @@ def test_full_fashion_layout_and_statistics(tmp_path):
     data_dir = str(tmp_path / "tfds")
     train, stats = datasets.load("fashion_mnist", "train", data_dir, mnist_dir=folder)
     elements = _all(train)
-    np.testing.assert_array_equal(elements["image"][..., 0], arrays["train_images"])
-    np.testing.assert_array_equal(elements["label"], arrays["train_labels"])
-    np.testing.assert_array_equal(elements["index"], np.arange(30))
+    kept = np.arange(30) % 10 != 9  # every 10th image is validation
+    np.testing.assert_array_equal(elements["image"][..., 0], arrays["train_images"][kept])
+    np.testing.assert_array_equal(elements["label"], arrays["train_labels"][kept])
+    np.testing.assert_array_equal(elements["index"], np.arange(30)[kept])
+    validation = _all(datasets.load("fashion_mnist", "validation", data_dir, mnist_dir=folder)[0])
+    np.testing.assert_array_equal(validation["index"], [9, 19, 29])
+    np.testing.assert_array_equal(validation["image"][..., 0], arrays["train_images"][~kept])
+    with pytest.raises(ValueError, match="unknown split 'eval'; expected train, validation or test"):
+        datasets.load("fashion_mnist", "eval", data_dir, mnist_dir=folder)
     assert int(datasets.load("fashion_mnist", "test", data_dir, mnist_dir=folder)[0]
                .cardinality()) == 12
     assert stats.mean == pytest.approx(arrays["train_images"].mean(), rel=1e-6)
@@ -84,7 +93,9 @@ def test_five_hdb_splits_and_canonical_images(five_hdb):
     parent, data_dir, truth = five_hdb
     train, stats = datasets.load("five_hdb", "train", data_dir, manual_dir=parent)
     test = _all(tfds.load("five_hdb", split="test", data_dir=data_dir))
-    assert int(train.cardinality()) == 48 and len(test["index"]) == 12
+    validation, _ = datasets.load("five_hdb", "validation", data_dir, manual_dir=parent)
+    assert int(train.cardinality()) == 44 and len(test["index"]) == 12
+    assert int(validation.cardinality()) == 4
     np.testing.assert_array_equal(test["index"], np.arange(12))
     np.testing.assert_array_equal(test["conformation"], np.repeat([16, 17, 18, 19], 3))
     canonical = np.concatenate([truth[k][0] for k in range(16, 20)])
@@ -94,7 +105,8 @@ def test_five_hdb_splits_and_canonical_images(five_hdb):
     assert np.abs(test["image"][..., 0] - canonical)[:, disc].max() < 0.05 * canonical.max()
     observed = rotation.rotate(canonical[..., None], angles).numpy()
     np.testing.assert_allclose(test["observed"], observed, atol=1e-5)
-    assert stats.max == pytest.approx(_all(train)["image"].max())
+    everything = _all(train.concatenate(validation))["image"]
+    assert stats.max == pytest.approx(everything.max())
 
 
 def test_five_hdb_bad_archive_names_the_file(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 from tests.contract_models import TemplateMatcher, TinyContractModel, built
 from tests.data_fixtures import smooth_images, write_idx
-from data_pipeline import input_fn
+from data_pipeline import datasets, input_fn
 from data_pipeline.angles import to_degrees
 from data_pipeline.errors import DataError
 from data_pipeline.preprocessing import Normalization
@@ -40,7 +40,7 @@ CONFIG = f"""# a tiny config in the format of configs/*.cfg
 --batch_size=5
 """
 METRIC_KEYS = {"avg_mse", "worst_mse", "median_mse", "worst_index", "angle_mae_deg",
-               "angle_rmse_deg", "num_images", "dataset", "split", "saved_model",
+               "angle_rmse_deg", "angle_mse_rad2", "num_images", "dataset", "split", "saved_model",
                "eval_angle_seed", "angle_distribution", "angle_scale_deg"}
 
 
@@ -75,6 +75,7 @@ def test_metrics_on_hand_made_predictions():
     assert metrics["worst_index"] == 11  # the first of two equally bad images, by split index
     assert metrics["angle_mae_deg"] == pytest.approx(10.5)
     assert metrics["angle_rmse_deg"] == pytest.approx(math.sqrt((4 + 100 + 900) / 4))
+    assert metrics["angle_mse_rad2"] == pytest.approx((4 + 100 + 900) / 4 * (math.pi / 180) ** 2)
     assert metrics["num_images"] == 4
     with pytest.raises(ValueError, match="no images"):
         evaluation.compute_metrics(index[:0], true[:0], predicted[:0], np.zeros(0))
@@ -219,7 +220,7 @@ def workspace(tmp_path_factory) -> dict:
     small = built(TinyContractModel(16, latent_dim=4), 16)
     flagfile = root / "tiny.cfg"
     flagfile.write_text(CONFIG + f"--data_dir={data_dir}\n")
-    return {"root": root, "flagfile": str(flagfile), "batches": batches,
+    return {"root": root, "flagfile": str(flagfile), "batches": batches, "data_dir": data_dir,
             "normalization": normalization,
             "ours": export_saved_model(ours, normalization, SIM_SIZE, exports, "ours"),
             "baseline": export_saved_model(baseline, normalization, SIM_SIZE, exports, "svae"),
@@ -268,6 +269,19 @@ def test_cli_writes_the_report(workspace):
     baseline = json.loads((out / "baseline_metrics.json").read_text())
     assert set(baseline) == METRIC_KEYS and baseline["saved_model"] == workspace["baseline"]
     assert baseline["num_images"] == 16 and baseline["avg_mse"] != metrics["avg_mse"]
+
+    # The trivial baseline: the mean training image, angle 0, scored on the same images.
+    trivial = json.loads((out / "mean_image_metrics.json").read_text())
+    assert trivial["saved_model"] == "mean training image" and trivial["num_images"] == 16
+    train, normalization = datasets.load("simulated_particles", "train", workspace["data_dir"],
+                                         simulation=SIMULATION)
+    mean = np.mean([e["image"] for e in train.as_numpy_iterator()], axis=0)
+    truth = np.concatenate([b["image"] for b in workspace["batches"].as_numpy_iterator()])
+    expected_mse = evaluation.per_image_mse(truth, normalization.normalize(mean)[None]).mean()
+    assert trivial["avg_mse"] == pytest.approx(expected_mse, rel=1e-4)
+    assert trivial["angle_mae_deg"] == pytest.approx(np.abs(rows["true_angle_deg"]).mean(),
+                                                     abs=1e-3)
+    assert "mean image: 16 images" in done.stdout
 
     for name in evaluation.FIGURES:
         image = matplotlib.image.imread(str(out / name))

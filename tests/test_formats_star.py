@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from data_pipeline.errors import DataError
-from data_pipeline.formats.star import (StarBlock, angle_to_psi_degrees, particles_block,
-                                        psi_degrees_to_angle, read_star, write_star)
+from data_pipeline.formats.star import (StarBlock, StarWriter, angle_to_psi_degrees,
+                                        particles_block, psi_degrees_to_angle, read_star,
+                                        write_star)
 
 RELION_31 = """
 # version 30001
@@ -94,6 +95,40 @@ def test_comments_are_written_at_the_top_and_skipped_when_read(tmp_path):
     assert read_star(out) == blocks
     with pytest.raises(ValueError, match="single lines"):
         write_star(out, blocks, comments=["two\nlines"])
+
+
+def test_streamed_rows_read_back_as_the_blocks_written_whole(tmp_path):
+    blocks = read_star(_write(tmp_path, RELION_31 + KEY_VALUE))
+    whole, streamed = str(tmp_path / "whole.star"), str(tmp_path / "streamed.star")
+    write_star(whole, blocks, comments=["c"])
+    with StarWriter(streamed, comments=["c"]) as writer:
+        writer.write_block("optics", blocks["optics"])
+        writer.begin_loop("particles", blocks["particles"].columns)
+        for row in blocks["particles"].rows:  # one batch at a time
+            writer.write_rows([row])
+        writer.write_block("general", blocks["general"])
+    assert open(streamed).read() == open(whole).read()
+    assert read_star(streamed) == blocks
+
+
+def test_a_failed_stream_leaves_no_file_and_keeps_the_old_one(tmp_path):
+    out = tmp_path / "out.star"
+    with pytest.raises(ValueError, match="outside a loop"):
+        with StarWriter(str(out)) as writer:
+            writer.write_rows([["1"]])
+    with pytest.raises(ValueError, match="a row of 1 values for a loop of 2 columns"):
+        with StarWriter(str(out)) as writer:
+            writer.begin_loop("particles", ["a", "b"])
+            writer.write_rows([["1", "2"]] * 3000)  # past the write buffer: on disk already
+            writer.write_rows([["1"]])
+    assert list(tmp_path.iterdir()) == []
+    out.write_text("old")
+    with pytest.raises(RuntimeError):
+        with StarWriter(str(out)) as writer:
+            writer.begin_loop("particles", ["a"])
+            writer.write_rows([["1"]])
+            raise RuntimeError("the run failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.star"] and out.read_text() == "old"
 
 
 def test_set_column_needs_one_value_per_row():

@@ -19,7 +19,7 @@ def table1():
 
 def _scores(avg: float, worst: float, mae_deg: float, psi_deg: float = 0.0) -> dict:
     row = {"avg_mse": avg, "worst_mse": worst, "median_mse": avg / 2, "angle_mae_deg": mae_deg,
-           "angle_mae_rad": mae_deg * 3.141592653589793 / 180, "num_images": 100}
+           "angle_mse_rad2": (mae_deg * 3.141592653589793 / 180) ** 2, "num_images": 100}
     return {"raw": row, "aligned": {**row, "frame_rotation_deg": psi_deg}}
 
 
@@ -42,7 +42,9 @@ def test_ratios_targets_and_paper_numbers(table1):
     rows = [_row("rotated_mnist", "ours", _scores(0.01, 0.1, 3.0)),
             _row("rotated_mnist", "spatial_vae", _scores(0.05, 0.2, 40.0, psi_deg=30.0)),
             _row("simulated_5hdb", "ours", _scores(0.02, 0.3, 12.0)),
-            _row("simulated_5hdb", "spatial_vae", _scores(0.04, 0.25, 90.0))]
+            _row("simulated_5hdb", "spatial_vae", _scores(0.04, 0.25, 90.0)),
+            {**_row("rotated_mnist", "mean_image", _scores(0.02, 0.1, 45.0)),
+             "train_seconds": None, "images_per_second": None}]
     record = _record(table1, "cpu", rows)
     assert record["ratios"]["rotated_mnist"]["raw"] == pytest.approx(
         {"avg_mse": 5.0, "worst_mse": 2.0})
@@ -52,10 +54,13 @@ def test_ratios_targets_and_paper_numbers(table1):
         "rotated_mnist: ours beats spatial-VAE in avg and worst MSE (aligned)": True,
         "simulated_5hdb: ours beats spatial-VAE in avg and worst MSE (raw)": False,
         "simulated_5hdb: ours beats spatial-VAE in avg and worst MSE (aligned)": False,
+        "rotated_mnist: ours avg MSE ≤ 1/3 of the mean training image's": False,
+        "simulated_5hdb: ours avg MSE ≤ 1/3 of the mean training image's": None,
         "rotated_mnist: ours avg MSE ≤ 0.02": True,
         "simulated_5hdb: ours angle MAE < 10° at SNR 0.1": False}
     assert record["rows"][1]["paper"] == {"avg_mse": 66.07, "worst_mse": 121.82}
     assert record["figures"]["simulated_5hdb aligned"] == "table1_simulated_5hdb_aligned"
+    assert "| rotated_mnist | mean training image | 0.02 |" in table1.render_markdown(record)
 
 
 def test_missing_rows_are_not_measured(table1):

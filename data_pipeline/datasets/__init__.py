@@ -17,9 +17,11 @@ import tensorflow_datasets as tfds
 # Importing the builder modules registers them with TFDS.
 from data_pipeline.datasets import five_hdb, mnist_idx, particle_stack, simulated_particles  # noqa: F401
 from data_pipeline.formats import idx
-from data_pipeline.settings import DATASETS, DEFAULT_HOLDOUT_FRACTION
 from data_pipeline.preprocessing import Normalization, load_or_compute_statistics
+from data_pipeline.settings import DATASETS, DEFAULT_HOLDOUT_FRACTION
 
+# Every 10th example of a builder's train split is the validation split (`_carve_validation`).
+VALIDATION_EVERY = 10
 
 
 def _prepared(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) -> None:
@@ -28,11 +30,37 @@ def _prepared(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) 
     builder.download_and_prepare(download_config=config)
 
 
+def _carve_validation(train: tf.data.Dataset, split: str) -> tf.data.Dataset:
+    """`train` or `validation` of a data set whose builder has only train and test: every
+    `VALIDATION_EVERY`-th example of the builder's train split (by `index`) is held out for
+    validation, so validation draws from the training distribution (all conformations, all
+    digits) and test stays untouched until the end."""
+    count = int(train.cardinality())
+    held_out = count // VALIDATION_EVERY
+    keep = split == "validation"
+    carved = train.filter(
+        lambda e: tf.equal(e["index"] % VALIDATION_EVERY == VALIDATION_EVERY - 1, keep))
+    return carved.apply(tf.data.experimental.assert_cardinality(
+        held_out if keep else count - held_out))
+
+
+def _split(train: tf.data.Dataset, test: tf.data.Dataset, split: str) -> tf.data.Dataset:
+    """The `split` (train, validation or test) of a builder's train and test splits."""
+    if split in ("train", "validation"):
+        return _carve_validation(train, split)
+    if split == "test" and test is not None:
+        return test
+    raise ValueError(f"unknown split {split!r}; expected train, validation or test")
+
+
 def _with_statistics(builder: tfds.core.DatasetBuilder, split: str
                      ) -> tuple[tf.data.Dataset, Normalization]:
+    """The split and the normalisation, whose statistics cover the builder's whole train split
+    (validation included: they are only its extremes, stored once per data set version)."""
     train = builder.as_dataset("train")
     stats = load_or_compute_statistics(os.fspath(builder.data_dir), train.map(lambda e: e["image"]))
-    return builder.as_dataset(split), stats
+    test = builder.as_dataset("test") if "test" in builder.info.splits else None
+    return _split(train, test, split), stats
 
 
 def _tfds_digits(name: str, split: str, data_dir: str | None
@@ -50,7 +78,7 @@ def _tfds_digits(name: str, split: str, data_dir: str | None
 
     stats = load_or_compute_statistics(os.fspath(builder.data_dir),
                                        ours("train").map(lambda e: e["image"]))
-    return ours(split), stats
+    return _split(ours("train"), ours("test"), split), stats
 
 
 def _digits(name: str, split: str, data_dir: str | None, mnist_dir: str | None
@@ -94,6 +122,8 @@ def load(name: str, split: str, data_dir: str | None = None, *, mnist_dir: str |
       test files -> first 8,000 train, last 2,000 test), else from the TFDS catalogue (download).
     - `five_hdb`: the 5HDB archive unpacked in `manual_dir`.
     - `simulated_particles`: simulated by the builder of that name with settings `simulation`.
+    These have splits `train`, `validation` (every 10th example of the builder's train split,
+    taken out of `train`) and `test`.
     - `particle_stack`: the MRC `stack` (with angles from `star`, a RELION STAR or cryoSPARC .cs
       file), streamed; splits `train`/`validation`/`test` (the last two each half of
       `holdout_fraction`, by a fixed hash of the particle's position) and `all`.

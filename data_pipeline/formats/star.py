@@ -8,6 +8,7 @@ RELION's names (`IMAGE_NAME`, `ANGLE_PSI`, ..., `image_name`, `optics_block`) li
 `rlnAnglePsi` is the project's angle (`data_pipeline/angles.py`) in degrees with the same sign;
 `psi_degrees_to_angle` / `angle_to_psi_degrees` are the one place that conversion lives.
 """
+import contextlib
 import dataclasses
 import os
 import re
@@ -25,6 +26,7 @@ ANGLE_PSI = "rlnAnglePsi"
 OPTICS_GROUP = "rlnOpticsGroup"
 IMAGE_PIXEL_SIZE = "rlnImagePixelSize"
 IMAGE_SIZE = "rlnImageSize"
+ORIGIN_COLUMNS = ("rlnOriginXAngst", "rlnOriginYAngst")
 
 # A token is a quoted string (closed by the same quote) or a run of non-blank characters.
 _TOKEN = re.compile(r"""'([^']*)'|"([^"]*)"|(\S+)""")
@@ -206,30 +208,87 @@ def _quote(value: str) -> str:
     raise ValueError(f"cannot write a STAR value holding both kinds of quote: {value!r}")
 
 
-def format_star(blocks: dict[str, StarBlock], comments: Sequence[str] = ()) -> str:
-    """The STAR text of `blocks` (RELION layout: numbered loop columns), with `comments` as
-    `# ...` lines at the top (readers, RELION's included, skip them)."""
+def _check_comments(comments: Sequence[str]) -> None:
     if any("\n" in line or "\r" in line for line in comments):
         raise ValueError(f"STAR comments must be single lines: {list(comments)!r}")
-    lines = ["", "# version 30001", *(f"# {line}" for line in comments), ""]
-    for name, block in blocks.items():
-        lines += [f"data_{name}", ""]
+
+
+class StarWriter:
+    """Writes a STAR file block by block, a loop's rows as they come (RELION layout: numbered loop
+    columns), with `comments` as `# ...` lines at the top (readers, RELION's included, skip them).
+
+    A use is a `with` block: the file is written under a temporary name beside `path` and renamed
+    when the block ends cleanly (removed on an exception), so a table of millions of rows never has
+    to be held in memory and a failed run leaves no half-written file. `write_rows` flushes, so the
+    rows are on disk batch by batch.
+    """
+
+    def __init__(self, path: str, comments: Sequence[str] = ()):
+        _check_comments(comments)
+        self.path = os.fspath(path)
+        self.comments = list(comments)
+        self._exit = contextlib.ExitStack()
+        self._file = None
+        self._columns = 0  # columns of the loop being written, 0 = none
+
+    def __enter__(self) -> "StarWriter":
+        with contextlib.ExitStack() as opening:
+            tmp = opening.enter_context(atomic_path(self.path))
+            self._file = opening.enter_context(open(tmp, "w", encoding="utf-8"))
+            opening.callback(self._end_loop)  # the last loop's blank line, before closing
+            self._exit = opening.pop_all()
+        self._lines(["", "# version 30001", *(f"# {line}" for line in self.comments), ""])
+        return self
+
+    def __exit__(self, *exc_info: object) -> bool | None:
+        return self._exit.__exit__(*exc_info)
+
+    def _lines(self, lines: Sequence[str]) -> None:
+        self._file.write("".join(line + "\n" for line in lines))
+
+    def _end_loop(self) -> None:
+        if self._columns:
+            self._lines([""])
+            self._columns = 0
+
+    def write_block(self, name: str, block: StarBlock) -> None:
+        """Writes a whole block (a loop or key/value pairs)."""
         if block.loop:
-            lines.append("loop_")
-            lines += [f"_{column} #{i}" for i, column in enumerate(block.columns, start=1)]
-            lines += [" ".join(_quote(str(v)) for v in row) for row in block.rows]
-        else:
-            values = block.rows[0] if block.rows else []
-            lines += [f"_{column} {_quote(str(v))}" for column, v in zip(block.columns, values)]
-        lines.append("")
-    return "\n".join(lines) + "\n"
+            self.begin_loop(name, block.columns)
+            self.write_rows(block.rows)
+            return
+        self._end_loop()
+        values = block.rows[0] if block.rows else []
+        self._lines([f"data_{name}", "",
+                     *(f"_{column} {_quote(str(v))}" for column, v in zip(block.columns, values)),
+                     ""])
+
+    def begin_loop(self, name: str, columns: Sequence[str]) -> None:
+        """Starts block `name` holding a loop of `columns`; `write_rows` adds its rows."""
+        if not columns:
+            raise ValueError(f"loop data_{name} needs at least one column")
+        self._end_loop()
+        self._lines([f"data_{name}", "", "loop_",
+                     *(f"_{column} #{i}" for i, column in enumerate(columns, start=1))])
+        self._columns = len(columns)
+
+    def write_rows(self, rows: Sequence[Sequence[object]]) -> None:
+        """Appends rows (values written with `str`) to the loop begun last, and flushes."""
+        if not self._columns:
+            raise ValueError(f"{self.path}: rows written outside a loop (call begin_loop first)")
+        for row in rows:
+            if len(row) != self._columns:
+                raise ValueError(f"{self.path}: a row of {len(row)} values for a loop of "
+                                 f"{self._columns} columns")
+        self._lines([" ".join(_quote(str(v)) for v in row) for row in rows])
+        self._file.flush()
 
 
 def write_star(path: str, blocks: dict[str, StarBlock], comments: Sequence[str] = ()) -> None:
-    """Writes `blocks` as a STAR file (see `format_star`), atomically."""
-    text = format_star(blocks, comments)
-    with atomic_path(os.fspath(path)) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
+    """Writes `blocks` as a STAR file (see `StarWriter`), atomically."""
+    with StarWriter(path, comments) as writer:
+        for name, block in blocks.items():
+            writer.write_block(name, block)
 
 
 def particles_block(blocks: dict[str, StarBlock], path: str = "STAR file") -> StarBlock:
