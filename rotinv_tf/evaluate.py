@@ -5,13 +5,13 @@
 
 The SavedModel's `assets/config.json` (its training run's config) says which data set, and which
 fixed, seeded angles (`eval_angle_seed`, `angle_distribution`, `angle_scale_deg`) rotate it, so
-the inputs are the ones validation saw during training. Data flags given on the command line (or
-in a `--flagfile`) override it; a SavedModel without that file takes the flags alone (the other
-flags are accepted, so a training flagfile works, but unused). Writes metrics.json,
-per_image.csv and PNG figures into --output_dir (and baseline_metrics.json with a baseline,
-evaluated on the same inputs, and mean_image_metrics.json for the trivial baseline that always
-answers the mean training image); see `rotinv_tf.evaluation`. Bad input prints one `error: ...`
-line, exits with status 2 and writes nothing.
+the inputs are the ones validation saw during training. The data flags (`--helpshort`) given on
+the command line (or in a `--flagfile`) override it; a SavedModel without that file takes the
+flags alone. Writes metrics.json, per_image.csv and PNG figures into --output_dir (and
+baseline_metrics.json with a baseline, evaluated on the same inputs, and mean_image_metrics.json
+for the trivial baseline that always answers the mean training image); see
+`rotinv_tf.evaluation`. Bad input prints one `error: ...` line, exits with status 2 and writes
+nothing.
 """
 from absl import flags
 
@@ -20,8 +20,9 @@ from data_pipeline.preprocessing import mean_image
 from rotinv_tf import config as configs, evaluation
 from rotinv_tf.serving import load_serving_model
 
-configs.define_flags()
+settings.define_flags(settings.DataConfig)  # the data flags only: the model brings the rest
 flags.adopt_module_key_flags(settings)  # --helpshort lists them
+flags.DEFINE_integer("batch_size", 256, "Images per model call.", lower_bound=1)
 flags.DEFINE_string("saved_model", None,
                     "SavedModel version folder: saved_models/<name>/<version>.")
 flags.DEFINE_string("output_dir", None, "Folder for metrics.json, per_image.csv and the figures.")
@@ -39,11 +40,11 @@ def main(argv: list[str]) -> None:
                                    else [])
     models = [load_serving_model(path) for path in paths]
     try:
-        trained = configs.Config.from_dict(models[0].config) if models[0].config else None
-        config = configs.from_flags(FLAGS, base=trained)
-        data = config.data
+        trained = configs.Config.from_dict(models[0].config).data if models[0].config else None
+        data = settings.from_flags(settings.DataConfig, FLAGS, base=trained)
+        settings.raise_problems(data.problems())
         batches, normalization = input_fn.eval_input(
-            data.dataset, config.schedule.batch_size, split=FLAGS.split, data_dir=data.data_dir,
+            data.dataset, FLAGS.batch_size, split=FLAGS.split, data_dir=data.data_dir,
             angle_seed=data.eval_angle_seed, angle_distribution=data.angle_distribution,
             angle_scale=data.angle_scale, **data.load_options())
         train, _ = datasets.load(data.dataset, "train", data.data_dir, **data.load_options())
