@@ -3,7 +3,8 @@ beside the authors' PyTorch step timed in the same run.
 
     python benchmarks/throughput.py [--architectures=paper,default] [--modes=function,xla]
         [--precisions=float32,...] [--reference_threads=1,2] [--batch_size=256] [--steps=8]
-        [--windows=5] [--widths=32:16] [--data_dir=...] [--output=...] [--quick]
+        [--windows=5] [--widths=32:16] [--intra_op_threads=0] [--inter_op_threads=0]
+        [--data_dir=...] [--output=...] [--quick]
 
 Rows, each the median images/s over `--windows` timed windows after warm-up (min and max beside):
 1. the input pipeline alone: `input_fn.train_input('simulated_particles', ...)` without the cache
@@ -70,11 +71,14 @@ flags.DEFINE_integer("latent_dim", 32, "Latent size (the paper's).")
 flags.DEFINE_list("architectures", ["paper", "default"], "Our architectures to time.")
 flags.DEFINE_list("widths", ["32:16"], "Default architecture widths to time, each "
                   "FILTERS:CRITIC_FILTERS (TrainConfig.filters and .critic_filters).")
-flags.DEFINE_integer("steps", 8, "Training steps per timed window.")
+flags.DEFINE_integer("steps", 8, "Training steps (inference calls) per timed window.")
 flags.DEFINE_integer("windows", 5, "Timed windows per row; the median is reported.")
 flags.DEFINE_list("modes", ["function"], f"Training-step settings to time, of {MODES}.")
 flags.DEFINE_list("precisions", ["float32"], "Dtype policies of the training step.")
 flags.DEFINE_list("reference_threads", ["1", "2"], "torch thread counts of the reference.")
+flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: TF's default, one "
+                     "per core); inter-op likewise with --inter_op_threads.")
+flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: TF's default).")
 flags.DEFINE_string("data_dir", None, "TFDS folder for the simulated set (default: a temp folder).")
 flags.DEFINE_string("output", None, "Markdown report (default benchmarks/results/throughput.md, "
                     "throughput_quick.md with --quick); the JSON goes beside it.")
@@ -299,6 +303,8 @@ def report(rows: list[dict], header: dict[str, str], macs: list[str]) -> str:
 def main(argv: list[str]) -> None:
     del argv
     started = time.perf_counter()
+    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     quick = FLAGS.quick
     windows = 2 if quick else FLAGS.windows
     steps = 4 if quick else max(4, FLAGS.steps - FLAGS.steps % 4)
@@ -325,7 +331,7 @@ def main(argv: list[str]) -> None:
         candidates = [_ours_inference(size, a, w, jit, scratch, images)
                       for a, w in _architectures(widths) for jit in (False, True)]
         candidates += [_reference_inference(size, t, images) for t in threads]
-        rows += _with_ratios(time_interleaved(candidates, 2 if quick else 8, windows, 2))
+        rows += _with_ratios(time_interleaved(candidates, 2 if quick else steps, windows, 2))
         print(*rows[-len(candidates):], sep="\n", flush=True)
     load_after = os.getloadavg()
     header = {
