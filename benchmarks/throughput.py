@@ -99,14 +99,17 @@ class Candidate:
     threads: int | None = None
 
 
-def _window(candidate: Candidate, calls: int) -> float:
+def _window(candidate: Candidate, calls: int) -> tuple[float, float]:
+    """(images per wall-clock second, images per CPU second of this process) of one window."""
     if candidate.threads:
         torch.set_num_threads(candidate.threads)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(calls):
         out = candidate.run()
     np.asarray(out)
-    return calls * candidate.images / (time.perf_counter() - start)
+    images = calls * candidate.images
+    return (images / (time.perf_counter() - start),
+            images / max(time.process_time() - cpu_start, 1e-9))
 
 
 def time_interleaved(candidates: list[Candidate], calls: int, windows: int,
@@ -118,12 +121,13 @@ def time_interleaved(candidates: list[Candidate], calls: int, windows: int,
     for _ in range(windows):
         for candidate, own in zip(candidates, rates):
             own.append(_window(candidate, calls))
-    rows = []
-    for candidate, own in zip(candidates, rates):
-        rows.append({**candidate.row, "images_per_second": {
-            "median": statistics.median(own), "min": min(own), "max": max(own)},
-            "windows": f"{windows} x {calls}"})
-    return rows
+    return [{**candidate.row, "images_per_second": _spread([wall for wall, _ in own]),
+             "images_per_cpu_second": _spread([cpu for _, cpu in own]),
+             "windows": f"{windows} x {calls}"} for candidate, own in zip(candidates, rates)]
+
+
+def _spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def _row(what: str, size: int, framework: str, architecture: str, precision: str,
@@ -221,9 +225,12 @@ def _reference_inference(size: int, threads: int, images: np.ndarray) -> Candida
 def _with_ratios(rows: list[dict]) -> list[dict]:
     """Each row's median over the group's fastest reference median (same run), and its target."""
     references = [r for r in rows if r["framework"] == "pytorch"]
-    best = max((r["images_per_second"]["median"] for r in references), default=None)
+    for key, ratio in (("images_per_second", "vs_reference"),
+                       ("images_per_cpu_second", "vs_reference_per_cpu_second")):
+        best = max((r[key]["median"] for r in references), default=None)
+        for r in rows:
+            r[ratio] = r[key]["median"] / best if best else None
     for r in rows:
-        r["vs_reference"] = r["images_per_second"]["median"] / best if best else None
         r["target"] = (TARGETS.get((r["what"], r["architecture"].split()[0]))
                        if r["framework"] == "tensorflow" else None)
     return rows
@@ -273,29 +280,38 @@ def _device() -> str:
     return f"CPU ({platform.processor() or platform.machine()}), no GPU"
 
 
-def _rate(r: dict) -> str:
-    ips = r["images_per_second"]
+def _rate(r: dict, key: str = "images_per_second") -> str:
+    ips = r[key]
     return f"{ips['median']:,.0f} ({ips['min']:,.0f}-{ips['max']:,.0f})"
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}x" if value else "-"
 
 
 def report(rows: list[dict], header: dict[str, str], macs: list[str]) -> str:
     """The Markdown report: machine and settings, then one table row per measurement."""
     lines = ["# Throughput", ""]
     lines += [f"- {key}: {value}" for key, value in header.items()]
-    lines += ["", "images/s: median over the timed windows (min-max in brackets). vs reference: "
-              "the row's median over the fastest PyTorch reference median of the same group, "
-              "timed in this run, window by window in turn with it.", "",
+    lines += ["", "images/s: median over the timed windows (min-max in brackets); per CPU-s: "
+              "images per CPU second of this process (all its threads), which a busy machine "
+              "disturbs less than wall time, since a process of more threads gets a larger share "
+              "of a contended CPU. vs reference: the row's median over the fastest PyTorch "
+              "reference median of the same group, timed in this run, window by window in turn "
+              "with it. The targets are checked on wall time.", "",
               "| what | size | framework | architecture | setting | precision | images/s | "
-              "windows x calls | vs reference | target | met |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "images per CPU-s | windows x calls | vs reference | vs reference, per CPU-s | "
+              "target | met |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         ratio, target = r["vs_reference"], r["target"]
         met = "-" if ratio is None or target is None else ("yes" if ratio >= target else "no")
         lines.append(
             f"| {r['what']} | {r['size']}x{r['size']} | {r['framework']} | {r['architecture']} | "
-            f"{r['setting']} | {r['precision']} | {_rate(r)} | {r['windows']} | "
-            f"{f'{ratio:.2f}x' if ratio else '-'} | {f'≥ {target:g}x' if target else '-'} | "
-            f"{met} |")
+            f"{r['setting']} | {r['precision']} | {_rate(r)} | "
+            f"{_rate(r, 'images_per_cpu_second')} | {r['windows']} | {_ratio(ratio)} | "
+            f"{_ratio(r['vs_reference_per_cpu_second'])} | "
+            f"{f'≥ {target:g}x' if target else '-'} | {met} |")
     lines += ["", "Forward multiply-adds per image (dense and convolution layers):", ""] + macs
     return "\n".join(lines) + "\n"
 
