@@ -8,7 +8,8 @@ size.
   4x4x64 (transposed convolutions 64→32→16→1 with their kernels, strides and paddings) and a critic
   of 2/4/8 channels (5x5, stride 2). The critic has no batch norm, as ours: the gradient penalty is
   taken per sample. The decoder's last layer is computed as a sub-pixel convolution (the same
-  maps, a faster path on a CPU). About a tenth of the default's multiply-adds (`multiply_adds`).
+  maps, a faster path on a CPU). A twelfth to a sixteenth of the default's multiply-adds
+  (`multiply_adds`).
 """
 import keras
 from keras import layers
