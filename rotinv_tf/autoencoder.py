@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from data_pipeline.rotation import rotate, sample_angles, wrap_angle
 from rotinv_tf import losses
-from rotinv_tf.networks import build_critic, build_decoder, build_encoder
+from rotinv_tf.networks import build_networks
 from rotinv_tf.pose.template_frame import TemplateFrame
 
 FRAMES = ("supervised", "learned")
@@ -35,7 +35,7 @@ class RotationInvariantAutoencoder(keras.Model):
                  angle_scale: float = math.pi, seed: int = 0,
                  augment_quarter_turns: bool = False, frame: str = "supervised",
                  frame_angles: int = 128, frame_momentum: float = 0.1, frame_classes: int = 1,
-                 **kwargs):
+                 architecture: str = "default", **kwargs):
         """`augment_quarter_turns`: data that carries `observed`/`angle` (full-circle rotations) is
         turned further by a random multiple of 90° on each training step (θ becomes θ + kπ/2), so
         each noisy particle is seen in four poses. Quarter turns move pixels exactly: unlike a
@@ -49,7 +49,10 @@ class RotationInvariantAutoencoder(keras.Model):
         `frame="learned"`: each training `image` is an observed particle of unknown angle; the
         frame angle θ of the model's `TemplateFrame` (`frame_angles` polar bins, EM momentum
         `frame_momentum`, `frame_classes` templates: one per view of a stack holding several)
-        makes `rotate(image, -θ)` its canonical image and θ its angle."""
+        makes `rotate(image, -θ)` its canonical image and θ its angle.
+
+        `architecture`: the networks (`rotinv_tf.networks.build_networks`): `default`, or `paper`
+        (the authors' MLP encoder, DCGAN decoder and 2/4/8-channel critic; widths ignored)."""
         if frame not in FRAMES:
             raise ValueError(f"unknown frame {frame!r}; expected one of {FRAMES}")
         super().__init__(**kwargs)
@@ -68,9 +71,9 @@ class RotationInvariantAutoencoder(keras.Model):
         self.template_frame = (TemplateFrame(image_size, frame_angles, frame_momentum,
                                              frame_classes)
                                if frame == "learned" else None)
-        self.encoder = build_encoder(image_size, latent_dim, filters)
-        self.decoder = build_decoder(image_size, latent_dim, filters)
-        self.critic = build_critic(image_size, critic_filters)
+        self.architecture = architecture
+        self.encoder, self.decoder, self.critic = build_networks(
+            architecture, image_size, latent_dim, filters, critic_filters)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.trackers = {name: keras.metrics.Mean(name=name)
                          for name in _GENERATOR_METRICS + _CRITIC_METRICS}
@@ -308,4 +311,4 @@ class RotationInvariantAutoencoder(keras.Model):
                 "angle_scale": self.angle_scale, "seed": self.seed,
                 "augment_quarter_turns": self.augment_quarter_turns, "frame": self.frame,
                 "frame_angles": self.frame_angles, "frame_momentum": self.frame_momentum,
-                "frame_classes": self.frame_classes}
+                "frame_classes": self.frame_classes, "architecture": self.architecture}

@@ -43,11 +43,11 @@ class _ServingModule(tf.Module):
     """The exported object: two tf.functions over the model plus the metadata asset."""
 
     def __init__(self, model: keras.Model, normalization: Normalization, image_size: int,
-                 metadata_path: str):
+                 metadata_path: str, jit_compile: bool = False):
         super().__init__(name="rotinv_serving")
         spec = tf.TensorSpec([None, image_size, image_size, 1], tf.float32, name="images")
 
-        @tf.function(input_signature=[spec])
+        @tf.function(input_signature=[spec], jit_compile=jit_compile)
         def serve(images: tf.Tensor) -> dict:
             out = model.canonicalize(normalization.normalize(images))
             _require(out, SERVING_OUTPUTS, "canonicalize")
@@ -57,7 +57,7 @@ class _ServingModule(tf.Module):
                 "latent": tf.cast(out["latent"], tf.float32),
             }
 
-        @tf.function(input_signature=[spec])
+        @tf.function(input_signature=[spec], jit_compile=jit_compile)
         def encode(images: tf.Tensor) -> dict:
             out = model.encode(normalization.normalize(images))
             _require(out, ENCODE_OUTPUTS, "encode")
@@ -85,11 +85,12 @@ def next_version(model_dir: str) -> int:
 
 
 def export_saved_model(model: keras.Model, normalization: Normalization, image_size: int,
-                       export_base: str, name: str) -> str:
+                       export_base: str, name: str, jit_compile: bool = False) -> str:
     """Exports `model` to `export_base/name/<next version>/` and returns that folder.
 
     `model` follows the contract of docs/architecture.md (`canonicalize` and `encode` on normalised
     images) and must be built; `image_size` is the side of the square images it takes.
+    `jit_compile`: the served functions are compiled with XLA when loaded (once per batch size).
     """
     if not name or os.sep in name or name in (".", ".."):
         raise ValueError(f"export name must be a plain folder name, got {name!r}")
@@ -114,7 +115,7 @@ def export_saved_model(model: keras.Model, normalization: Normalization, image_s
             metadata_path = os.path.join(scratch, METADATA_FILE)
             with open(metadata_path, "w") as f:
                 json.dump(metadata, f, indent=2)
-            module = _ServingModule(model, normalization, image_size, metadata_path)
+            module = _ServingModule(model, normalization, image_size, metadata_path, jit_compile)
             with atomic_path(version_dir, directory=True) as tmp:
                 tf.saved_model.save(module, tmp, signatures={
                     "serving_default": module.serve.get_concrete_function(),

@@ -7,6 +7,7 @@ from absl import flags
 from data_pipeline.datasets.particle_stack import DEFAULT_HOLDOUT_FRACTION
 from data_pipeline.rotation import ANGLE_DISTRIBUTIONS
 from rotinv_tf.distribution import CLUSTERS, STRATEGIES
+from rotinv_tf.networks import ARCHITECTURES
 from rotinv_tf.training import MODELS, PRECISIONS, TrainConfig
 
 DATASET_NAMES = ("simulated_particles", "mnist", "fashion_mnist", "five_hdb", "particle_stack")
@@ -42,6 +43,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("filters", d.filters, "Width of the encoder's and decoder's first layer.")
     flags.DEFINE_integer("critic_filters", d.critic_filters,
                          "Width of the critic's first layer (ours; the dearest part of a step).")
+    flags.DEFINE_enum("architecture", d.architecture, ARCHITECTURES,
+                      "ours: default (convolutional encoder, widths above) or paper (the authors' "
+                      "MLP encoder, DCGAN decoder from 4x4x64 and 2/4/8-channel critic).")
     flags.DEFINE_enum("angle_distribution", d.angle_distribution, ANGLE_DISTRIBUTIONS,
                       "Training/evaluation rotations: uniform on ±angle_scale or N(0, scale²).")
     flags.DEFINE_float("angle_scale_deg", math.degrees(d.angle_scale),
@@ -144,7 +148,7 @@ def config_from_flags(values: flags.FlagValues) -> TrainConfig:
         gp_weight=values.gp_weight, adversarial_weight=values.adversarial_weight,
         angle_weight=values.angle_weight, reconstruction_weight=values.reconstruction_weight,
         latent_dim=values.latent_dim, filters=values.filters,
-        critic_filters=values.critic_filters,
+        critic_filters=values.critic_filters, architecture=values.architecture,
         angle_distribution=values.angle_distribution,
         angle_scale=math.radians(values.angle_scale_deg),
         augment_quarter_turns=values.augment_quarter_turns, frame=values.frame,

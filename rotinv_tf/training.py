@@ -20,6 +20,7 @@ from rotinv_tf.callbacks import (AverageMovingStatistics, EvalSummaries, StepDec
 from rotinv_tf.distribution import (CLUSTERS, DEFAULT_SLURM_PORT, is_chief, make_strategy,
                                     wait_for_all_workers)
 from rotinv_tf.export import export_saved_model
+from rotinv_tf.networks import ARCHITECTURES
 
 MODELS = ("autoencoder", "spatial_vae")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -51,6 +52,7 @@ class TrainConfig:
     latent_dim: int = 32
     filters: int = 32
     critic_filters: int = 16
+    architecture: str = "default"  # rotinv_tf.networks.ARCHITECTURES
     angle_distribution: str = "uniform"
     angle_scale: float = math.pi
     augment_quarter_turns: bool = False
@@ -86,6 +88,8 @@ class TrainConfig:
              f"unknown mixed_precision {self.mixed_precision!r}; expected one of {PRECISIONS}"),
             (self.learning_rate > 0 and self.critic_learning_rate > 0,
              "learning rates must be > 0"),
+            (self.architecture in ARCHITECTURES,
+             f"unknown architecture {self.architecture!r}; expected one of {ARCHITECTURES}"),
             (self.frame in ("auto",) + FRAMES,
              f"unknown frame {self.frame!r}; expected auto or one of {FRAMES}"),
             (self.frame != "learned" or self.model == "autoencoder",
@@ -164,7 +168,7 @@ def build_model(config: TrainConfig, image_size: int) -> keras.Model:
         angle_scale=config.angle_scale, seed=config.seed,
         augment_quarter_turns=config.augment_quarter_turns, frame=resolved_frame(config),
         frame_angles=config.frame_angles, frame_momentum=config.frame_momentum,
-        frame_classes=config.frame_classes)
+        frame_classes=config.frame_classes, architecture=config.architecture)
     model.compile(
         generator_optimizer=adam(config.learning_rate),
         critic_optimizer=adam(config.critic_learning_rate),

@@ -53,6 +53,18 @@ def test_critic_width_is_set_apart_from_the_encoder_and_decoder():
     assert restored.critic.count_params() == model.critic.count_params()
 
 
+def test_paper_architecture_trains_and_survives_the_config():
+    keras.utils.set_random_seed(0)
+    model = RotationInvariantAutoencoder(28, 8, architecture="paper")
+    model.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3))
+    data = tf.data.Dataset.from_tensor_slices({"image": _blobs(16, 28)}).batch(8)
+    logs = model.fit(data, epochs=1, verbose=0).history
+    assert np.isfinite(logs["loss"][-1])
+    restored = RotationInvariantAutoencoder.from_config(model.get_config())
+    assert restored.architecture == "paper"
+    assert restored.count_params() == model.count_params()
+
+
 def test_learned_frame_settings_survive_the_config():
     model = RotationInvariantAutoencoder(16, 8, filters=8, frame="learned", frame_angles=32,
                                          frame_classes=3)
