@@ -279,11 +279,22 @@ def main(argv: list[str]) -> None:
 
 
 def write(report: dict, suffix: str) -> None:
-    with open(os.path.join(RESULTS, f"poses{suffix}.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(os.path.join(RESULTS, f"poses{suffix}.md"), "w") as f:
-        f.write(markdown(report))
-    print(markdown(report), flush=True)
+    """`poses<suffix>.{json,md}`, keeping the other stacks of an earlier run with the same
+    settings (so stacks can run in separate processes, or again one at a time)."""
+    path = os.path.join(RESULTS, f"poses{suffix}.json")
+    stacks = {entry["stack"]: entry for entry in report["stacks"]}
+    if os.path.exists(path):
+        with open(path) as f:
+            earlier = json.load(f)
+        if earlier["settings"] == report["settings"]:
+            stacks = {**{e["stack"]: e for e in earlier["stacks"]}, **stacks}
+    merged = dict(report, stacks=[stacks[tag] for tag in STACKS if tag in stacks])
+    for name, text in ((path, json.dumps(merged, indent=1)),
+                       (path[:-len(".json")] + ".md", markdown(merged))):
+        with open(name + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(name + ".tmp", name)
+    print(markdown(merged), flush=True)
 
 
 def _cell(row: dict, key: str, fmt: str) -> str:
@@ -299,7 +310,7 @@ def markdown(report: dict) -> str:
              f"{s['relion_threads']}; 2 shared CPU cores. psi error after one rotation per view; "
              "'new': a second stack of the same specimen posed without retraining.", "",
              "| stack | method | psi MAE (°) | median (°) | > 15° (%) | wall (s) | new: psi MAE (°) "
-             "| new: particles/s | ARI | Spearman |ρ| |",
+             "| new: particles/s | ARI | Spearman ρ (abs.) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for entry in report["stacks"]:
         for row in entry["rows"]:
