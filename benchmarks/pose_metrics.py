@@ -1,8 +1,8 @@
 """Scores of `benchmarks/poses.py`, NumPy only: psi error per view, k-means ARI, and the
 cross-validated Spearman ρ between a hinge angle and the best linear direction of features.
 
-- `psi_errors`: |psi error| in degrees after the best single rotation per group (each view's frame is
-  arbitrary), the rotation being the circular mean of the differences.
+- `psi_errors`: |psi error| in degrees after the best single rotation per group (each view's
+  frame is arbitrary), the rotation being the circular mean of the differences.
 - `kmeans` + `adjusted_rand_index`: do features cluster by (conformation bin, view)?
 - `linear_spearman`: within each view, a least-squares fit of the hinge angle on the features on
   all folds but one, Spearman ρ of its prediction on the held-out fold; |ρ| averaged over folds

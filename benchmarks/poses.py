@@ -18,7 +18,8 @@ ours by the SavedModel, RELION by `--iter 1 --ref` against its class averages, c
 its templates; particles/s of each, on the same cores.
 
 Writes `benchmarks/results/poses.{md,json}` after every stack (a cut-short run keeps what it did).
-`--quick` is a smoke run whose numbers mean nothing (`poses_quick.*`).
+`--quick` is a smoke run whose numbers mean nothing (`poses_quick.*`); `--merge` joins the results
+of runs made in separate processes (stacks or methods side by side on a loaded machine).
 """
 import dataclasses
 import glob
@@ -61,6 +62,9 @@ flags.DEFINE_integer("relion_iter", 25, "RELION 2D iterations.")
 flags.DEFINE_integer("relion_threads", 2, "RELION --j.")
 flags.DEFINE_integer("svae_epochs", None, "spatial-VAE epochs (default: --epochs).")
 flags.DEFINE_list("skip", [], "Methods to leave out: relion, svae, ours.")
+flags.DEFINE_string("results", "poses", "Results name: benchmarks/results/<results>.{md,json}.")
+flags.DEFINE_list("merge", [], "Only merge these earlier results (.json, rows of later files "
+                  "replacing the same stack and method) into --results, running nothing.")
 flags.DEFINE_boolean("quick", False, "Smoke run: 300 particles, 1 epoch, 2 RELION iterations.")
 FLAGS = flags.FLAGS
 
@@ -258,8 +262,35 @@ def run_stack(tag: str, base: training.TrainConfig, num: int) -> dict:
             "particles": num, "rows": rows}
 
 
+def merge(paths: list[str]) -> dict:
+    """One report of several runs' rows (e.g. stacks or methods run in separate processes); the
+    settings are the first file's, each file's are kept under `sources`."""
+    reports = []
+    for path in paths:
+        with open(path) as f:
+            reports.append(json.load(f))
+    rows = {}
+    for report in reports:
+        for entry in report["stacks"]:
+            kept = rows.setdefault(entry["stack"], dict(entry, rows={}))
+            kept["rows"].update({row["method"]: row for row in entry["rows"]})
+    stacks = [dict(rows[tag], rows=list(rows[tag]["rows"].values())) for tag in STACKS
+              if tag in rows]
+    order = ("RELION", "classical alignment,", "classical alignment +", "polar", "spatial",
+             "ours (", "ours +")
+    for entry in stacks:
+        entry["rows"].sort(key=lambda row: next(i for i, p in enumerate(order)
+                                                if row["method"].startswith(p)))
+    return {"settings": reports[0]["settings"], "stacks": stacks,
+            "sources": [dict(r["settings"], stacks=[e["stack"] for e in r["stacks"]])
+                        for r in reports]}
+
+
 def main(argv: list[str]) -> None:
     del argv
+    if FLAGS.merge:
+        write(merge(FLAGS.merge), "")
+        return
     unknown = set(FLAGS.stacks) - set(STACKS)
     if unknown:
         raise app.UsageError(f"unknown stacks {sorted(unknown)}; expected some of {list(STACKS)}")
@@ -279,22 +310,14 @@ def main(argv: list[str]) -> None:
 
 
 def write(report: dict, suffix: str) -> None:
-    """`poses<suffix>.{json,md}`, keeping the other stacks of an earlier run with the same
-    settings (so stacks can run in separate processes, or again one at a time)."""
-    path = os.path.join(RESULTS, f"poses{suffix}.json")
-    stacks = {entry["stack"]: entry for entry in report["stacks"]}
-    if os.path.exists(path):
-        with open(path) as f:
-            earlier = json.load(f)
-        if earlier["settings"] == report["settings"]:
-            stacks = {**{e["stack"]: e for e in earlier["stacks"]}, **stacks}
-    merged = dict(report, stacks=[stacks[tag] for tag in STACKS if tag in stacks])
-    for name, text in ((path, json.dumps(merged, indent=1)),
-                       (path[:-len(".json")] + ".md", markdown(merged))):
+    """`<results><suffix>.{json,md}`."""
+    path = os.path.join(RESULTS, f"{FLAGS.results}{suffix}")
+    for name, text in ((path + ".json", json.dumps(report, indent=1)),
+                       (path + ".md", markdown(report))):
         with open(name + ".tmp", "w") as f:
             f.write(text)
         os.replace(name + ".tmp", name)
-    print(markdown(merged), flush=True)
+    print(markdown(report), flush=True)
 
 
 def _cell(row: dict, key: str, fmt: str) -> str:
@@ -303,15 +326,20 @@ def _cell(row: dict, key: str, fmt: str) -> str:
 
 def markdown(report: dict) -> str:
     s = report["settings"]
+    sources = report.get("sources", [s])
     lines = [f"# Poses beside RELION 2D and classical alignment: {s['num_particles']} particles "
-             f"per stack, {s['image_size']}x{s['image_size']}, one run", "",
-             f"ours: {s['epochs']} epochs, spatial-VAE: {s['svae_epochs']} epochs (batch "
-             f"{s['batch_size']}); RELION: {s['relion_iter']} iterations, --j "
-             f"{s['relion_threads']}; 2 shared CPU cores. psi error after one rotation per view; "
-             "'new': a second stack of the same specimen posed without retraining.", "",
-             "| stack | method | psi MAE (°) | median (°) | > 15° (%) | wall (s) | new: psi MAE (°) "
-             "| new: particles/s | ARI | Spearman ρ (abs.) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"per stack, {s['image_size']}x{s['image_size']}", "",
+             f"Batch {s['batch_size']}, RELION --j {s['relion_threads']}, on 2 CPU cores shared "
+             "with other work. psi error after one rotation per view; 'new': a second stack of "
+             "the same specimen posed without retraining.", ""]
+    for source in sources:
+        lines.append(f"- {', '.join(source.get('stacks', ['all stacks']))}: RELION "
+                     f"{source['relion_iter']} iterations, ours {source['epochs']} epochs, "
+                     f"spatial-VAE {source['svae_epochs']} epochs" + (
+                         f", skipped: {', '.join(source['skip'])}" if source["skip"] else ""))
+    lines += ["", "| stack | method | psi MAE (°) | median (°) | > 15° (%) | wall (s) "
+              "| new: psi MAE (°) | new: particles/s | ARI | Spearman ρ (abs.) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for entry in report["stacks"]:
         for row in entry["rows"]:
             new = row.get("new", {})
@@ -321,7 +349,49 @@ def markdown(report: dict) -> str:
                 _cell(row, "wall_s", ".1f"), _cell(new, "psi_mae_deg", ".2f"),
                 _cell(row, "new_particles_per_s", ".0f"), _cell(row, "ari", ".3f"),
                 _cell(row, "spearman", ".3f")]) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [""] + targets(report)) + "\n"
+
+
+def _find(rows: list[dict], prefix: str) -> dict | None:
+    return next((row for row in rows if row["method"].startswith(prefix)), None)
+
+
+def targets(report: dict) -> list[str]:
+    """Issue 15's targets, ratios from this report ('ours' = ours + refinement, what
+    `canonicalize` writes by default; features: ours (network)'s latent)."""
+    lines = ["## Targets (issue 15), ratios from these rows", ""]
+
+    def check(stack: str, text: str, value: float, goal: float, at_least: bool) -> None:
+        met = value >= goal if at_least else value <= goal
+        lines.append(f"- {stack}: {text} = {value:.2f} ({'≥' if at_least else '≤'} {goal:g}: "
+                     f"{'met' if met else 'MISSED'})")
+
+    for entry in report["stacks"]:
+        rows, tag = entry["rows"], entry["stack"]
+        ours, network = _find(rows, "ours +"), _find(rows, "ours (")
+        relion = _find(rows, "RELION")
+        posed = [row for row in rows if "psi_mae_deg" in row]
+        if ours and posed:
+            best = min(posed, key=lambda row: row["psi_mae_deg"])
+            check(tag, f"ours' psi MAE / best row's ({best['method']})",
+                  ours["psi_mae_deg"] / best["psi_mae_deg"], 1.1, False)
+        if ours and relion and not entry["heterogeneous"]:
+            check(tag, "ours' train + canonicalize time / RELION's", ours["wall_s"] /
+                  relion["wall_s"], 0.5, False)
+        if network and entry["heterogeneous"]:
+            classical = [row for row in rows if "ari" in row and (
+                row["method"].startswith("classical") or row["method"].startswith("polar"))]
+            if classical:
+                check(tag, "ours' ARI / best classical ARI", network["ari"] /
+                      max(row["ari"] for row in classical), 1.2, True)
+                check(tag, "ours' Spearman ρ / best classical", network["spearman"] /
+                      max(row["spearman"] for row in classical), 1.0, True)
+        if ours and relion:
+            check(tag, "new particles: ours' particles/s / RELION's single iteration",
+                  ours["new_particles_per_s"] / relion["new_particles_per_s"], 5, True)
+            check(tag, "new particles: ours' psi MAE / RELION's", ours["new"]["psi_mae_deg"]
+                  / relion["new"]["psi_mae_deg"], 1.2, False)
+    return lines
 
 
 if __name__ == "__main__":
