@@ -358,7 +358,7 @@ def _find(rows: list[dict], prefix: str) -> dict | None:
 
 def targets(report: dict) -> list[str]:
     """Issue 15's targets, ratios from this report ('ours' = ours + refinement, what
-    `canonicalize` writes by default; features: ours (network)'s latent)."""
+    `canonicalize` writes by default; features: ours (network)'s latent; RELION: its last row)."""
     lines = ["## Targets (issue 15), ratios from these rows", ""]
 
     def check(stack: str, text: str, value: float, goal: float, at_least: bool) -> None:
@@ -369,7 +369,8 @@ def targets(report: dict) -> list[str]:
     for entry in report["stacks"]:
         rows, tag = entry["rows"], entry["stack"]
         ours, network = _find(rows, "ours +"), _find(rows, "ours (")
-        relion = _find(rows, "RELION")
+        relions = [row for row in rows if row["method"].startswith("RELION")]
+        relion = relions[-1] if relions else None  # the longest run, when merged
         posed = [row for row in rows if "psi_mae_deg" in row]
         if ours and posed:
             best = min(posed, key=lambda row: row["psi_mae_deg"])
