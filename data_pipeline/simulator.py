@@ -14,11 +14,19 @@ CTF-free projection; `observed` is the projection of the molecule rotated by θ 
 displayed (so its clean part equals `rotate(image, θ)` up to interpolation), shifted by `shift`
 pixels (x = columns, y = rows, down positive), multiplied by the CTF in Fourier space, plus noise.
 
-Images are identified by a global id. Image `i` has conformation `i % num_conformations`, and all
-its random choices come from a generator seeded with `(seed, i)`, so any split or chunk of a data
+Images are identified by a global id. Image `i` has conformation `i % num_conformations` and view
+`(i // num_conformations) % num_views`, and all its random choices come from a generator seeded with
+`(seed, i)`, so any split or chunk of a data
 set is bit-identical however it is generated. The `train` split holds the ids of the first
 `num_conformations - test_conformations` conformations, `test` the rest (as in 5HDB, where the
 held-out conformations are unseen during training).
+
+Heterogeneity beyond 5HDB's discrete states: with `continuous_conformations` each image's hinge
+position is drawn uniformly within its conformation's bin (bin k of K covers [k/K, (k+1)/K] of the
+hinge range), so conformations form a continuum whose per-image truth is `hinge`; with
+`num_views` > 1 the molecule is seen along several directions (view 0 along z, view v >= 1 tilted
+by `view_tilt` about the in-plane axis at azimuth π (v - 1) / (num_views - 1)). The defaults keep
+one view and discrete conformations, and their images are unchanged.
 """
 import dataclasses
 import hashlib
@@ -50,7 +58,8 @@ class SimulationConfig:
     max_shift pixels, defocus µm, voltage kV, spherical_aberration mm. `snr` is signal variance over
     noise variance per image (math.inf: no noise). `angle_std` is used by the normal distribution
     only; the optics settings only with `ctf`. A user model (`atomic_model` or `density_map`) is
-    rigid: its conformations are identical and only label the images.
+    rigid: its conformations are identical and only label the images. `continuous_conformations`,
+    `num_views` and `view_tilt` (radians): module docstring.
     """
 
     image_size: int = 40
@@ -71,6 +80,9 @@ class SimulationConfig:
     atomic_model: str | None = None
     density_map: str | None = None
     seed: int = 0
+    continuous_conformations: bool = False
+    num_views: int = 1
+    view_tilt: float = math.radians(40.0)
 
     def __post_init__(self):
         problems = []
@@ -99,6 +111,10 @@ class SimulationConfig:
             problems.append("give at most one of atomic_model and density_map")
         if self.seed < 0:
             problems.append(f"seed must be non-negative, got {self.seed}")
+        if self.num_views < 1:
+            problems.append(f"num_views must be positive, got {self.num_views}")
+        if not 0 <= self.view_tilt <= math.pi:
+            problems.append(f"view_tilt must be in [0, π], got {self.view_tilt}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -173,6 +189,17 @@ def builtin_model() -> PseudoAtomicModel:
     # Centre the molecule's mass at the middle conformation; the frame stays fixed as the arm moves.
     centre = np.average(model.conformation(0.5), axis=0, weights=weights)
     return dataclasses.replace(model, coords=coords - centre, hinge_point=hinge_point - centre)
+
+
+def view_rotations(num_views: int, tilt: float) -> np.ndarray:
+    """[V, 3, 3]: view 0 the identity, view v >= 1 a turn by `tilt` about the in-plane axis at
+    azimuth π (v - 1) / (V - 1)."""
+    rotations = [np.eye(3)]
+    for v in range(1, num_views):
+        azimuth = math.pi * (v - 1) / (num_views - 1)
+        axis = np.array([math.cos(azimuth), math.sin(azimuth), 0.0])
+        rotations.append(_axis_angle_matrix(axis, tilt))
+    return np.stack(rotations)
 
 
 def _one_line(error: Exception) -> str:
@@ -332,20 +359,33 @@ class Simulator:
 
     def __init__(self, config: SimulationConfig):
         self.config = config
-        model = load_model(config)
+        self._model = load_model(config)
         count = config.num_conformations
-        params = [0.5] if count == 1 else np.linspace(0.0, 1.0, count)
-        coords = np.stack([model.conformation(t) for t in params])  # [K, A, 3]
-        # The box fits the whole hinge range, whatever the number of conformations.
-        span = np.stack([model.conformation(t) for t in np.linspace(0.0, 1.0, 21)])
-        radius = np.linalg.norm(span[..., :2], axis=-1).max() + 2 * model.sigma
+        self._positions = np.array([0.5]) if count == 1 else np.linspace(0.0, 1.0, count)
+        self._views = view_rotations(config.num_views, config.view_tilt)  # [V, 3, 3]
+        # The box fits the whole hinge range in every view, whatever the number of conformations.
+        span = self._coords(np.linspace(0.0, 1.0, 21), self._views)
+        radius = np.linalg.norm(span[..., :2], axis=-1).max() + 2 * self._model.sigma
         self.pixel_size = float(config.pixel_size or
                                 2 * radius / (FILL_FRACTION * config.image_size))
         # Image plane in pixels: 3D x along columns, 3D y along rows, as RELION projects.
-        self._xy = coords[..., :2] / self.pixel_size
-        self._weights = model.weights
-        self._sigma = max(model.sigma / self.pixel_size, MIN_SIGMA_PIXELS)
-        self.canonical = render(self._xy, self._weights, self._sigma, config.image_size)
+        self._xy = self._coords(self._positions, self._views)[..., :2] / self.pixel_size
+        self._weights = self._model.weights
+        self._sigma = max(self._model.sigma / self.pixel_size, MIN_SIGMA_PIXELS)
+        self.canonical = render(self._xy[0], self._weights, self._sigma, config.image_size)
+
+    def _coords(self, positions: np.ndarray, views: np.ndarray) -> np.ndarray:
+        """Atom coordinates [V, P, A, 3] (Å) at hinge positions [P] in [0, 1], seen in views
+        [V, 3, 3]."""
+        coords = np.stack([self._model.conformation(t) for t in positions])
+        return np.einsum("vij,paj->vpai", views, coords)
+
+    def hinge_angle(self, position: np.ndarray) -> np.ndarray:
+        """Hinge angles (radians) at positions in [0, 1] along the hinge range (0: rigid model)."""
+        if self._model.hinge_mask is None:
+            return np.zeros_like(position, np.float64)
+        lo, hi = self._model.hinge_range
+        return lo + np.asarray(position, np.float64) * (hi - lo)
 
     def split_ids(self, split: str) -> np.ndarray:
         """Global ids of a split's images, in order (conformations interleaved)."""
@@ -362,6 +402,7 @@ class Simulator:
         size = config.image_size
         angle, shift, defocus = np.empty(len(ids)), np.empty((len(ids), 2)), np.empty(len(ids))
         noise = np.empty((len(ids), size, size), np.float32)
+        within_bin = np.empty(len(ids))
         for row, image_id in enumerate(ids):
             rng = np.random.default_rng([config.seed, int(image_id)])
             uniform, normal = rng.random(), rng.standard_normal()
@@ -373,17 +414,28 @@ class Simulator:
             defocus[row] = config.defocus_min + rng.random() * (
                 config.defocus_max - config.defocus_min)
             noise[row] = rng.standard_normal((size, size), np.float32)
+            # Drawn last, so the earlier draws are those of discrete conformations.
+            within_bin[row] = rng.random() if config.continuous_conformations else 0.0
         if not config.ctf:
             defocus[:] = 0.0
-        return dict(angle=angle, shift=shift, defocus=defocus, noise=noise)
+        return dict(angle=angle, shift=shift, defocus=defocus, noise=noise, within_bin=within_bin)
 
     def project(self, conformation: np.ndarray, angle: np.ndarray,
-                shift: np.ndarray | None = None) -> np.ndarray:
-        """Clean projections [B, N, N] of conformations [B] turned by `angle` [B] (as a dataset's
-        `angle`: `rotate(image, angle)` up to interpolation), shifted by `shift` [B, 2] pixels."""
+                shift: np.ndarray | None = None, view: np.ndarray | None = None,
+                position: np.ndarray | None = None) -> np.ndarray:
+        """Clean projections [B, N, N] of conformations [B] in views [B] (default 0) turned by
+        `angle` [B] (as a dataset's `angle`: `rotate(image, angle)` up to interpolation), shifted
+        by `shift` [B, 2] pixels. `position` [B] in [0, 1]: hinge positions replacing the
+        conformations' own (continuous conformations)."""
+        view = np.zeros(len(angle), np.int64) if view is None else view
+        if position is None:
+            x, y = self._xy[view, conformation, :, 0], self._xy[view, conformation, :, 1]
+        else:
+            xy = np.stack([self._coords([t], self._views[[v]])[0, 0, :, :2]
+                           for t, v in zip(position, view)]) / self.pixel_size
+            x, y = xy[..., 0], xy[..., 1]
         cos = np.cos(angle)[:, None]
         sin = np.sin(angle)[:, None]
-        x, y = self._xy[conformation, :, 0], self._xy[conformation, :, 1]
         # CCW as displayed, with y pointing down the rows: the rotation `rotate` applies.
         xy = np.stack([cos * x + sin * y, -sin * x + cos * y], axis=-1)
         if shift is not None:
@@ -393,23 +445,36 @@ class Simulator:
     def simulate(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """Images with the given global ids.
 
-        Returns image, observed [B, N, N] float32; angle [B] float32 (radians, observed =
-        rotate(image, angle)); conformation [B] int64; shift [B, 2] float32 (pixels, x then y);
-        defocus [B] float32 (µm, 0 without CTF); id [B] int64.
+        Returns image (clean, unrotated, in the image's view and hinge position), observed
+        [B, N, N] float32; angle [B] float32 (radians, observed = rotate(image, angle));
+        conformation [B] int64; view [B] int64; hinge [B] float32 (the hinge angle, radians);
+        shift [B, 2] float32 (pixels, x then y); defocus [B] float32 (µm, 0 without CTF);
+        id [B] int64.
         """
         config = self.config
         ids = np.asarray(ids, np.int64)
         draws = self._draw(ids)
         conformation = ids % config.num_conformations
-        clean = self.project(conformation, draws["angle"], draws["shift"])
+        view = (ids // config.num_conformations) % config.num_views
+        if config.continuous_conformations:
+            position = (conformation + draws["within_bin"]) / config.num_conformations
+        else:
+            position = None
+        clean = self.project(conformation, draws["angle"], draws["shift"], view, position)
+        if position is None and config.num_views == 1:
+            image = self.canonical[conformation]
+        else:
+            image = self.project(conformation, np.zeros(len(ids)), None, view, position)
         if config.ctf:
             ctfs = ctf(draws["defocus"], 2 * config.image_size, self.pixel_size, config.voltage,
                        config.spherical_aberration, config.amplitude_contrast)
             clean = _apply_ctf(clean, ctfs).astype(np.float32)
         noise_std = np.sqrt(clean.var(axis=(1, 2), dtype=np.float64) / config.snr)
         observed = clean + draws["noise"] * noise_std.astype(np.float32)[:, None, None]
-        return dict(image=self.canonical[conformation], observed=observed.astype(np.float32),
+        hinge = self.hinge_angle(self._positions[conformation] if position is None else position)
+        return dict(image=image, observed=observed.astype(np.float32),
                     angle=draws["angle"].astype(np.float32), conformation=conformation,
+                    view=view, hinge=hinge.astype(np.float32),
                     shift=draws["shift"].astype(np.float32),
                     defocus=draws["defocus"].astype(np.float32), id=ids)
 

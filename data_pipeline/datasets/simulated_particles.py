@@ -8,6 +8,7 @@ test the rest. Elements: `image` (canonical) and `observed` float32 [N, N, 1], `
 `conformation` int64. The pixel size (Å) is in the description and in `info.metadata`.
 """
 import dataclasses
+import math
 import re
 from typing import Any, Iterator
 
@@ -46,6 +47,10 @@ def config_name(settings: sim.SimulationConfig) -> str:
         if optics != (_DEFAULTS.voltage, _DEFAULTS.spherical_aberration,
                       _DEFAULTS.amplitude_contrast):
             parts.append("optics" + "-".join(_number(v) for v in optics))
+    if s.continuous_conformations:
+        parts.append("continuous")
+    if s.num_views != _DEFAULTS.num_views:
+        parts.append(f"views{s.num_views}tilt{_number(round(math.degrees(s.view_tilt), 6))}")
     model = s.atomic_model or s.density_map
     if model:
         stem = re.sub(r"[^a-z0-9]+", "", model.rsplit("/", 1)[-1].rsplit(".", 1)[0].lower())
