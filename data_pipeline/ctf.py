@@ -25,6 +25,9 @@ import numpy as np
 import tensorflow as tf
 
 MODES = ("model", "phase_flip")
+# A particle's CTF values as data sets carry them: RELION's rlnDefocusU, rlnDefocusV (Å) and
+# rlnDefocusAngle (degrees).
+CTF_FEATURES = ("defocus_u", "defocus_v", "defocus_angle")
 
 
 def electron_wavelength(voltage_kv: float) -> float:

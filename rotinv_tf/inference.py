@@ -14,6 +14,12 @@ Outputs:
   `data_optics` block (pixel size, image size) and a `data_particles` block are written (rows in
   the `.cs` file's order).
 
+CTF: a model trained with a CTF correction (`rotinv_tf.autoencoder`) takes each particle's
+defocus, read from the input (a STAR file's rlnDefocusU/V/Angle and optics, a `.cs` file's `ctf/*`
+fields, written out in RELION's columns); a comment line at the top of the STAR file names the
+correction (with `model` the canonical images are CTF-free). Refinement then compares like with
+like (`_refinement_pair`).
+
 Angle convention: the model's angle θ (radians) is counter-clockwise positive as the image is
 displayed (row 0 at the top), with `observed = rotate(canonical, θ)` (`data_pipeline.rotation`).
 `rlnAnglePsi` is θ in degrees with the same sign, wrapped to (-180, 180]: the convention the
@@ -44,7 +50,9 @@ from data_pipeline.atomic import atomic_path
 from data_pipeline.errors import DataError
 from data_pipeline.formats import cryosparc
 from data_pipeline.formats.mrc import MrcStack, StackWriter, open_stack
-from data_pipeline.formats.star import (StarBlock, angle_to_psi_degrees, particles_block,
+from data_pipeline import ctf
+from data_pipeline.formats.star import (DEFOCUS_COLUMNS, OPTICS_COLUMNS, CtfColumns, StarBlock,
+                                        angle_to_psi_degrees, particles_block, read_ctf,
                                         read_star, write_star)
 from rotinv_tf.pose.refine import refine_poses
 from rotinv_tf.serving import load_serving_model
@@ -107,6 +115,7 @@ class _Particles:
         self.path = path
         self.stack_paths: list[str] = []
         self.blocks: dict[str, StarBlock] | None = None
+        self.ctf: CtfColumns | None = None  # each particle's CTF, when the input has one
         self._open: dict[int, MrcStack] = {}
         shapes = set()
         if path.lower().endswith(".star"):
@@ -149,12 +158,14 @@ class _Particles:
             indices.append(int(index) - 1)
         self._add_rows(path, stack_paths, indices, shapes,
                        lambda row: f"{IMAGE_NAME} {names[row]!r}")
+        self.ctf = read_ctf(self.blocks, path)
 
     def _from_cs(self, path: str, shapes: set) -> None:
         particles = cryosparc.read_cs(path)
         resolved = [cryosparc.resolve_stack(path, stack) for stack in particles.stacks]
         self._add_rows(path, [resolved[i] for i in particles.stack_ids], particles.indices,
                        shapes, lambda row: f"{cryosparc.INDEX} {particles.indices[row]}")
+        self.ctf = particles.ctf
 
     def _add_rows(self, path: str, stack_paths: list[str], indices, shapes: set,
                   describe: Callable[[int], str]) -> None:
@@ -203,6 +214,14 @@ class _Particles:
                 rows=[["1", "opticsGroup1", f"{pixel_size:.6f}", str(size), "2"]])
             particles = StarBlock(columns=[IMAGE_NAME, ANGLE_PSI, "rlnOpticsGroup"],
                                   rows=[[n, p, "1"] for n, p in zip(image_names, psi)])
+            if self.ctf is not None:  # a .cs file's CTF, in RELION's columns
+                c = self.ctf
+                for column, value in zip(OPTICS_COLUMNS, (c.voltage, c.spherical_aberration,
+                                                          c.amplitude_contrast)):
+                    optics.set_column(column, [f"{value:g}"])
+                for column, values in zip(DEFOCUS_COLUMNS, (c.defocus_u, c.defocus_v,
+                                                            c.defocus_angle)):
+                    particles.set_column(column, [f"{v:.2f}" for v in values])
             return {"optics": optics, "particles": particles}
         blocks = {name: dataclasses.replace(block, columns=list(block.columns),
                                             rows=[list(row) for row in block.rows])
@@ -271,6 +290,38 @@ def canonicalize_particles(saved_model: str, input_path: str, output: str, star:
         particles.close()
 
 
+def _particle_ctf(model, particles: _Particles) -> ctf.Optics | None:
+    """The model's optics when it corrects the CTF (None otherwise), checked against the
+    input's CTF values, which it then needs."""
+    if model.ctf_correction == "none":
+        return None
+    if particles.ctf is None:
+        raise DataError(particles.path, f"the model corrects the CTF ({model.ctf_correction}) "
+                        f"but the input has no CTF values ({', '.join(DEFOCUS_COLUMNS)} in a "
+                        f"STAR file, ctf/* in a .cs file)")
+    optics = ctf.Optics(**model.metadata["optics"])
+    c = particles.ctf
+    for name, ours, theirs in (("voltage", optics.voltage, c.voltage),
+                               ("spherical aberration", optics.spherical_aberration,
+                                c.spherical_aberration),
+                               ("amplitude contrast", optics.amplitude_contrast,
+                                c.amplitude_contrast)):
+        if abs(ours - theirs) > 1e-3 * max(abs(ours), 1e-3):
+            raise DataError(particles.path, f"{name} {theirs:g} differs from the model's "
+                            f"{ours:g}")
+    return optics
+
+
+def _ctf_comment(model) -> str:
+    """The STAR file's comment line on the CTF: how the model corrected it."""
+    meaning = {"model": "canonical images are CTF-free (the CTF was in the model's forward "
+                        "model)",
+               "phase_flip": "canonical images are phase-flipped (their CTF amplitude remains)",
+               "none": "the CTF was not corrected"}
+    return (f"rotinv_tf: CTF correction {model.ctf_correction}: "
+            f"{meaning[model.ctf_correction]}")
+
+
 def _refine_comment(max_shift: int | None) -> str:
     """The STAR file's comment line: how `rlnAnglePsi` was made."""
     if max_shift is None:
@@ -292,6 +343,24 @@ def _frame_comment(metadata: dict) -> str:
             f"{meaning.get(frame, 'not recorded')}")
 
 
+def _refinement_pair(correction: str, optics: ctf.Optics | None, batch_ctf: dict | None,
+                     images: np.ndarray, result: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(particles, canonical images) that refinement compares, alike in their CTF: with
+    `model` the CTF-free canonical images through each particle's CTF (its astigmatism turned
+    into the canonical frame by the network's angle), with `phase_flip` the particles flipped."""
+    canonical = result["canonical_image"]
+    if correction == "none":
+        return images, canonical
+    u, v, angle = (batch_ctf[name] for name in ctf.CTF_FEATURES)
+    if correction == "phase_flip":
+        flipped = ctf.apply_ctf(images.astype(np.float32), u, v, angle, optics, "phase_flip",
+                                pad_factor=2)
+        return flipped.numpy(), canonical
+    turned = ctf.rotated_defocus_angle(angle, -result["angle"])
+    modulated = ctf.apply_ctf(canonical, u, v, turned, optics, "model", pad_factor=2)
+    return images, modulated.numpy()
+
+
 def _stream(model, particles: _Particles, output: str, star: str, batch_size: int,
             resample: bool, progress: Callable[[int, int], None] | None,
             refine_max_shift: int | None) -> CanonicalizeSummary:
@@ -308,6 +377,7 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
         raise DataError(model.path, f"refine_max_shift {refine_max_shift} must be in "
                         f"[0, {size // 2}) for the model's {size}x{size} images")
     pixel_size = particles.pixel_size * h / size
+    optics = _particle_ctf(model, particles)
     n = len(particles)
     angles = np.zeros(n, np.float64)
     shifts = np.zeros((n, 2), np.float64)  # pixels, x then y (down the rows)
@@ -321,11 +391,18 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
             bad += [start + 1 + int(i) for i in np.flatnonzero(~finite)]
             if not bad:  # after the first bad particle, only scan for the others
                 images = fourier_resample(images, size)
-                result = model.predict(images)
+                batch_ctf = None if optics is None else {
+                    name: values[start:stop] for name, values in zip(ctf.CTF_FEATURES, (
+                        particles.ctf.defocus_u, particles.ctf.defocus_v,
+                        particles.ctf.defocus_angle))}
+                result = model.predict(images, batch_ctf)
                 writer.write(start, result["canonical_image"])
                 angles[start:stop] = result["angle"]
                 if refine_max_shift is not None:
-                    refined = refine_poses(images, result["canonical_image"], result["angle"],
+                    refined = refine_poses(*_refinement_pair(
+                                               model.ctf_correction, optics, batch_ctf, images,
+                                               result),
+                                           result["angle"],
                                            REFINE_WINDOW_DEGREES, REFINE_STEP_DEGREES,
                                            refine_max_shift)
                     angles[start:stop], shifts[start:stop] = refined.angles, refined.shifts
@@ -342,6 +419,7 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
             for column, values in zip(("rlnOriginXAngst", "rlnOriginYAngst"), shifts.T):
                 table.set_column(column, [f"{-v * pixel_size:.6f}" for v in values])
         write_star(star_tmp, blocks, comments=[_frame_comment(model.metadata),
+                                               _ctf_comment(model),
                                                _refine_comment(refine_max_shift)])
     return CanonicalizeSummary(particles=n, seconds=time.perf_counter() - start_time,
                                output=output, star=star, pixel_size=pixel_size)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from data_pipeline import simulate
-from data_pipeline.datasets.particle_stack import CTF_FEATURES, ParticleStack
+from data_pipeline.ctf import CTF_FEATURES
+from data_pipeline.datasets.particle_stack import ParticleStack
 from data_pipeline.errors import DataError
 from data_pipeline.formats.mrc import write_stack
 from data_pipeline.formats.star import StarBlock, read_star, write_star

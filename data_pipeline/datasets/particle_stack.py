@@ -6,8 +6,9 @@ The stack is read through its memory map a chunk at a time, so it never has to f
 `observed` float32 [H, W, 1] (raw units), `index` int64 (the particle's 0-based position in the
 stack, whatever the split), with angles `angle` float32 (radians, via
 `star.psi_degrees_to_angle`), with CTF values (`star.read_ctf`, `cryosparc.read_cs`; their optics in
-`ParticleStack.ctf`) `defocus_u`, `defocus_v` (Å) and `defocus_angle` (degrees) float32, and
-`image`:
+`ParticleStack.ctf`) `defocus_u`, `defocus_v` (Å) and `defocus_angle` (degrees: the astigmatism
+angle of `image`, which is the particle's own turned by -angle when `image` is derotated) float32,
+and `image`:
 - with angles, the canonical image `rotate(observed, -angle)`, as for every data set
   (`observed = rotate(image, angle)`);
 - without them there is no ground truth, so `image` is the observed particle itself (training on it
@@ -44,8 +45,6 @@ SPLITS = ("train", "validation", "test", "all")
 DEFAULT_HOLDOUT_FRACTION = 0.2
 SPLIT_SEED = 0x5EED_57AC  # part of the split's definition: changing it moves held-out particles
 _MASK64 = (1 << 64) - 1
-# Per-particle CTF features (RELION's rlnDefocusU/V in Å, rlnDefocusAngle in degrees).
-CTF_FEATURES = ("defocus_u", "defocus_v", "defocus_angle")
 
 
 def _hash(positions: np.ndarray) -> np.ndarray:
@@ -184,6 +183,9 @@ def _add_image(chunk: dict) -> dict:
     if "angle" not in chunk:
         return {**chunk, "image": observed}
     image = tf.ensure_shape(rotation.rotate(observed, -chunk["angle"]), observed.shape)
+    if "defocus_angle" in chunk:  # the astigmatism of `image`, turned with it
+        chunk = {**chunk, "defocus_angle": ctf_lib.rotated_defocus_angle(
+            chunk["defocus_angle"], -chunk["angle"])}
     return {**chunk, "image": image}
 
 
@@ -239,7 +241,7 @@ class ParticleStack:
                 if self.angles is not None:
                     chunk["angle"] = self.angles[chosen]
                 if self.ctf is not None:
-                    for name in CTF_FEATURES:
+                    for name in ctf_lib.CTF_FEATURES:
                         chunk[name] = getattr(self.ctf, name)[chosen]
                 yield chunk
 
@@ -251,7 +253,7 @@ class ParticleStack:
         if self.angles is not None:
             signature["angle"] = tf.TensorSpec([None], tf.float32)
         if self.ctf is not None:
-            signature.update({name: tf.TensorSpec([None], tf.float32) for name in CTF_FEATURES})
+            signature.update({name: tf.TensorSpec([None], tf.float32) for name in ctf_lib.CTF_FEATURES})
         chunks = tf.data.Dataset.from_generator(lambda: self._chunks(positions, chunk_size),
                                                 output_signature=signature)
         chunks = chunks.map(_add_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
