@@ -115,7 +115,7 @@ class _Particles:
         self.path = path
         self.stack_paths: list[str] = []
         self.blocks: dict[str, StarBlock] | None = None
-        self.ctf: CtfColumns | None = None  # each particle's CTF, when the input has one
+        self._cs_ctf: CtfColumns | None = None  # a .cs file's CTF fields
         self._open: dict[int, MrcStack] = {}
         shapes = set()
         if path.lower().endswith(".star"):
@@ -158,14 +158,13 @@ class _Particles:
             indices.append(int(index) - 1)
         self._add_rows(path, stack_paths, indices, shapes,
                        lambda row: f"{IMAGE_NAME} {names[row]!r}")
-        self.ctf = read_ctf(self.blocks, path)
 
     def _from_cs(self, path: str, shapes: set) -> None:
         particles = cryosparc.read_cs(path)
         resolved = [cryosparc.resolve_stack(path, stack) for stack in particles.stacks]
         self._add_rows(path, [resolved[i] for i in particles.stack_ids], particles.indices,
                        shapes, lambda row: f"{cryosparc.INDEX} {particles.indices[row]}")
-        self.ctf = particles.ctf
+        self._cs_ctf = particles.ctf
 
     def _add_rows(self, path: str, stack_paths: list[str], indices, shapes: set,
                   describe: Callable[[int], str]) -> None:
@@ -204,6 +203,13 @@ class _Particles:
         return np.concatenate([self._stack(ids[a]).read(idx[a], idx[a] + (b - a))
                                for a, b in runs])
 
+    def ctf(self) -> CtfColumns | None:
+        """Each particle's CTF, when the input has one (a STAR file's columns are checked only
+        here, so a model without a CTF correction never needs them to be valid)."""
+        if self.blocks is not None:
+            return read_ctf(self.blocks, self.path)
+        return self._cs_ctf
+
     def star_blocks(self, image_names: list[str], psi: list[str], size: int,
                     pixel_size: float) -> dict[str, StarBlock]:
         """The output STAR blocks: the input's, or fresh RELION 3.1 optics + particles blocks."""
@@ -214,8 +220,8 @@ class _Particles:
                 rows=[["1", "opticsGroup1", f"{pixel_size:.6f}", str(size), "2"]])
             particles = StarBlock(columns=[IMAGE_NAME, ANGLE_PSI, "rlnOpticsGroup"],
                                   rows=[[n, p, "1"] for n, p in zip(image_names, psi)])
-            if self.ctf is not None:  # a .cs file's CTF, in RELION's columns
-                c = self.ctf
+            if self._cs_ctf is not None:  # a .cs file's CTF, in RELION's columns
+                c = self._cs_ctf
                 for column, value in zip(OPTICS_COLUMNS, (c.voltage, c.spherical_aberration,
                                                           c.amplitude_contrast)):
                     optics.set_column(column, [f"{value:g}"])
@@ -290,17 +296,17 @@ def canonicalize_particles(saved_model: str, input_path: str, output: str, star:
         particles.close()
 
 
-def _particle_ctf(model, particles: _Particles) -> ctf.Optics | None:
-    """The model's optics when it corrects the CTF (None otherwise), checked against the
-    input's CTF values, which it then needs."""
+def _particle_ctf(model, particles: _Particles) -> tuple[ctf.Optics, CtfColumns] | None:
+    """The model's optics and the input's CTF values when the model corrects the CTF (None
+    otherwise); the input's optics must be the model's."""
     if model.ctf_correction == "none":
         return None
-    if particles.ctf is None:
+    c = particles.ctf()
+    if c is None:
         raise DataError(particles.path, f"the model corrects the CTF ({model.ctf_correction}) "
                         f"but the input has no CTF values ({', '.join(DEFOCUS_COLUMNS)} in a "
                         f"STAR file, ctf/* in a .cs file)")
     optics = ctf.Optics(**model.metadata["optics"])
-    c = particles.ctf
     for name, ours, theirs in (("voltage", optics.voltage, c.voltage),
                                ("spherical aberration", optics.spherical_aberration,
                                 c.spherical_aberration),
@@ -309,7 +315,7 @@ def _particle_ctf(model, particles: _Particles) -> ctf.Optics | None:
         if abs(ours - theirs) > 1e-3 * max(abs(ours), 1e-3):
             raise DataError(particles.path, f"{name} {theirs:g} differs from the model's "
                             f"{ours:g}")
-    return optics
+    return optics, c
 
 
 def _ctf_comment(model) -> str:
@@ -377,7 +383,8 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
         raise DataError(model.path, f"refine_max_shift {refine_max_shift} must be in "
                         f"[0, {size // 2}) for the model's {size}x{size} images")
     pixel_size = particles.pixel_size * h / size
-    optics = _particle_ctf(model, particles)
+    particle_ctf = _particle_ctf(model, particles)
+    optics, columns = particle_ctf if particle_ctf is not None else (None, None)
     n = len(particles)
     angles = np.zeros(n, np.float64)
     shifts = np.zeros((n, 2), np.float64)  # pixels, x then y (down the rows)
@@ -393,8 +400,7 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
                 images = fourier_resample(images, size)
                 batch_ctf = None if optics is None else {
                     name: values[start:stop] for name, values in zip(ctf.CTF_FEATURES, (
-                        particles.ctf.defocus_u, particles.ctf.defocus_v,
-                        particles.ctf.defocus_angle))}
+                        columns.defocus_u, columns.defocus_v, columns.defocus_angle))}
                 result = model.predict(images, batch_ctf)
                 writer.write(start, result["canonical_image"])
                 angles[start:stop] = result["angle"]
