@@ -1,5 +1,6 @@
 """Training with the CTF: the forward model's plumbing, which correction a run takes, and a CTF
-stack with its STAR file (no angles) trained, exported and canonicalized with the CTF in the model."""
+stack with its STAR file (no angles) trained, exported and canonicalized with the CTF in the
+model."""
 import math
 import os
 

@@ -253,7 +253,8 @@ class ParticleStack:
         if self.angles is not None:
             signature["angle"] = tf.TensorSpec([None], tf.float32)
         if self.ctf is not None:
-            signature.update({name: tf.TensorSpec([None], tf.float32) for name in ctf_lib.CTF_FEATURES})
+            signature.update({name: tf.TensorSpec([None], tf.float32)
+                              for name in ctf_lib.CTF_FEATURES})
         chunks = tf.data.Dataset.from_generator(lambda: self._chunks(positions, chunk_size),
                                                 output_signature=signature)
         chunks = chunks.map(_add_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

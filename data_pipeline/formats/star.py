@@ -237,9 +237,9 @@ OPTICS_COLUMNS = ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast"
 
 @dataclasses.dataclass(frozen=True)
 class CtfColumns:
-    """CTF values in RELION's units (also read from cryoSPARC files): defocus U, V (Å) and astigmatism angle (degrees) per
-    row, and the optics group's voltage (kV), Cs (mm), amplitude contrast and pixel size (Å, None
-    when the file has no rlnImagePixelSize)."""
+    """CTF values in RELION's units (also read from cryoSPARC files): defocus U, V (Å) and
+    astigmatism angle (degrees) per row, and the optics group's voltage (kV), Cs (mm), amplitude
+    contrast and pixel size (Å, None when the file has no rlnImagePixelSize)."""
 
     defocus_u: np.ndarray
     defocus_v: np.ndarray
