@@ -152,8 +152,15 @@ def resolved_frame(config: TrainConfig) -> str:
     config names one."""
     if config.frame != "auto":
         return config.frame
-    stack = _particle_stack(config)
-    unknown_angles = stack is not None and stack.angles is None
+    options = config.dataset_options
+    if config.dataset != "particle_stack":
+        unknown_angles = False
+    elif not options.get("star"):
+        unknown_angles = True
+    elif not (os.path.isfile(options["star"]) and os.path.isfile(options.get("stack") or "")):
+        unknown_angles = False  # loading the data reports the missing file
+    else:
+        unknown_angles = _particle_stack(config).angles is None
     return "learned" if unknown_angles and config.model == "autoencoder" else "supervised"
 
 
