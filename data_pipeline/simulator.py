@@ -36,6 +36,7 @@ from typing import Iterator
 import mrcfile
 import numpy as np
 
+from data_pipeline import ctf
 from data_pipeline.errors import DataError
 
 ANGLE_DISTRIBUTIONS = ("uniform", "normal")
@@ -319,37 +320,6 @@ def render(xy: np.ndarray, weights: np.ndarray, sigma: float, size: int) -> np.n
     return np.matmul(np.swapaxes(gy, 1, 2), gx)
 
 
-def electron_wavelength(voltage_kv: float) -> float:
-    """Relativistic electron wavelength in Å at an accelerating voltage in kV."""
-    volts = voltage_kv * 1e3
-    return 12.2643 / math.sqrt(volts * (1 + 0.978466e-6 * volts))
-
-
-def ctf(defocus_um: np.ndarray, size: int, pixel_size: float, voltage: float,
-        spherical_aberration: float, amplitude_contrast: float) -> np.ndarray:
-    """CTFs [B, size, size // 2 + 1] on an rfft2 grid, one per defocus (µm, underfocus positive).
-
-    CTF = sqrt(1 - A²) sin γ + A cos γ with γ = π λ Δf k² - π/2 Cs λ³ k⁴: positive at low frequency,
-    so the projection keeps its polarity (as in contrast-inverted particle stacks).
-    """
-    wavelength = electron_wavelength(voltage)
-    fy = np.fft.fftfreq(size, d=pixel_size)
-    fx = np.fft.rfftfreq(size, d=pixel_size)
-    k2 = fy[:, None] ** 2 + fx[None, :] ** 2
-    cs = spherical_aberration * 1e7
-    defocus = np.asarray(defocus_um, np.float64)[:, None, None] * 1e4
-    gamma = math.pi * wavelength * defocus * k2 - math.pi / 2 * cs * wavelength**3 * k2**2
-    return (math.sqrt(1 - amplitude_contrast**2) * np.sin(gamma)
-            + amplitude_contrast * np.cos(gamma))
-
-
-def _apply_ctf(images: np.ndarray, ctfs_padded: np.ndarray) -> np.ndarray:
-    """Multiplies images [B, N, N] by CTFs given on a 2N grid (zero padding stops wrap-around)."""
-    size = images.shape[-1]
-    spectrum = np.fft.rfft2(images, s=(2 * size, 2 * size))
-    return np.fft.irfft2(spectrum * ctfs_padded, s=(2 * size, 2 * size))[:, :size, :size]
-
-
 class Simulator:
     """A configured simulation: the molecule, its conformations and canonical images.
 
@@ -442,6 +412,20 @@ class Simulator:
             xy += shift[:, None, :]
         return render(xy, self._weights, self._sigma, self.config.image_size)
 
+    @property
+    def optics(self) -> ctf.Optics:
+        """The microscope of the CTF (`data_pipeline.ctf`)."""
+        c = self.config
+        return ctf.Optics(c.voltage, c.spherical_aberration, c.amplitude_contrast, self.pixel_size)
+
+    def apply_ctf(self, images: np.ndarray, defocus_um: np.ndarray) -> np.ndarray:
+        """Images [B, N, N] through the CTF at each defocus (µm, no astigmatism), on a box padded
+        to 2N so the CTF's spread does not wrap around."""
+        defocus = np.asarray(defocus_um, np.float64) * 1e4
+        filtered = ctf.apply_ctf(images.astype(np.float64), defocus, defocus,
+                                 np.zeros_like(defocus), self.optics, pad_factor=2)
+        return filtered.numpy().astype(np.float32)
+
     def simulate(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """Images with the given global ids.
 
@@ -466,9 +450,7 @@ class Simulator:
         else:
             image = self.project(conformation, np.zeros(len(ids)), None, view, position)
         if config.ctf:
-            ctfs = ctf(draws["defocus"], 2 * config.image_size, self.pixel_size, config.voltage,
-                       config.spherical_aberration, config.amplitude_contrast)
-            clean = _apply_ctf(clean, ctfs).astype(np.float32)
+            clean = self.apply_ctf(clean, draws["defocus"])
         noise_std = np.sqrt(clean.var(axis=(1, 2), dtype=np.float64) / config.snr)
         observed = clean + draws["noise"] * noise_std.astype(np.float32)[:, None, None]
         hinge = self.hinge_angle(self._positions[conformation] if position is None else position)

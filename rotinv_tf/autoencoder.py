@@ -9,18 +9,28 @@ Two frames (`frame=`): `supervised`, the paper's, where the data's canonical ima
 define the frame; `learned`, for stacks whose angles nobody knows, where the model's
 `TemplateFrame` learns the canonical frame by online EM during training and its frame angles stand
 in for the missing ones (`rotinv_tf.pose.template_frame`).
+
+CTF correction (`ctf_correction=`, for data carrying `defocus_u`, `defocus_v`, `defocus_angle`, the
+astigmatism angle of `image`; `data_pipeline.ctf`): with `phase_flip` and `model` the encoder sees
+phase-flipped particles; with `phase_flip` the decoder reconstructs the phase-flipped canonical
+image; with `model` (cryoDRGN's forward model) it returns the CTF-free canonical image, and the loss
+and the critic see it modulated by the particle's CTF (its astigmatism turned with the frame). The
+CTF acts on raw pixel values, so it is applied about `raw_zero`, the normalised value of raw 0.
 """
+import dataclasses
 import math
 
 import keras
 import tensorflow as tf
 
+from data_pipeline import ctf
 from data_pipeline.rotation import rotate, sample_angles, wrap_angle
 from rotinv_tf import losses
 from rotinv_tf.networks import build_networks
 from rotinv_tf.pose.template_frame import TemplateFrame
 
 FRAMES = ("supervised", "learned")
+CTF_CORRECTIONS = ("none", "phase_flip", "model")
 
 _GENERATOR_METRICS = ("loss", "angle_loss", "reconstruction_loss", "adversarial_loss",
                       "angle_error_deg", "reconstruction_mse")
@@ -35,7 +45,8 @@ class RotationInvariantAutoencoder(keras.Model):
                  angle_scale: float = math.pi, seed: int = 0,
                  augment_quarter_turns: bool = False, frame: str = "supervised",
                  frame_angles: int = 128, frame_momentum: float = 0.1, frame_classes: int = 1,
-                 architecture: str = "default", **kwargs):
+                 architecture: str = "default", ctf_correction: str = "none",
+                 optics: dict | None = None, raw_zero: float = 0.0, **kwargs):
         """`augment_quarter_turns`: data that carries `observed`/`angle` (full-circle rotations) is
         turned further by a random multiple of 90° on each training step (θ becomes θ + kπ/2), so
         each noisy particle is seen in four poses. Quarter turns move pixels exactly: unlike a
@@ -52,9 +63,17 @@ class RotationInvariantAutoencoder(keras.Model):
         makes `rotate(image, -θ)` its canonical image and θ its angle.
 
         `architecture`: the networks (`rotinv_tf.networks.build_networks`): `default`, or `paper`
-        (the authors' MLP encoder, DCGAN decoder and 2/4/8-channel critic; widths ignored)."""
+        (the authors' MLP encoder, DCGAN decoder and 2/4/8-channel critic; widths ignored).
+
+        `ctf_correction` (module docstring) other than `none` needs `optics`, the fields of a
+        `data_pipeline.ctf.Optics`, and `raw_zero`."""
         if frame not in FRAMES:
             raise ValueError(f"unknown frame {frame!r}; expected one of {FRAMES}")
+        if ctf_correction not in CTF_CORRECTIONS:
+            raise ValueError(f"unknown ctf_correction {ctf_correction!r}; expected one of "
+                             f"{CTF_CORRECTIONS}")
+        if ctf_correction != "none" and optics is None:
+            raise ValueError(f"ctf_correction {ctf_correction!r} needs the optics")
         super().__init__(**kwargs)
         self.image_size = image_size
         self.latent_dim = latent_dim
@@ -68,6 +87,9 @@ class RotationInvariantAutoencoder(keras.Model):
         self.frame_angles = frame_angles
         self.frame_momentum = frame_momentum
         self.frame_classes = frame_classes
+        self.ctf_correction = ctf_correction
+        self.optics = ctf.Optics(**optics) if optics is not None else None
+        self.raw_zero = float(raw_zero)
         self.template_frame = (TemplateFrame(image_size, frame_angles, frame_momentum,
                                              frame_classes)
                                if frame == "learned" else None)
@@ -128,11 +150,41 @@ class RotationInvariantAutoencoder(keras.Model):
         latent = self.encoder(images, training=training)
         return {"latent": latent[:, 1:], "angle": latent[:, 0]}
 
-    def encode(self, images: tf.Tensor, training: bool = False) -> dict:
+    @property
+    def uses_ctf(self) -> bool:
+        return self.ctf_correction != "none"
+
+    def _ctf_filtered(self, images: tf.Tensor, particle_ctf: dict, turn, mode: str) -> tf.Tensor:
+        """Normalised images through their particles' CTF (`mode` of `ctf.apply_ctf`), the images
+        being the particles turned by `turn` radians (their astigmatism turns with them)."""
+        angle = particle_ctf["defocus_angle"]
+        if turn is not None:
+            angle = ctf.rotated_defocus_angle(angle, turn)
+        images = tf.ensure_shape(images, [None, self.image_size, self.image_size, 1])
+        filtered = ctf.apply_ctf(images - self.raw_zero, particle_ctf["defocus_u"],
+                                 particle_ctf["defocus_v"], angle, self.optics, mode,
+                                 pad_factor=2)
+        return filtered + self.raw_zero
+
+    def _encoder_view(self, images: tf.Tensor, particle_ctf: dict | None, turn=None) -> tf.Tensor:
+        """What the encoder and the frame see: the particles, phase-flipped under a CTF
+        correction."""
+        if not self.uses_ctf:
+            return images
+        if particle_ctf is None:
+            raise ValueError(f"a model with ctf_correction {self.ctf_correction!r} needs each "
+                             f"particle's {', '.join(ctf.CTF_FEATURES)}")
+        return self._ctf_filtered(images, particle_ctf, turn, "phase_flip")
+
+    def encode(self, images: tf.Tensor, training: bool = False,
+               particle_ctf: dict | None = None) -> dict:
         """Normalised images -> {"latent": content latents, "angle": θ̂ in radians}.
 
-        In the learned frame the angle is the frame's own (the EM template's posterior mean),
-        which the network's θ̂ only approximates (benchmarks/results/learned_frame.md)."""
+        `particle_ctf` ({defocus_u, defocus_v: Å, defocus_angle: degrees}, each [B]) is needed by a
+        model with a CTF correction. In the learned frame the angle is the frame's own (the EM
+        template's posterior mean), which the network's θ̂ only approximates
+        (benchmarks/results/learned_frame.md)."""
+        images = self._encoder_view(images, particle_ctf)
         encoded = self._network_encode(images, training)
         if self.frame == "learned":
             encoded["angle"] = self.template_frame.assign(images)[0]
@@ -143,9 +195,10 @@ class RotationInvariantAutoencoder(keras.Model):
         zeros = tf.zeros_like(content[:, :1])
         return self.decoder(tf.concat([zeros, content], axis=1), training=training)
 
-    def canonicalize(self, images: tf.Tensor) -> dict:
-        """Normalised images -> {"canonical_image", "angle", "latent"}."""
-        encoded = self.encode(images)
+    def canonicalize(self, images: tf.Tensor, particle_ctf: dict | None = None) -> dict:
+        """Normalised images -> {"canonical_image", "angle", "latent"} (`particle_ctf` as in
+        `encode`); the canonical image is CTF-free with `ctf_correction="model"`."""
+        encoded = self.encode(images, particle_ctf=particle_ctf)
         return {"canonical_image": self.decode(encoded["latent"]), **encoded}
 
     def call(self, images: tf.Tensor, training: bool = False):
@@ -170,38 +223,41 @@ class RotationInvariantAutoencoder(keras.Model):
         return rows[start:start + batch_size]
 
     def _rotated_inputs(self, batch: dict, training: bool):
-        """(canonical x, observed rot(x, θ), θ): from the batch (turned by random quarter turns
-        when augmenting a training step), or rotated here on the device."""
+        """(canonical x, observed rot(x, θ), θ, turn of x from the batch's `image`, None for
+        none): from the batch (turned by random quarter turns when augmenting a training step),
+        or rotated here on the device."""
         if self.frame == "learned":
             return self._framed_inputs(batch, training)
         images = batch["image"]
         if "observed" in batch and "angle" in batch:
             if training and self.augment_quarter_turns:
-                return (images, *self._quarter_turned(batch["observed"], batch["angle"]))
-            return images, batch["observed"], batch["angle"]
+                return (images, *self._quarter_turned(batch["observed"], batch["angle"]), None)
+            return images, batch["observed"], batch["angle"], None
         angles = self._replica_draw(lambda n: sample_angles(
             n, self.angle_distribution, self.angle_scale, self.seed_generator),
             tf.shape(images)[0])
-        return images, rotate(images, angles, xla_compatible=self.jit_compile is True), angles
+        return (images, rotate(images, angles, xla_compatible=self.jit_compile is True), angles,
+                None)
 
     def _framed_inputs(self, batch: dict, training: bool):
         """Learned frame: the particle `image` at frame angle θ is `observed` itself, with
         canonical image rotate(image, -θ). Training steps also take the EM step; evaluation
         batches (observed = rotate(image, angle)) get angle + θ."""
         images = batch["image"]
+        framed = self._encoder_view(images, _particle_ctf(batch))
         if training:
-            theta = tf.stop_gradient(self.template_frame.update(images, self.seed_generator))
+            theta = tf.stop_gradient(self.template_frame.update(framed, self.seed_generator))
             observed, angles = images, theta
             if self.augment_quarter_turns:
                 observed, angles = self._quarter_turned(observed, angles)
         else:
-            theta = self.template_frame.assign(images)[0]
+            theta = self.template_frame.assign(framed)[0]
             observed, angles = batch["observed"], wrap_angle(batch["angle"] + theta)
         # Derotated about each particle's mean, so the corners a rotation leaves empty take the
         # background's level rather than 0 (the stack's minimum after normalisation).
         mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
         canonical = rotate(images - mean, -theta, xla_compatible=self.jit_compile is True) + mean
-        return canonical, observed, angles
+        return canonical, observed, angles, -theta
 
     def _quarter_turned(self, observed: tf.Tensor, angles: tf.Tensor):
         """Each image turned by its own random k·90° (exact pixel moves), its angle by kπ/2."""
@@ -211,9 +267,27 @@ class RotationInvariantAutoencoder(keras.Model):
         turned = tf.gather(all_turns, turns, axis=1, batch_dims=1)
         return turned, wrap_angle(angles + tf.cast(turns, tf.float32) * (math.pi / 2))
 
-    def _generator_losses(self, images, observed, angles, training: bool) -> dict:
+    def _ctf_views(self, batch: dict, images, observed, angles, turn):
+        """(encoder input, reconstruction target, forward model of a decoder output) for the
+        canonical `images` (turned by `turn` from the batch's `image`, whose CTF the batch
+        carries; None: not turned) and `observed` = rotate(images, angles)."""
+        particle_ctf = _particle_ctf(batch) if self.uses_ctf else None
+        if particle_ctf is None:
+            return observed, images, lambda decoded: decoded
+        observed_turn = angles if turn is None else turn + angles
+        encoder_input = self._encoder_view(observed, particle_ctf, observed_turn)
+        if self.ctf_correction == "phase_flip":
+            target = self._ctf_filtered(images, particle_ctf, turn, "phase_flip")
+            return encoder_input, target, lambda decoded: decoded
+        return encoder_input, images, lambda decoded: self._ctf_filtered(
+            decoded, particle_ctf, turn, "model")
+
+    def _generator_losses(self, images, observed, angles, training: bool,
+                          forward=lambda decoded: decoded) -> dict:
+        """Losses of the encoder/decoder: `forward` maps the decoder's output to what `images`
+        hold (the CTF with `ctf_correction="model"`)."""
         encoded = self._network_encode(observed, training=training)
-        reconstructions = self.decode(encoded["latent"], training=training)
+        reconstructions = forward(self.decode(encoded["latent"], training=training))
         out = {
             "angle_loss": losses.angle_loss(angles, encoded["angle"], self.wrap_angles),
             "reconstruction_loss": losses.reconstruction_loss(images, reconstructions),
@@ -273,9 +347,10 @@ class RotationInvariantAutoencoder(keras.Model):
         tf.distribute.get_replica_context().merge_call(branch, args=(update, real, fake))
 
     def train_step(self, batch: dict) -> dict:
-        images, observed, angles = self._rotated_inputs(batch, training=True)
+        images, observed, angles, turn = self._rotated_inputs(batch, training=True)
+        observed, images, forward = self._ctf_views(batch, images, observed, angles, turn)
         with tf.GradientTape() as tape:
-            out = self._generator_losses(images, observed, angles, training=True)
+            out = self._generator_losses(images, observed, angles, training=True, forward=forward)
             scaled = self.generator_optimizer.scale_loss(self._replica_scaled(out["loss"]))
         grads = tape.gradient(scaled, self.generator_variables)
         self.generator_optimizer.apply(grads, self.generator_variables)
@@ -293,8 +368,9 @@ class RotationInvariantAutoencoder(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, batch: dict) -> dict:
-        images, observed, angles = self._rotated_inputs(batch, training=False)
-        out = self._generator_losses(images, observed, angles, training=False)
+        images, observed, angles, turn = self._rotated_inputs(batch, training=False)
+        observed, images, forward = self._ctf_views(batch, images, observed, angles, turn)
+        out = self._generator_losses(images, observed, angles, training=False, forward=forward)
         fake = out["reconstructions"]
         out["wasserstein_distance"] = (tf.reduce_mean(self.critic(images))
                                        - tf.reduce_mean(self.critic(fake)))
@@ -311,4 +387,24 @@ class RotationInvariantAutoencoder(keras.Model):
                 "angle_scale": self.angle_scale, "seed": self.seed,
                 "augment_quarter_turns": self.augment_quarter_turns, "frame": self.frame,
                 "frame_angles": self.frame_angles, "frame_momentum": self.frame_momentum,
-                "frame_classes": self.frame_classes, "architecture": self.architecture}
+                "frame_classes": self.frame_classes, "architecture": self.architecture,
+                "ctf_correction": self.ctf_correction,
+                "optics": None if self.optics is None else dataclasses.asdict(self.optics),
+                "raw_zero": self.raw_zero}
+
+
+def observed_particle_ctf(batch: dict) -> dict | None:
+    """The CTF of a batch's `observed` particles (its CTF values are those of `image`, and
+    observed = rotate(image, angle)); None when it has none."""
+    particle_ctf = _particle_ctf(batch)
+    if particle_ctf is None:
+        return None
+    return {**particle_ctf, "defocus_angle": ctf.rotated_defocus_angle(
+        particle_ctf["defocus_angle"], batch["angle"])}
+
+
+def _particle_ctf(batch: dict) -> dict | None:
+    """The batch's per-particle CTF values, or None when it has none."""
+    if not all(name in batch for name in ctf.CTF_FEATURES):
+        return None
+    return {name: batch[name] for name in ctf.CTF_FEATURES}

@@ -8,7 +8,8 @@ name and renamed only when complete, so a failed export leaves nothing behind.
 The served functions take and return RAW pixel values: the dataset's `Normalization` is applied
 inside, around the model's contract methods (see docs/architecture.md).
 
-Signatures (input `images`: float32 [batch, H, W, 1], dynamic batch):
+Signatures (input `images`: float32 [batch, H, W, 1], dynamic batch; a model with a CTF correction
+also takes `defocus_u`, `defocus_v` (Å) and `defocus_angle` (degrees), float32 [batch]):
 - `serving_default` -> `canonical_image` float32 [batch, H, W, 1] (raw units), `angle` float32 [batch]
   (radians, CCW positive, `images ≈ rotate(canonical_image, angle)`), `latent` float32 [batch, D].
 - `encode` -> `latent`, `angle`.
@@ -16,6 +17,7 @@ Signatures (input `images`: float32 [batch, H, W, 1], dynamic batch):
 `assets/metadata.json` holds the image size and normalisation statistics, so consumers (evaluation,
 `rotinv_tf.canonicalize`) need neither the training code nor the dataset to use the model.
 """
+import dataclasses
 import json
 import os
 import tempfile
@@ -24,6 +26,7 @@ import keras
 import tensorflow as tf
 
 from data_pipeline.atomic import atomic_path
+from data_pipeline.ctf import CTF_FEATURES
 from data_pipeline.preprocessing import Normalization
 
 METADATA_FILE = "metadata.json"
@@ -46,10 +49,34 @@ class _ServingModule(tf.Module):
                  metadata_path: str, jit_compile: bool = False):
         super().__init__(name="rotinv_serving")
         spec = tf.TensorSpec([None, image_size, image_size, 1], tf.float32, name="images")
+        if uses_ctf(model):
+            # A CTF model also takes each particle's CTF (Å, Å, degrees).
+            ctf_specs = [tf.TensorSpec([None], tf.float32, name=n) for n in CTF_FEATURES]
 
-        @tf.function(input_signature=[spec], jit_compile=jit_compile)
-        def serve(images: tf.Tensor) -> dict:
-            out = model.canonicalize(normalization.normalize(images))
+            def particle_ctf(values) -> dict:
+                return dict(zip(CTF_FEATURES, values))
+
+            @tf.function(input_signature=[spec, *ctf_specs], jit_compile=jit_compile)
+            def serve(images, defocus_u, defocus_v, defocus_angle) -> dict:
+                return serve_outputs(images, particle_ctf((defocus_u, defocus_v, defocus_angle)))
+
+            @tf.function(input_signature=[spec, *ctf_specs], jit_compile=jit_compile)
+            def encode(images, defocus_u, defocus_v, defocus_angle) -> dict:
+                return encode_outputs(images, particle_ctf((defocus_u, defocus_v, defocus_angle)))
+        else:
+            @tf.function(input_signature=[spec], jit_compile=jit_compile)
+            def serve(images: tf.Tensor) -> dict:
+                return serve_outputs(images, None)
+
+            @tf.function(input_signature=[spec], jit_compile=jit_compile)
+            def encode(images: tf.Tensor) -> dict:
+                return encode_outputs(images, None)
+
+        def ctf_argument(particle_ctf: dict | None) -> dict:
+            return {} if particle_ctf is None else {"particle_ctf": particle_ctf}
+
+        def serve_outputs(images: tf.Tensor, particle_ctf: dict | None) -> dict:
+            out = model.canonicalize(normalization.normalize(images), **ctf_argument(particle_ctf))
             _require(out, SERVING_OUTPUTS, "canonicalize")
             return {
                 "canonical_image": normalization.denormalize(out["canonical_image"]),
@@ -57,9 +84,8 @@ class _ServingModule(tf.Module):
                 "latent": tf.cast(out["latent"], tf.float32),
             }
 
-        @tf.function(input_signature=[spec], jit_compile=jit_compile)
-        def encode(images: tf.Tensor) -> dict:
-            out = model.encode(normalization.normalize(images))
+        def encode_outputs(images: tf.Tensor, particle_ctf: dict | None) -> dict:
+            out = model.encode(normalization.normalize(images), **ctf_argument(particle_ctf))
             _require(out, ENCODE_OUTPUTS, "encode")
             return {"latent": tf.cast(out["latent"], tf.float32),
                     "angle": tf.reshape(tf.cast(out["angle"], tf.float32), [-1])}
@@ -73,6 +99,11 @@ class _ServingModule(tf.Module):
             for variable in fn.get_concrete_function().variables:
                 captured[id(variable)] = variable
         self.model_variables = list(captured.values())
+
+
+def uses_ctf(model: keras.Model) -> bool:
+    """Whether the model takes each particle's CTF (a CTF correction other than `none`)."""
+    return getattr(model, "ctf_correction", "none") != "none"
 
 
 def next_version(model_dir: str) -> int:
@@ -109,6 +140,11 @@ def export_saved_model(model: keras.Model, normalization: Normalization, image_s
         # data's canonical images or angles, "learned" by its EM template (rotinv_tf.autoencoder).
         "frame": getattr(model, "frame", None),
         "signatures": {"serving_default": list(SERVING_OUTPUTS), "encode": list(ENCODE_OUTPUTS)},
+        # The CTF correction it was trained with (rotinv_tf.autoencoder) and, for one other than
+        # "none", the optics of data_pipeline.ctf.Optics; the signatures then also take
+        # defocus_u, defocus_v (Å) and defocus_angle (degrees) per particle.
+        "ctf_correction": getattr(model, "ctf_correction", "none"),
+        "optics": (dataclasses.asdict(model.optics) if uses_ctf(model) else None),
     }
     try:
         with tempfile.TemporaryDirectory() as scratch:

@@ -8,6 +8,7 @@ from data_pipeline.datasets.particle_stack import DEFAULT_HOLDOUT_FRACTION
 from data_pipeline.rotation import ANGLE_DISTRIBUTIONS
 from rotinv_tf.distribution import CLUSTERS, STRATEGIES
 from rotinv_tf.networks import ARCHITECTURES
+from rotinv_tf.autoencoder import CTF_CORRECTIONS
 from rotinv_tf.training import MODELS, PRECISIONS, TrainConfig
 
 DATASET_NAMES = ("simulated_particles", "mnist", "fashion_mnist", "five_hdb", "particle_stack")
@@ -63,6 +64,12 @@ def define_flags() -> None:
     flags.DEFINE_integer("frame_classes", d.frame_classes,
                          "learned frame: EM templates, one per view of a stack holding several "
                          "(as K in RELION 2D classification).", lower_bound=1)
+    # CTF (issue 17).
+    flags.DEFINE_enum("ctf_correction", d.ctf_correction, ("auto",) + CTF_CORRECTIONS,
+                      "ours, particle stacks with CTF values: model (the decoder returns the "
+                      "CTF-free canonical image, the loss sees it through each particle's CTF), "
+                      "phase_flip (particles and targets phase-flipped) or none; auto: model when "
+                      "the STAR/.cs file has CTF values, else none.")
     flags.DEFINE_integer("svae_latent_dim", d.svae_latent_dim, "spatial-VAE content latents.")
     flags.DEFINE_integer("svae_hidden_units", d.svae_hidden_units,
                          "spatial-VAE MLP width (inference and generator; original: 500).")
@@ -153,7 +160,7 @@ def config_from_flags(values: flags.FlagValues) -> TrainConfig:
         angle_scale=math.radians(values.angle_scale_deg),
         augment_quarter_turns=values.augment_quarter_turns, frame=values.frame,
         frame_angles=values.frame_angles, frame_momentum=values.frame_momentum,
-        frame_classes=values.frame_classes,
+        frame_classes=values.frame_classes, ctf_correction=values.ctf_correction,
         svae_latent_dim=values.svae_latent_dim, svae_hidden_units=values.svae_hidden_units,
         svae_num_hidden_layers=values.svae_num_hidden_layers,
         svae_rotation_prior_std=math.radians(values.svae_rotation_prior_std_deg),

@@ -22,6 +22,11 @@ def main(argv: list[str]) -> None:
     except ValueError as e:
         cli.fail(str(e))
     print(f"Frame: {training.resolved_frame(config)}", flush=True)
+    try:
+        correction, _ = training.resolved_ctf(config)
+    except ValueError as e:
+        cli.fail(str(e))
+    print(f"CTF correction: {correction} ({training.data_description(config)})", flush=True)
     print(f"TensorBoard: tensorboard --logdir {config.model_dir}/logs", flush=True)
     try:
         result = training.train(config)

@@ -14,7 +14,10 @@ import keras
 import tensorflow as tf
 
 from data_pipeline import input_fn
-from rotinv_tf.autoencoder import FRAMES, RotationInvariantAutoencoder
+from data_pipeline.datasets.particle_stack import DEFAULT_HOLDOUT_FRACTION
+from data_pipeline.datasets.particle_stack import ParticleStack, StackCtf
+from data_pipeline.preprocessing import Normalization
+from rotinv_tf.autoencoder import CTF_CORRECTIONS, FRAMES, RotationInvariantAutoencoder
 from rotinv_tf.callbacks import (AverageMovingStatistics, EvalSummaries, StepDecay, TensorBoard,
                                  Throughput, WorkerBackup)
 from rotinv_tf.distribution import (CLUSTERS, DEFAULT_SLURM_PORT, is_chief, make_strategy,
@@ -60,6 +63,7 @@ class TrainConfig:
     frame_angles: int = 128
     frame_momentum: float = 0.1
     frame_classes: int = 1
+    ctf_correction: str = "auto"
     svae_latent_dim: int = 2
     svae_hidden_units: int = 500
     svae_num_hidden_layers: int = 2
@@ -94,6 +98,11 @@ class TrainConfig:
              f"unknown frame {self.frame!r}; expected auto or one of {FRAMES}"),
             (self.frame != "learned" or self.model == "autoencoder",
              "frame 'learned' is a frame of the autoencoder, not of spatial_vae"),
+            (self.ctf_correction in ("auto",) + CTF_CORRECTIONS,
+             f"unknown ctf_correction {self.ctf_correction!r}; expected auto or one of "
+             f"{CTF_CORRECTIONS}"),
+            (self.ctf_correction in ("auto", "none") or self.model == "autoencoder",
+             "a CTF correction is a feature of the autoencoder, not of spatial_vae"),
             (self.cluster in CLUSTERS,
              f"unknown cluster {self.cluster!r}; expected one of {CLUSTERS}"),
             # The EM template is updated from each replica's own batch, not from the global
@@ -132,18 +141,58 @@ def weights_digest(model: keras.Model) -> str:
     return digest.hexdigest()
 
 
+def _particle_stack(config: TrainConfig) -> ParticleStack | None:
+    """The run's particle stack with its metadata (None for other data sets)."""
+    if config.dataset != "particle_stack" or not config.dataset_options.get("stack"):
+        return None
+    options = config.dataset_options
+    return ParticleStack(options["stack"], options.get("star"),
+                         options.get("holdout_fraction", DEFAULT_HOLDOUT_FRACTION))
+
+
 def resolved_frame(config: TrainConfig) -> str:
-    """The frame a run trains in: `learned` for a particle stack without angles (no STAR file),
-    `supervised` (the paper's) for everything else, unless the config names one."""
+    """The frame a run trains in: `learned` for a particle stack without angles (no STAR file,
+    or one without rlnAnglePsi), `supervised` (the paper's) for everything else, unless the
+    config names one."""
     if config.frame != "auto":
         return config.frame
     options = config.dataset_options
-    unknown_angles = config.dataset == "particle_stack" and not options.get("star")
+    if config.dataset != "particle_stack":
+        unknown_angles = False
+    elif not options.get("star"):
+        unknown_angles = True
+    elif not (os.path.isfile(options["star"]) and os.path.isfile(options.get("stack") or "")):
+        unknown_angles = False  # loading the data reports the missing file
+    else:
+        unknown_angles = _particle_stack(config).angles is None
     return "learned" if unknown_angles and config.model == "autoencoder" else "supervised"
 
 
-def build_model(config: TrainConfig, image_size: int) -> keras.Model:
-    """The model named by `config.model`, compiled with the configured optimizers and losses."""
+def data_description(config: TrainConfig) -> str:
+    """One line on the run's metadata: a particle stack's angles and CTF, or the data set."""
+    stack = _particle_stack(config)
+    return stack.describe() if stack is not None else f"{config.dataset}: no CTF values"
+
+
+def resolved_ctf(config: TrainConfig) -> tuple[str, StackCtf | None]:
+    """The CTF correction a run trains with, and the stack's CTF: `model` for a particle stack
+    whose metadata has CTF values, `none` otherwise, unless the config names one (which needs
+    CTF values)."""
+    stack = _particle_stack(config)
+    stack_ctf = stack.ctf if stack is not None else None
+    if config.ctf_correction == "auto":
+        use = "model" if stack_ctf is not None and config.model == "autoencoder" else "none"
+        return use, stack_ctf
+    if config.ctf_correction != "none" and stack_ctf is None:
+        raise ValueError(f"ctf_correction {config.ctf_correction!r} needs a particle stack whose "
+                         f"STAR/.cs file has CTF values")
+    return config.ctf_correction, stack_ctf
+
+
+def build_model(config: TrainConfig, image_size: int,
+                normalization: Normalization | None = None) -> keras.Model:
+    """The model named by `config.model`, compiled with the configured optimizers and losses
+    (`normalization`, the data's, is needed by a CTF correction)."""
     def adam(learning_rate):
         optimizer = keras.optimizers.Adam(learning_rate, weight_decay=config.weight_decay or None)
         if config.mixed_precision == "mixed_float16":
@@ -168,7 +217,8 @@ def build_model(config: TrainConfig, image_size: int) -> keras.Model:
         angle_scale=config.angle_scale, seed=config.seed,
         augment_quarter_turns=config.augment_quarter_turns, frame=resolved_frame(config),
         frame_angles=config.frame_angles, frame_momentum=config.frame_momentum,
-        frame_classes=config.frame_classes, architecture=config.architecture)
+        frame_classes=config.frame_classes, architecture=config.architecture,
+        **_ctf_arguments(config, normalization))
     model.compile(
         generator_optimizer=adam(config.learning_rate),
         critic_optimizer=adam(config.critic_learning_rate),
@@ -178,6 +228,17 @@ def build_model(config: TrainConfig, image_size: int) -> keras.Model:
         critic_steps_per_generator_step=config.critic_steps_per_generator_step,
         jit_compile=config.jit_compile)
     return model
+
+
+def _ctf_arguments(config: TrainConfig, normalization: Normalization | None) -> dict:
+    """The autoencoder's CTF arguments: the correction, the optics, and raw 0 normalised."""
+    correction, stack_ctf = resolved_ctf(config)
+    if correction == "none":
+        return {}
+    if normalization is None:
+        raise ValueError("a CTF correction needs the data's normalization")
+    return {"ctf_correction": correction, "optics": dataclasses.asdict(stack_ctf.optics),
+            "raw_zero": float(normalization.normalize(0.0))}
 
 
 def optimizers_of(model: keras.Model) -> list:
@@ -283,7 +344,7 @@ def _fit_and_export(config: TrainConfig, strategy: tf.distribute.Strategy,
     write_dir = scratch or config.model_dir
     image_size = int(train_data.element_spec["image"].shape[1])
     with strategy.scope():
-        model = build_model(config, image_size)
+        model = build_model(config, image_size, normalization)
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     if multi_worker:
         _adapt_to_multi_worker(model, strategy)

@@ -102,10 +102,10 @@ def test_uses_dataset_angles_when_provided():
     angles = np.full(8, 0.3, np.float32)
     batch = {"image": images, "observed": rotate(images, angles), "angle": angles}
     model = _model()
-    image, observed, angle = model._rotated_inputs(batch, training=True)
+    image, observed, angle, _ = model._rotated_inputs(batch, training=True)
     np.testing.assert_array_equal(angle, angles)
     np.testing.assert_array_equal(observed, batch["observed"])
-    _, observed, angle = model._rotated_inputs({"image": images}, training=True)
+    _, observed, angle, _ = model._rotated_inputs({"image": images}, training=True)
     assert not np.allclose(angle, angles)
     np.testing.assert_allclose(observed, rotate(images, angle), atol=1e-6)
 
@@ -116,13 +116,13 @@ def test_quarter_turn_augmentation_keeps_image_and_angle_consistent_in_training_
     batch = {"image": images, "observed": rotate(images, angles), "angle": angles}
     keras.utils.set_random_seed(0)
     model = RotationInvariantAutoencoder(24, 8, filters=8, augment_quarter_turns=True)
-    _, observed, angle = model._rotated_inputs(batch, training=True)
+    _, observed, angle, _ = model._rotated_inputs(batch, training=True)
     turns = np.round(np.mod(angle.numpy() - angles, 2 * math.pi) / (math.pi / 2)) % 4
     assert len(set(turns)) > 1  # images get their own turns
     for i, k in enumerate(turns.astype(int)):  # exact pixel moves, angle advanced by k·90°
         np.testing.assert_array_equal(observed[i], np.rot90(batch["observed"][i], k))
     assert np.all(np.abs(angle) <= math.pi + 1e-6)
-    _, observed, angle = model._rotated_inputs(batch, training=False)
+    _, observed, angle, _ = model._rotated_inputs(batch, training=False)
     np.testing.assert_array_equal(angle, angles)
 
 
