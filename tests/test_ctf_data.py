@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from data_pipeline import simulate
+from data_pipeline import simulated_stack
 from data_pipeline.ctf import CTF_FEATURES
 from data_pipeline.datasets.particle_stack import ParticleStack
 from data_pipeline.errors import DataError
@@ -24,10 +24,10 @@ def ctf_stack(tmp_path_factory) -> tuple[str, str, np.ndarray]:
     folder = str(tmp_path_factory.mktemp("ctf_stack"))
     config = SimulationConfig(image_size=16, ctf=True, snr=math.inf, num_conformations=1,
                               test_conformations=0, images_per_conformation=COUNT, seed=3)
-    simulate.simulate_to(folder, config, COUNT)
-    star = os.path.join(folder, simulate.STAR)
+    simulated_stack.write_stack(folder, config, COUNT)
+    star = os.path.join(folder, simulated_stack.STAR)
     table = read_star(star)["particles"]
-    return os.path.join(folder, simulate.PARTICLES), star, \
+    return os.path.join(folder, simulated_stack.PARTICLES), star, \
         np.array(table.column("rlnDefocusU"), np.float64)
 
 

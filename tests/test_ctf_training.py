@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipeline import ctf, simulate
+from data_pipeline import ctf, simulated_stack
 from data_pipeline.errors import DataError
 from data_pipeline.formats.star import StarBlock, read_star, write_star
 from data_pipeline.rotation import rotate
@@ -28,15 +28,15 @@ def ctf_stack(tmp_path_factory) -> dict:
     root = str(tmp_path_factory.mktemp("ctf_stack"))
     config = SimulationConfig(image_size=SIZE, ctf=True, snr=2.0, num_conformations=1,
                               test_conformations=0, images_per_conformation=COUNT, seed=1)
-    simulate.simulate_to(root, config, COUNT)
-    blocks = read_star(os.path.join(root, simulate.STAR))
+    simulated_stack.write_stack(root, config, COUNT)
+    blocks = read_star(os.path.join(root, simulated_stack.STAR))
     table = blocks["particles"]
     i = table.columns.index("rlnAnglePsi")
     blocks["particles"] = StarBlock(table.columns[:i] + table.columns[i + 1:],
                                     [row[:i] + row[i + 1:] for row in table.rows])
     write_star(os.path.join(root, "noangles.star"), blocks)
-    return {"root": root, "stack": os.path.join(root, simulate.PARTICLES),
-            "star": os.path.join(root, simulate.STAR),
+    return {"root": root, "stack": os.path.join(root, simulated_stack.PARTICLES),
+            "star": os.path.join(root, simulated_stack.STAR),
             "noangles": os.path.join(root, "noangles.star")}
 
 
