@@ -29,7 +29,9 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from report_files import RESULTS, mean_std, write_results  # noqa: E402
 from data_pipeline.formats import star  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
 from rotinv_tf import options, training  # noqa: E402
@@ -38,7 +40,6 @@ from rotinv_tf.serving import load_serving_model  # noqa: E402
 
 PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star"
 NO_ANGLES = "noangles.star"
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 SETTINGS = ("model", "phase_flip", "none")
 NUM_CONFORMATIONS = 20
 options.define_flags()
@@ -190,23 +191,7 @@ def main(argv: list[str]) -> None:
         runs.append(run)
         report = {"num_particles": num, "image_size": FLAGS.image_size, "snr": FLAGS.stack_snr,
                   "epochs": base.epochs, "batch_size": base.batch_size, "runs": runs}
-        write(report, suffix)
-
-
-def write(report: dict, suffix: str) -> None:
-    """`benchmarks/results/ctf<suffix>.{json,md}`."""
-    with open(os.path.join(RESULTS, f"ctf{suffix}.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(os.path.join(RESULTS, f"ctf{suffix}.md"), "w") as f:
-        f.write(markdown(report))
-    print(markdown(report))
-
-
-def _mean_std(values: list[float], fmt: str) -> str:
-    values = np.asarray(values, np.float64)
-    if len(values) == 1:
-        return format(values[0], fmt)
-    return f"{format(values.mean(), fmt)} ± {format(values.std(ddof=1), fmt)}"
+        write_results(f"ctf{suffix}", report, markdown(report))
 
 
 def markdown(report: dict) -> str:
@@ -222,11 +207,11 @@ def markdown(report: dict) -> str:
     for setting in (*SETTINGS, "no CTF in the data"):
         rows = [r[setting] for r in runs]
         label = f"--ctf_correction={setting}" if setting in SETTINGS else setting
-        cells = [_mean_std([row[k] for row in rows], fmt) for k, fmt in (
+        cells = [mean_std([row[k] for row in rows], fmt) for k, fmt in (
             ("psi_mae_deg", ".2f"), ("psi_median_deg", ".2f"), ("disc_avg_mse", ".5f"),
             ("defocus_r2", ".3f"), ("conformation_r2", ".3f"), ("train_seconds", ".0f"))]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines.append("| mean image | - | - | " + _mean_std(
+    lines.append("| mean image | - | - | " + mean_std(
         [r["mean image"]["disc_avg_mse"] for r in runs], ".5f") + " | - | - | - |")
     return "\n".join(lines) + "\n"
 
