@@ -11,17 +11,11 @@ from data_pipeline.ctf import Optics, apply_ctf, ctf_grid, rotated_defocus_angle
 from data_pipeline.formats.star import particles_block, read_star
 from data_pipeline.rotation import rotate
 from data_pipeline.simulator import SimulationConfig, Simulator
+from tests.data_fixtures import correlations
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "relion_ctf")
 MAP = os.path.join(os.path.dirname(__file__), "data", "relion", "map.mrc")
 OPTICS = Optics(voltage=300, spherical_aberration=2.7, amplitude_contrast=0.1, pixel_size=2.0)
-
-
-def correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each pair of images in [B, H, W] arrays."""
-    a = a - a.mean(axis=(1, 2), keepdims=True)
-    b = b - b.mean(axis=(1, 2), keepdims=True)
-    return (a * b).sum((1, 2)) / np.sqrt((a * a).sum((1, 2)) * (b * b).sum((1, 2)))
 
 
 @pytest.fixture(scope="module")
