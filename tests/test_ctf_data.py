@@ -67,15 +67,22 @@ def test_star_without_defocus_has_no_ctf_and_says_so(ctf_stack, tmp_path):
     assert not set(CTF_FEATURES) & set(next(iter(particles.dataset("all"))))
 
 
+def _dropping(block: str, column: str):
+    """A `_rewrite` edit that removes `column` from STAR block `block`."""
+
+    def drop(blocks):
+        table = blocks[block]
+        i = table.columns.index(column)
+        blocks[block] = StarBlock(table.columns[:i] + table.columns[i + 1:],
+                                  [row[:i] + row[i + 1:] for row in table.rows])
+
+    return drop
+
+
 def test_star_with_ctf_but_no_angles_gives_ctf_only(ctf_stack, tmp_path):
     stack, star, _ = ctf_stack
 
-    def drop_psi(blocks):
-        table = blocks["particles"]
-        i = table.columns.index("rlnAnglePsi")
-        blocks["particles"] = StarBlock(table.columns[:i] + table.columns[i + 1:],
-                                        [row[:i] + row[i + 1:] for row in table.rows])
-
+    drop_psi = _dropping("particles", "rlnAnglePsi")
     particles = ParticleStack(stack, _rewrite(star, str(tmp_path / "noangles.star"), drop_psi))
     assert particles.angles is None and particles.ctf is not None
 
@@ -100,13 +107,7 @@ def test_bad_ctf_values_name_file_column_and_row(ctf_stack, tmp_path, column, va
 def test_partly_missing_ctf_columns_are_refused(ctf_stack, tmp_path):
     stack, star, _ = ctf_stack
 
-    def drop_voltage(blocks):
-        optics = blocks["optics"]
-        i = optics.columns.index("rlnVoltage")
-        blocks["optics"] = StarBlock(optics.columns[:i] + optics.columns[i + 1:],
-                                     [row[:i] + row[i + 1:] for row in optics.rows])
-
-    bad = _rewrite(star, str(tmp_path / "novoltage.star"), drop_voltage)
+    bad = _rewrite(star, str(tmp_path / "novoltage.star"), _dropping("optics", "rlnVoltage"))
     with pytest.raises(DataError, match=f"{bad}: has rlnDefocusU but no rlnVoltage column"):
         ParticleStack(stack, bad)
 
