@@ -27,7 +27,9 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from report_files import RESULTS, mean_std, write_results  # noqa: E402
 from data_pipeline.formats import star  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
 from rotinv_tf import config as configs, training  # noqa: E402
@@ -37,7 +39,6 @@ from rotinv_tf.inference import canonicalize_particles  # noqa: E402
 
 # What `python -m data_pipeline.simulate` writes (run as a program: it defines flags of its own).
 PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star"
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 configs.define_flags()
 flags.DEFINE_string("work_dir", "/tmp/rotinv_learned_frame", "Stacks, runs and SavedModels.")
 flags.DEFINE_list("snrs", ["1", "0.1"], "SNRs of the stacks.")
@@ -164,7 +165,8 @@ def rescore(path: str) -> dict:
 def main(argv: list[str]) -> None:
     del argv
     if FLAGS.rescore:
-        write(rescore(FLAGS.rescore), "")
+        report = rescore(FLAGS.rescore)
+        write_results("learned_frame", report, markdown(report))
         return
     base = configs.from_flags(FLAGS)
     num = FLAGS.num_particles
@@ -191,23 +193,7 @@ def main(argv: list[str]) -> None:
             print(json.dumps(run, indent=1), flush=True)
     report = {"num_particles": num, "image_size": FLAGS.image_size,
               "epochs": base.schedule.epochs, "batch_size": base.schedule.batch_size, "runs": runs}
-    write(report, "_quick" if FLAGS.quick else "")
-
-
-def write(report: dict, suffix: str) -> None:
-    """`benchmarks/results/learned_frame<suffix>.{json,md}`."""
-    with open(os.path.join(RESULTS, f"learned_frame{suffix}.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(os.path.join(RESULTS, f"learned_frame{suffix}.md"), "w") as f:
-        f.write(markdown(report))
-    print(markdown(report))
-
-
-def _mean_std(values: list[float], fmt: str) -> str:
-    values = np.asarray(values, np.float64)
-    if len(values) == 1:
-        return format(values[0], fmt)
-    return f"{format(values.mean(), fmt)} ± {format(values.std(ddof=1), fmt)}"
+    write_results("learned_frame" + ("_quick" if FLAGS.quick else ""), report, markdown(report))
 
 
 def markdown(report: dict) -> str:
@@ -227,12 +213,12 @@ def markdown(report: dict) -> str:
                 if which not in runs[0][method]:
                     continue
                 rows = [r[method][which] for r in runs]
-                cells = [_mean_std([row[k] for row in rows], ".2f") for k in
+                cells = [mean_std([row[k] for row in rows], ".2f") for k in
                          ("psi_mae_deg", "psi_median_deg", "psi_over_15_percent")]
-                cells.append(_mean_std([row["psi_mse_rad2"] for row in rows], ".4f"))
-                cells += [_mean_std([row[k] for row in rows], ".5f") for k in
+                cells.append(mean_std([row["psi_mse_rad2"] for row in rows], ".4f"))
+                cells += [mean_std([row[k] for row in rows], ".5f") for k in
                           ("disc_avg_mse", "disc_worst_mse", "avg_mse")]
-                seconds = _mean_std([r[method]["train_seconds"] for r in runs], ".0f")
+                seconds = mean_std([r[method]["train_seconds"] for r in runs], ".0f")
                 label = ("trained on" if which.startswith("stack") else "new") + (
                     ", unrefined" if which.endswith("unrefined") else ", refined")
                 lines.append(f"| {snr:g} | {method} frame | {label} | " + " | ".join(cells)
@@ -240,7 +226,7 @@ def markdown(report: dict) -> str:
         for name in runs[0]["trivial"]:
             rows = [r["trivial"][name] for r in runs]
             lines.append(f"| {snr:g} | {name} | trained on | - | - | - | - | " + " | ".join(
-                _mean_std([x[k] for x in rows], ".5f")
+                mean_std([x[k] for x in rows], ".5f")
                 for k in ("disc_avg_mse", "disc_worst_mse", "avg_mse")) + " | - |")
     return "\n".join(lines) + "\n"
 

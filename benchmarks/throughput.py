@@ -1,29 +1,38 @@
-"""Throughput of the input pipeline, the training step and SavedModel inference, in images/s.
+"""Throughput of the input pipeline, the training step and SavedModel inference, in images/s, ours
+beside the authors' PyTorch step timed in the same run.
 
-    python benchmarks/throughput.py [--image_size=40] [--batch_size=256] [--steps=8] [--quick]
-        [--widths=32:16,16:16] [--data_dir=...] [--output=benchmarks/results/throughput.md]
+    python benchmarks/throughput.py [--architectures=paper,default] [--modes=function,xla]
+        [--precisions=float32,...] [--reference_threads=1,2] [--batch_size=256] [--steps=8]
+        [--windows=5] [--widths=32:16] [--intra_op_threads=0] [--inter_op_threads=0]
+        [--data_dir=...] [--output=...] [--quick]
 
-Every number is the median images/s over `--windows` timed windows, after warm-up:
-1. the input pipeline alone: the simulated set's TFRecords read, normalised and batched as
-   `input_fn` does before its cache is filled, so every window reads and parses TFRecords (TFDS
-   builds a small simulated set once in --data_dir, a temporary folder by default);
-2. the full training step of `RotationInvariantAutoencoder` (on-device rotation, encoder, decoder,
-   the three generator losses, the critic update every 4th step), built and compiled by
-   `rotinv_tf.training.build_model` as a real run is, at 28x28 and 40x40 on one in-memory batch,
-   eager vs `tf.function` vs XLA (`jit_compile`), and on a GPU in float32 vs mixed precision;
-3. inference through an exported SavedModel's `serving_default` signature.
-Training steps and inference are timed for each of `--widths`: the configs' default (32:16) and a
-narrow one (16:16) whose cost in quality is measured in benchmarks/README.md.
-Windows hold a multiple of the decoder:critic ratio of steps, so each has the same share of critic
-updates. Writes a Markdown table (atomically) and prints it.
+Rows, each the median images/s over `--windows` timed windows after warm-up (min and max beside):
+1. the input pipeline alone: the simulated set's TFRecords read, parsed, normalised and batched as
+   `input_fn` does before its cache is filled (a small simulated set built once in --data_dir);
+2. the training step of `RotationInvariantAutoencoder` built by `rotinv_tf.training.build_model`
+   as a real run is (on-device rotation, encoder, decoder, generator losses, the WGAN-GP critic
+   update every 4th step), on one in-memory batch, at 28x28 and 40x40, for each of
+   `--architectures`, `--modes` (tf.function, XLA `jit_compile`) and `--precisions`;
+3. inference through an exported SavedModel's `serving_default` at `--image_size`, batch 1,024,
+   as exported and with its serving function compiled by XLA (`export_saved_model(jit_compile)`).
+With torch importable (`pip install .[bench]`), `benchmarks/reference_pytorch.py` (the authors'
+networks and Lightning-0.7 step) is timed for rows 2 and 3 at each of `--reference_threads`, and
+the fastest thread count is the reference every ratio is taken against.
+
+All settings of one (what, size) group are built and warmed up first, then timed window by window
+in turn (ours, reference, ours, ...), so a change of machine load falls on all of them alike.
+Windows hold a multiple of 4 steps, so each has the same share of critic updates.
+Writes `results/throughput.{md,json}` (`throughput_quick.*` for --quick) atomically.
 """
 import datetime
+import json
 import os
 import platform
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,63 +45,196 @@ from absl import flags  # noqa: E402
 from data_pipeline import cli, datasets  # noqa: E402
 from data_pipeline.atomic import write_text  # noqa: E402
 from data_pipeline.preprocessing import Normalization  # noqa: E402
+from data_pipeline.rotation import rotate  # noqa: E402
 from rotinv_tf import training  # noqa: E402
 from rotinv_tf.config import Config  # noqa: E402
 from rotinv_tf.export import export_saved_model  # noqa: E402
+from rotinv_tf.networks import ARCHITECTURES, build_networks, multiply_adds  # noqa: E402
 
-# The authors' PyTorch implementation on this 2-core machine (torch 2.13 CPU, 2 threads), images/s.
-PYTORCH_CPU = {("train", 40): 540.0, ("train", 28): 1010.0, ("inference", 40): 2500.0}
-TARGET_FACTOR = 2.0
+try:
+    import torch
+
+    from benchmarks import reference_pytorch
+except ImportError:  # the `bench` extra is not installed: our rows only
+    torch = None
+
 TRAIN_SIZES = (28, 40)
-MODES = ("eager", "function", "xla")
+MODES = ("function", "xla")
+TRAIN, INFERENCE = "training step (4:1)", "inference (SavedModel serving_default)"
+# Targets of issue 12, as multiples of the reference measured in the same run.
+TARGETS = {(TRAIN, "paper"): 1.5, (INFERENCE, "paper"): 2.0, (INFERENCE, "default"): 1.0}
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("image_size", 40, "Image size of the input-pipeline and inference rows.")
 flags.DEFINE_integer("batch_size", 256, "Training batch size.")
 flags.DEFINE_integer("inference_batch_size", 1024, "SavedModel inference batch size.")
 flags.DEFINE_integer("latent_dim", 32, "Latent size (the paper's).")
-flags.DEFINE_list("widths", ["32:16", "16:16"],
-                  "Network widths to time, each FILTERS:CRITIC_FILTERS (--filters and "
-                  "--critic_filters); the first gets every mode, the others tf.function only.")
-flags.DEFINE_integer("steps", 8, "Training steps per timed window (tf.function and XLA).")
-flags.DEFINE_integer("eager_steps", 4, "Training steps per timed window when eager.")
+flags.DEFINE_list("architectures", ["paper", "default"], "Our architectures to time.")
+flags.DEFINE_list("widths", ["32:16"], "Default architecture widths to time, each "
+                  "FILTERS:CRITIC_FILTERS (--filters and --critic_filters).")
+flags.DEFINE_integer("steps", 8, "Training steps (inference calls) per timed window.")
 flags.DEFINE_integer("windows", 5, "Timed windows per row; the median is reported.")
-flags.DEFINE_list("modes", list(MODES), "Training-step settings to time.")
-flags.DEFINE_list("precisions", None,
-                  "Dtype policies to time (default: float32, plus mixed_float16 and mixed_bfloat16 "
-                  "on a GPU); mixed policies with tf.function only.")
+flags.DEFINE_list("modes", ["function"], f"Training-step settings to time, of {MODES}.")
+flags.DEFINE_list("precisions", ["float32"], "Dtype policies of the training step.")
+flags.DEFINE_list("reference_threads", ["1", "2"], "torch thread counts of the reference.")
+flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: TF's default, one "
+                     "per core); inter-op likewise with --inter_op_threads.")
+flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: TF's default).")
 flags.DEFINE_string("data_dir", None, "TFDS folder for the simulated set (default: a temp folder).")
 flags.DEFINE_string("output", None, "Markdown report (default benchmarks/results/throughput.md, "
-                    "throughput_quick.md with --quick).")
-flags.DEFINE_boolean("quick", False, "Smoke run: 2 short windows, no XLA, 28x28 training only.")
+                    "throughput_quick.md with --quick); the JSON goes beside it.")
+flags.DEFINE_boolean("quick", False, "Smoke run: 2 short windows, 28x28 training only, a small "
+                     "inference batch.")
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def timed_rate(run: Callable[[], object], images_per_call: int, calls_per_window: int,
-               windows: int, warmup_calls: int) -> list[float]:
-    """images/s of each timed window of `calls_per_window` calls to `run`, after warm-up.
+@dataclass
+class Candidate:
+    """One row's setting: `run()` does one call of `images` images and returns something whose
+    numpy conversion waits for the work; `threads` is set (torch) before each of its windows."""
 
-    `run` returns something whose `.numpy()` (or numpy conversion) waits for the work to finish;
-    it is fetched at the end of each window.
-    """
-    for _ in range(warmup_calls):
-        np.asarray(run())
-    rates = []
+    row: dict
+    run: Callable[[], object]
+    images: int
+    threads: int | None = None
+
+
+def _window(candidate: Candidate, calls: int) -> tuple[float, float]:
+    """(images per wall-clock second, images per CPU second of this process) of one window."""
+    if candidate.threads:
+        torch.set_num_threads(candidate.threads)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for _ in range(calls):
+        out = candidate.run()
+    np.asarray(out)
+    images = calls * candidate.images
+    return (images / (time.perf_counter() - start),
+            images / max(time.process_time() - cpu_start, 1e-9))
+
+
+def time_interleaved(candidates: list[Candidate], calls: int, windows: int,
+                     warmup_calls: int) -> list[dict]:
+    """Warms up every candidate, then times `windows` rounds of one window each, in turn."""
+    for candidate in candidates:
+        _window(candidate, warmup_calls)
+    rates = [[] for _ in candidates]
     for _ in range(windows):
-        start = time.perf_counter()
-        for _ in range(calls_per_window):
-            out = run()
-        np.asarray(out)
-        rates.append(calls_per_window * images_per_call / (time.perf_counter() - start))
-    return rates
+        for candidate, own in zip(candidates, rates):
+            own.append(_window(candidate, calls))
+    return [{**candidate.row, "images_per_second": _spread([wall for wall, _ in own]),
+             "images_per_cpu_second": _spread([cpu for _, cpu in own]),
+             "windows": f"{windows} x {calls}"} for candidate, own in zip(candidates, rates)]
 
 
-def _row(what: str, setting: str, size: int, batch: int, rates: list[float], steps: int,
-         reference: tuple[str, int] | None = None) -> dict:
-    return {"what": what, "setting": setting, "size": size, "batch": batch,
-            "median": statistics.median(rates), "min": min(rates), "max": max(rates),
-            "windows": f"{len(rates)} x {steps}", "reference": PYTORCH_CPU.get(reference)}
+def _spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _row(what: str, size: int, framework: str, architecture: str, precision: str,
+         setting: str) -> dict:
+    return {"what": what, "size": size, "framework": framework, "architecture": architecture,
+            "precision": precision, "setting": setting}
+
+
+def parse_widths(values: list[str]) -> list[tuple[int, int]]:
+    """["32:16", ...] -> [(filters, critic_filters), ...]."""
+    widths = []
+    for value in values:
+        parts = value.split(":")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            cli.fail(f"--widths: {value!r} is not FILTERS:CRITIC_FILTERS (two positive integers)")
+        widths.append((int(parts[0]), int(parts[1])))
+    return widths
+
+
+def _architectures(widths: list[tuple[int, int]]) -> list[tuple[str, tuple[int, int]]]:
+    """(architecture, widths) pairs to time; the paper's has fixed widths."""
+    pairs = []
+    for architecture in FLAGS.architectures:
+        pairs += [(architecture, w) for w in (widths if architecture == "default" else [(0, 0)])]
+    return pairs
+
+
+def _label(architecture: str, width: tuple[int, int]) -> str:
+    return f"default {width[0]}/{width[1]}" if architecture == "default" else architecture
+
+
+def _model(size: int, architecture: str, width: tuple[int, int], jit: bool,
+           precision: str = "float32") -> keras.Model:
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy(precision)
+    config = Config().replace(latent_dim=FLAGS.latent_dim, architecture=architecture,
+                              filters=width[0] or 32, critic_filters=width[1] or 16,
+                              jit_compile=jit, mixed_precision=precision)
+    model = training.build_model(config, size)
+    keras.mixed_precision.set_global_policy("float32")
+    return model
+
+
+def _ours_train(size: int, architecture: str, width, mode: str, precision: str) -> Candidate:
+    model = _model(size, architecture, width, mode == "xla", precision)
+    images = np.random.default_rng(0).random((FLAGS.batch_size, size, size, 1), np.float32)
+    iterator = iter(tf.data.Dataset.from_tensors({"image": images}).repeat())
+    model.make_train_function()
+    train_function = model.train_function
+
+    def step():
+        logs = train_function(iterator)  # an Optional when compiled
+        return (logs.get_value() if isinstance(logs, tf.experimental.Optional) else logs)["loss"]
+
+    setting = {"function": "tf.function", "xla": "tf.function + XLA (jit_compile)"}[mode]
+    return Candidate(_row(TRAIN, size, "tensorflow", _label(architecture, width), precision,
+                          setting), step, FLAGS.batch_size)
+
+
+def _reference_train(size: int, threads: int) -> Candidate:
+    model = reference_pytorch.ReferenceModel(size, FLAGS.latent_dim)
+    rng = np.random.default_rng(0)
+    canonical = torch.from_numpy(rng.random((FLAGS.batch_size, 1, size, size), np.float32))
+    angles = torch.from_numpy(rng.uniform(-np.pi, np.pi, FLAGS.batch_size).astype(np.float32))
+    observed = torch.from_numpy(rotate(canonical.numpy().transpose(0, 2, 3, 1),
+                                       angles.numpy()).numpy().transpose(0, 3, 1, 2).copy())
+    counter = iter(range(10**9))
+    return Candidate(_row(TRAIN, size, "pytorch", "paper (reference)", "float32",
+                          f"Lightning-0.7 step, {threads} thread(s)"),
+                     lambda: model.train_step(next(counter), observed, angles, canonical),
+                     FLAGS.batch_size, threads)
+
+
+def _ours_inference(size: int, architecture: str, width, jit: bool, export_base: str,
+                    images: np.ndarray) -> Candidate:
+    model = _model(size, architecture, width, False)
+    normalization = Normalization(mean=0.0, std=1.0, min=0.0, max=1.0)
+    path = export_saved_model(model, normalization, size, export_base,
+                              f"{architecture}_{width[0]}_{int(jit)}", jit_compile=jit)
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    batch = tf.constant(images)
+    return Candidate(_row(INFERENCE, size, "tensorflow", _label(architecture, width), "float32",
+                          "SavedModel, XLA serving function" if jit else "SavedModel"),
+                     lambda: serve(images=batch)["canonical_image"], len(images))
+
+
+def _reference_inference(size: int, threads: int, images: np.ndarray) -> Candidate:
+    model = reference_pytorch.ReferenceModel(size, FLAGS.latent_dim)
+    batch = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    return Candidate(_row(INFERENCE, size, "pytorch", "paper (reference)", "float32",
+                          f"eval mode, inference_mode, {threads} thread(s)"),
+                     lambda: model.canonicalize(batch)[0], len(images), threads)
+
+
+def _with_ratios(rows: list[dict]) -> list[dict]:
+    """Each row's median over the group's fastest reference median (same run), and its target."""
+    references = [r for r in rows if r["framework"] == "pytorch"]
+    for key, ratio in (("images_per_second", "vs_reference"),
+                       ("images_per_cpu_second", "vs_reference_per_cpu_second")):
+        best = max((r[key]["median"] for r in references), default=None)
+        for r in rows:
+            r[ratio] = r[key]["median"] / best if best else None
+    for r in rows:
+        r["target"] = (TARGETS.get((r["what"], r["architecture"].split()[0]))
+                       if r["framework"] == "tensorflow" else None)
+    return rows
 
 
 def bench_input_pipeline(data_dir: str, size: int, batch: int, windows: int, quick: bool) -> dict:
@@ -107,76 +249,30 @@ def bench_input_pipeline(data_dir: str, size: int, batch: int, windows: int, qui
                           num_parallel_calls=tf.data.AUTOTUNE)
     iterator = iter(dataset.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE).repeat())
     calls = max(1, 8 * per_conformation // batch)  # about one pass over the 8 training classes
-    rates = timed_rate(lambda: next(iterator), batch, calls, windows, warmup_calls=calls)
-    return _row("input pipeline (TFRecords, uncached)", "tf.data AUTOTUNE", size, batch, rates,
-                calls)
+    candidate = Candidate(_row("input pipeline (TFRecords, uncached)", size, "tensorflow", "-",
+                               "float32", "tf.data AUTOTUNE"), lambda: next(iterator), batch)
+    return _with_ratios(time_interleaved([candidate], calls, windows, calls))[0]
 
 
-def parse_widths(values: list[str]) -> list[tuple[int, int]]:
-    """["32:16", ...] -> [(filters, critic_filters), ...]."""
-    widths = []
-    for value in values:
-        parts = value.split(":")
-        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-            cli.fail(f"--widths: {value!r} is not FILTERS:CRITIC_FILTERS (two positive integers)")
-        widths.append((int(parts[0]), int(parts[1])))
-    return widths
-
-
-def _width_text(width: tuple[int, int]) -> str:
-    return f"widths {width[0]}/{width[1]}"
-
-
-def _train_model(size: int, mode: str, precision: str, width: tuple[int, int]) -> keras.Model:
-    keras.mixed_precision.set_global_policy(precision)
-    config = Config().replace(latent_dim=FLAGS.latent_dim, filters=width[0],
-                              critic_filters=width[1], jit_compile=mode == "xla",
-                              mixed_precision=precision)
-    model = training.build_model(config, size)
-    model.run_eagerly = mode == "eager"
-    return model
-
-
-def bench_train_step(size: int, mode: str, precision: str, width: tuple[int, int], windows: int,
-                     steps: int) -> dict:
-    """images/s of Keras' own train function on one in-memory batch of canonical images."""
-    keras.utils.set_random_seed(0)
-    model = _train_model(size, mode, precision, width)
-    images = np.random.default_rng(0).random((FLAGS.batch_size, size, size, 1), np.float32)
-    iterator = iter(tf.data.Dataset.from_tensors({"image": images}).repeat())
-    model.make_train_function()
-    train_function = model.train_function
-    ratio = model.settings.generator_steps_per_critic_step
-    steps = max(ratio, steps - steps % ratio)
-
-    def step():
-        logs = train_function(iterator)  # an Optional when compiled, the dict itself when eager
-        return (logs.get_value() if isinstance(logs, tf.experimental.Optional) else logs)["loss"]
-
-    # One full cycle of the schedule in warm-up: both branches of the critic cond have run.
-    rates = timed_rate(step, FLAGS.batch_size, steps, windows, warmup_calls=ratio + 1)
-    keras.mixed_precision.set_global_policy("float32")
-    setting = {"eager": "eager (run_eagerly)", "function": "tf.function",
-               "xla": "tf.function + XLA (jit_compile)"}[mode]
-    return _row(f"training step ({ratio}:1)", f"{setting}, {precision}, {_width_text(width)}",
-                size, FLAGS.batch_size, rates, steps, ("train", size))
-
-
-def bench_inference(size: int, width: tuple[int, int], windows: int, quick: bool) -> dict:
-    """images/s of the exported `serving_default` signature, loaded with tf.saved_model.load."""
-    keras.utils.set_random_seed(0)
-    model = _train_model(size, "function", "float32", width)
-    normalization = Normalization(mean=0.0, std=1.0, min=0.0, max=1.0)
-    batch = FLAGS.inference_batch_size
-    with tempfile.TemporaryDirectory() as export_base:
-        path = export_saved_model(model, normalization, size, export_base, "throughput")
-        serve = tf.saved_model.load(path).signatures["serving_default"]
-        images = tf.constant(np.random.default_rng(1).random((batch, size, size, 1), np.float32))
-        calls = 2 if quick else 8
-        rates = timed_rate(lambda: serve(images=images)["canonical_image"], batch, calls, windows,
-                           warmup_calls=2)
-    return _row("inference (SavedModel serving_default)", f"float32, {_width_text(width)}", size,
-                batch, rates, calls, ("inference", size))
+def multiply_add_table(sizes: tuple[int, ...], widths) -> list[str]:
+    """Markdown rows: forward multiply-adds per image of each network, ours and the reference."""
+    lines = ["| architecture | size | encoder | decoder | critic | angle classifier | total |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for size in sizes:
+        for architecture, width in _architectures(widths):
+            counts = [multiply_adds(m) for m in build_networks(
+                architecture, size, FLAGS.latent_dim, width[0] or 32, width[1] or 16)]
+            lines.append(f"| ours, {_label(architecture, width)} | {size}x{size} | "
+                         + " | ".join(f"{c / 1e6:.2f} M" for c in counts)
+                         + f" | - | {sum(counts) / 1e6:.2f} M |")
+        if torch is not None:
+            model = reference_pytorch.ReferenceModel(size, FLAGS.latent_dim)
+            counts = [reference_pytorch.multiply_adds(m, size, FLAGS.latent_dim)
+                      for m in model.networks]
+            lines.append(f"| PyTorch reference (paper) | {size}x{size} | "
+                         + " | ".join(f"{c / 1e6:.2f} M" for c in counts)
+                         + f" | {sum(counts) / 1e6:.2f} M |")
+    return lines
 
 
 def _device() -> str:
@@ -187,81 +283,99 @@ def _device() -> str:
     return f"CPU ({platform.processor() or platform.machine()}), no GPU"
 
 
-def report(rows: list[dict], header: dict[str, str]) -> str:
+def _rate(r: dict, key: str = "images_per_second") -> str:
+    ips = r[key]
+    return f"{ips['median']:,.0f} ({ips['min']:,.0f}-{ips['max']:,.0f})"
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}x" if value else "-"
+
+
+def report(rows: list[dict], header: dict[str, str], macs: list[str]) -> str:
     """The Markdown report: machine and settings, then one table row per measurement."""
     lines = ["# Throughput", ""]
     lines += [f"- {key}: {value}" for key, value in header.items()]
-    lines += ["", "images/s: median over the timed windows (min-max in brackets). PyTorch: the "
-              "authors' implementation on this 2-core machine (torch 2.13 CPU, 2 threads); "
-              f"target = {TARGET_FACTOR:g}x PyTorch.", "",
-              "| what | setting | size | batch | images/s | windows x steps | PyTorch | target | "
-              "vs target |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "images/s: median over the timed windows (min-max in brackets); per CPU-s: "
+              "images per CPU second of this process (all its threads), which a busy machine "
+              "disturbs less than wall time, since a process of more threads gets a larger share "
+              "of a contended CPU. vs reference: the row's median over the fastest PyTorch "
+              "reference median of the same group, timed in this run, window by window in turn "
+              "with it. The targets are checked on wall time.", "",
+              "| what | size | framework | architecture | setting | precision | images/s | "
+              "images per CPU-s | windows x calls | vs reference | vs reference, per CPU-s | "
+              "target | met |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        ref = r["reference"]
-        target = ref * TARGET_FACTOR if ref else None
-        versus = f"{r['median'] / target:.2f}x" if target else "-"
+        ratio, target = r["vs_reference"], r["target"]
+        met = "-" if ratio is None or target is None else ("yes" if ratio >= target else "no")
         lines.append(
-            f"| {r['what']} | {r['setting']} | {r['size']}x{r['size']} | {r['batch']} | "
-            f"{r['median']:,.0f} ({r['min']:,.0f}-{r['max']:,.0f}) | {r['windows']} | "
-            f"{f'{ref:,.0f}' if ref else '-'} | {f'{target:,.0f}' if target else '-'} | "
-            f"{versus} |")
+            f"| {r['what']} | {r['size']}x{r['size']} | {r['framework']} | {r['architecture']} | "
+            f"{r['setting']} | {r['precision']} | {_rate(r)} | "
+            f"{_rate(r, 'images_per_cpu_second')} | {r['windows']} | {_ratio(ratio)} | "
+            f"{_ratio(r['vs_reference_per_cpu_second'])} | "
+            f"{f'≥ {target:g}x' if target else '-'} | {met} |")
+    lines += ["", "Forward multiply-adds per image (dense and convolution layers):", ""] + macs
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> None:
     del argv
     started = time.perf_counter()
+    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     quick = FLAGS.quick
     windows = 2 if quick else FLAGS.windows
-    steps = 4 if quick else FLAGS.steps
-    has_gpu = bool(tf.config.list_physical_devices("GPU"))
-    precisions = FLAGS.precisions or (
-        ["float32", "mixed_float16", "mixed_bfloat16"] if has_gpu else ["float32"])
-    modes = [m for m in FLAGS.modes if not (quick and m == "xla" and not FLAGS["modes"].present)]
-    unknown = set(modes) - set(MODES)
+    steps = 4 if quick else max(4, FLAGS.steps - FLAGS.steps % 4)
+    unknown = (set(FLAGS.modes) - set(MODES)) | (set(FLAGS.architectures) - set(ARCHITECTURES))
     if unknown:
-        cli.fail(f"unknown --modes {', '.join(sorted(unknown))}; expected {', '.join(MODES)}")
+        cli.fail(f"unknown --modes or --architectures: {', '.join(sorted(unknown))}")
     widths = parse_widths(FLAGS.widths)
+    threads = [int(t) for t in FLAGS.reference_threads] if torch is not None else []
+    sizes = TRAIN_SIZES[:1] if quick else TRAIN_SIZES
     load_before = os.getloadavg()
-    rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        data_dir = FLAGS.data_dir or os.path.join(scratch, "tfds")
-        rows.append(bench_input_pipeline(data_dir, FLAGS.image_size, FLAGS.batch_size, windows,
-                                         quick))
+        rows = [bench_input_pipeline(FLAGS.data_dir or os.path.join(scratch, "tfds"),
+                                     FLAGS.image_size, FLAGS.batch_size, windows, quick)]
         print(rows[-1], flush=True)
-    for size in (TRAIN_SIZES[:1] if quick else TRAIN_SIZES):
-        for width in widths:
-            for precision in precisions:
-                for mode in modes:
-                    if mode != "function" and (precision != "float32" or width != widths[0]):
-                        continue  # eager and XLA once: slow to run, slow to compile
-                    mode_steps = min(steps, FLAGS.eager_steps) if mode == "eager" else steps
-                    rows.append(bench_train_step(size, mode, precision, width, windows,
-                                                 mode_steps))
-                    print(rows[-1], flush=True)
-    for width in widths:
-        rows.append(bench_inference(FLAGS.image_size, width, windows, quick))
+        for size in sizes:
+            candidates = [_ours_train(size, a, w, m, p) for a, w in _architectures(widths)
+                          for m in FLAGS.modes for p in FLAGS.precisions]
+            candidates += [_reference_train(size, t) for t in threads]
+            rows += _with_ratios(time_interleaved(candidates, steps, windows, warmup_calls=5))
+            print(*rows[-len(candidates):], sep="\n", flush=True)
+        size = FLAGS.image_size
+        images = np.random.default_rng(1).random(
+            (64 if quick else FLAGS.inference_batch_size, size, size, 1), np.float32)
+        candidates = [_ours_inference(size, a, w, jit, scratch, images)
+                      for a, w in _architectures(widths) for jit in (False, True)]
+        candidates += [_reference_inference(size, t, images) for t in threads]
+        rows += _with_ratios(time_interleaved(candidates, 2 if quick else steps, windows, 2))
+        print(*rows[-len(candidates):], sep="\n", flush=True)
     load_after = os.getloadavg()
     header = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "device": _device(),
         "CPU cores": str(os.cpu_count()),
         "TensorFlow / Keras": f"{tf.__version__} / {keras.__version__}",
-        "threads (TF intra-op / inter-op, 0 = TF default)":
+        "PyTorch": torch.__version__ if torch is not None else "not installed (no reference rows)",
+        "TF threads (intra-op / inter-op, 0 = TF default)":
             f"{tf.config.threading.get_intra_op_parallelism_threads()} / "
             f"{tf.config.threading.get_inter_op_parallelism_threads()}",
         "load average (1 min) before / after": f"{load_before[0]:.2f} / {load_after[0]:.2f}",
-        "settings": (f"latent {FLAGS.latent_dim}, widths = encoder-decoder filters / critic "
-                     f"filters, Adam (weight decay 1e-5), generator:critic 4:1, windows {windows}"
-                     + (", --quick (smoke run)" if quick else "")),
+        "settings": (f"batch {FLAGS.batch_size} (training), {len(images)} (inference), latent "
+                     f"{FLAGS.latent_dim}, Adam (weight decay 1e-5), generator:critic 4:1, "
+                     f"windows {windows}" + (", --quick (smoke run)" if quick else "")),
         "wall time": f"{time.perf_counter() - started:.0f} s",
     }
-    text = report(rows, header)
+    text = report(rows, header, multiply_add_table(sizes, widths))
     output = FLAGS.output or os.path.join(
         RESULTS, "throughput_quick.md" if quick else "throughput.md")
     write_text(output, text)
+    write_text(os.path.splitext(output)[0] + ".json",
+               json.dumps({"header": header, "rows": rows}, indent=1) + "\n")
     print(text)
-    print(f"Wrote {output}")
+    print(f"Wrote {output} and its .json")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Batched, prefetched `tf.data` pipelines for training and evaluation, on any data set of `load`.
 
-Both keep only the model's keys (`image`, `observed`, `angle`, `index`, whichever exist) and apply
+Both keep only the model's keys (`image`, `observed`, `angle`, `index` and a particle stack's CTF
+values `defocus_u`, `defocus_v`, `defocus_angle`, whichever exist) and apply
 the training split's `Normalization` to `image` and `observed`. Training pipelines do not rotate:
 the model samples angles and rotates on the device. Evaluation pipelines always carry `observed`
 and `angle`: when the data has no angles, `angle = fixed_angles(index, seed)` and
@@ -14,10 +15,11 @@ from typing import Any
 import tensorflow as tf
 
 from data_pipeline import datasets, rotation
+from data_pipeline.ctf import CTF_FEATURES
 from data_pipeline.preprocessing import Normalization
 from data_pipeline.settings import STREAMED_DATASETS
 
-MODEL_KEYS = ("image", "observed", "angle", "index")
+MODEL_KEYS = ("image", "observed", "angle", "index", *CTF_FEATURES)
 IMAGE_KEYS = ("image", "observed")
 
 

@@ -57,7 +57,8 @@ class SimulationConfig:
     max_shift pixels, defocus µm, voltage kV, spherical_aberration mm. `snr` is signal variance over
     noise variance per image (math.inf: no noise). `angle_std` is used by the normal distribution
     only; the optics settings only with `ctf`. A user model (`atomic_model` or `density_map`) is
-    rigid: its conformations are identical and only label the images.
+    rigid: its conformations are identical and only label the images. `continuous_conformations`,
+    `num_views` and `view_tilt` (radians): `data_pipeline.simulator`'s docstring.
     """
 
     image_size: int = setting(40, "Box size N in pixels (images are N x N).")
@@ -85,6 +86,11 @@ class SimulationConfig:
     density_map: str | None = setting(
         None, "MRC density map to project instead of the built-in molecule.")
     seed: int = setting(0, "Simulation seed; same seed, same images.")
+    continuous_conformations: bool = setting(
+        False, "Draw each image's hinge position uniformly within its conformation's bin (per-image "
+               "truth `hinge`) instead of the bin's centre.")
+    num_views: int = setting(1, "Viewing directions of the molecule (view 0 along z).")
+    view_tilt: float = setting(math.radians(40.0), "Tilt of views 1.. from view 0, radians.")
 
     def __post_init__(self):
         raise_problems(self.problems())
@@ -114,6 +120,10 @@ class SimulationConfig:
             problems.append("give at most one of atomic_model and density_map")
         if self.seed < 0:
             problems.append(f"seed must be non-negative, got {self.seed}")
+        if self.num_views < 1:
+            problems.append(f"num_views must be positive, got {self.num_views}")
+        if not 0 <= self.view_tilt <= math.pi:
+            problems.append(f"view_tilt must be in [0, π], got {self.view_tilt}")
         return problems
 
     @property

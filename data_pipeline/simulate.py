@@ -1,29 +1,16 @@
 """Simulates a 5HDB-style particle stack: `python -m data_pipeline.simulate --output_dir=DIR ...`.
 
-Writes, each atomically (all three renamed into place only when everything succeeded):
-  particles.mrcs  the observed images (rotated, shifted, CTF, noise), pixel size in the header
-  canonical.mrcs  the clean canonical image of each particle, same order
-  particles.star  RELION 3.1 STAR: optics block and a particles table with rlnImageName
-                  (`000001@particles.mrcs`, 1-based), rlnAnglePsi (the true in-plane angle θ in
-                  degrees, `star.angle_to_psi_degrees`), rlnOriginXAngst/YAngst (RELION: the
-                  particle sits at the box centre minus the origin), rlnDefocusU/V/Angle (with
-                  --ctf) and rlnClassNumber (conformation + 1).
+Writes particles.mrcs, canonical.mrcs and particles.star (see `data_pipeline.simulated_stack`).
 Image i has conformation i % num_conformations.
 """
-import contextlib
 import math
-import os
 
-import numpy as np
 from absl import flags
 
-from data_pipeline import cli, settings, simulator as sim
-from data_pipeline.formats import star
-from data_pipeline.formats.mrc import StackWriter
+from data_pipeline import cli, settings
 from data_pipeline.settings import SimulationConfig, define_flags, from_flat, leaves
+from data_pipeline.simulated_stack import write_stack
 
-PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star"
-CHUNK = 1000
 # One stack of all images: the train/test split settings do not apply.
 _SPLIT_SETTINGS = ("images_per_conformation", "test_conformations")
 
@@ -48,54 +35,10 @@ def config_from_flags() -> SimulationConfig:
         raise flags.ValidationError(str(e)) from e
 
 
-def particle_columns(config: SimulationConfig) -> list[str]:
-    """The columns of the STAR file's particle table."""
-    columns = [star.IMAGE_NAME, star.ANGLE_PSI, *star.ORIGIN_COLUMNS,
-               "rlnClassNumber", star.OPTICS_GROUP]
-    return columns + (["rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"] if config.ctf else [])
-
-
-def particle_rows(config: SimulationConfig, pixel_size: float, chunk: dict) -> list[list[str]]:
-    """The particle table's rows for one simulated chunk."""
-    psi = star.angle_to_psi_degrees(chunk["angle"].astype(np.float64))
-    origin = -chunk["shift"].astype(np.float64) * pixel_size
-    rows = []
-    for i, image_id in enumerate(chunk["id"]):
-        row = [star.image_name(image_id + 1, PARTICLES), f"{psi[i]:.6f}", f"{origin[i, 0]:.6f}",
-               f"{origin[i, 1]:.6f}", str(chunk["conformation"][i] + 1), "1"]
-        if config.ctf:
-            defocus = f"{chunk['defocus'][i] * 1e4:.2f}"
-            row += [defocus, defocus, "0.0"]
-        rows.append(row)
-    return rows
-
-
-def simulate_to(output_dir: str, config: SimulationConfig, num_images: int) -> float:
-    """Simulates `num_images` particles into `output_dir`; returns the pixel size (Å). Images and
-    STAR rows are written a chunk at a time, so memory does not grow with `num_images`."""
-    simulator = sim.Simulator(config)
-    size, pixel = config.image_size, simulator.pixel_size
-    with contextlib.ExitStack() as outputs:
-        observed = outputs.enter_context(StackWriter(
-            os.path.join(output_dir, PARTICLES), num_images, size, size, pixel))
-        canonical = outputs.enter_context(StackWriter(
-            os.path.join(output_dir, CANONICAL), num_images, size, size, pixel))
-        table = outputs.enter_context(star.StarWriter(os.path.join(output_dir, STAR)))
-        table.write_block("optics", star.optics_block(
-            pixel, size, config.voltage, config.spherical_aberration, config.amplitude_contrast))
-        table.begin_loop("particles", particle_columns(config))
-        for start in range(0, num_images, CHUNK):
-            chunk = simulator.simulate(np.arange(start, min(start + CHUNK, num_images)))
-            observed.write(start, chunk["observed"])
-            canonical.write(start, chunk["image"])
-            table.write_rows(particle_rows(config, pixel, chunk))
-    return pixel
-
-
 def main(argv: list[str]) -> None:
     del argv
     config = config_from_flags()
-    pixel = simulate_to(FLAGS.output_dir, config, FLAGS.num_images)
+    pixel = write_stack(FLAGS.output_dir, config, FLAGS.num_images).pixel_size
     print(f"wrote {FLAGS.num_images} particles of {config.image_size}x{config.image_size} "
           f"(pixel size {pixel:.3f} Å, SNR {config.snr:g}) to {FLAGS.output_dir}")
 

@@ -14,11 +14,19 @@ CTF-free projection; `observed` is the projection of the molecule rotated by θ 
 displayed (so its clean part equals `rotate(image, θ)` up to interpolation), shifted by `shift`
 pixels (x = columns, y = rows, down positive), multiplied by the CTF in Fourier space, plus noise.
 
-Images are identified by a global id. Image `i` has conformation `i % num_conformations`, and all
-its random choices come from a generator seeded with `(seed, i)`, so any split or chunk of a data
+Images are identified by a global id. Image `i` has conformation `i % num_conformations` and view
+`(i // num_conformations) % num_views`, and all its random choices come from a generator seeded with
+`(seed, i)`, so any split or chunk of a data
 set is bit-identical however it is generated. The `train` split holds the ids of the first
 `num_conformations - test_conformations` conformations, `test` the rest (as in 5HDB, where the
 held-out conformations are unseen during training).
+
+Heterogeneity beyond 5HDB's discrete states: with `continuous_conformations` each image's hinge
+position is drawn uniformly within its conformation's bin (bin k of K covers [k/K, (k+1)/K] of the
+hinge range), so conformations form a continuum whose per-image truth is `hinge`; with
+`num_views` > 1 the molecule is seen along several directions (view 0 along z, view v >= 1 tilted
+by `view_tilt` about the in-plane axis at azimuth π (v - 1) / (num_views - 1)). The defaults keep
+one view and discrete conformations, and their images are unchanged.
 """
 import dataclasses
 import hashlib
@@ -28,6 +36,7 @@ from typing import Iterator
 import mrcfile
 import numpy as np
 
+from data_pipeline import ctf
 from data_pipeline.errors import DataError
 from data_pipeline.settings import SimulationConfig  # noqa: F401 (the settings it simulates)
 
@@ -108,6 +117,17 @@ def builtin_model() -> PseudoAtomicModel:
     # Centre the molecule's mass at the middle conformation; the frame stays fixed as the arm moves.
     centre = np.average(model.conformation(0.5), axis=0, weights=weights)
     return dataclasses.replace(model, coords=coords - centre, hinge_point=hinge_point - centre)
+
+
+def view_rotations(num_views: int, tilt: float) -> np.ndarray:
+    """[V, 3, 3]: view 0 the identity, view v >= 1 a turn by `tilt` about the in-plane axis at
+    azimuth π (v - 1) / (V - 1)."""
+    rotations = [np.eye(3)]
+    for v in range(1, num_views):
+        azimuth = math.pi * (v - 1) / (num_views - 1)
+        axis = np.array([math.cos(azimuth), math.sin(azimuth), 0.0])
+        rotations.append(_axis_angle_matrix(axis, tilt))
+    return np.stack(rotations)
 
 
 def _one_line(error: Exception) -> str:
@@ -227,37 +247,6 @@ def render(xy: np.ndarray, weights: np.ndarray, sigma: float, size: int) -> np.n
     return np.matmul(np.swapaxes(gy, 1, 2), gx)
 
 
-def electron_wavelength(voltage_kv: float) -> float:
-    """Relativistic electron wavelength in Å at an accelerating voltage in kV."""
-    volts = voltage_kv * 1e3
-    return 12.2643 / math.sqrt(volts * (1 + 0.978466e-6 * volts))
-
-
-def ctf(defocus_um: np.ndarray, size: int, pixel_size: float, voltage: float,
-        spherical_aberration: float, amplitude_contrast: float) -> np.ndarray:
-    """CTFs [B, size, size // 2 + 1] on an rfft2 grid, one per defocus (µm, underfocus positive).
-
-    CTF = sqrt(1 - A²) sin γ + A cos γ with γ = π λ Δf k² - π/2 Cs λ³ k⁴: positive at low frequency,
-    so the projection keeps its polarity (as in contrast-inverted particle stacks).
-    """
-    wavelength = electron_wavelength(voltage)
-    fy = np.fft.fftfreq(size, d=pixel_size)
-    fx = np.fft.rfftfreq(size, d=pixel_size)
-    k2 = fy[:, None] ** 2 + fx[None, :] ** 2
-    cs = spherical_aberration * 1e7
-    defocus = np.asarray(defocus_um, np.float64)[:, None, None] * 1e4
-    gamma = math.pi * wavelength * defocus * k2 - math.pi / 2 * cs * wavelength**3 * k2**2
-    return (math.sqrt(1 - amplitude_contrast**2) * np.sin(gamma)
-            + amplitude_contrast * np.cos(gamma))
-
-
-def _apply_ctf(images: np.ndarray, ctfs_padded: np.ndarray) -> np.ndarray:
-    """Multiplies images [B, N, N] by CTFs given on a 2N grid (zero padding stops wrap-around)."""
-    size = images.shape[-1]
-    spectrum = np.fft.rfft2(images, s=(2 * size, 2 * size))
-    return np.fft.irfft2(spectrum * ctfs_padded, s=(2 * size, 2 * size))[:, :size, :size]
-
-
 class Simulator:
     """A configured simulation: the molecule, its conformations and canonical images.
 
@@ -267,20 +256,33 @@ class Simulator:
 
     def __init__(self, config: SimulationConfig):
         self.config = config
-        model = load_model(config)
+        self._model = load_model(config)
         count = config.num_conformations
-        params = [0.5] if count == 1 else np.linspace(0.0, 1.0, count)
-        coords = np.stack([model.conformation(t) for t in params])  # [K, A, 3]
-        # The box fits the whole hinge range, whatever the number of conformations.
-        span = np.stack([model.conformation(t) for t in np.linspace(0.0, 1.0, 21)])
-        radius = np.linalg.norm(span[..., :2], axis=-1).max() + 2 * model.sigma
+        self._positions = np.array([0.5]) if count == 1 else np.linspace(0.0, 1.0, count)
+        self._views = view_rotations(config.num_views, config.view_tilt)  # [V, 3, 3]
+        # The box fits the whole hinge range in every view, whatever the number of conformations.
+        span = self._coords(np.linspace(0.0, 1.0, 21), self._views)
+        radius = np.linalg.norm(span[..., :2], axis=-1).max() + 2 * self._model.sigma
         self.pixel_size = float(config.pixel_size or
                                 2 * radius / (FILL_FRACTION * config.image_size))
         # Image plane in pixels: 3D x along columns, 3D y along rows, as RELION projects.
-        self._xy = coords[..., :2] / self.pixel_size
-        self._weights = model.weights
-        self._sigma = max(model.sigma / self.pixel_size, MIN_SIGMA_PIXELS)
-        self.canonical = render(self._xy, self._weights, self._sigma, config.image_size)
+        self._xy = self._coords(self._positions, self._views)[..., :2] / self.pixel_size
+        self._weights = self._model.weights
+        self._sigma = max(self._model.sigma / self.pixel_size, MIN_SIGMA_PIXELS)
+        self.canonical = render(self._xy[0], self._weights, self._sigma, config.image_size)
+
+    def _coords(self, positions: np.ndarray, views: np.ndarray) -> np.ndarray:
+        """Atom coordinates [V, P, A, 3] (Å) at hinge positions [P] in [0, 1], seen in views
+        [V, 3, 3]."""
+        coords = np.stack([self._model.conformation(t) for t in positions])
+        return np.einsum("vij,paj->vpai", views, coords)
+
+    def hinge_angle(self, position: np.ndarray) -> np.ndarray:
+        """Hinge angles (radians) at positions in [0, 1] along the hinge range (0: rigid model)."""
+        if self._model.hinge_mask is None:
+            return np.zeros_like(position, np.float64)
+        lo, hi = self._model.hinge_range
+        return lo + np.asarray(position, np.float64) * (hi - lo)
 
     def split_ids(self, split: str) -> np.ndarray:
         """Global ids of a split's images, in order (conformations interleaved)."""
@@ -297,6 +299,7 @@ class Simulator:
         size = config.image_size
         angle, shift, defocus = np.empty(len(ids)), np.empty((len(ids), 2)), np.empty(len(ids))
         noise = np.empty((len(ids), size, size), np.float32)
+        within_bin = np.empty(len(ids))
         for row, image_id in enumerate(ids):
             rng = np.random.default_rng([config.seed, int(image_id)])
             uniform, normal = rng.random(), rng.standard_normal()
@@ -308,43 +311,79 @@ class Simulator:
             defocus[row] = config.defocus_min + rng.random() * (
                 config.defocus_max - config.defocus_min)
             noise[row] = rng.standard_normal((size, size), np.float32)
+            # Drawn last, so the earlier draws are those of discrete conformations.
+            within_bin[row] = rng.random() if config.continuous_conformations else 0.0
         if not config.ctf:
             defocus[:] = 0.0
-        return dict(angle=angle, shift=shift, defocus=defocus, noise=noise)
+        return dict(angle=angle, shift=shift, defocus=defocus, noise=noise, within_bin=within_bin)
 
     def project(self, conformation: np.ndarray, angle: np.ndarray,
-                shift: np.ndarray | None = None) -> np.ndarray:
-        """Clean projections [B, N, N] of conformations [B] turned by `angle` [B] (as a dataset's
-        `angle`: `rotate(image, angle)` up to interpolation), shifted by `shift` [B, 2] pixels."""
+                shift: np.ndarray | None = None, view: np.ndarray | None = None,
+                position: np.ndarray | None = None) -> np.ndarray:
+        """Clean projections [B, N, N] of conformations [B] in views [B] (default 0) turned by
+        `angle` [B] (as a dataset's `angle`: `rotate(image, angle)` up to interpolation), shifted
+        by `shift` [B, 2] pixels. `position` [B] in [0, 1]: hinge positions replacing the
+        conformations' own (continuous conformations)."""
+        view = np.zeros(len(angle), np.int64) if view is None else view
+        if position is None:
+            x, y = self._xy[view, conformation, :, 0], self._xy[view, conformation, :, 1]
+        else:
+            xy = np.stack([self._coords([t], self._views[[v]])[0, 0, :, :2]
+                           for t, v in zip(position, view)]) / self.pixel_size
+            x, y = xy[..., 0], xy[..., 1]
         cos = np.cos(angle)[:, None]
         sin = np.sin(angle)[:, None]
-        x, y = self._xy[conformation, :, 0], self._xy[conformation, :, 1]
         # CCW as displayed, with y pointing down the rows: the rotation `rotate` applies.
         xy = np.stack([cos * x + sin * y, -sin * x + cos * y], axis=-1)
         if shift is not None:
             xy += shift[:, None, :]
         return render(xy, self._weights, self._sigma, self.config.image_size)
 
+    @property
+    def optics(self) -> ctf.Optics:
+        """The microscope of the CTF (`data_pipeline.ctf`)."""
+        c = self.config
+        return ctf.Optics(c.voltage, c.spherical_aberration, c.amplitude_contrast, self.pixel_size)
+
+    def apply_ctf(self, images: np.ndarray, defocus_um: np.ndarray) -> np.ndarray:
+        """Images [B, N, N] through the CTF at each defocus (µm, no astigmatism), on a box padded
+        to 2N so the CTF's spread does not wrap around."""
+        defocus = np.asarray(defocus_um, np.float64) * 1e4
+        filtered = ctf.apply_ctf(images.astype(np.float64), defocus, defocus,
+                                 np.zeros_like(defocus), self.optics, pad_factor=2)
+        return filtered.numpy().astype(np.float32)
+
     def simulate(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """Images with the given global ids.
 
-        Returns image, observed [B, N, N] float32; angle [B] float32 (radians, observed =
-        rotate(image, angle)); conformation [B] int64; shift [B, 2] float32 (pixels, x then y);
-        defocus [B] float32 (µm, 0 without CTF); id [B] int64.
+        Returns image (clean, unrotated, in the image's view and hinge position), observed
+        [B, N, N] float32; angle [B] float32 (radians, observed = rotate(image, angle));
+        conformation [B] int64; view [B] int64; hinge [B] float32 (the hinge angle, radians);
+        shift [B, 2] float32 (pixels, x then y); defocus [B] float32 (µm, 0 without CTF);
+        id [B] int64.
         """
         config = self.config
         ids = np.asarray(ids, np.int64)
         draws = self._draw(ids)
         conformation = ids % config.num_conformations
-        clean = self.project(conformation, draws["angle"], draws["shift"])
+        view = (ids // config.num_conformations) % config.num_views
+        if config.continuous_conformations:
+            position = (conformation + draws["within_bin"]) / config.num_conformations
+        else:
+            position = None
+        clean = self.project(conformation, draws["angle"], draws["shift"], view, position)
+        if position is None and config.num_views == 1:
+            image = self.canonical[conformation]
+        else:
+            image = self.project(conformation, np.zeros(len(ids)), None, view, position)
         if config.ctf:
-            ctfs = ctf(draws["defocus"], 2 * config.image_size, self.pixel_size, config.voltage,
-                       config.spherical_aberration, config.amplitude_contrast)
-            clean = _apply_ctf(clean, ctfs).astype(np.float32)
+            clean = self.apply_ctf(clean, draws["defocus"])
         noise_std = np.sqrt(clean.var(axis=(1, 2), dtype=np.float64) / config.snr)
         observed = clean + draws["noise"] * noise_std.astype(np.float32)[:, None, None]
-        return dict(image=self.canonical[conformation], observed=observed.astype(np.float32),
+        hinge = self.hinge_angle(self._positions[conformation] if position is None else position)
+        return dict(image=image, observed=observed.astype(np.float32),
                     angle=draws["angle"].astype(np.float32), conformation=conformation,
+                    view=view, hinge=hinge.astype(np.float32),
                     shift=draws["shift"].astype(np.float32),
                     defocus=draws["defocus"].astype(np.float32), id=ids)
 

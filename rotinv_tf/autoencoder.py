@@ -9,18 +9,26 @@ Two frames (`frame=`): `supervised`, the paper's, where the data's canonical ima
 define the frame; `learned`, for stacks whose angles nobody knows, where the model's
 `TemplateFrame` learns the canonical frame by online EM during training and its frame angles stand
 in for the missing ones (`rotinv_tf.pose.template_frame`).
+
+CTF correction (`ctf_correction=`, for data carrying `defocus_u`, `defocus_v`, `defocus_angle`, the
+astigmatism angle of `image`; `data_pipeline.ctf`): with `phase_flip` and `model` the encoder sees
+phase-flipped particles; with `phase_flip` the decoder reconstructs the phase-flipped canonical
+image; with `model` (cryoDRGN's forward model) it returns the CTF-free canonical image, and the loss
+and the critic see it modulated by the particle's CTF (its astigmatism turned with the frame). The
+CTF acts on raw pixel values, so it is applied about `raw_zero`, the normalised value of raw 0.
 """
 import math
 
 import keras
 import tensorflow as tf
 
+from data_pipeline import ctf
 from data_pipeline.angles import wrap_angle
 from data_pipeline.rotation import rotate, sample_angles
-from rotinv_tf import losses, replicas
 from data_pipeline.settings import raise_problems
+from rotinv_tf import losses, replicas
 from rotinv_tf.config import AutoencoderConfig
-from rotinv_tf.networks import build_critic, build_decoder, build_encoder
+from rotinv_tf.networks import build_networks
 from rotinv_tf.pose.template_frame import TemplateFrame
 
 _GENERATOR_METRICS = ("loss", "angle_loss", "reconstruction_loss", "adversarial_loss",
@@ -32,8 +40,8 @@ class RotationInvariantAutoencoder(keras.Model):
     """Encoder + decoder + critic, with the paper's losses and its generator:critic schedule."""
 
     def __init__(self, image_size: int, angle_distribution: str = "uniform",
-                 angle_scale: float = math.pi, seed: int = 0, name: str | None = None,
-                 **settings):
+                 angle_scale: float = math.pi, seed: int = 0, optics: dict | None = None,
+                 raw_zero: float = 0.0, name: str | None = None, **settings):
         """`settings`: the fields of `AutoencoderConfig` (its defaults for those not given).
         `angle_distribution`, `angle_scale` (radians): how training images without angles are
         rotated on the device; `seed`: the model's random draws.
@@ -55,21 +63,32 @@ class RotationInvariantAutoencoder(keras.Model):
         `frame="learned"`: each training `image` is an observed particle of unknown angle; the
         frame angle θ of the model's `TemplateFrame` (`frame_angles` polar bins, EM momentum
         `frame_momentum`, `frame_classes` templates: one per view of a stack holding several)
-        makes `rotate(image, -θ)` its canonical image and θ its angle. (`auto` is resolved from
-        the data by `training.build_model`; a model made with it trains `supervised`.)"""
+        makes `rotate(image, -θ)` its canonical image and θ its angle.
+
+        `architecture`: the networks (`rotinv_tf.networks.build_networks`): `default`, or `paper`
+        (the authors' MLP encoder, DCGAN decoder and 2/4/8-channel critic; widths ignored).
+
+        `ctf_correction` (module docstring) other than `none` needs `optics`, the fields of a
+        `data_pipeline.ctf.Optics`, and `raw_zero`, the data's normalised value of raw 0.
+
+        (An `auto` frame or CTF correction is resolved from the data by `training.build_model`; a
+        model made with one trains `supervised`, without a CTF.)"""
         self.settings = AutoencoderConfig(**settings)
         raise_problems(self.settings.problems())
+        if self.ctf_correction != "none" and optics is None:
+            raise ValueError(f"ctf_correction {self.ctf_correction!r} needs the optics")
         super().__init__(name=name)
         s = self.settings
         self.image_size = image_size
         self.angle_distribution = angle_distribution
         self.angle_scale = float(angle_scale)
+        self.optics = ctf.Optics(**optics) if optics is not None else None
+        self.raw_zero = float(raw_zero)
         self.template_frame = (TemplateFrame(image_size, s.frame_angles, s.frame_momentum,
                                              s.frame_classes)
                                if self.frame == "learned" else None)
-        self.encoder = build_encoder(image_size, s.latent_dim, s.filters)
-        self.decoder = build_decoder(image_size, s.latent_dim, s.filters)
-        self.critic = build_critic(image_size, s.critic_filters)
+        self.encoder, self.decoder, self.critic = build_networks(
+            s.architecture, image_size, s.latent_dim, s.filters, s.critic_filters)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.trackers = {name: keras.metrics.Mean(name=name)
                          for name in _GENERATOR_METRICS + _CRITIC_METRICS}
@@ -79,6 +98,12 @@ class RotationInvariantAutoencoder(keras.Model):
     def frame(self) -> str:
         """supervised or learned (module docstring)."""
         return "learned" if self.settings.frame == "learned" else "supervised"
+
+    @property
+    def ctf_correction(self) -> str:
+        """none, phase_flip or model (module docstring)."""
+        correction = self.settings.ctf_correction
+        return "none" if correction == "auto" else correction
 
     @property
     def wrap_angles(self) -> bool:
@@ -110,11 +135,41 @@ class RotationInvariantAutoencoder(keras.Model):
         latent = self.encoder(images, training=training)
         return {"latent": latent[:, 1:], "angle": latent[:, 0]}
 
-    def encode(self, images: tf.Tensor, training: bool = False) -> dict:
+    @property
+    def uses_ctf(self) -> bool:
+        return self.ctf_correction != "none"
+
+    def _ctf_filtered(self, images: tf.Tensor, particle_ctf: dict, turn, mode: str) -> tf.Tensor:
+        """Normalised images through their particles' CTF (`mode` of `ctf.apply_ctf`), the images
+        being the particles turned by `turn` radians (their astigmatism turns with them)."""
+        angle = particle_ctf["defocus_angle"]
+        if turn is not None:
+            angle = ctf.rotated_defocus_angle(angle, turn)
+        images = tf.ensure_shape(images, [None, self.image_size, self.image_size, 1])
+        filtered = ctf.apply_ctf(images - self.raw_zero, particle_ctf["defocus_u"],
+                                 particle_ctf["defocus_v"], angle, self.optics, mode,
+                                 pad_factor=2)
+        return filtered + self.raw_zero
+
+    def _encoder_view(self, images: tf.Tensor, particle_ctf: dict | None, turn=None) -> tf.Tensor:
+        """What the encoder and the frame see: the particles, phase-flipped under a CTF
+        correction."""
+        if not self.uses_ctf:
+            return images
+        if particle_ctf is None:
+            raise ValueError(f"a model with ctf_correction {self.ctf_correction!r} needs each "
+                             f"particle's {', '.join(ctf.CTF_FEATURES)}")
+        return self._ctf_filtered(images, particle_ctf, turn, "phase_flip")
+
+    def encode(self, images: tf.Tensor, training: bool = False,
+               particle_ctf: dict | None = None) -> dict:
         """Normalised images -> {"latent": content latents, "angle": θ̂ in radians}.
 
-        In the learned frame the angle is the frame's own (the EM template's posterior mean),
-        which the network's θ̂ only approximates (benchmarks/results/learned_frame.md)."""
+        `particle_ctf` ({defocus_u, defocus_v: Å, defocus_angle: degrees}, each [B]) is needed by a
+        model with a CTF correction. In the learned frame the angle is the frame's own (the EM
+        template's posterior mean), which the network's θ̂ only approximates
+        (benchmarks/results/learned_frame.md)."""
+        images = self._encoder_view(images, particle_ctf)
         encoded = self._network_encode(images, training)
         if self.frame == "learned":
             encoded["angle"] = self.template_frame.assign(images)[0]
@@ -125,9 +180,10 @@ class RotationInvariantAutoencoder(keras.Model):
         zeros = tf.zeros_like(content[:, :1])
         return self.decoder(tf.concat([zeros, content], axis=1), training=training)
 
-    def canonicalize(self, images: tf.Tensor) -> dict:
-        """Normalised images -> {"canonical_image", "angle", "latent"}."""
-        encoded = self.encode(images)
+    def canonicalize(self, images: tf.Tensor, particle_ctf: dict | None = None) -> dict:
+        """Normalised images -> {"canonical_image", "angle", "latent"} (`particle_ctf` as in
+        `encode`); the canonical image is CTF-free with `ctf_correction="model"`."""
+        encoded = self.encode(images, particle_ctf=particle_ctf)
         return {"canonical_image": self.decode(encoded["latent"]), **encoded}
 
     def call(self, images: tf.Tensor, training: bool = False):
@@ -137,38 +193,41 @@ class RotationInvariantAutoencoder(keras.Model):
     # Training.
 
     def _rotated_inputs(self, batch: dict, training: bool):
-        """(canonical x, observed rot(x, θ), θ): from the batch (turned by random quarter turns
-        when augmenting a training step), or rotated here on the device."""
+        """(canonical x, observed rot(x, θ), θ, turn of x from the batch's `image`, None for
+        none): from the batch (turned by random quarter turns when augmenting a training step),
+        or rotated here on the device."""
         if self.frame == "learned":
             return self._framed_inputs(batch, training)
         images = batch["image"]
         if "observed" in batch and "angle" in batch:
             if training and self.settings.augment_quarter_turns:
-                return (images, *self._quarter_turned(batch["observed"], batch["angle"]))
-            return images, batch["observed"], batch["angle"]
+                return (images, *self._quarter_turned(batch["observed"], batch["angle"]), None)
+            return images, batch["observed"], batch["angle"], None
         angles = replicas.draw(lambda n: sample_angles(
             n, self.angle_distribution, self.angle_scale, self.seed_generator),
             tf.shape(images)[0])
-        return images, rotate(images, angles, xla_compatible=self.jit_compile is True), angles
+        return (images, rotate(images, angles, xla_compatible=self.jit_compile is True), angles,
+                None)
 
     def _framed_inputs(self, batch: dict, training: bool):
         """Learned frame: the particle `image` at frame angle θ is `observed` itself, with
         canonical image rotate(image, -θ). Training steps also take the EM step; evaluation
         batches (observed = rotate(image, angle)) get angle + θ."""
         images = batch["image"]
+        framed = self._encoder_view(images, _particle_ctf(batch))
         if training:
-            theta = tf.stop_gradient(self.template_frame.update(images, self.seed_generator))
+            theta = tf.stop_gradient(self.template_frame.update(framed, self.seed_generator))
             observed, angles = images, theta
             if self.settings.augment_quarter_turns:
                 observed, angles = self._quarter_turned(observed, angles)
         else:
-            theta = self.template_frame.assign(images)[0]
+            theta = self.template_frame.assign(framed)[0]
             observed, angles = batch["observed"], wrap_angle(batch["angle"] + theta)
         # Derotated about each particle's mean, so the corners a rotation leaves empty take the
         # background's level rather than 0 (the stack's minimum after normalisation).
         mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
         canonical = rotate(images - mean, -theta, xla_compatible=self.jit_compile is True) + mean
-        return canonical, observed, angles
+        return canonical, observed, angles, -theta
 
     def _quarter_turned(self, observed: tf.Tensor, angles: tf.Tensor):
         """Each image turned by its own random k·90° (exact pixel moves), its angle by kπ/2."""
@@ -178,9 +237,27 @@ class RotationInvariantAutoencoder(keras.Model):
         turned = tf.gather(all_turns, turns, axis=1, batch_dims=1)
         return turned, wrap_angle(angles + tf.cast(turns, tf.float32) * (math.pi / 2))
 
-    def _generator_losses(self, images, observed, angles, training: bool) -> dict:
+    def _ctf_views(self, batch: dict, images, observed, angles, turn):
+        """(encoder input, reconstruction target, forward model of a decoder output) for the
+        canonical `images` (turned by `turn` from the batch's `image`, whose CTF the batch
+        carries; None: not turned) and `observed` = rotate(images, angles)."""
+        particle_ctf = _particle_ctf(batch) if self.uses_ctf else None
+        if particle_ctf is None:
+            return observed, images, lambda decoded: decoded
+        observed_turn = angles if turn is None else turn + angles
+        encoder_input = self._encoder_view(observed, particle_ctf, observed_turn)
+        if self.ctf_correction == "phase_flip":
+            target = self._ctf_filtered(images, particle_ctf, turn, "phase_flip")
+            return encoder_input, target, lambda decoded: decoded
+        return encoder_input, images, lambda decoded: self._ctf_filtered(
+            decoded, particle_ctf, turn, "model")
+
+    def _generator_losses(self, images, observed, angles, training: bool,
+                          forward=lambda decoded: decoded) -> dict:
+        """Losses of the encoder/decoder: `forward` maps the decoder's output to what `images`
+        hold (the CTF with `ctf_correction="model"`)."""
         encoded = self._network_encode(observed, training=training)
-        reconstructions = self.decode(encoded["latent"], training=training)
+        reconstructions = forward(self.decode(encoded["latent"], training=training))
         out = {
             "angle_loss": losses.angle_loss(angles, encoded["angle"], self.wrap_angles),
             "reconstruction_loss": losses.reconstruction_loss(images, reconstructions),
@@ -215,10 +292,12 @@ class RotationInvariantAutoencoder(keras.Model):
         return tf.constant(True)
 
     def train_step(self, batch: dict) -> dict:
-        images, observed, angles = self._rotated_inputs(batch, training=True)
+        images, observed, angles, turn = self._rotated_inputs(batch, training=True)
+        observed, images, forward = self._ctf_views(batch, images, observed, angles, turn)
         out = replicas.minimize(
             self.generator_optimizer,
-            lambda: self._generator_losses(images, observed, angles, training=True),
+            lambda: self._generator_losses(images, observed, angles, training=True,
+                                           forward=forward),
             self.generator_variables)
         # The generator optimizer has just counted this step: update the critic on steps
         # 1, 1 + g, 1 + 2g, ... so the first step already trains it.
@@ -230,8 +309,9 @@ class RotationInvariantAutoencoder(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, batch: dict) -> dict:
-        images, observed, angles = self._rotated_inputs(batch, training=False)
-        out = self._generator_losses(images, observed, angles, training=False)
+        images, observed, angles, turn = self._rotated_inputs(batch, training=False)
+        observed, images, forward = self._ctf_views(batch, images, observed, angles, turn)
+        out = self._generator_losses(images, observed, angles, training=False, forward=forward)
         fake = out["reconstructions"]
         out["wasserstein_distance"] = (tf.reduce_mean(self.critic(images))
                                        - tf.reduce_mean(self.critic(fake)))
@@ -239,3 +319,20 @@ class RotationInvariantAutoencoder(keras.Model):
             self.trackers[name].update_state(out[name])
         return {name: self.trackers[name].result()
                 for name in _GENERATOR_METRICS + ("wasserstein_distance",)}
+
+
+def observed_particle_ctf(batch: dict) -> dict | None:
+    """The CTF of a batch's `observed` particles (its CTF values are those of `image`, and
+    observed = rotate(image, angle)); None when it has none."""
+    particle_ctf = _particle_ctf(batch)
+    if particle_ctf is None:
+        return None
+    return {**particle_ctf, "defocus_angle": ctf.rotated_defocus_angle(
+        particle_ctf["defocus_angle"], batch["angle"])}
+
+
+def _particle_ctf(batch: dict) -> dict | None:
+    """The batch's per-particle CTF values, or None when it has none."""
+    if not all(name in batch for name in ctf.CTF_FEATURES):
+        return None
+    return {name: batch[name] for name in ctf.CTF_FEATURES}

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from data_pipeline.atomic import atomic_path, write_text
 from data_pipeline.angles import wrap_angle
+from rotinv_tf.autoencoder import observed_particle_ctf
 
 
 class StepDecay(keras.callbacks.Callback):
@@ -97,7 +98,9 @@ class EvalSummaries(keras.callbacks.Callback):
         self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "validation"))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        out = self.model.canonicalize(self.batch["observed"])
+        particle_ctf = observed_particle_ctf(self.batch)
+        out = self.model.canonicalize(self.batch["observed"], **(
+            {"particle_ctf": particle_ctf} if getattr(self.model, "uses_ctf", False) else {}))
         errors = wrap_angle(out["angle"] - self.batch["angle"])
         shown = slice(0, self.max_images)
         grid = image_grid([np.asarray(self.batch["observed"][shown]),

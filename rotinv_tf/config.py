@@ -21,12 +21,15 @@ from absl import flags
 
 from data_pipeline import settings
 from data_pipeline.atomic import write_text
+from data_pipeline.datasets.particle_stack import ParticleStack
 from data_pipeline.settings import DataConfig, section, setting
 from rotinv_tf.distribution import CLUSTERS, DEFAULT_SLURM_PORT, STRATEGIES
+from rotinv_tf.networks import ARCHITECTURES
 
 CONFIG_FILE = "config.json"
 MODELS = ("autoencoder", "spatial_vae")
 FRAMES = ("supervised", "learned")
+CTF_CORRECTIONS = ("none", "phase_flip", "model")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 LIKELIHOODS = ("gaussian", "bernoulli")
 
@@ -40,6 +43,10 @@ class AutoencoderConfig:
     critic_filters: int = setting(
         16, "Width of the critic's first layer (its gradient penalty is the dearest part of a "
             "step).")
+    architecture: str = setting(
+        "default", "default (convolutional encoder, widths above) or paper (the authors' MLP "
+                   "encoder, DCGAN decoder from 4x4x64 and 2/4/8-channel critic; widths ignored).",
+        ARCHITECTURES)
     augment_quarter_turns: bool = setting(
         False, "Turn full-circle data that carries angles by random k x 90 degrees.")
     frame: str = setting(
@@ -52,6 +59,11 @@ class AutoencoderConfig:
     frame_classes: int = setting(
         1, "learned frame: EM templates, one per view of a stack holding several (as K in "
            "RELION 2D classification).")
+    ctf_correction: str = setting(
+        "auto", "particle stacks with CTF values: model (the decoder returns the CTF-free "
+                "canonical image, the loss sees it through each particle's CTF), phase_flip "
+                "(particles and targets phase-flipped) or none; auto: model when the STAR/.cs "
+                "file has CTF values, else none.", ("auto",) + CTF_CORRECTIONS)
     angle_weight: float = setting(1.0, "Weight of the angle loss.")
     reconstruction_weight: float = setting(1.0, "Weight of the reconstruction loss.")
     adversarial_weight: float = setting(0.01, "Weight of -D(x̂) for the decoder.")
@@ -191,8 +203,12 @@ class Config:
                     + self.model.spatial_vae.problems() + self.schedule.problems()
                     + self.runtime.problems() + settings.problems_of_choices(self.model))
         frame = resolved_frame(self)
-        if self.model.autoencoder.frame == "learned" and self.model.name != "autoencoder":
-            problems.append("frame learned is a frame of the autoencoder, not of spatial_vae")
+        if self.model.name != "autoencoder":
+            if self.model.autoencoder.frame == "learned":
+                problems.append("frame learned is a frame of the autoencoder, not of spatial_vae")
+            if self.model.autoencoder.ctf_correction not in ("auto", "none"):
+                problems.append("a CTF correction is a feature of the autoencoder, not of "
+                                "spatial_vae")
         # The EM template is updated from each replica's own batch, so replicas' templates
         # would drift apart.
         if frame == "learned" and self.runtime.strategy != "default":
@@ -218,13 +234,31 @@ class Config:
         return cls.from_dict(json.loads(text))
 
 
+def particle_stack(config: Config) -> ParticleStack | None:
+    """The run's particle stack with its metadata (None for other data sets)."""
+    data = config.data
+    if data.dataset != "particle_stack" or not data.stack:
+        return None
+    return ParticleStack(data.stack, data.star, data.stack_holdout_fraction)
+
+
 def resolved_frame(config: Config) -> str:
-    """The frame a run trains in: `learned` for a particle stack without angles (no STAR file),
-    `supervised` (the paper's) for everything else, unless the config names one."""
+    """The frame a run trains in: `learned` for a particle stack without angles (no STAR file,
+    or one without rlnAnglePsi), `supervised` (the paper's) for everything else, unless the
+    config names one. Reads the metadata only when both files exist (loading the data reports a
+    missing one), so a config can be checked without its data."""
     frame = config.model.autoencoder.frame
     if frame != "auto":
         return frame
-    unknown_angles = config.data.dataset == "particle_stack" and not config.data.star
+    data = config.data
+    if data.dataset != "particle_stack":
+        unknown_angles = False
+    elif not data.star:
+        unknown_angles = True
+    elif not (os.path.isfile(data.star) and os.path.isfile(data.stack or "")):
+        unknown_angles = False
+    else:
+        unknown_angles = particle_stack(config).angles is None
     return "learned" if unknown_angles and config.model.name == "autoencoder" else "supervised"
 
 

@@ -8,7 +8,8 @@ name and renamed only when complete, so a failed export leaves nothing behind.
 The served functions take and return RAW pixel values: the dataset's `Normalization` is applied
 inside, around the model's contract methods (see docs/architecture.md).
 
-Signatures (input `images`: float32 [batch, H, W, 1], dynamic batch):
+Signatures (input `images`: float32 [batch, H, W, 1], dynamic batch; a model with a CTF correction
+also takes `defocus_u`, `defocus_v` (Å) and `defocus_angle` (degrees), float32 [batch]):
 - `serving_default` -> `canonical_image` float32 [batch, H, W, 1] (raw units), `angle` float32 [batch]
   (`data_pipeline/angles.py`: `images ≈ rotate(canonical_image, angle)`), `latent` float32
   [batch, D].
@@ -18,6 +19,7 @@ Signatures (input `images`: float32 [batch, H, W, 1], dynamic batch):
 `rotinv_tf.canonicalize`) need neither the training code nor the dataset to use the model;
 `assets/config.json` the training run's config (data, model settings, schedule).
 """
+import dataclasses
 import json
 import os
 import tempfile
@@ -26,6 +28,7 @@ import keras
 import tensorflow as tf
 
 from data_pipeline.atomic import atomic_path
+from data_pipeline.ctf import CTF_FEATURES
 from data_pipeline.preprocessing import Normalization
 
 METADATA_FILE = "metadata.json"
@@ -46,13 +49,37 @@ class _ServingModule(tf.Module):
     """The exported object: two tf.functions over the model plus the metadata asset."""
 
     def __init__(self, model: keras.Model, normalization: Normalization, image_size: int,
-                 asset_paths: list[str]):
+                 asset_paths: list[str], jit_compile: bool = False):
         super().__init__(name="rotinv_serving")
         spec = tf.TensorSpec([None, image_size, image_size, 1], tf.float32, name="images")
+        if uses_ctf(model):
+            # A CTF model also takes each particle's CTF (Å, Å, degrees).
+            ctf_specs = [tf.TensorSpec([None], tf.float32, name=n) for n in CTF_FEATURES]
 
-        @tf.function(input_signature=[spec])
-        def serve(images: tf.Tensor) -> dict:
-            out = model.canonicalize(normalization.normalize(images))
+            def particle_ctf(values) -> dict:
+                return dict(zip(CTF_FEATURES, values))
+
+            @tf.function(input_signature=[spec, *ctf_specs], jit_compile=jit_compile)
+            def serve(images, defocus_u, defocus_v, defocus_angle) -> dict:
+                return serve_outputs(images, particle_ctf((defocus_u, defocus_v, defocus_angle)))
+
+            @tf.function(input_signature=[spec, *ctf_specs], jit_compile=jit_compile)
+            def encode(images, defocus_u, defocus_v, defocus_angle) -> dict:
+                return encode_outputs(images, particle_ctf((defocus_u, defocus_v, defocus_angle)))
+        else:
+            @tf.function(input_signature=[spec], jit_compile=jit_compile)
+            def serve(images: tf.Tensor) -> dict:
+                return serve_outputs(images, None)
+
+            @tf.function(input_signature=[spec], jit_compile=jit_compile)
+            def encode(images: tf.Tensor) -> dict:
+                return encode_outputs(images, None)
+
+        def ctf_argument(particle_ctf: dict | None) -> dict:
+            return {} if particle_ctf is None else {"particle_ctf": particle_ctf}
+
+        def serve_outputs(images: tf.Tensor, particle_ctf: dict | None) -> dict:
+            out = model.canonicalize(normalization.normalize(images), **ctf_argument(particle_ctf))
             _require(out, SERVING_OUTPUTS, "canonicalize")
             return {
                 "canonical_image": normalization.denormalize(out["canonical_image"]),
@@ -60,9 +87,8 @@ class _ServingModule(tf.Module):
                 "latent": tf.cast(out["latent"], tf.float32),
             }
 
-        @tf.function(input_signature=[spec])
-        def encode(images: tf.Tensor) -> dict:
-            out = model.encode(normalization.normalize(images))
+        def encode_outputs(images: tf.Tensor, particle_ctf: dict | None) -> dict:
+            out = model.encode(normalization.normalize(images), **ctf_argument(particle_ctf))
             _require(out, ENCODE_OUTPUTS, "encode")
             return {"latent": tf.cast(out["latent"], tf.float32),
                     "angle": tf.reshape(tf.cast(out["angle"], tf.float32), [-1])}
@@ -78,6 +104,11 @@ class _ServingModule(tf.Module):
         self.model_variables = list(captured.values())
 
 
+def uses_ctf(model: keras.Model) -> bool:
+    """Whether the model takes each particle's CTF (a CTF correction other than `none`)."""
+    return getattr(model, "ctf_correction", "none") != "none"
+
+
 def next_version(model_dir: str) -> int:
     """1 + the highest integer-named version folder in `model_dir` (1 if there is none)."""
     if not os.path.isdir(model_dir):
@@ -88,7 +119,8 @@ def next_version(model_dir: str) -> int:
 
 
 def export_saved_model(model: keras.Model, normalization: Normalization, image_size: int,
-                       export_base: str, name: str, config_json: str | None = None) -> str:
+                       export_base: str, name: str, config_json: str | None = None,
+                       jit_compile: bool = False) -> str:
     """Exports `model` to `export_base/name/<next version>/` and returns that folder.
 
     `config_json`: the training run's config (`rotinv_tf.config.Config.to_json`), written as
@@ -96,6 +128,7 @@ def export_saved_model(model: keras.Model, normalization: Normalization, image_s
 
     `model` follows the contract of docs/architecture.md (`canonicalize` and `encode` on normalised
     images) and must be built; `image_size` is the side of the square images it takes.
+    `jit_compile`: the served functions are compiled with XLA when loaded (once per batch size).
     """
     if not name or os.sep in name or name in (".", ".."):
         raise ValueError(f"export name must be a plain folder name, got {name!r}")
@@ -114,6 +147,11 @@ def export_saved_model(model: keras.Model, normalization: Normalization, image_s
         # data's canonical images or angles, "learned" by its EM template (rotinv_tf.autoencoder).
         "frame": getattr(model, "frame", None),
         "signatures": {"serving_default": list(SERVING_OUTPUTS), "encode": list(ENCODE_OUTPUTS)},
+        # The CTF correction it was trained with (rotinv_tf.autoencoder) and, for one other than
+        # "none", the optics of data_pipeline.ctf.Optics; the signatures then also take
+        # defocus_u, defocus_v (Å) and defocus_angle (degrees) per particle.
+        "ctf_correction": getattr(model, "ctf_correction", "none"),
+        "optics": (dataclasses.asdict(model.optics) if uses_ctf(model) else None),
     }
     try:
         with tempfile.TemporaryDirectory() as scratch:
@@ -124,7 +162,8 @@ def export_saved_model(model: keras.Model, normalization: Normalization, image_s
                 with open(os.path.join(scratch, file_name), "w") as f:
                     f.write(text)
             module = _ServingModule(model, normalization, image_size,
-                                    [os.path.join(scratch, file_name) for file_name in assets])
+                                    [os.path.join(scratch, file_name) for file_name in assets],
+                                    jit_compile)
             with atomic_path(version_dir, directory=True) as tmp:
                 tf.saved_model.save(module, tmp, signatures={
                     "serving_default": module.serve.get_concrete_function(),

@@ -17,6 +17,12 @@ Outputs:
 Angles: `data_pipeline/angles.py`; `rlnAnglePsi` is the model's angle in degrees, wrapped to
 (-180, 180] (`star.angle_to_psi_degrees`, as the simulator writes its true angles).
 
+CTF: a model trained with a CTF correction (`rotinv_tf.autoencoder`) takes each particle's
+defocus, read from the input (a STAR file's rlnDefocusU/V/Angle and optics, a `.cs` file's `ctf/*`
+fields, written out in RELION's columns); a comment line at the top of the STAR file names the
+correction (with `model` the canonical images are CTF-free). Refinement then compares like with
+like (`_refinement_pair`).
+
 Refinement (`refine=True`, the default): each network angle is refined by a local search
 (`rotinv_tf.pose.refine`, ±`REFINE_WINDOW_DEGREES` in `REFINE_STEP_DEGREES` steps) against the
 particle's own canonical image, the decoder output, which is what the canonical stack holds either
@@ -41,10 +47,11 @@ import numpy as np
 from data_pipeline.errors import DataError
 from data_pipeline.formats import cryosparc
 from data_pipeline.formats.mrc import MrcStack, StackWriter, open_stack
-from data_pipeline.formats.star import (ANGLE_PSI, IMAGE_NAME, IMAGE_PIXEL_SIZE, IMAGE_SIZE,
-                                       OPTICS_GROUP, ORIGIN_COLUMNS, StarBlock, StarWriter,
-                                       angle_to_psi_degrees, image_name, optics_block,
-                                       particles_block, read_star)
+from data_pipeline import ctf
+from data_pipeline.formats.star import (ANGLE_PSI, DEFOCUS_COLUMNS, IMAGE_NAME, IMAGE_PIXEL_SIZE,
+                                        IMAGE_SIZE, OPTICS_GROUP, ORIGIN_COLUMNS, CtfColumns,
+                                        StarBlock, StarWriter, angle_to_psi_degrees, image_name,
+                                        optics_block, particles_block, read_ctf, read_star)
 from rotinv_tf.config import describe
 from rotinv_tf.pose.refine import refine_poses
 from rotinv_tf.serving import load_serving_model
@@ -101,6 +108,7 @@ class _Particles:
         self.path = path
         self.stack_paths: list[str] = []
         self.blocks: dict[str, StarBlock] | None = None
+        self._cs_ctf: CtfColumns | None = None  # a .cs file's CTF fields
         self._open: dict[int, MrcStack] = {}
         shapes = set()
         if path.lower().endswith(".star"):
@@ -149,6 +157,7 @@ class _Particles:
         resolved = [cryosparc.resolve_stack(path, stack) for stack in particles.stacks]
         self._add_rows(path, [resolved[i] for i in particles.stack_ids], particles.indices,
                        shapes, lambda row: f"{cryosparc.INDEX} {particles.indices[row]}")
+        self._cs_ctf = particles.ctf
 
     def _add_rows(self, path: str, stack_paths: list[str], indices, shapes: set,
                   describe: Callable[[int], str]) -> None:
@@ -190,16 +199,36 @@ class _Particles:
         return np.concatenate([self._stack(ids[a]).read(idx[a], idx[a] + (b - a))
                                for a, b in runs])
 
+    def ctf(self) -> CtfColumns | None:
+        """Each particle's CTF, when the input has one (a STAR file's columns are checked only
+        here, so a model without a CTF correction never needs them to be valid)."""
+        if self.blocks is not None:
+            return read_ctf(self.blocks, self.path)
+        return self._cs_ctf
+
     def output_star(self, size: int, pixel_size: float, columns: list[str]) -> "_OutputStar":
         """The output STAR file's layout: the input's blocks (its particle table gaining
-        `columns`), or fresh RELION 3.1 optics + particles blocks."""
+        `columns`), or fresh RELION 3.1 optics + particles blocks (with a .cs file's CTF in
+        RELION's columns)."""
         if self.blocks is None:
-            optics = optics_block(pixel_size, size)
-            base = [IMAGE_NAME, ANGLE_PSI, OPTICS_GROUP]
+            cs_ctf = self._cs_ctf
+            if cs_ctf is None:
+                optics = optics_block(pixel_size, size)
+                base = [IMAGE_NAME, ANGLE_PSI, OPTICS_GROUP]
+            else:  # a .cs file's CTF, in RELION's columns
+                optics = optics_block(pixel_size, size, cs_ctf.voltage,
+                                      cs_ctf.spherical_aberration, cs_ctf.amplitude_contrast)
+                base = [IMAGE_NAME, ANGLE_PSI, OPTICS_GROUP, *DEFOCUS_COLUMNS]
             table = base + [c for c in columns if c not in base]
             pad = [""] * (len(table) - len(base))
-            return _OutputStar({"optics": optics}, "particles", table, {},
-                               lambda row: ["", "", "1"] + pad)
+
+            def fresh_row(row: int) -> list[str]:
+                defocus = [] if cs_ctf is None else [
+                    f"{values[row]:.2f}" for values in (cs_ctf.defocus_u, cs_ctf.defocus_v,
+                                                        cs_ctf.defocus_angle)]
+                return ["", "", "1"] + defocus + pad
+
+            return _OutputStar({"optics": optics}, "particles", table, {}, fresh_row)
         source = particles_block(self.blocks, self.path)
         blocks = {name: block if block is source else
                   dataclasses.replace(block, columns=list(block.columns),
@@ -295,6 +324,38 @@ def canonicalize_particles(saved_model: str, input_path: str, output: str, star:
         particles.close()
 
 
+def _particle_ctf(model, particles: _Particles) -> tuple[ctf.Optics, CtfColumns] | None:
+    """The model's optics and the input's CTF values when the model corrects the CTF (None
+    otherwise); the input's optics must be the model's."""
+    if model.ctf_correction == "none":
+        return None
+    c = particles.ctf()
+    if c is None:
+        raise DataError(particles.path, f"the model corrects the CTF ({model.ctf_correction}) "
+                        f"but the input has no CTF values ({', '.join(DEFOCUS_COLUMNS)} in a "
+                        f"STAR file, ctf/* in a .cs file)")
+    optics = ctf.Optics(**model.metadata["optics"])
+    for name, ours, theirs in (("voltage", optics.voltage, c.voltage),
+                               ("spherical aberration", optics.spherical_aberration,
+                                c.spherical_aberration),
+                               ("amplitude contrast", optics.amplitude_contrast,
+                                c.amplitude_contrast)):
+        if abs(ours - theirs) > 1e-3 * max(abs(ours), 1e-3):
+            raise DataError(particles.path, f"{name} {theirs:g} differs from the model's "
+                            f"{ours:g}")
+    return optics, c
+
+
+def _ctf_comment(model) -> str:
+    """The STAR file's comment line on the CTF: how the model corrected it."""
+    meaning = {"model": "canonical images are CTF-free (the CTF was in the model's forward "
+                        "model)",
+               "phase_flip": "canonical images are phase-flipped (their CTF amplitude remains)",
+               "none": "the CTF was not corrected"}
+    return (f"rotinv_tf: CTF correction {model.ctf_correction}: "
+            f"{meaning[model.ctf_correction]}")
+
+
 def _refine_comment(max_shift: int | None) -> str:
     """The STAR file's comment line: how `rlnAnglePsi` was made."""
     if max_shift is None:
@@ -323,6 +384,24 @@ def _frame_comment(metadata: dict) -> str:
             f"{meaning.get(frame, 'not recorded')}")
 
 
+def _refinement_pair(correction: str, optics: ctf.Optics | None, batch_ctf: dict | None,
+                     images: np.ndarray, result: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(particles, canonical images) that refinement compares, alike in their CTF: with
+    `model` the CTF-free canonical images through each particle's CTF (its astigmatism turned
+    into the canonical frame by the network's angle), with `phase_flip` the particles flipped."""
+    canonical = result["canonical_image"]
+    if correction == "none":
+        return images, canonical
+    u, v, angle = (batch_ctf[name] for name in ctf.CTF_FEATURES)
+    if correction == "phase_flip":
+        flipped = ctf.apply_ctf(images.astype(np.float32), u, v, angle, optics, "phase_flip",
+                                pad_factor=2)
+        return flipped.numpy(), canonical
+    turned = ctf.rotated_defocus_angle(angle, -result["angle"])
+    modulated = ctf.apply_ctf(canonical, u, v, turned, optics, "model", pad_factor=2)
+    return images, modulated.numpy()
+
+
 def _stream(model, particles: _Particles, output: str, star: str, batch_size: int,
             resample: bool, progress: Callable[[int, int], None] | None,
             refine_max_shift: int | None) -> CanonicalizeSummary:
@@ -339,12 +418,15 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
         raise DataError(model.path, f"refine_max_shift {refine_max_shift} must be in "
                         f"[0, {size // 2}) for the model's {size}x{size} images")
     pixel_size = particles.pixel_size * h / size
+    particle_ctf = _particle_ctf(model, particles)
+    optics, ctf_values = particle_ctf if particle_ctf is not None else (None, None)
     n = len(particles)
     columns = [IMAGE_NAME, ANGLE_PSI, *(ORIGIN_COLUMNS if refine_max_shift else ())]
     layout = particles.output_star(size, pixel_size, columns)
     stack_name = os.path.relpath(output, os.path.dirname(star))
     training = _training_comment(model)
-    comments = [_frame_comment(model.metadata), training, _refine_comment(refine_max_shift)]
+    comments = [_frame_comment(model.metadata), training, _ctf_comment(model),
+                _refine_comment(refine_max_shift)]
     bad: list[int] = []
     start_time = time.perf_counter()
     with StarWriter(star, comments) as star_writer, \
@@ -359,13 +441,19 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
             bad += [start + 1 + int(i) for i in np.flatnonzero(~finite)]
             if not bad:  # after the first bad particle, only scan for the others
                 images = fourier_resample(images, size)
-                result = model.predict(images)
+                batch_ctf = None if optics is None else {
+                    name: values[start:stop] for name, values in zip(ctf.CTF_FEATURES, (
+                        ctf_values.defocus_u, ctf_values.defocus_v, ctf_values.defocus_angle))}
+                result = model.predict(images, batch_ctf)
                 writer.write(start, result["canonical_image"])
                 angles = np.asarray(result["angle"], np.float64)
                 values = {IMAGE_NAME: [image_name(i, stack_name)
                                        for i in range(start + 1, stop + 1)]}
                 if refine_max_shift is not None:
-                    refined = refine_poses(images, result["canonical_image"], result["angle"],
+                    refined = refine_poses(*_refinement_pair(
+                                               model.ctf_correction, optics, batch_ctf, images,
+                                               result),
+                                           result["angle"],
                                            REFINE_WINDOW_DEGREES, REFINE_STEP_DEGREES,
                                            refine_max_shift)
                     angles = np.asarray(refined.angles, np.float64)

@@ -9,6 +9,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from data_pipeline.ctf import CTF_FEATURES
 from data_pipeline.errors import DataError
 
 SIGNATURE = "serving_default"
@@ -33,9 +34,17 @@ class ServingModel:
         self._loaded = loaded  # keeps the restored variables alive while the signature is used
         self._signature = loaded.signatures[SIGNATURE]
 
-    def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    @property
+    def ctf_correction(self) -> str:
+        """The CTF correction the model was trained with (`none` for models without one)."""
+        return self.metadata.get("ctf_correction") or "none"
+
+    def predict(self, images: np.ndarray, particle_ctf: dict[str, np.ndarray] | None = None
+                ) -> dict[str, np.ndarray]:
         """Images [batch, H, W] or [batch, H, W, 1] in raw pixel units -> numpy outputs.
 
+        `particle_ctf` ({defocus_u, defocus_v: Å, defocus_angle: degrees}, each [batch]) is
+        required by a model with a CTF correction and ignored by others. Outputs:
         `canonical_image` [batch, H, W, 1] (raw units), `angle` [batch] (radians), `latent`
         [batch, D].
         """
@@ -46,7 +55,15 @@ class ServingModel:
         if images.ndim != 4 or images.shape[1:] != (size, size, 1):
             raise ValueError(f"{self.path}: expected images [batch, {size}, {size}(, 1)], "
                              f"got {images.shape}")
-        outputs = self._signature(**{INPUT: tf.constant(images)})
+        inputs = {INPUT: tf.constant(images)}
+        if self.ctf_correction != "none":
+            if particle_ctf is None:
+                raise ValueError(f"{self.path}: the model corrects the CTF "
+                                 f"({self.ctf_correction}); it needs each particle's "
+                                 f"{', '.join(CTF_FEATURES)}")
+            inputs.update({name: tf.constant(np.asarray(particle_ctf[name], np.float32))
+                           for name in CTF_FEATURES})
+        outputs = self._signature(**inputs)
         return {key: outputs[key].numpy() for key in OUTPUTS}
 
 

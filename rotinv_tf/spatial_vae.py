@@ -245,19 +245,20 @@ class SpatialVAE(keras.Model):
         return canonical["canonical_image"], canonical["angle"]
 
     # --- training -------------------------------------------------------------------------
-    def _unpack_batch(self, data: object) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def _unpack_batch(self, data: object) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
         """(image, observed, angle) of a batch dict, rotating `image` here when the batch does
-        not carry `observed` and `angle`."""
+        not carry `observed` and `angle`; angle None for a particle stack without angles."""
         data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         if not isinstance(data, Mapping) or "image" not in data:
             raise ValueError("SpatialVAE expects batch dicts with an 'image' key, "
                              f"got {type(data).__name__}")
-        if ("observed" in data) != ("angle" in data):
-            raise ValueError("a batch must carry both 'observed' and 'angle', or neither")
+        if "angle" in data and "observed" not in data:
+            raise ValueError("a batch carrying 'angle' must carry 'observed' too")
         image = tf.convert_to_tensor(data["image"], tf.float32)
         if "observed" in data:
-            return (image, tf.convert_to_tensor(data["observed"], tf.float32),
-                    tf.reshape(tf.convert_to_tensor(data["angle"], tf.float32), [-1]))
+            angle = (tf.reshape(tf.convert_to_tensor(data["angle"], tf.float32), [-1])
+                     if "angle" in data else None)
+            return image, tf.convert_to_tensor(data["observed"], tf.float32), angle
         angle = replicas.draw(lambda n: sample_angles(
             n, self.angle_distribution, self.angle_scale, self.seed_generator), tf.shape(image)[0])
         return image, rotate(image, angle), angle
@@ -291,17 +292,17 @@ class SpatialVAE(keras.Model):
                          + terms["kl_translation"])
         return {**terms, "posterior": posterior}
 
-    def _update_metrics(self, terms: Mapping, image: tf.Tensor, angle: tf.Tensor
+    def _update_metrics(self, terms: Mapping, image: tf.Tensor, angle: tf.Tensor | None
                         ) -> dict[str, tf.Tensor]:
         """Updates the trackers with `terms` (of `_elbo_terms`) and the canonical-pose metrics
         shared with the main model (`reconstruction_mse` against the canonical image,
-        `angle_error_deg`)."""
+        `angle_error_deg`: NaN when the angles are unknown)."""
         canonical = self._canonicalize_posterior(
             {key: tf.stop_gradient(value) for key, value in terms["posterior"].items()})
         values = dict(terms)
         values["reconstruction_mse"] = tf.reduce_mean(
             tf.square(canonical["canonical_image"] - image))
-        values["angle_error_deg"] = tf.reduce_mean(
+        values["angle_error_deg"] = tf.constant(math.nan) if angle is None else tf.reduce_mean(
             tf.abs(wrap_angle(canonical["angle"] - angle))) * (180.0 / math.pi)
         for name, tracker in self._trackers.items():
             tracker.update_state(values[name])

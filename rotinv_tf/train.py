@@ -25,6 +25,11 @@ def main(argv: list[str]) -> None:
     except ValueError as e:
         cli.fail(str(e))
     print(f"Frame: {configs.resolved_frame(config)}", flush=True)
+    try:
+        correction, _ = training.resolved_ctf(config)
+    except ValueError as e:
+        cli.fail(str(e))
+    print(f"CTF correction: {correction} ({training.data_description(config)})", flush=True)
     print(f"TensorBoard: tensorboard --logdir {config.runtime.run_dir}/logs", flush=True)
     try:
         result = training.train(config)

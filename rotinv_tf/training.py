@@ -13,6 +13,8 @@ import keras
 import tensorflow as tf
 
 from data_pipeline import input_fn
+from data_pipeline.datasets.particle_stack import StackCtf
+from data_pipeline.preprocessing import Normalization
 from rotinv_tf import config as configs
 from rotinv_tf.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.callbacks import (AverageMovingStatistics, EvalSummaries, StepDecay,
@@ -47,9 +49,43 @@ def weights_digest(model: keras.Model) -> str:
     return digest.hexdigest()
 
 
-def build_model(config: Config, image_size: int) -> keras.Model:
+def data_description(config: Config) -> str:
+    """One line on the run's metadata: a particle stack's angles and CTF, or the data set."""
+    stack = configs.particle_stack(config)
+    return stack.describe() if stack is not None else f"{config.data.dataset}: no CTF values"
+
+
+def resolved_ctf(config: Config) -> tuple[str, StackCtf | None]:
+    """The CTF correction a run trains with, and the stack's CTF: `model` for a particle stack
+    whose metadata has CTF values, `none` otherwise, unless the config names one (which needs
+    CTF values)."""
+    stack = configs.particle_stack(config)
+    stack_ctf = stack.ctf if stack is not None else None
+    correction = config.model.autoencoder.ctf_correction
+    if correction == "auto":
+        use = "model" if stack_ctf is not None and config.model.name == "autoencoder" else "none"
+        return use, stack_ctf
+    if correction != "none" and stack_ctf is None:
+        raise ValueError(f"ctf_correction {correction!r} needs a particle stack whose STAR/.cs "
+                         f"file has CTF values")
+    return correction, stack_ctf
+
+
+def _ctf_arguments(config: Config, normalization: Normalization | None) -> dict:
+    """The autoencoder's CTF arguments: the correction, the optics, and raw 0 normalised."""
+    correction, stack_ctf = resolved_ctf(config)
+    if correction == "none":
+        return {"ctf_correction": "none"}
+    if normalization is None:
+        raise ValueError("a CTF correction needs the data's normalization")
+    return {"ctf_correction": correction, "optics": dataclasses.asdict(stack_ctf.optics),
+            "raw_zero": float(normalization.normalize(0.0))}
+
+
+def build_model(config: Config, image_size: int,
+                normalization: Normalization | None = None) -> keras.Model:
     """The model `config.model` names, with its settings, compiled with the configured
-    optimizers."""
+    optimizers (`normalization`, the data's, is needed by a CTF correction)."""
     schedule = config.schedule
 
     def adam(learning_rate: float) -> keras.optimizers.Optimizer:
@@ -67,8 +103,10 @@ def build_model(config: Config, image_size: int) -> keras.Model:
                            **dataclasses.asdict(config.model.spatial_vae))
         model.compile(optimizer=adam(schedule.learning_rate), jit_compile=jit_compile)
         return model
-    settings = dataclasses.replace(config.model.autoencoder, frame=resolved_frame(config))
-    model = RotationInvariantAutoencoder(image_size, **common, **dataclasses.asdict(settings))
+    settings = dataclasses.asdict(dataclasses.replace(config.model.autoencoder,
+                                                      frame=resolved_frame(config)))
+    model = RotationInvariantAutoencoder(image_size, **common,
+                                         **{**settings, **_ctf_arguments(config, normalization)})
     model.compile(adam(schedule.learning_rate), adam(schedule.critic_learning_rate),
                   jit_compile=jit_compile)
     return model
@@ -194,7 +232,7 @@ def _fit_and_export(config: Config, strategy: tf.distribute.Strategy,
     write_dir = scratch or runtime.run_dir
     image_size = int(train_data.element_spec["image"].shape[1])
     with strategy.scope():
-        model = build_model(config, image_size)
+        model = build_model(config, image_size, normalization)
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     if multi_worker:
         _adapt_to_multi_worker(model, strategy)

@@ -71,3 +71,10 @@ def write_hdb_archive(parent: str, per_folder: int = 3, seed: int = 0) -> dict[i
             pickle.dump({"i": angles.astype(np.float64), "j": np.zeros(per_folder)}, f)
         truth[k] = (canonical, angles)
     return truth
+
+
+def correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each pair of images in [B, H, W] arrays."""
+    a = a - a.mean(axis=(1, 2), keepdims=True)
+    b = b - b.mean(axis=(1, 2), keepdims=True)
+    return (a * b).sum((1, 2)) / np.sqrt((a * a).sum((1, 2)) * (b * b).sum((1, 2)))

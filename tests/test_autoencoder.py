@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline.rotation import rotate
-from rotinv_tf import training
+from rotinv_tf import networks, training
 from rotinv_tf.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.config import Config
 
@@ -61,6 +61,16 @@ def test_learned_frame_settings_come_from_the_config():
     assert (model.settings.frame_angles, model.settings.frame_classes) == (32, 3)
 
 
+def test_paper_architecture_trains():
+    keras.utils.set_random_seed(0)
+    model = training.build_model(Config().replace(latent_dim=8, architecture="paper"), 28)
+    paper = networks.build_networks("paper", 28, 8)
+    assert model.count_params() == sum(net.count_params() for net in paper)
+    data = tf.data.Dataset.from_tensor_slices({"image": _blobs(16, 28)}).batch(8)
+    logs = model.fit(data, epochs=1, verbose=0).history
+    assert np.isfinite(logs["loss"][-1])
+
+
 def test_bad_settings_are_refused_in_one_message():
     with pytest.raises(ValueError, match="filters must be >= 1.*frame_angles must be"):
         RotationInvariantAutoencoder(16, filters=0, frame_angles=30)
@@ -91,10 +101,10 @@ def test_uses_dataset_angles_when_provided():
     angles = np.full(8, 0.3, np.float32)
     batch = {"image": images, "observed": rotate(images, angles), "angle": angles}
     model = _model()
-    image, observed, angle = model._rotated_inputs(batch, training=True)
+    image, observed, angle, _ = model._rotated_inputs(batch, training=True)
     np.testing.assert_array_equal(angle, angles)
     np.testing.assert_array_equal(observed, batch["observed"])
-    _, observed, angle = model._rotated_inputs({"image": images}, training=True)
+    _, observed, angle, _ = model._rotated_inputs({"image": images}, training=True)
     assert not np.allclose(angle, angles)
     np.testing.assert_allclose(observed, rotate(images, angle), atol=1e-6)
 
@@ -105,13 +115,13 @@ def test_quarter_turn_augmentation_keeps_image_and_angle_consistent_in_training_
     batch = {"image": images, "observed": rotate(images, angles), "angle": angles}
     keras.utils.set_random_seed(0)
     model = RotationInvariantAutoencoder(24, latent_dim=8, filters=8, augment_quarter_turns=True)
-    _, observed, angle = model._rotated_inputs(batch, training=True)
+    _, observed, angle, _ = model._rotated_inputs(batch, training=True)
     turns = np.round(np.mod(angle.numpy() - angles, 2 * math.pi) / (math.pi / 2)) % 4
     assert len(set(turns)) > 1  # images get their own turns
     for i, k in enumerate(turns.astype(int)):  # exact pixel moves, angle advanced by k·90°
         np.testing.assert_array_equal(observed[i], np.rot90(batch["observed"][i], k))
     assert np.all(np.abs(angle) <= math.pi + 1e-6)
-    _, observed, angle = model._rotated_inputs(batch, training=False)
+    _, observed, angle, _ = model._rotated_inputs(batch, training=False)
     np.testing.assert_array_equal(angle, angles)
 
 

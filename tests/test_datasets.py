@@ -206,7 +206,7 @@ def test_particle_stack_bad_input(tmp_path):
     write_star(star, {"particles": StarBlock(["rlnAnglePsi"], [["1.0"]] * 4)})
     with pytest.raises(DataError, match=f"{star}: 4 particles for 10 images"):
         particle_stack_dataset(stack, star)
-    write_star(star, {"particles": StarBlock(["rlnDefocusU"], [["1.0"]] * 10)})
+    write_star(star, {"particles": StarBlock(["rlnClassNumber"], [["1"]] * 10)})
     with pytest.raises(DataError, match=f"{star}: no rlnAnglePsi column"):
         particle_stack_dataset(stack, star)
     observed[7, 0, 0] = np.inf
@@ -229,7 +229,7 @@ def test_particle_stack_bad_angle_rows(tmp_path):
         particle_stack_dataset(stack, star)
     cs = str(tmp_path / "particles.cs")
     write_cs(cs, ["J2/particles.mrcs"] * 10, np.arange(10))
-    with pytest.raises(DataError, match=f"{cs}: no alignments2D/pose field"):
+    with pytest.raises(DataError, match=f"{cs}: no alignments2D/pose field .* and no ctf"):
         particle_stack_dataset(stack, cs)
     write_cs(cs, ["J2/particles.mrcs"] * 10, np.arange(1, 11), np.zeros(10))
     with pytest.raises(DataError, match="particle row 10: blob/idx 10 is not one of the 10 images"):

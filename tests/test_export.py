@@ -133,6 +133,12 @@ def test_reloads_without_the_project_code_with_the_same_numbers(model, exported,
         assert_outputs_close(actual, expected_outputs(model, np.load(name)))
 
 
+def test_xla_compiled_serving_gives_the_same_numbers(model, tmp_path):
+    path = export_saved_model(model, NORMALIZATION, SIZE, str(tmp_path), "xla", jit_compile=True)
+    images = raw_images(5)
+    assert_outputs_close(load_serving_model(path).predict(images), expected_outputs(model, images))
+
+
 def test_any_contract_model_round_trips(tiny, tmp_path):
     served = load_serving_model(export_saved_model(tiny, NORMALIZATION, SIZE, str(tmp_path), "t"))
     images = raw_images(4)

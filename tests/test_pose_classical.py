@@ -7,7 +7,8 @@ import pytest
 from data_pipeline.rotation import rotate
 from data_pipeline.simulator import SimulationConfig, Simulator
 from rotinv_tf.evaluation import angle_error_deg, estimate_frame_rotation
-from rotinv_tf.pose.classical import align_reference_free, invariant_features, pca
+from rotinv_tf.pose.classical import (align_reference_free, align_to_templates,
+                                      invariant_features, pca)
 
 SIZE = 32
 
@@ -69,6 +70,19 @@ def test_two_templates_separate_an_image_from_its_mirror():
     np.testing.assert_allclose(result.class_probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert errors_after_offset(first_angles, result.angles[:30]).max() < 1.5
     assert errors_after_offset(second_angles, result.angles[30:]).max() < 1.5
+
+
+def test_new_particles_are_aligned_to_given_templates_with_no_offset():
+    image = simulator().canonical[0]
+    particles, angles = rotated_copies(image, 20, seed=4)
+    mirrored, _ = rotated_copies(np.fliplr(image), 10, seed=5)
+    found, classes = align_to_templates(np.concatenate([particles, mirrored]),
+                                        np.stack([np.fliplr(image), image]))
+    assert list(classes) == [1] * 20 + [0] * 10
+    # The template's own frame: no offset to forgive.
+    assert np.abs(angle_error_deg(angles, found[:20])).max() < 1.0
+    with pytest.raises(ValueError, match="do not match"):
+        align_to_templates(particles, image[None, :16, :16])
 
 
 def test_invariant_features_ignore_rotation_but_not_the_image():

@@ -15,18 +15,12 @@ from data_pipeline.datasets.particle_stack import particle_stack_dataset
 from data_pipeline.formats.star import particles_block, psi_degrees_to_angle, read_star
 from data_pipeline.rotation import rotate
 from data_pipeline.simulator import SimulationConfig, Simulator
+from tests.data_fixtures import correlations
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "relion")
 MAP, STACK, STAR = (os.path.join(FIXTURE, name)
                     for name in ("map.mrc", "projections.mrcs", "projections.star"))
 SIZE, PIXEL = 32, 2.0
-
-
-def correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each pair of images in [B, H, W] arrays."""
-    a = a - a.mean(axis=(1, 2), keepdims=True)
-    b = b - b.mean(axis=(1, 2), keepdims=True)
-    return (a * b).sum((1, 2)) / np.sqrt((a * a).sum((1, 2)) * (b * b).sum((1, 2)))
 
 
 @pytest.fixture(scope="module")

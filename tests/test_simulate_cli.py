@@ -7,7 +7,7 @@ import mrcfile
 import numpy as np
 import pytest
 
-from data_pipeline import simulate
+from data_pipeline import simulated_stack
 from data_pipeline.formats.star import read_star
 from data_pipeline.simulator import SimulationConfig, Simulator
 
@@ -87,7 +87,7 @@ def test_bad_atomic_model_exits_2_naming_the_file(tmp_path):
 
 def test_a_failure_midway_leaves_no_files(tmp_path, monkeypatch):
     out = tmp_path / "sim"
-    monkeypatch.setattr(simulate, "CHUNK", 10)
+    monkeypatch.setattr(simulated_stack, "CHUNK", 10)
     original = Simulator.simulate
 
     def fail_on_third_chunk(self, ids):
@@ -97,5 +97,5 @@ def test_a_failure_midway_leaves_no_files(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Simulator, "simulate", fail_on_third_chunk)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        simulate.simulate_to(str(out), CONFIG, 30)
+        simulated_stack.write_stack(str(out), CONFIG, 30)
     assert os.listdir(out) == []

@@ -97,6 +97,34 @@ def test_conformations_vary_continuously():
     assert steps.max() < distance_from_first[-1] / 3
 
 
+def test_continuous_conformations_fill_each_bin_and_keep_the_other_draws():
+    discrete, continuous = (Simulator(small(continuous_conformations=c)).simulate(np.arange(40))
+                            for c in (False, True))
+    np.testing.assert_array_equal(continuous["angle"], discrete["angle"])
+    np.testing.assert_array_equal(continuous["conformation"], discrete["conformation"])
+    # Bin k of 5 spans [k/5, (k+1)/5] of the ±40° hinge range; positions differ within a bin.
+    edges = math.radians(-40) + np.radians(80) * continuous["conformation"] / 5
+    assert np.all(continuous["hinge"] >= edges - 1e-6)
+    assert np.all(continuous["hinge"] <= edges + math.radians(16) + 1e-6)
+    assert len(np.unique(np.round(continuous["hinge"], 5))) == 40
+    clean = Simulator(small(continuous_conformations=True, snr=math.inf)).simulate(np.arange(40))
+    mask = disc(32)[None]
+    turned = np.asarray(rotate(clean["image"][..., None], clean["angle"]))[..., 0]
+    assert relative_error(clean["observed"], turned, mask).max() < 0.1
+
+
+def test_views_are_distinct_directions_cycling_with_the_id():
+    single = Simulator(small(snr=math.inf)).simulate(np.arange(15))
+    views = Simulator(small(num_views=3, snr=math.inf)).simulate(np.arange(15))
+    np.testing.assert_array_equal(views["view"], (np.arange(15) // 5) % 3)
+    first = views["view"] == 0
+    np.testing.assert_allclose(views["image"][first], single["image"][first], atol=1e-6)
+    for v in (1, 2):
+        other = views["view"] == v
+        assert relative_error(views["image"][other], single["image"][other], disc(32)).min() > 0.2
+    assert not np.allclose(views["image"][5], views["image"][10])
+
+
 def test_molecule_is_asymmetric_and_fills_the_box():
     simulator = Simulator(SimulationConfig())
     for image in simulator.canonical[[0, 10, 19]]:
@@ -254,7 +282,8 @@ def test_bad_model_files_raise_data_error(tmp_path):
 
 @pytest.mark.parametrize("settings", [dict(snr=0), dict(angle_distribution="cauchy"),
                                       dict(test_conformations=5), dict(defocus_min=3.0),
-                                      dict(atomic_model="a.pdb", density_map="b.mrc")])
+                                      dict(atomic_model="a.pdb", density_map="b.mrc"),
+                                      dict(num_views=0), dict(view_tilt=-0.1)])
 def test_bad_settings_are_rejected(settings):
     with pytest.raises(ValueError):
         small(**settings)

@@ -206,12 +206,14 @@ def test_mixed_float16_training_with_a_loss_scale_optimizer():
     assert out["canonical_image"].dtype == tf.float32 and out["latent"].dtype == tf.float32
 
 
-def test_batch_with_observed_but_no_angle_is_rejected():
+def test_a_stack_without_angles_trains_and_an_angle_without_observed_is_rejected():
     model = small_model()
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    images = np.zeros((2, 16, 16, 1), np.float32)
-    with pytest.raises(ValueError, match="both 'observed' and 'angle'"):
-        model.test_on_batch({"image": images, "observed": images})
+    images = np.random.default_rng(0).random((2, 16, 16, 1)).astype(np.float32)
+    logs = model.train_on_batch({"image": images, "observed": images}, return_dict=True)
+    assert np.isfinite(logs["loss"]) and np.isnan(logs["angle_error_deg"])
+    with pytest.raises(ValueError, match="must carry 'observed' too"):
+        model.test_on_batch({"image": images, "angle": np.zeros(2, np.float32)})
 
 
 def test_its_settings_rebuild_the_same_model():

@@ -91,6 +91,7 @@ def _train_cli(*args, cwd=REPO):
     (["--dataset=cifar"], "dataset"),
     (["--epochs=-1"], "epochs"),
     (["--critic_filters=0"], "critic_filters"),
+    (["--architecture=resnet"], "architecture"),
     (["--stack_holdout_fraction=1.5"], "stack_holdout_fraction"),
     (["--flagfile=/nonexistent/missing.cfg"], "missing.cfg"),
     (["--no_such_flag=1"], "no_such_flag"),

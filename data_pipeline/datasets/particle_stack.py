@@ -4,8 +4,11 @@ file that gives each particle's in-plane angle: a RELION STAR file (`rlnAnglePsi
 
 The stack is read through its memory map a chunk at a time, so it never has to fit in RAM. Elements:
 `observed` float32 [H, W, 1] (raw units), `index` int64 (the particle's 0-based position in the
-stack, whatever the split) and, with angles, `angle` float32 (radians, via
-`star.psi_degrees_to_angle`), and `image`:
+stack, whatever the split), with angles `angle` float32 (radians, via
+`star.psi_degrees_to_angle`), with CTF values (`star.read_ctf`, `cryosparc.read_cs`; their optics in
+`ParticleStack.ctf`) `defocus_u`, `defocus_v` (Å) and `defocus_angle` (degrees: the astigmatism
+angle of `image`, which is the particle's own turned by -angle when `image` is derotated) float32,
+and `image`:
 - with angles, the canonical image `rotate(observed, -angle)`, as for every data set
   (`data_pipeline/angles.py`);
 - without them there is no ground truth, so `image` is the observed particle itself (training on it
@@ -22,6 +25,7 @@ and `blob/idx` (0-based), comparing file names; rows naming other stacks are ign
 without `rlnImageName` is matched by row order. Images with NaN/Inf pixels stop the iteration with a
 `DataError` naming the stack and the particle.
 """
+import dataclasses
 import hashlib
 import os
 from typing import Callable, Iterator
@@ -29,6 +33,7 @@ from typing import Callable, Iterator
 import numpy as np
 import tensorflow as tf
 
+from data_pipeline import ctf as ctf_lib
 from data_pipeline import rotation
 from data_pipeline.errors import DataError
 from data_pipeline.formats import cryosparc
@@ -70,20 +75,34 @@ def split_positions(count: int, split: str, holdout_fraction: float = DEFAULT_HO
     return np.sort(chosen).astype(np.int64)
 
 
-def _psi_from_star(path: str, stack_name: str, count: int
-                   ) -> tuple[np.ndarray, np.ndarray, Callable[[int], str]]:
-    """(row -> stack position or -1 for other stacks, psi per row, row description)."""
-    table = star_format.particles_block(star_format.read_star(path), path)
-    if star_format.ANGLE_PSI not in table:
-        raise DataError(path, "no rlnAnglePsi column (the in-plane angles)")
-    try:
-        psi = np.array(table.column(star_format.ANGLE_PSI), dtype=np.float64)
-    except ValueError as e:
-        raise DataError(path, f"rlnAnglePsi is not numeric ({e})") from None
+@dataclasses.dataclass
+class _MetadataRows:
+    """A metadata file's rows: each row's stack position (-1: another stack; `count`: not an image
+    of this stack), a description of a row for messages, and its per-row values."""
+
+    positions: np.ndarray
+    describe: Callable[[int], str]
+    psi: np.ndarray | None  # rlnAnglePsi, degrees
+    ctf: star_format.CtfColumns | None
+
+
+def _rows_from_star(path: str, stack_name: str, count: int) -> _MetadataRows:
+    blocks = star_format.read_star(path)
+    table = star_format.particles_block(blocks, path)
+    psi = None
+    if star_format.ANGLE_PSI in table:
+        try:
+            psi = np.array(table.column(star_format.ANGLE_PSI), dtype=np.float64)
+        except ValueError as e:
+            raise DataError(path, f"rlnAnglePsi is not numeric ({e})") from None
+    ctf = star_format.read_ctf(blocks, path)
+    if psi is None and ctf is None:
+        raise DataError(path, "no rlnAnglePsi column (the in-plane angles) and no CTF columns "
+                        f"({', '.join(star_format.DEFOCUS_COLUMNS)})")
     if star_format.IMAGE_NAME not in table:
-        if len(psi) != count:
-            raise DataError(path, f"{len(psi)} particles for {count} images in {stack_name}")
-        return np.arange(count), psi, lambda row: f"row {row + 1}"
+        if len(table) != count:
+            raise DataError(path, f"{len(table)} particles for {count} images in {stack_name}")
+        return _MetadataRows(np.arange(count), lambda row: f"row {row + 1}", psi, ctf)
     names = table.column(star_format.IMAGE_NAME)
     positions = np.full(len(names), -1, np.int64)
     for row, name in enumerate(names):
@@ -91,26 +110,27 @@ def _psi_from_star(path: str, stack_name: str, count: int
         if at and os.path.basename(file) == stack_name:
             valid = number.isdigit() and int(number) >= 1
             positions[row] = int(number) - 1 if valid else count  # count: out of range
-    return positions, psi, lambda row: f"image {names[row]!r}"
+    return _MetadataRows(positions, lambda row: f"image {names[row]!r}", psi, ctf)
 
 
-def _psi_from_cs(path: str, stack_name: str, count: int
-                 ) -> tuple[np.ndarray, np.ndarray, Callable[[int], str]]:
+def _rows_from_cs(path: str, stack_name: str, count: int) -> _MetadataRows:
     particles = cryosparc.read_cs(path)
-    if particles.psi_degrees is None:
-        raise DataError(path, f"no {cryosparc.POSE} field (the in-plane angles)")
+    if particles.psi_degrees is None and particles.ctf is None:
+        raise DataError(path, f"no {cryosparc.POSE} field (the in-plane angles) and no ctf/* "
+                        f"fields")
     ours = np.array([os.path.basename(s) == stack_name for s in particles.stacks], bool)
     mine = ours[particles.stack_ids]
     positions = np.where(mine, particles.indices, -1)
-    return positions, particles.psi_degrees, \
-        lambda row: f"{cryosparc.INDEX} {particles.indices[row]}"
+    return _MetadataRows(positions, lambda row: f"{cryosparc.INDEX} {particles.indices[row]}",
+                         particles.psi_degrees, particles.ctf)
 
 
-def _angles_from_metadata(path: str, stack_path: str, count: int) -> np.ndarray:
-    """Angles [count] (radians) of the stack's particles, in stack order, from a STAR/.cs file."""
+def _stack_rows(path: str, stack_path: str, count: int) -> tuple[np.ndarray, _MetadataRows]:
+    """The metadata row of each image of the stack, in stack order, and the rows themselves."""
     stack_name = os.path.basename(stack_path)
-    read = _psi_from_cs if cryosparc.is_cs_file(path) else _psi_from_star
-    positions, psi, describe = read(path, stack_name, count)
+    read = _rows_from_cs if cryosparc.is_cs_file(path) else _rows_from_star
+    found = read(path, stack_name, count)
+    positions, describe = found.positions, found.describe
     rows = np.flatnonzero(positions >= 0)
     beyond = rows[positions[rows] >= count]  # also unreadable numbers, set to count
     if len(beyond):
@@ -120,12 +140,38 @@ def _angles_from_metadata(path: str, stack_path: str, count: int) -> np.ndarray:
     if len(rows) != count or distinct != count:
         raise DataError(path, f"{distinct} distinct rows name {stack_name}, expected one for "
                         f"each of its {count} images")
-    nonfinite = rows[~np.isfinite(psi[rows])]
-    if len(nonfinite):
-        raise DataError(path, f"particle row {nonfinite[0] + 1}: the in-plane angle is NaN/Inf")
-    angles = np.empty(count, np.float32)
-    angles[positions[rows]] = star_format.psi_degrees_to_angle(psi[rows])
-    return angles
+    if found.psi is not None:
+        nonfinite = rows[~np.isfinite(found.psi[rows])]
+        if len(nonfinite):
+            raise DataError(path, f"particle row {nonfinite[0] + 1}: the in-plane angle is "
+                            f"NaN/Inf")
+    order = np.empty(count, np.int64)
+    order[positions[rows]] = rows
+    return order, found
+
+
+@dataclasses.dataclass(frozen=True)
+class StackCtf:
+    """Each particle's CTF in stack order (defocus U, V in Å, astigmatism angle in degrees, as
+    RELION), and the optics they were imaged with."""
+
+    defocus_u: np.ndarray
+    defocus_v: np.ndarray
+    defocus_angle: np.ndarray
+    optics: ctf_lib.Optics
+
+
+def _stack_ctf(columns: star_format.CtfColumns, order: np.ndarray, stack_pixel_size: float,
+               path: str) -> StackCtf:
+    """The CTF in stack order; the pixel size from the metadata, else from the stack's header."""
+    pixel_size = columns.pixel_size or stack_pixel_size
+    try:
+        optics = ctf_lib.Optics(columns.voltage, columns.spherical_aberration,
+                                columns.amplitude_contrast, pixel_size)
+    except ValueError as e:
+        raise DataError(path, str(e)) from None
+    return StackCtf(*(np.asarray(values[order], np.float32) for values in (
+        columns.defocus_u, columns.defocus_v, columns.defocus_angle)), optics)
 
 
 def _add_image(chunk: dict) -> dict:
@@ -137,6 +183,9 @@ def _add_image(chunk: dict) -> dict:
     if "angle" not in chunk:
         return {**chunk, "image": observed}
     image = tf.ensure_shape(rotation.rotate(observed, -chunk["angle"]), observed.shape)
+    if "defocus_angle" in chunk:  # the astigmatism of `image`, turned with it
+        chunk = {**chunk, "defocus_angle": ctf_lib.rotated_defocus_angle(
+            chunk["defocus_angle"], -chunk["angle"])}
     return {**chunk, "image": image}
 
 
@@ -156,8 +205,28 @@ class ParticleStack:
         self.holdout_fraction = holdout_fraction
         with open_stack(self.stack) as opened:
             self.count, self.height, self.width = opened.shape
-        self.angles = (_angles_from_metadata(self.star, self.stack, self.count)
-                       if self.star else None)
+            stack_pixel_size = opened.pixel_size
+        self.angles: np.ndarray | None = None  # float32 radians, stack order
+        self.ctf: StackCtf | None = None
+        if self.star:
+            order, rows = _stack_rows(self.star, self.stack, self.count)
+            if rows.psi is not None:
+                self.angles = star_format.psi_degrees_to_angle(rows.psi[order]).astype(np.float32)
+            if rows.ctf is not None:
+                self.ctf = _stack_ctf(rows.ctf, order, stack_pixel_size, self.star)
+
+    def describe(self) -> str:
+        """One line on what the metadata gave: angles or not, CTF or not (and why not)."""
+        if not self.star:
+            return f"{self.stack}: no STAR/.cs file: no angles, no CTF"
+        angles = "in-plane angles" if self.angles is not None else "no in-plane angles"
+        if self.ctf is None:
+            return f"{self.star}: {angles}; no CTF (no defocus columns)"
+        o = self.ctf.optics
+        return (f"{self.star}: {angles}; CTF per particle (defocus "
+                f"{self.ctf.defocus_u.min():.0f}-{self.ctf.defocus_u.max():.0f} Å, "
+                f"{o.voltage:g} kV, Cs {o.spherical_aberration:g} mm, amplitude contrast "
+                f"{o.amplitude_contrast:g}, pixel {o.pixel_size:g} Å)")
 
     def _chunks(self, positions: np.ndarray, chunk_size: int) -> Iterator[dict]:
         with open_stack(self.stack) as stack:
@@ -171,6 +240,9 @@ class ParticleStack:
                 chunk = {"observed": observed[..., np.newaxis], "index": chosen}
                 if self.angles is not None:
                     chunk["angle"] = self.angles[chosen]
+                if self.ctf is not None:
+                    for name in ctf_lib.CTF_FEATURES:
+                        chunk[name] = getattr(self.ctf, name)[chosen]
                 yield chunk
 
     def dataset(self, split: str = "all", chunk_size: int = 256) -> tf.data.Dataset:
@@ -180,6 +252,9 @@ class ParticleStack:
         signature = {"observed": image, "index": tf.TensorSpec([None], tf.int64)}
         if self.angles is not None:
             signature["angle"] = tf.TensorSpec([None], tf.float32)
+        if self.ctf is not None:
+            signature.update({name: tf.TensorSpec([None], tf.float32)
+                              for name in ctf_lib.CTF_FEATURES})
         chunks = tf.data.Dataset.from_generator(lambda: self._chunks(positions, chunk_size),
                                                 output_signature=signature)
         chunks = chunks.map(_add_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

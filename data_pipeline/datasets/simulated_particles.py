@@ -8,6 +8,7 @@ test the rest. Elements: `image` (canonical) and `observed` float32 [N, N, 1], `
 `conformation` int64. The pixel size (Å) is in the description and in `info.metadata`.
 """
 import dataclasses
+import math
 import re
 from typing import Any, Iterator
 
@@ -18,7 +19,7 @@ from data_pipeline import simulator as sim
 from data_pipeline.datasets.features import particle_features
 
 _DEFAULTS = sim.SimulationConfig()
-VERSION = tfds.core.Version("2.0.0")
+VERSION = tfds.core.Version("2.1.0")
 
 
 def _number(value: float) -> str:
@@ -46,6 +47,10 @@ def config_name(settings: sim.SimulationConfig) -> str:
         if optics != (_DEFAULTS.voltage, _DEFAULTS.spherical_aberration,
                       _DEFAULTS.amplitude_contrast):
             parts.append("optics" + "-".join(_number(v) for v in optics))
+    if s.continuous_conformations:
+        parts.append("continuous")
+    if s.num_views != _DEFAULTS.num_views:
+        parts.append(f"views{s.num_views}tilt{_number(round(math.degrees(s.view_tilt), 6))}")
     model = s.atomic_model or s.density_map
     if model:
         stem = re.sub(r"[^a-z0-9]+", "", model.rsplit("/", 1)[-1].rsplit(".", 1)[0].lower())
@@ -79,7 +84,9 @@ class SimulatedParticles(tfds.core.GeneratorBasedBuilder):
     VERSION = VERSION
     RELEASE_NOTES = {"1.0.0": "Initial release.",
                      "2.0.0": "Images in RELION's hand (3D y along image rows); 1.0.0 had every "
-                              "image mirrored top-bottom."}
+                              "image mirrored top-bottom.",
+                     "2.1.0": "CTF stacks use data_pipeline.ctf (RELION's wavelength constant): "
+                              "observed images differ from 2.0.0 by ~3e-6 relative."}
     BUILDER_CONFIGS = [_build_config(_DEFAULTS)]
 
     def _info(self) -> tfds.core.DatasetInfo:

@@ -27,6 +27,8 @@ OPTICS_GROUP = "rlnOpticsGroup"
 IMAGE_PIXEL_SIZE = "rlnImagePixelSize"
 IMAGE_SIZE = "rlnImageSize"
 ORIGIN_COLUMNS = ("rlnOriginXAngst", "rlnOriginYAngst")
+DEFOCUS_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
+OPTICS_COLUMNS = ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
 
 # A token is a quoted string (closed by the same quote) or a run of non-blank characters.
 _TOKEN = re.compile(r"""'([^']*)'|"([^"]*)"|(\S+)""")
@@ -310,8 +312,79 @@ def optics_block(pixel_size: float, image_size: int, voltage: float | None = Non
     columns = [OPTICS_GROUP, "rlnOpticsGroupName"]
     row = ["1", "opticsGroup1"]
     if voltage is not None:
-        columns += ["rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast"]
+        columns += list(OPTICS_COLUMNS)
         row += [f"{voltage:g}", f"{spherical_aberration:g}", f"{amplitude_contrast:g}"]
     columns += [IMAGE_PIXEL_SIZE, IMAGE_SIZE, "rlnImageDimensionality"]
     row += [f"{pixel_size:.6f}", str(image_size), "2"]
     return StarBlock(columns=columns, rows=[row])
+
+
+@dataclasses.dataclass(frozen=True)
+class CtfColumns:
+    """CTF values in RELION's units (also read from cryoSPARC files): defocus U, V (Å) and
+    astigmatism angle (degrees) per row, and the optics group's voltage (kV), Cs (mm), amplitude
+    contrast and pixel size (Å, None when the file has no rlnImagePixelSize)."""
+
+    defocus_u: np.ndarray
+    defocus_v: np.ndarray
+    defocus_angle: np.ndarray
+    voltage: float
+    spherical_aberration: float
+    amplitude_contrast: float
+    pixel_size: float | None
+
+
+def numeric_column(block: StarBlock, name: str, path: str, non_negative: bool = False
+                   ) -> np.ndarray:
+    """Column `name` as float64; `DataError` naming the column and the first row (1-based) that
+    is not a finite number (or is negative, with `non_negative`)."""
+    values = np.empty(len(block))
+    for row, text in enumerate(block.column(name)):
+        try:
+            value = float(text)
+        except ValueError:
+            raise DataError(path, f"column {name}, row {row + 1}: {text!r} is not a number") \
+                from None
+        if not np.isfinite(value) or (non_negative and value < 0):
+            raise DataError(path, f"column {name}, row {row + 1}: {text!r} is "
+                            f"{'negative' if np.isfinite(value) else 'not finite'}")
+        values[row] = value
+    return values
+
+
+def _optics_value(blocks: dict[str, StarBlock], table: StarBlock, name: str, path: str
+                  ) -> float | None:
+    """One optics value shared by every particle: from the optics table (RELION 3.1), else from
+    the particles table (RELION 3.0); None when neither has the column."""
+    source = blocks.get("optics")
+    source = source if source is not None and name in source else table
+    if name not in source:
+        return None
+    values = numeric_column(source, name, path, non_negative=True)
+    if len(np.unique(values)) > 1:
+        raise DataError(path, f"column {name}: optics groups with different values "
+                        f"({', '.join(f'{v:g}' for v in np.unique(values))}) are not supported")
+    return float(values[0]) if len(values) else None
+
+
+def read_ctf(blocks: dict[str, StarBlock], path: str = "STAR file") -> CtfColumns | None:
+    """The CTF values of the file's particles table (`particles_block`); None when it has no
+    defocus column. Some CTF columns without the others, and values that are not non-negative
+    numbers (the astigmatism angle may be negative), raise `DataError` naming column and row."""
+    table = particles_block(blocks, path)
+    present = [name for name in DEFOCUS_COLUMNS if name in table]
+    if not present:
+        return None
+    optics = {name: _optics_value(blocks, table, name, path) for name in OPTICS_COLUMNS}
+    missing = [name for name in DEFOCUS_COLUMNS if name not in table]
+    missing += [name for name, value in optics.items() if value is None]
+    if missing:
+        raise DataError(path, f"has {present[0]} but no {missing[0]} column: the CTF needs "
+                        f"{', '.join(DEFOCUS_COLUMNS + OPTICS_COLUMNS)}")
+    return CtfColumns(
+        defocus_u=numeric_column(table, "rlnDefocusU", path, non_negative=True),
+        defocus_v=numeric_column(table, "rlnDefocusV", path, non_negative=True),
+        defocus_angle=numeric_column(table, "rlnDefocusAngle", path),
+        voltage=optics["rlnVoltage"], spherical_aberration=optics["rlnSphericalAberration"],
+        amplitude_contrast=optics["rlnAmplitudeContrast"],
+        pixel_size=_optics_value(blocks, table, "rlnImagePixelSize", path))

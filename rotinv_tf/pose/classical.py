@@ -2,6 +2,8 @@
 
 - `align_reference_free`: reference-free alignment by polar cross-correlation, an EM with soft
   assignments over angles (and over K templates for stacks holding several views).
+- `align_to_templates`: the same correlation against given templates (new particles of a stack
+  already aligned), the best template and angle per particle.
 - `invariant_features`: rotation-invariant features by construction (magnitudes of the angular
   Fourier coefficients of each polar ring), optionally reduced by `pca`.
 
@@ -151,6 +153,26 @@ def align_reference_free(images: np.ndarray | tf.Tensor, num_classes: int = 1,
         tf.reduce_sum(probabilities, axis=0), 1e-12)[:, tf.newaxis, tf.newaxis]
     return Alignment(angles=angles.numpy(), templates=averages.numpy(),
                      classes=classes.numpy(), class_probabilities=probabilities.numpy())
+
+
+def align_to_templates(images: np.ndarray | tf.Tensor, templates: np.ndarray | tf.Tensor,
+                       num_angles: int = 360, min_radius: float = 2.0,
+                       lowpass_sigma: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(angles [B], classes [B]) of centred particles against templates [K, N, N(, 1)], e.g. an
+    `Alignment`'s: `particle ≈ rotate(templates[class], angle)`, the template and angle of highest
+    normalised correlation (every rotation, one FFT along the rings)."""
+    images, templates = image_batch(images), image_batch(templates)
+    if images.shape[1:] != templates.shape[1:]:
+        raise ValueError(f"templates {templates.shape} do not match images {images.shape}")
+    polar = PolarSpectra(int(images.shape[1]), num_angles, min_radius)
+    spectra, references = polar(images, lowpass_sigma), polar(templates, lowpass_sigma)
+    weighted = spectra * tf.cast(polar.area[:, tf.newaxis], tf.complex64)
+    correlation = tf.signal.irfft(
+        tf.einsum("brf,krf->bkf", weighted, tf.math.conj(references)), [num_angles])
+    correlation /= tf.sqrt(polar.energy(references))[:, tf.newaxis]
+    classes = tf.argmax(tf.reduce_max(correlation, axis=2), axis=1)
+    angles = _peak_angles(tf.gather(correlation, classes, batch_dims=1), num_angles)
+    return angles.numpy(), classes.numpy()
 
 
 def _expectation_maximisation(polar: PolarSpectra, spectra: tf.Tensor, num_classes: int,

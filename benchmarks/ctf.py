@@ -1,0 +1,223 @@
+"""CTF correction on stacks without angles: `python benchmarks/ctf.py`.
+
+For each seed, simulates a CTF stack (the project's simulator: 20 hinge conformations, uniform psi,
+defocus uniform in [1, 3] µm, 300 kV, Cs 2.7 mm, amplitude contrast 0.1) and the same particles
+without CTF, and trains `configs/stack.cfg` on the particles with a STAR file that has the CTF
+values but no angles (the frame is learned), once per `--ctf_correction` (`model`, `phase_flip`,
+`none`), plus once on the CTF-free stack (the reference the conformation target is measured
+against). Each SavedModel then encodes every particle (with its CTF) and is scored on:
+- psi error (°) of its angle after one global rotation (the learned frame is arbitrary);
+- canonical-image MSE against the CTF-free clean truth turned into the model's frame, on the scale
+  where clean images lie in [0, 1], over the inscribed disc;
+- defocus R²: how much of the latent is defocus, the R² of a linear probe predicting each
+  particle's defocus from its latent, 5-fold cross-validated (0: none of it);
+- conformation R²: the same probe predicting the hinge conformation (in [0, 1]) from the latent.
+A `mean image` row scores the mean clean image as every particle's canonical image.
+
+Writes `benchmarks/results/ctf.{md,json}` (after each seed, so a cut-short run keeps its seeds);
+`--quick` is a smoke run whose numbers mean nothing (`_quick` suffix).
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import mrcfile
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from report_files import RESULTS, mean_std, write_results  # noqa: E402
+from data_pipeline.formats import star  # noqa: E402
+from data_pipeline.rotation import rotate  # noqa: E402
+from rotinv_tf import config as configs, training  # noqa: E402
+from rotinv_tf.config import Config, resolved_frame  # noqa: E402
+from rotinv_tf.evaluation import estimate_frame_rotation  # noqa: E402
+from rotinv_tf.serving import load_serving_model  # noqa: E402
+
+PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star"
+NO_ANGLES = "noangles.star"
+SETTINGS = ("model", "phase_flip", "none")
+NUM_CONFORMATIONS = 20
+configs.define_flags()
+flags.DEFINE_string("work_dir", "/tmp/rotinv_ctf", "Stacks, runs and SavedModels.")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: one stack and one run per setting each.")
+flags.DEFINE_integer("num_particles", 2000, "Particles per stack.")
+flags.DEFINE_integer("image_size", 32, "Box size of the stacks.")
+flags.DEFINE_float("stack_snr", 0.5, "SNR of the stacks.")
+flags.DEFINE_boolean("quick", False, "Smoke run: tiny stacks, one epoch; numbers mean nothing.")
+FLAGS = flags.FLAGS
+
+
+def _read(path: str) -> np.ndarray:
+    with mrcfile.open(path, permissive=True) as f:
+        return np.asarray(f.data, np.float32)
+
+
+def simulate_stack(folder: str, seed: int, num: int, ctf: bool) -> str:
+    """Simulates a stack once and writes its STAR file without rlnAnglePsi beside it."""
+    if not os.path.exists(os.path.join(folder, NO_ANGLES)):
+        subprocess.run([sys.executable, "-m", "data_pipeline.simulate", f"--output_dir={folder}",
+                        f"--num_images={num}", f"--image_size={FLAGS.image_size}",
+                        f"--snr={FLAGS.stack_snr}", f"--seed={seed}",
+                        f"--num_conformations={NUM_CONFORMATIONS}", "--defocus_min=1",
+                        "--defocus_max=3", "--ctf" if ctf else "--noctf"], check=True)
+        blocks = star.read_star(os.path.join(folder, STAR))
+        table = blocks["particles"]
+        keep = [i for i, c in enumerate(table.columns) if c != "rlnAnglePsi"]
+        blocks["particles"] = star.StarBlock([table.columns[i] for i in keep],
+                                             [[row[i] for i in keep] for row in table.rows])
+        star.write_star(os.path.join(folder, NO_ANGLES), blocks)
+    return folder
+
+
+def _table(folder: str) -> star.StarBlock:
+    return star.particles_block(star.read_star(os.path.join(folder, STAR)))
+
+
+def probe_r2(features: np.ndarray, target: np.ndarray, folds: int = 5, ridge: float = 1e-3
+             ) -> float:
+    """Cross-validated R² of a ridge-regularised linear probe predicting `target` from
+    `features` (contiguous folds over a shuffled order; 1 - SSE / SST over held-out rows)."""
+    order = np.random.default_rng(0).permutation(len(target))
+    x = np.concatenate([features, np.ones((len(features), 1))], axis=1)[order]
+    y = np.asarray(target, np.float64)[order]
+    predicted = np.empty_like(y)
+    for held in np.array_split(np.arange(len(y)), folds):
+        fit = np.setdiff1d(np.arange(len(y)), held)
+        mean, std = x[fit, :-1].mean(0), x[fit, :-1].std(0) + 1e-12
+        xs = x.copy()
+        xs[:, :-1] = (x[:, :-1] - mean) / std
+        gram = xs[fit].T @ xs[fit] + ridge * len(fit) * np.eye(xs.shape[1])
+        weights = np.linalg.solve(gram, xs[fit].T @ y[fit])
+        predicted[held] = xs[held] @ weights
+    return float(1 - np.square(y - predicted).sum() / np.square(y - y.mean()).sum())
+
+
+def inscribed_disc(size: int) -> np.ndarray:
+    centre = (size - 1) / 2
+    yy, xx = np.mgrid[:size, :size]
+    return (yy - centre) ** 2 + (xx - centre) ** 2 <= (size / 2) ** 2
+
+
+def score(saved_model: str, folder: str, truth_folder: str, defocus: np.ndarray) -> dict:
+    """A SavedModel's scores on every particle of `folder` (module docstring); the clean truth
+    comes from `truth_folder`'s canonical images and `defocus` (Å) from the CTF stack (the same
+    particles)."""
+    model = load_serving_model(saved_model)
+    table = _table(folder)
+    particles = _read(os.path.join(folder, PARTICLES))
+    has_ctf = "rlnDefocusU" in table
+    ctf_values = ({name: np.array(table.column(column), np.float32) for name, column in (
+        ("defocus_u", "rlnDefocusU"), ("defocus_v", "rlnDefocusV"),
+        ("defocus_angle", "rlnDefocusAngle"))} if has_ctf else None)
+    outputs = {"angle": [], "latent": [], "canonical_image": []}
+    for start in range(0, len(particles), 256):
+        batch = slice(start, start + 256)
+        out = model.predict(particles[batch], None if ctf_values is None else
+                            {k: v[batch] for k, v in ctf_values.items()})
+        for key in outputs:
+            outputs[key].append(out[key])
+    outputs = {k: np.concatenate(v) for k, v in outputs.items()}
+    true = star.psi_degrees_to_angle(np.array(table.column("rlnAnglePsi"), np.float64))
+    offset = estimate_frame_rotation(true, outputs["angle"])
+    error = np.abs(np.degrees(np.angle(np.exp(1j * (true - outputs["angle"] - offset)))))
+    truth = _read(os.path.join(truth_folder, CANONICAL))
+    lo, scale = truth.min(), truth.max() - truth.min()
+    in_frame = np.asarray(rotate(((truth - lo) / scale)[..., None],
+                                 np.full(len(truth), offset, np.float32)))[..., 0]
+    output = (outputs["canonical_image"][..., 0] - lo) / scale
+    disc = inscribed_disc(truth.shape[1])
+    mse = np.square(output - in_frame)[:, disc].mean(axis=1)
+    conformation = (np.array(table.column("rlnClassNumber"), np.float64) - 1) / (
+        NUM_CONFORMATIONS - 1)
+    return {"psi_mae_deg": float(error.mean()), "psi_median_deg": float(np.median(error)),
+            "disc_avg_mse": float(mse.mean()),
+            "defocus_r2": probe_r2(outputs["latent"], defocus),
+            "conformation_r2": probe_r2(outputs["latent"], conformation)}
+
+
+def mean_image_row(truth_folder: str) -> dict:
+    truth = _read(os.path.join(truth_folder, CANONICAL))
+    truth = (truth - truth.min()) / (truth.max() - truth.min())
+    squared = np.square(truth - truth.mean(axis=0))[:, inscribed_disc(truth.shape[1])]
+    return {"disc_avg_mse": float(squared.mean())}
+
+
+def train_and_score(base: Config, name: str, folder: str, correction: str,
+                    truth_folder: str, defocus: np.ndarray) -> dict:
+    config = base.replace(
+        name=name, model_dir=os.path.join(FLAGS.work_dir, "runs", name),
+        export_dir=os.path.join(FLAGS.work_dir, "saved_models"), ctf_correction=correction,
+        dataset="particle_stack", stack=os.path.join(folder, PARTICLES),
+        # auto: the CTF-free stack, whose STAR file adds nothing
+        star=os.path.join(folder, NO_ANGLES) if correction != "auto" else None,
+        data_dir=os.path.join(FLAGS.work_dir, "tfds"))
+    result = training.train(config)
+    return {"frame": resolved_frame(config), "train_seconds": result.seconds,
+            "saved_model": result.export_path,
+            **score(result.export_path, folder, truth_folder, defocus)}
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    base = configs.from_flags(FLAGS)
+    num = FLAGS.num_particles
+    if FLAGS.quick:
+        base = base.replace(epochs=1)
+        num = 200
+    suffix = "_quick" if FLAGS.quick else ""
+    runs = []
+    for seed in map(int, FLAGS.seeds):
+        tag = f"seed{seed}{suffix}"
+        with_ctf = simulate_stack(os.path.join(FLAGS.work_dir, "stacks", tag), seed, num, True)
+        without = simulate_stack(os.path.join(FLAGS.work_dir, "stacks", tag + "_noctf"), seed,
+                                 num, False)
+        defocus = np.array(_table(with_ctf).column("rlnDefocusU"), np.float64)
+        run = {"seed": seed, "mean image": mean_image_row(without)}
+        for correction in SETTINGS:
+            start = time.perf_counter()
+            run[correction] = train_and_score(base.replace(seed=seed, frame="auto"),
+                                              f"{correction}_{tag}", with_ctf, correction,
+                                              without, defocus)
+            run[correction]["wall_seconds"] = time.perf_counter() - start
+            print(json.dumps({correction: run[correction]}), flush=True)
+        run["no CTF in the data"] = train_and_score(
+            base.replace(seed=seed, frame="auto"), f"noctf_{tag}", without, "auto",
+            without, defocus)
+        runs.append(run)
+        report = {"num_particles": num, "image_size": FLAGS.image_size, "snr": FLAGS.stack_snr,
+                  "epochs": base.schedule.epochs, "batch_size": base.schedule.batch_size,
+                  "runs": runs}
+        write_results(f"ctf{suffix}", report, markdown(report))
+
+
+def markdown(report: dict) -> str:
+    """The results table: mean ± std over seeds, per setting."""
+    runs = report["runs"]
+    lines = [f"# CTF correction: {report['num_particles']} particles per stack, "
+             f"{report['image_size']}x{report['image_size']}, SNR {report['snr']:g}, defocus "
+             f"1-3 µm, no angles (learned frame), {report['epochs']} epochs (batch "
+             f"{report['batch_size']}), {len(runs)} seed(s), mean ± std over seeds", "",
+             "| setting | psi MAE (°) | psi median (°) | canonical MSE vs CTF-free truth (disc) "
+             "| defocus R² (latent) | conformation R² (latent) | train (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for setting in (*SETTINGS, "no CTF in the data"):
+        rows = [r[setting] for r in runs]
+        label = f"--ctf_correction={setting}" if setting in SETTINGS else setting
+        cells = [mean_std([row[k] for row in rows], fmt) for k, fmt in (
+            ("psi_mae_deg", ".2f"), ("psi_median_deg", ".2f"), ("disc_avg_mse", ".5f"),
+            ("defocus_r2", ".3f"), ("conformation_r2", ".3f"), ("train_seconds", ".0f"))]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("| mean image | - | - | " + mean_std(
+        [r["mean image"]["disc_avg_mse"] for r in runs], ".5f") + " | - | - | - |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    config_file = os.path.join(os.path.dirname(RESULTS), os.pardir, "configs", "stack.cfg")
+    sys.argv = [sys.argv[0], f"--flagfile={os.path.normpath(config_file)}", *sys.argv[1:]]
+    app.run(main)

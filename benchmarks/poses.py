@@ -1,0 +1,402 @@
+"""rotinv_tf beside what cryo-EM users run (issue 15): `python benchmarks/poses.py`.
+
+Stacks from the project's simulator (RELION's hand; uniform psi, no shifts, no CTF):
+homogeneous (one view, one conformation) and heterogeneous (hinge positions drawn from a continuum,
+5 bins, x 3 views 40° apart), each at SNR 1 and 0.1. On each, with no angles given:
+- RELION 2D classification (`relion_refine`, K = number of views; skipped with a one-line
+  message when RELION is not installed),
+- classical reference-free alignment (`rotinv_tf.pose.classical`), its aligned images' PCA(20)
+  as features, and the rotation-invariant polar Fourier magnitudes, PCA(20),
+- spatial-VAE (content latents as features),
+- ours: the autoencoder in the learned frame (`--frame=learned`, one template per view), its
+  network angle (`canonicalize --refine=false`) and its refined angle (the default).
+Scores (`pose_metrics`): psi error after one rotation per view; for heterogeneous stacks, k-means
+ARI of each method's features (PCA to at most 20 dimensions) against the 15 (conformation bin, view)
+pairs and the cross-validated |Spearman ρ| of the best linear direction within a view vs the hinge.
+New particles of the same specimen (a second stack, another seed) are posed without retraining:
+ours by the SavedModel, RELION by `--iter 1 --ref` against its class averages, classical against
+its templates; particles/s of each, on the same cores.
+
+Writes `benchmarks/results/poses.{md,json}` after every stack (a cut-short run keeps what it did).
+`--quick` is a smoke run whose numbers mean nothing (`poses_quick.*`); `--merge` joins the results
+of runs made in separate processes (stacks or methods side by side on a loaded machine).
+"""
+import glob
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import mrcfile
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import pose_metrics as pm  # noqa: E402
+from data_pipeline.formats import star  # noqa: E402
+from data_pipeline.rotation import rotate  # noqa: E402
+from data_pipeline.simulated_stack import PARTICLES, write_stack  # noqa: E402
+from data_pipeline.simulator import SimulationConfig  # noqa: E402
+from rotinv_tf import config as configs, training  # noqa: E402
+from rotinv_tf.config import Config  # noqa: E402
+from rotinv_tf.inference import canonicalize_particles  # noqa: E402
+from rotinv_tf.pose.classical import (align_reference_free, align_to_templates,  # noqa: E402
+                                      invariant_features, pca)
+from rotinv_tf.serving import load_serving_model  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+STACKS = {"homogeneous_snr1": (False, 1.0), "homogeneous_snr0.1": (False, 0.1),
+          "heterogeneous_snr1": (True, 1.0), "heterogeneous_snr0.1": (True, 0.1)}
+CONFORMATION_BINS, VIEWS, FEATURE_DIMS = 5, 3, 20
+configs.define_flags()
+flags.DEFINE_string("work_dir", "/tmp/rotinv_poses", "Stacks, RELION runs and SavedModels.")
+flags.DEFINE_list("stacks", list(STACKS), f"Stacks to run, of {', '.join(STACKS)}.")
+flags.DEFINE_integer("num_particles", 3000, "Particles per stack (and per new-particle stack).")
+flags.DEFINE_integer("image_size", 40, "Box size of the stacks.")
+flags.DEFINE_integer("relion_iter", 25, "RELION 2D iterations.")
+flags.DEFINE_integer("relion_threads", 2, "RELION --j.")
+flags.DEFINE_integer("svae_epochs", None, "spatial-VAE epochs (default: --epochs).")
+flags.DEFINE_list("skip", [], "Methods to leave out: relion, svae, ours.")
+flags.DEFINE_string("results", "poses", "Results name: benchmarks/results/<results>.{md,json}.")
+flags.DEFINE_list("merge", [], "Only merge these earlier results (.json, rows of later files "
+                  "replacing the same stack and method) into --results, running nothing.")
+flags.DEFINE_boolean("quick", False, "Smoke run: 300 particles, 1 epoch, 2 RELION iterations.")
+FLAGS = flags.FLAGS
+
+
+def stack_config(heterogeneous: bool, snr: float, seed: int, num: int) -> SimulationConfig:
+    bins = CONFORMATION_BINS if heterogeneous else 1
+    return SimulationConfig(image_size=FLAGS.image_size, snr=snr, seed=seed, test_conformations=0,
+                            num_conformations=bins, images_per_conformation=math.ceil(num / bins),
+                            continuous_conformations=heterogeneous,
+                            num_views=VIEWS if heterogeneous else 1)
+
+
+def read_images(path: str) -> np.ndarray:
+    with mrcfile.open(path, permissive=True) as f:
+        return np.asarray(f.data, np.float32)
+
+
+# RELION
+
+
+def relion_star(folder: str, pixel_size: float) -> str:
+    """`relion.star`: image names and optics group only (RELION is given no angles)."""
+    path = os.path.join(folder, "relion.star")
+    count = read_images(os.path.join(folder, PARTICLES)).shape[0]
+    optics = star.StarBlock(
+        columns=["rlnOpticsGroup", "rlnOpticsGroupName", "rlnImagePixelSize", "rlnImageSize",
+                 "rlnImageDimensionality", "rlnVoltage", "rlnSphericalAberration",
+                 "rlnAmplitudeContrast"],
+        rows=[["1", "opticsGroup1", f"{pixel_size:.6f}", str(FLAGS.image_size), "2", "300",
+               "2.7", "0.1"]])
+    particles = star.StarBlock(columns=["rlnImageName", "rlnOpticsGroup"],
+                               rows=[[f"{i + 1:06d}@{PARTICLES}", "1"] for i in range(count)])
+    star.write_star(path, {"optics": optics, "particles": particles})
+    return path
+
+
+def run_relion(folder: str, out: str, pixel_size: float, iterations: int, classes: int,
+               reference: str | None = None) -> tuple[np.ndarray, np.ndarray, float, str]:
+    """RELION 2D classification of `folder`'s stack (issue 15's command) -> (angles [B] radians,
+    classes [B], wall seconds, the last iteration's class averages)."""
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    diameter = 0.9 * FLAGS.image_size * pixel_size
+    command = ["relion_refine", "--o", os.path.join(out, "run"),
+               "--i", relion_star(folder, pixel_size), "--iter", str(iterations),
+               "--tau2_fudge", "2", "--particle_diameter", f"{diameter:.1f}",
+               "--flatten_solvent", "--zero_mask", "--oversampling", "1", "--psi_step", "6",
+               "--offset_range", "3", "--offset_step", "2", "--norm", "--scale",
+               "--j", str(FLAGS.relion_threads), "--pool", "30", "--pad", "2",
+               "--dont_combine_weights_via_disc"]
+    command += ["--ref", reference] if reference else ["--K", str(classes)]
+    start = time.perf_counter()
+    subprocess.run(command, cwd=folder, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    data = sorted(glob.glob(os.path.join(out, "run_it*_data.star")))[-1]
+    table = star.particles_block(star.read_star(data), data)
+    order = np.array([int(name.split("@")[0]) - 1 for name in table.column("rlnImageName")])
+    angles, labels = np.empty(len(order)), np.empty(len(order), np.int64)
+    angles[order] = star.psi_degrees_to_angle(np.array(table.column("rlnAnglePsi"), np.float64))
+    labels[order] = np.array(table.column("rlnClassNumber"), np.int64)
+    return angles, labels, seconds, data.replace("_data.star", "_classes.mrcs")
+
+
+# Scoring
+
+
+def pose_scores(truth: dict, angles: np.ndarray) -> dict:
+    return pm.error_summary(pm.psi_errors(truth["angle"], angles, truth["view"]))
+
+
+def feature_scores(truth: dict, features: np.ndarray) -> dict:
+    """ARI of k-means on the features (PCA to <= 20 dims) and the linear Spearman ρ."""
+    features = pca(features, min(FEATURE_DIMS, features.shape[1]))
+    labels = truth["conformation"] * VIEWS + truth["view"]
+    clusters = pm.kmeans(features, CONFORMATION_BINS * VIEWS)
+    return {"ari": pm.adjusted_rand_index(labels, clusters),
+            "spearman": pm.linear_spearman(features, truth["hinge"], truth["view"])}
+
+
+def star_angles(path: str) -> np.ndarray:
+    table = star.particles_block(star.read_star(path), path)
+    return star.psi_degrees_to_angle(np.array(table.column("rlnAnglePsi"), np.float64))
+
+
+# Methods
+
+
+def relion_row(stack, new, classes: int) -> dict:
+    iterations = FLAGS.relion_iter
+    angles, labels, seconds, averages = run_relion(
+        stack.folder, os.path.join(stack.folder, "relion"), stack.pixel_size, iterations, classes)
+    new_angles, _, new_seconds, _ = run_relion(
+        new.folder, os.path.join(new.folder, "relion_ref"), new.pixel_size, 1, classes, averages)
+    return {"method": f"RELION 2D, K={classes}, {iterations} iterations", **pose_scores(
+        stack.truth, angles), "wall_s": seconds, "classes_found": int(len(np.unique(labels))),
+        "new": pose_scores(new.truth, new_angles),
+        "new_particles_per_s": len(new_angles) / new_seconds}
+
+
+def classical_rows(stack, new, images: np.ndarray, new_images: np.ndarray, classes: int,
+                   heterogeneous: bool) -> list[dict]:
+    start = time.perf_counter()
+    result = align_reference_free(images, num_classes=classes)
+    seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    new_angles, _ = align_to_templates(new_images, result.templates)
+    new_seconds = time.perf_counter() - start
+    row = {"method": f"classical alignment, K={classes}", **pose_scores(stack.truth, result.angles),
+           "wall_s": seconds, "new": pose_scores(new.truth, new_angles),
+           "new_particles_per_s": len(new_images) / new_seconds}
+    rows = [row]
+    if heterogeneous:
+        aligned = np.asarray(rotate(images[..., None], -result.angles)).reshape(len(images), -1)
+        rows.append({"method": "classical alignment + PCA(20)",
+                     **feature_scores(stack.truth, aligned)})
+        start = time.perf_counter()
+        features = invariant_features(images)
+        rows.append({"method": "polar Fourier magnitudes, PCA(20)", "wall_s":
+                     time.perf_counter() - start, **feature_scores(stack.truth, features)})
+    return rows
+
+
+def train(base: Config, name: str, folder: str) -> training.TrainResult:
+    config = base.replace(
+        name=name, model_dir=os.path.join(FLAGS.work_dir, "runs", name),
+        export_dir=os.path.join(FLAGS.work_dir, "saved_models"), dataset="particle_stack",
+        stack=os.path.join(folder, PARTICLES), star=None,
+        data_dir=os.path.join(FLAGS.work_dir, "tfds"))
+    shutil.rmtree(config.runtime.run_dir, ignore_errors=True)
+    return training.train(config)
+
+
+def latents(saved_model: str, images: np.ndarray) -> np.ndarray:
+    model = load_serving_model(saved_model)
+    return np.concatenate([model.predict(images[i:i + 256, ..., None])["latent"]
+                           for i in range(0, len(images), 256)])
+
+
+def canonicalized_angles(saved_model: str, stack, name: str, refine: bool):
+    out = os.path.join(FLAGS.work_dir, "out", name)
+    os.makedirs(out, exist_ok=True)
+    summary = canonicalize_particles(saved_model, stack.path(PARTICLES),
+                                     os.path.join(out, "canonical.mrcs"),
+                                     os.path.join(out, "canonical.star"), refine=refine)
+    return star_angles(summary.star), summary
+
+
+def network_rows(base, tag: str, stack, new, images: np.ndarray, heterogeneous: bool,
+                 model: str) -> list[dict]:
+    """spatial-VAE (one row) or ours (network angle and refined angle)."""
+    result = train(base, f"{model}_{tag}", stack.folder)
+    rows = []
+    for refine in ((False,) if model == "spatial_vae" else (False, True)):
+        suffix = "_refined" if refine else ""
+        angles, summary = canonicalized_angles(result.export_path, stack,
+                                               f"{model}_{tag}{suffix}", refine)
+        new_angles, new_summary = canonicalized_angles(result.export_path, new,
+                                                       f"{model}_{tag}_new{suffix}", refine)
+        name = {("spatial_vae", False): "spatial-VAE", ("ours", False): "ours (network)",
+                ("ours", True): "ours + refinement"}[model, refine]
+        row = {"method": name, **pose_scores(stack.truth, angles),
+               "train_s": result.seconds, "canonicalize_s": summary.seconds,
+               "wall_s": result.seconds + summary.seconds,
+               "new": pose_scores(new.truth, new_angles),
+               "new_particles_per_s": new_summary.particles_per_second}
+        if heterogeneous and not refine:
+            row.update(feature_scores(stack.truth, latents(result.export_path, images)))
+        rows.append(row)
+    return rows
+
+
+def run_stack(tag: str, base: Config, num: int) -> dict:
+    heterogeneous, snr = STACKS[tag]
+    folder = os.path.join(FLAGS.work_dir, "stacks", tag)
+    stack = write_stack(folder, stack_config(heterogeneous, snr, 0, num), num)
+    new = write_stack(folder + "_new", stack_config(heterogeneous, snr, 1000, num), num)
+    images, new_images = read_images(stack.path(PARTICLES)), read_images(new.path(PARTICLES))
+    views = VIEWS if heterogeneous else 1
+    rows = []
+    if "relion" not in FLAGS.skip:
+        if shutil.which("relion_refine"):
+            rows.append(relion_row(stack, new, views))
+        else:
+            print("RELION 2D skipped: relion_refine is not installed", flush=True)
+    rows += classical_rows(stack, new, images, new_images, views, heterogeneous)
+    if "svae" not in FLAGS.skip:
+        svae = base.replace(model="spatial_vae", frame="auto",
+                            epochs=FLAGS.svae_epochs or base.schedule.epochs,
+                            svae_hidden_units=128)
+        rows += network_rows(svae, tag, stack, new, images, heterogeneous, "spatial_vae")
+    if "ours" not in FLAGS.skip:
+        ours = base.replace(frame="learned", frame_classes=views)
+        rows += network_rows(ours, tag, stack, new, images, heterogeneous, "ours")
+    return {"stack": tag, "heterogeneous": heterogeneous, "snr": snr, "views": views,
+            "particles": num, "rows": rows}
+
+
+def merge(paths: list[str]) -> dict:
+    """One report of several runs' rows (e.g. stacks or methods run in separate processes); the
+    settings are the first file's, each file's are kept under `sources`."""
+    reports = []
+    for path in paths:
+        with open(path) as f:
+            reports.append(json.load(f))
+    rows = {}
+    for report in reports:
+        for entry in report["stacks"]:
+            kept = rows.setdefault(entry["stack"], dict(entry, rows={}))
+            kept["rows"].update({row["method"]: row for row in entry["rows"]})
+    stacks = [dict(rows[tag], rows=list(rows[tag]["rows"].values())) for tag in STACKS
+              if tag in rows]
+    order = ("RELION", "classical alignment,", "classical alignment +", "polar", "spatial",
+             "ours (", "ours +")
+    for entry in stacks:
+        entry["rows"].sort(key=lambda row: next(i for i, p in enumerate(order)
+                                                if row["method"].startswith(p)))
+    return {"settings": reports[0]["settings"], "stacks": stacks,
+            "sources": [dict(r["settings"], stacks=[e["stack"] for e in r["stacks"]])
+                        for r in reports]}
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    if FLAGS.merge:
+        write(merge(FLAGS.merge), "")
+        return
+    unknown = set(FLAGS.stacks) - set(STACKS)
+    if unknown:
+        raise app.UsageError(f"unknown stacks {sorted(unknown)}; expected some of {list(STACKS)}")
+    base = configs.from_flags(FLAGS)
+    num = FLAGS.num_particles
+    if FLAGS.quick:
+        base = base.replace(epochs=1, lr_decay_epoch=0)
+        num, FLAGS.relion_iter = 300, 2
+    report = {"settings": {"num_particles": num, "image_size": FLAGS.image_size,
+                           "epochs": base.schedule.epochs,
+                           "svae_epochs": FLAGS.svae_epochs or base.schedule.epochs,
+                           "batch_size": base.schedule.batch_size, "relion_iter": FLAGS.relion_iter,
+                           "relion_threads": FLAGS.relion_threads, "skip": FLAGS.skip},
+              "stacks": []}
+    for tag in FLAGS.stacks:
+        report["stacks"].append(run_stack(tag, base, num))
+        write(report, "_quick" if FLAGS.quick else "")
+
+
+def write(report: dict, suffix: str) -> None:
+    """`<results><suffix>.{json,md}`."""
+    path = os.path.join(RESULTS, f"{FLAGS.results}{suffix}")
+    for name, text in ((path + ".json", json.dumps(report, indent=1)),
+                       (path + ".md", markdown(report))):
+        with open(name + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(name + ".tmp", name)
+    print(markdown(report), flush=True)
+
+
+def _cell(row: dict, key: str, fmt: str) -> str:
+    return format(row[key], fmt) if key in row else "—"
+
+
+def markdown(report: dict) -> str:
+    s = report["settings"]
+    sources = report.get("sources", [s])
+    lines = [f"# Poses beside RELION 2D and classical alignment: {s['num_particles']} particles "
+             f"per stack, {s['image_size']}x{s['image_size']}", "",
+             f"Batch {s['batch_size']}, RELION --j {s['relion_threads']}, on 2 CPU cores shared "
+             "with other work. psi error after one rotation per view; 'new': a second stack of "
+             "the same specimen posed without retraining.", ""]
+    for source in sources:
+        lines.append(f"- {', '.join(source.get('stacks', ['all stacks']))}: RELION "
+                     f"{source['relion_iter']} iterations, ours {source['epochs']} epochs, "
+                     f"spatial-VAE {source['svae_epochs']} epochs" + (
+                         f", skipped: {', '.join(source['skip'])}" if source["skip"] else ""))
+    lines += ["", "| stack | method | psi MAE (°) | median (°) | > 15° (%) | wall (s) "
+              "| new: psi MAE (°) | new: particles/s | ARI | Spearman ρ (abs.) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for entry in report["stacks"]:
+        for row in entry["rows"]:
+            new = row.get("new", {})
+            lines.append(" | ".join([
+                f"| {entry['stack']}", row["method"], _cell(row, "psi_mae_deg", ".2f"),
+                _cell(row, "psi_median_deg", ".2f"), _cell(row, "psi_over_15_percent", ".1f"),
+                _cell(row, "wall_s", ".1f"), _cell(new, "psi_mae_deg", ".2f"),
+                _cell(row, "new_particles_per_s", ".0f"), _cell(row, "ari", ".3f"),
+                _cell(row, "spearman", ".3f")]) + " |")
+    return "\n".join(lines + [""] + targets(report)) + "\n"
+
+
+def _find(rows: list[dict], prefix: str) -> dict | None:
+    return next((row for row in rows if row["method"].startswith(prefix)), None)
+
+
+def targets(report: dict) -> list[str]:
+    """Issue 15's targets, ratios from this report ('ours' = ours + refinement, what
+    `canonicalize` writes by default; features: ours (network)'s latent; RELION: its last row)."""
+    lines = ["## Targets (issue 15), ratios from these rows", ""]
+
+    def check(stack: str, text: str, value: float, goal: float, at_least: bool) -> None:
+        met = value >= goal if at_least else value <= goal
+        lines.append(f"- {stack}: {text} = {value:.2f} ({'≥' if at_least else '≤'} {goal:g}: "
+                     f"{'met' if met else 'MISSED'})")
+
+    for entry in report["stacks"]:
+        rows, tag = entry["rows"], entry["stack"]
+        ours, network = _find(rows, "ours +"), _find(rows, "ours (")
+        relions = [row for row in rows if row["method"].startswith("RELION")]
+        relion = relions[-1] if relions else None  # the longest run, when merged
+        posed = [row for row in rows if "psi_mae_deg" in row]
+        if ours and posed:
+            best = min(posed, key=lambda row: row["psi_mae_deg"])
+            check(tag, f"ours' psi MAE / best row's ({best['method']})",
+                  ours["psi_mae_deg"] / best["psi_mae_deg"], 1.1, False)
+        if ours and relion and not entry["heterogeneous"]:
+            check(tag, "ours' train + canonicalize time / RELION's", ours["wall_s"] /
+                  relion["wall_s"], 0.5, False)
+        if network and entry["heterogeneous"]:
+            classical = [row for row in rows if "ari" in row and (
+                row["method"].startswith("classical") or row["method"].startswith("polar"))]
+            if classical:
+                check(tag, "ours' ARI / best classical ARI", network["ari"] /
+                      max(row["ari"] for row in classical), 1.2, True)
+                check(tag, "ours' Spearman ρ / best classical", network["spearman"] /
+                      max(row["spearman"] for row in classical), 1.0, True)
+        if ours and relion:
+            check(tag, "new particles: ours' particles/s / RELION's single iteration",
+                  ours["new_particles_per_s"] / relion["new_particles_per_s"], 5, True)
+            check(tag, "new particles: ours' psi MAE / RELION's", ours["new"]["psi_mae_deg"]
+                  / relion["new"]["psi_mae_deg"], 1.2, False)
+    return lines
+
+
+if __name__ == "__main__":
+    config_file = os.path.join(os.path.dirname(RESULTS), os.pardir, "configs", "stack.cfg")
+    sys.argv = [sys.argv[0], f"--flagfile={os.path.normpath(config_file)}", *sys.argv[1:]]
+    app.run(main)
