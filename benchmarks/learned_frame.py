@@ -32,10 +32,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report_files import RESULTS, mean_std, write_results  # noqa: E402
 from data_pipeline.formats import star  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
-from rotinv_tf import config as configs, training  # noqa: E402
+from rotinv_tf import config as configs  # noqa: E402
+from rotinv_tf.training import train_lib  # noqa: E402
 from rotinv_tf.config import Config  # noqa: E402
 from rotinv_tf.evaluation import estimate_frame_rotation  # noqa: E402
-from rotinv_tf.inference import canonicalize_particles  # noqa: E402
+from rotinv_tf.serving.inference import canonicalize_particles  # noqa: E402
 
 # What `python -m data_pipeline.simulate` writes (run as a program: it defines flags of its own).
 PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star"
@@ -140,7 +141,7 @@ def train_and_score(base: Config, name: str, folder: str, new: str,
         export_dir=os.path.join(FLAGS.work_dir, "saved_models"), dataset="particle_stack",
         stack=os.path.join(folder, PARTICLES), star=star_file,
         data_dir=os.path.join(FLAGS.work_dir, "tfds"))
-    result = training.train(config)
+    result = train_lib.train(config)
     return {"frame": configs.resolved_frame(config), "train_seconds": result.seconds,
             "saved_model": result.export_path, **scores(result.export_path, name, folder, new)}
 

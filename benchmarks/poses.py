@@ -42,12 +42,13 @@ from data_pipeline.formats import star  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
 from data_pipeline.simulated_stack import PARTICLES, write_stack  # noqa: E402
 from data_pipeline.simulator import SimulationConfig  # noqa: E402
-from rotinv_tf import config as configs, training  # noqa: E402
+from rotinv_tf import config as configs  # noqa: E402
+from rotinv_tf.training import train_lib  # noqa: E402
 from rotinv_tf.config import Config  # noqa: E402
-from rotinv_tf.inference import canonicalize_particles  # noqa: E402
+from rotinv_tf.serving.inference import canonicalize_particles  # noqa: E402
 from rotinv_tf.pose.classical import (align_reference_free, align_to_templates,  # noqa: E402
                                       invariant_features, pca)
-from rotinv_tf.serving import load_serving_model  # noqa: E402
+from rotinv_tf.serving.saved_model import load_serving_model  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 STACKS = {"homogeneous_snr1": (False, 1.0), "homogeneous_snr0.1": (False, 0.1),
@@ -187,14 +188,14 @@ def classical_rows(stack, new, images: np.ndarray, new_images: np.ndarray, class
     return rows
 
 
-def train(base: Config, name: str, folder: str) -> training.TrainResult:
+def train(base: Config, name: str, folder: str) -> train_lib.TrainResult:
     config = base.replace(
         name=name, model_dir=os.path.join(FLAGS.work_dir, "runs", name),
         export_dir=os.path.join(FLAGS.work_dir, "saved_models"), dataset="particle_stack",
         stack=os.path.join(folder, PARTICLES), star=None,
         data_dir=os.path.join(FLAGS.work_dir, "tfds"))
     shutil.rmtree(config.runtime.run_dir, ignore_errors=True)
-    return training.train(config)
+    return train_lib.train(config)
 
 
 def latents(saved_model: str, images: np.ndarray) -> np.ndarray:

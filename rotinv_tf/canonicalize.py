@@ -1,4 +1,4 @@
-"""Canonicalize a particle stack with an exported SavedModel (see `rotinv_tf.inference`).
+"""Canonicalize a particle stack with an exported SavedModel (see `rotinv_tf.serving.inference`).
 
     python -m rotinv_tf.canonicalize --saved_model=saved_models/<name>/<version> \\
         --input=particles.mrcs --output=canonical.mrcs --star=angles.star \\
@@ -17,7 +17,7 @@ import time
 from absl import flags
 
 from data_pipeline.cli import run
-from rotinv_tf.inference import (REFINE_STEP_DEGREES, REFINE_WINDOW_DEGREES,
+from rotinv_tf.serving.inference import (REFINE_STEP_DEGREES, REFINE_WINDOW_DEGREES,
                                  canonicalize_particles)
 
 FLAGS = flags.FLAGS

@@ -20,10 +20,10 @@ from data_pipeline.formats.mrc import open_stack, write_stack
 from data_pipeline.formats.star import StarBlock, read_star, write_star
 from data_pipeline.preprocessing import Normalization
 from data_pipeline.rotation import rotate
-from rotinv_tf import inference
-from rotinv_tf.export import export_saved_model
-from rotinv_tf.inference import canonicalize_particles, fourier_resample
-from rotinv_tf.serving import load_serving_model
+from rotinv_tf.serving import inference
+from rotinv_tf.serving.export import export_saved_model
+from rotinv_tf.serving.inference import canonicalize_particles, fourier_resample
+from rotinv_tf.serving.saved_model import load_serving_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}

@@ -17,7 +17,7 @@ Outputs:
 Angles: `data_pipeline/angles.py`; `rlnAnglePsi` is the model's angle in degrees, wrapped to
 (-180, 180] (`star.angle_to_psi_degrees`, as the simulator writes its true angles).
 
-CTF: a model trained with a CTF correction (`rotinv_tf.autoencoder`) takes each particle's
+CTF: a model trained with a CTF correction (`rotinv_tf.models.autoencoder`) takes each particle's
 defocus, read from the input (a STAR file's rlnDefocusU/V/Angle and optics, a `.cs` file's `ctf/*`
 fields, written out in RELION's columns); a comment line at the top of the STAR file names the
 correction (with `model` the canonical images are CTF-free). Refinement then compares like with
@@ -54,7 +54,7 @@ from data_pipeline.formats.star import (ANGLE_PSI, DEFOCUS_COLUMNS, IMAGE_NAME, 
                                         optics_block, particles_block, read_ctf, read_star)
 from rotinv_tf.config import describe
 from rotinv_tf.pose.refine import refine_poses
-from rotinv_tf.serving import load_serving_model
+from rotinv_tf.serving.saved_model import load_serving_model
 
 _MAX_LISTED = 20  # bad particle numbers listed in an error message
 _MAX_OPEN = 16  # input stacks memory-mapped at the same time

@@ -26,9 +26,10 @@ from data_pipeline import ctf
 from data_pipeline.angles import wrap_angle
 from data_pipeline.rotation import rotate, sample_angles
 from data_pipeline.settings import raise_problems
-from rotinv_tf import losses, replicas
+from rotinv_tf.models import losses
+from rotinv_tf.models import replicas
 from rotinv_tf.config import AutoencoderConfig
-from rotinv_tf.networks import build_networks
+from rotinv_tf.models.networks import build_networks
 from rotinv_tf.pose.template_frame import TemplateFrame
 
 _GENERATOR_METRICS = ("loss", "angle_loss", "reconstruction_loss", "adversarial_loss",
@@ -65,8 +66,8 @@ class RotationInvariantAutoencoder(keras.Model):
         `frame_momentum`, `frame_classes` templates: one per view of a stack holding several)
         makes `rotate(image, -θ)` its canonical image and θ its angle.
 
-        `architecture`: the networks (`rotinv_tf.networks.build_networks`): `default`, or `paper`
-        (the authors' MLP encoder, DCGAN decoder and 2/4/8-channel critic; widths ignored).
+        `architecture`: the networks (`rotinv_tf.models.networks.build_networks`): `default`, or
+        `paper` (the authors' MLP encoder, DCGAN decoder and 2/4/8-channel critic; widths ignored).
 
         `ctf_correction` (module docstring) other than `none` needs `optics`, the fields of a
         `data_pipeline.ctf.Optics`, and `raw_zero`, the data's normalised value of raw 0.
