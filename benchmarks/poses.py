@@ -267,7 +267,8 @@ def run_stack(tag: str, base: training.TrainConfig, num: int) -> dict:
 
 def merge(paths: list[str]) -> dict:
     """One report of several runs' rows (e.g. stacks or methods run in separate processes); the
-    settings are the first file's, each file's are kept under `sources`."""
+    settings are the first file's, each file's (or, for a merged file, its sources) are kept
+    under `sources`."""
     reports = []
     for path in paths:
         with open(path) as f:
@@ -285,8 +286,8 @@ def merge(paths: list[str]) -> dict:
         entry["rows"].sort(key=lambda row: next(i for i, p in enumerate(order)
                                                 if row["method"].startswith(p)))
     return {"settings": reports[0]["settings"], "stacks": stacks,
-            "sources": [dict(r["settings"], stacks=[e["stack"] for e in r["stacks"]])
-                        for r in reports]}
+            "sources": [source for r in reports for source in r.get("sources", [
+                dict(r["settings"], stacks=[e["stack"] for e in r["stacks"]])])]}
 
 
 def main(argv: list[str]) -> None:
