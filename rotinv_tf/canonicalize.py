@@ -8,9 +8,10 @@
 canonical images (MRC stack) and a RELION 3.1 STAR file with `rlnAnglePsi` in degrees, refined by
 a local search against each particle's canonical image (`--refine=false`: the model's angle as it
 is); unset, `--refine` refines a model with a supervised frame and keeps a learned frame's angle,
-which that search only makes worse (`rotinv_tf.inference`); the STAR file's top comment says
-which. Progress goes to stderr, a one-line summary to stdout. Bad input prints one `error: ...`
-line and exits with status 2, leaving no output.
+which that search only makes worse (`rotinv_tf.inference`). The STAR file's top comments say
+which, and how the model was trained: its data and objective, from the SavedModel's config.json.
+Progress goes to stderr, that training line and a one-line summary to stdout. Bad input prints
+one `error: ...` line and exits with status 2, leaving no output.
 """
 import sys
 import time
@@ -68,6 +69,7 @@ def main(argv: list[str]) -> None:
                                      batch_size=FLAGS.batch_size, resample=FLAGS.resample,
                                      progress=_ProgressBar(), refine=FLAGS.refine,
                                      refine_max_shift=FLAGS.refine_max_shift)
+    print(summary.training)
     print(f"canonicalized {summary.particles} particles in {summary.seconds:.2f} s "
           f"({summary.particles_per_second:.0f} particles/s): {summary.output}, {summary.star}")
 

@@ -4,8 +4,8 @@ The frame is a polar template of the canonical particle, held by the model as no
 and refined on every training step, as expectation-maximisation over in-plane angles:
 
 - E step: each particle's polar image P (`data_pipeline.polar`, where a rotation is a circular
-  shift) is cross-correlated with each of the K templates T_k along the angle axis (FFT); under white
-  Gaussian noise of per-pixel variance σ² the posterior over (template, angle bin) is
+  shift) is cross-correlated with each of the K templates T_k along the angle axis (FFT); under
+  white Gaussian noise of per-pixel variance σ² the posterior over (template, angle bin) is
   `classical.class_angle_posterior` (for K = 1, softmax(corr / σ²)).
 - M step: stochastic EM on the sufficient statistics: each template's running posterior mass N_k
   and posterior-weighted sum of aligned particles move towards the batch's by `momentum`, and
