@@ -59,6 +59,10 @@ class AutoencoderConfig:
     frame_classes: int = setting(
         1, "learned frame: EM templates, one per view of a stack holding several (as K in "
            "RELION 2D classification).")
+    frame_start_particles: int = setting(
+        2000, "learned frame with several templates: the templates start as classical "
+              "reference-free alignment's class averages (its restarts) on this many particles "
+              "of the training stack, before training; 0: a random start on the first batch.")
     ctf_correction: str = setting(
         "auto", "particle stacks with CTF values: model (the decoder returns the CTF-free "
                 "canonical image, the loss sees it through each particle's CTF), phase_flip "
@@ -77,6 +81,9 @@ class AutoencoderConfig:
                      "generator_steps_per_critic_step"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.frame_start_particles < 0:
+            problems.append(f"frame_start_particles must be >= 0, got "
+                            f"{self.frame_start_particles}")
         if self.frame_angles < 4 or self.frame_angles % 4:
             problems.append(f"frame_angles must be a positive multiple of 4, got "
                             f"{self.frame_angles}")

@@ -97,6 +97,30 @@ def test_two_views_get_a_template_and_a_frame_each():
     assert np.all(frame.class_mass.numpy() > 0.3)
 
 
+def test_classical_start_separates_views_before_any_update():
+    """Three views at random angles: started from classical alignment, the untouched frame puts
+    each view in its own class (and keeps it through online EM steps), angles right within each."""
+    blobs = (BLOBS, OTHER_VIEW, ((6, 6, 2.0), (16, 10, 2.5), (10, 17, 1.5)))
+    parts = [_rotated_copies(96, 0.3, seed=10 + v, blobs=b) for v, b in enumerate(blobs)]
+    order = np.random.default_rng(6).permutation(288)
+    images = np.concatenate([p[0] for p in parts])[order]
+    angles = np.concatenate([p[1] for p in parts])[order]
+    views = np.repeat([0, 1, 2], 96)[order]
+    frame = TemplateFrame(SIZE, num_angles=64, momentum=0.2, num_classes=3)
+    frame.start_classical(images, seed=0)
+    assert float(frame.initialized) == 1.0 and 0 < float(frame.noise_variance) < 1.0
+    for step in range(2):
+        predicted, classes = (t.numpy() for t in frame.assign(images))
+        for view in (0, 1, 2):
+            member = views == view
+            assert np.mean(classes[member] == np.bincount(classes[member]).argmax()) > 0.97
+            assert np.median(_error_deg(angles[member], predicted[member])) < 3.0
+        assert len(np.unique(classes)) == 3
+        seed = keras.random.SeedGenerator(7)
+        for start in range(0, len(images), 64):
+            frame.update(images[start:start + 64], seed)
+
+
 def test_bad_settings():
     with pytest.raises(ValueError, match="multiple of 4"):
         TemplateFrame(SIZE, num_angles=30)

@@ -181,6 +181,14 @@ class RotationInvariantAutoencoder(keras.Model):
         encoded["angle"] = angle
         return encoded
 
+    def start_frame(self, batch: dict, seed: int = 0) -> None:
+        """Learned frame: its templates start from classical alignment of the `batch`'s particles
+        as the frame sees them (`TemplateFrame.start_classical`), before training."""
+        if self.frame != "learned":
+            raise ValueError("only a learned frame has templates to start")
+        self.template_frame.start_classical(
+            self._encoder_view(batch["image"], _particle_ctf(batch)), seed=seed)
+
     def _derotated(self, images: tf.Tensor, angles: tf.Tensor) -> tf.Tensor:
         """Images turned by -`angles` about each one's mean, so the corners a rotation leaves
         empty take the background's level rather than 0 (the stack's minimum after

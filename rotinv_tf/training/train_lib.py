@@ -223,6 +223,17 @@ def _adapt_to_multi_worker(model: keras.Model, strategy: tf.distribute.Strategy)
     model.test_step = as_vectors(model.test_step)
 
 
+def _start_frame(config: Config, model: keras.Model, train_data: tf.data.Dataset) -> None:
+    """A learned frame with several templates starts them from classical alignment of the first
+    `frame_start_particles` training particles (a resumed run's checkpoint then replaces them)."""
+    settings = config.model.autoencoder
+    if (not isinstance(model, RotationInvariantAutoencoder) or model.frame != "learned"
+            or settings.frame_classes < 2 or not settings.frame_start_particles):
+        return
+    batch = next(iter(train_data.unbatch().batch(settings.frame_start_particles).take(1)))
+    model.start_frame(batch, seed=config.runtime.seed)
+
+
 def _fit_and_export(config: Config, strategy: tf.distribute.Strategy,
                     train_data: tf.data.Dataset, eval_data: tf.data.Dataset,
                     normalization, scratch: str | None, verbose: int | None) -> TrainResult:
@@ -233,6 +244,7 @@ def _fit_and_export(config: Config, strategy: tf.distribute.Strategy,
     image_size = int(train_data.element_spec["image"].shape[1])
     with strategy.scope():
         model = build_model(config, image_size, normalization)
+    _start_frame(config, model, train_data)
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     if multi_worker:
         _adapt_to_multi_worker(model, strategy)
