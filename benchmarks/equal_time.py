@@ -14,6 +14,7 @@ and the mean training image are scored once on the same seeded test inputs with
 (`benchmarks/table1.py`), with fewer simulated particles. Writes `results/equal_time.{md,json}`.
 """
 import datetime
+import json
 import multiprocessing
 import os
 import shutil
@@ -55,9 +56,14 @@ def define_flags() -> None:
     flags.DEFINE_string("data_dir", None, "TensorFlow Datasets folder.")
     flags.DEFINE_string("mnist_dir", "../shared/datasets/mnist", "MNIST IDX files.")
     flags.DEFINE_integer("eval_angle_seed", 1234, "Seed of the fixed validation and test angles.")
+    flags.DEFINE_string("add_to", None, "An earlier equal_time.json of the same settings whose "
+                        "seeds' rows are kept beside this run's (a later seed added to a run).")
 
 
 FLAGS = flags.FLAGS
+# What runs of one comparison share; --add_to refuses an earlier report that differs in these.
+SHARED_SETTINGS = ("budget_cpu_seconds", "learning_rate", "images_per_conformation",
+                   "eval_angle_seed")
 
 
 def run_config(key: str, architecture: str, seed: int, options: dict, budget: float,
@@ -160,7 +166,7 @@ def render(report: dict) -> str:
              f"than one). Simulated particles: 40x40, {report['images_per_conformation']} per "
              f"conformation (16 train conformations, every 10th image validation; 4 test). MNIST: "
              f"Table 1's rotated MNIST. Total wall time {report['wall_seconds'] / 60:.1f} min. "
-             f"Command: `{report['command']}`.", "",
+             f"Command{'s' if len(report['commands']) > 1 else ''}: `{report['command']}`.", "",
              "| data set | architecture | test avg MSE | worst MSE | median MSE | angle MAE (°) | "
              "CPU s | wall s | epochs | steps | best epoch | best val MSE | images/s (wall) |",
              "|" + " --- |" * 13]
@@ -177,6 +183,22 @@ def render(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def load_earlier(path: str, settings: dict, seeds: list[int]) -> dict:
+    """The report at `path`, checked to share `settings` and none of `seeds`; DataError if not."""
+    try:
+        with open(path) as f:
+            report = json.load(f)
+        differing = [name for name in SHARED_SETTINGS if report[name] != settings[name]]
+        repeated = sorted(set(report["seeds"]) & set(seeds))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(path, f"not an equal_time report ({e})") from None
+    if differing or repeated:
+        raise DataError(path, f"cannot add to it: settings differ ({', '.join(differing)}) or "
+                              f"seeds repeat ({repeated})")
+    return {"rows": report["rows"], "wall_seconds": report["wall_seconds"],
+            "commands": report.get("commands", [report["command"]])}
+
+
 def main(argv: list[str]) -> None:
     del argv
     mnist_dir = FLAGS.mnist_dir or None
@@ -185,12 +207,15 @@ def main(argv: list[str]) -> None:
     if FLAGS.budget_cpu_seconds <= 0:
         cli.fail(f"--budget_cpu_seconds must be > 0, got {FLAGS.budget_cpu_seconds}")
     seeds = [int(s) for s in FLAGS.seeds]
+    settings = {name: getattr(FLAGS, name) for name in SHARED_SETTINGS}
+    earlier = load_earlier(FLAGS.add_to, settings, seeds) if FLAGS.add_to else {"rows": [],
+                                                                                "commands": []}
     start = time.perf_counter()
     schedule = table1.Schedule("equal_time", "", {}, FLAGS.images_per_conformation)
     options = {key: table1.data_options(key, schedule, mnist_dir) for key in DATASETS}
     for key in DATASETS:  # built here, not by the runs at once
         datasets.num_examples(table1.DATA[key].dataset, "train", FLAGS.data_dir, **options[key])
-    rows = []
+    rows = earlier["rows"]
     spawn = multiprocessing.get_context("spawn")  # TensorFlow does not survive a fork
     for seed in seeds:
         keys = [(key, a) for key in DATASETS for a in ARCHITECTURES]
@@ -209,12 +234,11 @@ def main(argv: list[str]) -> None:
                 print(f"{key} seed {seed} {name}: {rows[-1]}", flush=True)
     report = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "cpu_count": os.cpu_count(), "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
-              "budget_cpu_seconds": FLAGS.budget_cpu_seconds, "seeds": seeds,
-              "learning_rate": FLAGS.learning_rate,
-              "images_per_conformation": FLAGS.images_per_conformation,
-              "eval_angle_seed": FLAGS.eval_angle_seed, "selection_metric": SELECTION_METRIC,
-              "wall_seconds": time.perf_counter() - start,
-              "command": " ".join(["python"] + sys.argv), "rows": rows,
+              **settings, "seeds": sorted({r["seed"] for r in rows}),
+              "selection_metric": SELECTION_METRIC,
+              "wall_seconds": earlier.get("wall_seconds", 0.0) + time.perf_counter() - start,
+              "command": " && ".join(earlier["commands"] + [" ".join(["python"] + sys.argv)]),
+              "commands": earlier["commands"] + [" ".join(["python"] + sys.argv)], "rows": rows,
               "summary": summarize(rows), "verdicts": verdicts(rows)}
     write_results("equal_time", report, render(report))
 

@@ -1,5 +1,6 @@
 """benchmarks/equal_time.py's configs and summary on hand-made numbers: no training."""
 import importlib.util
+import json
 import os
 
 import pytest
@@ -42,3 +43,17 @@ def test_summary_and_verdict_compare_the_seed_means(equal_time):
     assert summary["default"]["avg_mse"] == "0.02 ± 0.01414"
     assert summary["paper"]["seeds"] == 2 and "cpu_seconds" not in summary["paper"]
     assert equal_time.verdicts(rows) == {"d": {"avg_mse": False, "angle_mae_deg": False}}
+
+
+def test_a_later_seed_is_added_only_to_a_report_of_the_same_settings(equal_time, tmp_path):
+    settings = {"budget_cpu_seconds": 60.0, "learning_rate": 1e-3, "images_per_conformation": 20,
+                "eval_angle_seed": 7}
+    path = tmp_path / "equal_time.json"
+    path.write_text(json.dumps({**settings, "seeds": [0], "rows": [_row("d", "paper", 0, 1, 2)],
+                                "wall_seconds": 5.0, "command": "python a"}))
+    earlier = equal_time.load_earlier(str(path), settings, [1])
+    assert earlier["rows"][0]["seed"] == 0 and earlier["commands"] == ["python a"]
+    with pytest.raises(equal_time.DataError, match="settings differ \\(budget_cpu_seconds\\)"):
+        equal_time.load_earlier(str(path), {**settings, "budget_cpu_seconds": 30.0}, [1])
+    with pytest.raises(equal_time.DataError, match="seeds repeat \\(\\[0\\]\\)"):
+        equal_time.load_earlier(str(path), settings, [0, 1])
