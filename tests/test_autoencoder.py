@@ -79,6 +79,22 @@ def test_bad_settings_are_refused_in_one_message():
         RotationInvariantAutoencoder(16, no_such_setting=1)
 
 
+def test_learned_frame_latent_does_not_turn_with_the_particle():
+    """The latent is the encoder's of the particle in its frame: a rotated copy gets (up to
+    interpolation) the same latent, which an untrained encoder of the raw particle would not."""
+    keras.utils.set_random_seed(0)
+    model = RotationInvariantAutoencoder(16, 8, filters=8, frame="learned", frame_angles=64)
+    images = tf.constant(np.repeat(_blobs(1, 16), 64, axis=0))
+    angles = np.random.default_rng(0).uniform(-np.pi, np.pi, 64).astype(np.float32)
+    copies = rotate(images, angles)
+    seed = keras.random.SeedGenerator(0)
+    for _ in range(5):
+        model.template_frame.update(copies, seed)
+    latents = model.encode(copies)["latent"].numpy()
+    spread = np.linalg.norm(latents - latents.mean(0), axis=1).mean()
+    assert spread < 0.1 * np.linalg.norm(latents.mean(0))
+
+
 def test_odd_image_size_is_rejected():
     with pytest.raises(ValueError, match="even"):
         RotationInvariantAutoencoder(27)
