@@ -16,6 +16,10 @@ phase-flipped particles; with `phase_flip` the decoder reconstructs the phase-fl
 image; with `model` (cryoDRGN's forward model) it returns the CTF-free canonical image, and the loss
 and the critic see it modulated by the particle's CTF (its astigmatism turned with the frame). The
 CTF acts on raw pixel values, so it is applied about `raw_zero`, the normalised value of raw 0.
+A phase-flipped particle still shows its defocus (the CTF's zeros), which the encoder would pass
+into the latent; `defocus_decorrelation_weight` > 0 penalises each batch's correlations between the
+content latents and the particles' defocus (`losses.decorrelation_penalty`), so that no linear
+read-out finds defocus in the latent.
 """
 import dataclasses
 import math
@@ -46,7 +50,8 @@ class RotationInvariantAutoencoder(keras.Model):
                  augment_quarter_turns: bool = False, frame: str = "supervised",
                  frame_angles: int = 128, frame_momentum: float = 0.1, frame_classes: int = 1,
                  architecture: str = "default", ctf_correction: str = "none",
-                 optics: dict | None = None, raw_zero: float = 0.0, **kwargs):
+                 optics: dict | None = None, raw_zero: float = 0.0,
+                 defocus_decorrelation_weight: float = 0.0, **kwargs):
         """`augment_quarter_turns`: data that carries `observed`/`angle` (full-circle rotations) is
         turned further by a random multiple of 90° on each training step (θ becomes θ + kπ/2), so
         each noisy particle is seen in four poses. Quarter turns move pixels exactly: unlike a
@@ -66,7 +71,8 @@ class RotationInvariantAutoencoder(keras.Model):
         (the authors' MLP encoder, DCGAN decoder and 2/4/8-channel critic; widths ignored).
 
         `ctf_correction` (module docstring) other than `none` needs `optics`, the fields of a
-        `data_pipeline.ctf.Optics`, and `raw_zero`."""
+        `data_pipeline.ctf.Optics`, and `raw_zero`; with one, `defocus_decorrelation_weight`
+        weighs the defocus penalty in the encoder/decoder loss (module docstring)."""
         if frame not in FRAMES:
             raise ValueError(f"unknown frame {frame!r}; expected one of {FRAMES}")
         if ctf_correction not in CTF_CORRECTIONS:
@@ -90,6 +96,7 @@ class RotationInvariantAutoencoder(keras.Model):
         self.ctf_correction = ctf_correction
         self.optics = ctf.Optics(**optics) if optics is not None else None
         self.raw_zero = float(raw_zero)
+        self.defocus_decorrelation_weight = float(defocus_decorrelation_weight)
         self.template_frame = (TemplateFrame(image_size, frame_angles, frame_momentum,
                                              frame_classes)
                                if frame == "learned" else None)
@@ -97,8 +104,10 @@ class RotationInvariantAutoencoder(keras.Model):
         self.encoder, self.decoder, self.critic = build_networks(
             architecture, image_size, latent_dim, filters, critic_filters)
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.generator_metrics = _GENERATOR_METRICS + (
+            ("defocus_penalty",) if self.uses_ctf else ())
         self.trackers = {name: keras.metrics.Mean(name=name)
-                         for name in _GENERATOR_METRICS + _CRITIC_METRICS}
+                         for name in self.generator_metrics + _CRITIC_METRICS}
         self.built = True  # the functional sub-networks own all the weights, already built
 
     @property
@@ -223,69 +232,77 @@ class RotationInvariantAutoencoder(keras.Model):
         return rows[start:start + batch_size]
 
     def _rotated_inputs(self, batch: dict, training: bool):
-        """(canonical x, observed rot(x, θ), θ, turn of x from the batch's `image`, None for
-        none): from the batch (turned by random quarter turns when augmenting a training step),
-        or rotated here on the device."""
+        """(canonical x, observed rot(x, θ) as the encoder sees it (`_encoder_view`), θ, turn of
+        x from the batch's `image`, None for none): from the batch (turned by random quarter
+        turns when augmenting a training step), or rotated here on the device."""
         if self.frame == "learned":
             return self._framed_inputs(batch, training)
         images = batch["image"]
         if "observed" in batch and "angle" in batch:
+            observed, angles = batch["observed"], batch["angle"]
             if training and self.augment_quarter_turns:
-                return (images, *self._quarter_turned(batch["observed"], batch["angle"]), None)
-            return images, batch["observed"], batch["angle"], None
-        angles = self._replica_draw(lambda n: sample_angles(
-            n, self.angle_distribution, self.angle_scale, self.seed_generator),
-            tf.shape(images)[0])
-        return (images, rotate(images, angles, xla_compatible=self.jit_compile is True), angles,
-                None)
+                (observed,), angles = self._quarter_turned((observed,), angles)
+        else:
+            angles = self._replica_draw(lambda n: sample_angles(
+                n, self.angle_distribution, self.angle_scale, self.seed_generator),
+                tf.shape(images)[0])
+            observed = rotate(images, angles, xla_compatible=self.jit_compile is True)
+        return images, self._encoder_view(observed, _particle_ctf(batch), angles), angles, None
 
     def _framed_inputs(self, batch: dict, training: bool):
         """Learned frame: the particle `image` at frame angle θ is `observed` itself, with
-        canonical image rotate(image, -θ). Training steps also take the EM step; evaluation
-        batches (observed = rotate(image, angle)) get angle + θ."""
+        canonical image rotate(image, -θ). Training steps also take the EM step, whose view of
+        the particles is also the encoder's (phase-flipped once: a quarter turn moves pixels
+        exactly, so turning the flipped particle is flipping the turned one); evaluation batches
+        (observed = rotate(image, angle)) get angle + θ."""
         images = batch["image"]
         framed = self._encoder_view(images, _particle_ctf(batch))
         if training:
             theta = tf.stop_gradient(self.template_frame.update(framed, self.seed_generator))
-            observed, angles = images, theta
+            observed, angles = framed, theta
             if self.augment_quarter_turns:
-                observed, angles = self._quarter_turned(observed, angles)
+                (observed,), angles = self._quarter_turned((observed,), angles)
         else:
             theta = self.template_frame.assign(framed)[0]
-            observed, angles = batch["observed"], wrap_angle(batch["angle"] + theta)
+            observed = self._encoder_view(batch["observed"], _particle_ctf(batch),
+                                          batch["angle"])
+            angles = wrap_angle(batch["angle"] + theta)
         # Derotated about each particle's mean, so the corners a rotation leaves empty take the
         # background's level rather than 0 (the stack's minimum after normalisation).
         mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
         canonical = rotate(images - mean, -theta, xla_compatible=self.jit_compile is True) + mean
         return canonical, observed, angles, -theta
 
-    def _quarter_turned(self, observed: tf.Tensor, angles: tf.Tensor):
-        """Each image turned by its own random k·90° (exact pixel moves), its angle by kπ/2."""
+    def _quarter_turned(self, images: tuple, angles: tf.Tensor):
+        """Each row of `images` (tensors alike in shape) turned by its own random k·90° (exact
+        pixel moves), its angle by kπ/2."""
         turns = self._replica_draw(lambda n: keras.random.randint(
-            [n], 0, 4, seed=self.seed_generator), tf.shape(observed)[0])
-        all_turns = tf.stack([tf.image.rot90(observed, k) for k in range(4)], axis=1)
-        turned = tf.gather(all_turns, turns, axis=1, batch_dims=1)
-        return turned, wrap_angle(angles + tf.cast(turns, tf.float32) * (math.pi / 2))
+            [n], 0, 4, seed=self.seed_generator), tf.shape(angles)[0])
 
-    def _ctf_views(self, batch: dict, images, observed, angles, turn):
-        """(encoder input, reconstruction target, forward model of a decoder output) for the
-        canonical `images` (turned by `turn` from the batch's `image`, whose CTF the batch
-        carries; None: not turned) and `observed` = rotate(images, angles)."""
-        particle_ctf = _particle_ctf(batch) if self.uses_ctf else None
-        if particle_ctf is None:
-            return observed, images, lambda decoded: decoded
-        observed_turn = angles if turn is None else turn + angles
-        encoder_input = self._encoder_view(observed, particle_ctf, observed_turn)
+        def turned(x: tf.Tensor) -> tf.Tensor:
+            all_turns = tf.stack([tf.image.rot90(x, k) for k in range(4)], axis=1)
+            return tf.gather(all_turns, turns, axis=1, batch_dims=1)
+
+        return (tuple(turned(x) for x in images),
+                wrap_angle(angles + tf.cast(turns, tf.float32) * (math.pi / 2)))
+
+    def _ctf_target(self, batch: dict, images, turn):
+        """(reconstruction target, forward model of a decoder output) for the canonical `images`
+        (turned by `turn` from the batch's `image`, whose CTF the batch carries; None: not
+        turned)."""
+        if not self.uses_ctf:
+            return images, lambda decoded: decoded
+        particle_ctf = _particle_ctf(batch)
         if self.ctf_correction == "phase_flip":
             target = self._ctf_filtered(images, particle_ctf, turn, "phase_flip")
-            return encoder_input, target, lambda decoded: decoded
-        return encoder_input, images, lambda decoded: self._ctf_filtered(
-            decoded, particle_ctf, turn, "model")
+            return target, lambda decoded: decoded
+        return images, lambda decoded: self._ctf_filtered(decoded, particle_ctf, turn, "model")
 
     def _generator_losses(self, images, observed, angles, training: bool,
-                          forward=lambda decoded: decoded) -> dict:
+                          forward=lambda decoded: decoded, defocus=None) -> dict:
         """Losses of the encoder/decoder: `forward` maps the decoder's output to what `images`
-        hold (the CTF with `ctf_correction="model"`)."""
+        hold (the CTF with `ctf_correction="model"`); `defocus` ([B] Å, under a CTF correction)
+        adds the defocus penalty."""
         encoded = self._network_encode(observed, training=training)
         reconstructions = forward(self.decode(encoded["latent"], training=training))
         out = {
@@ -296,6 +313,10 @@ class RotationInvariantAutoencoder(keras.Model):
         out["loss"] = (self.angle_weight * out["angle_loss"]
                        + self.reconstruction_weight * out["reconstruction_loss"]
                        + self.adversarial_weight * out["adversarial_loss"])
+        if defocus is not None:
+            out["defocus_penalty"] = losses.decorrelation_penalty(
+                encoded["latent"], defocus_features(defocus))
+            out["loss"] += self.defocus_decorrelation_weight * out["defocus_penalty"]
         out["angle_error_deg"] = tf.reduce_mean(tf.abs(losses.angle_difference(
             angles, encoded["angle"], self.wrap_angles))) * (180.0 / math.pi)
         out["reconstruction_mse"] = tf.reduce_mean(tf.square(images - reconstructions))
@@ -346,11 +367,19 @@ class RotationInvariantAutoencoder(keras.Model):
 
         tf.distribute.get_replica_context().merge_call(branch, args=(update, real, fake))
 
+    def _defocus(self, batch: dict):
+        """Each particle's mean defocus (Å) under a CTF correction, else None."""
+        if not self.uses_ctf:
+            return None
+        return 0.5 * (tf.cast(batch["defocus_u"], tf.float32)
+                      + tf.cast(batch["defocus_v"], tf.float32))
+
     def train_step(self, batch: dict) -> dict:
         images, observed, angles, turn = self._rotated_inputs(batch, training=True)
-        observed, images, forward = self._ctf_views(batch, images, observed, angles, turn)
+        images, forward = self._ctf_target(batch, images, turn)
         with tf.GradientTape() as tape:
-            out = self._generator_losses(images, observed, angles, training=True, forward=forward)
+            out = self._generator_losses(images, observed, angles, training=True, forward=forward,
+                                         defocus=self._defocus(batch))
             scaled = self.generator_optimizer.scale_loss(self._replica_scaled(out["loss"]))
         grads = tape.gradient(scaled, self.generator_variables)
         self.generator_optimizer.apply(grads, self.generator_variables)
@@ -363,21 +392,22 @@ class RotationInvariantAutoencoder(keras.Model):
             # 1, 1 + g, 1 + 2g, ... so the first step already trains it.
             step = self.generator_optimizer.iterations - 1
             self._critic_update_if(step % self.generator_steps_per_critic_step == 0, images, fake)
-        for name in _GENERATOR_METRICS:
+        for name in self.generator_metrics:
             self.trackers[name].update_state(out[name])
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, batch: dict) -> dict:
         images, observed, angles, turn = self._rotated_inputs(batch, training=False)
-        observed, images, forward = self._ctf_views(batch, images, observed, angles, turn)
-        out = self._generator_losses(images, observed, angles, training=False, forward=forward)
+        images, forward = self._ctf_target(batch, images, turn)
+        out = self._generator_losses(images, observed, angles, training=False, forward=forward,
+                                     defocus=self._defocus(batch))
         fake = out["reconstructions"]
         out["wasserstein_distance"] = (tf.reduce_mean(self.critic(images))
                                        - tf.reduce_mean(self.critic(fake)))
-        for name in _GENERATOR_METRICS + ("wasserstein_distance",):
+        for name in self.generator_metrics + ("wasserstein_distance",):
             self.trackers[name].update_state(out[name])
         return {name: self.trackers[name].result()
-                for name in _GENERATOR_METRICS + ("wasserstein_distance",)}
+                for name in self.generator_metrics + ("wasserstein_distance",)}
 
     def get_config(self) -> dict:
         return {**super().get_config(), "image_size": self.image_size,
@@ -390,7 +420,18 @@ class RotationInvariantAutoencoder(keras.Model):
                 "frame_classes": self.frame_classes, "architecture": self.architecture,
                 "ctf_correction": self.ctf_correction,
                 "optics": None if self.optics is None else dataclasses.asdict(self.optics),
-                "raw_zero": self.raw_zero}
+                "raw_zero": self.raw_zero,
+                "defocus_decorrelation_weight": self.defocus_decorrelation_weight}
+
+
+def defocus_features(defocus: tf.Tensor) -> tf.Tensor:
+    """[B, 2] features of each particle's defocus ([B] Å) that the latent should not follow:
+    the defocus and its square, standardised over the batch (the square so that a latent
+    following |defocus - mean| is penalised too)."""
+    defocus = tf.cast(defocus, tf.float32)
+    centred = defocus - tf.reduce_mean(defocus)
+    scaled = centred * tf.math.rsqrt(tf.reduce_mean(tf.square(centred)) + 1e-8)
+    return tf.stack([scaled, tf.square(scaled)], axis=1)
 
 
 def observed_particle_ctf(batch: dict) -> dict | None:

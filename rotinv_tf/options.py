@@ -70,6 +70,10 @@ def define_flags() -> None:
                       "CTF-free canonical image, the loss sees it through each particle's CTF), "
                       "phase_flip (particles and targets phase-flipped) or none; auto: model when "
                       "the STAR/.cs file has CTF values, else none.")
+    flags.DEFINE_float("defocus_decorrelation_weight", d.defocus_decorrelation_weight,
+                       "ours, under a CTF correction: weight of the penalty on each batch's "
+                       "correlations between the content latents and the particles' defocus "
+                       "(keeps defocus out of the latent); 0 turns it off.")
     flags.DEFINE_integer("svae_latent_dim", d.svae_latent_dim, "spatial-VAE content latents.")
     flags.DEFINE_integer("svae_hidden_units", d.svae_hidden_units,
                          "spatial-VAE MLP width (inference and generator; original: 500).")
@@ -161,6 +165,7 @@ def config_from_flags(values: flags.FlagValues) -> TrainConfig:
         augment_quarter_turns=values.augment_quarter_turns, frame=values.frame,
         frame_angles=values.frame_angles, frame_momentum=values.frame_momentum,
         frame_classes=values.frame_classes, ctf_correction=values.ctf_correction,
+        defocus_decorrelation_weight=values.defocus_decorrelation_weight,
         svae_latent_dim=values.svae_latent_dim, svae_hidden_units=values.svae_hidden_units,
         svae_num_hidden_layers=values.svae_num_hidden_layers,
         svae_rotation_prior_std=math.radians(values.svae_rotation_prior_std_deg),

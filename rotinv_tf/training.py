@@ -64,6 +64,7 @@ class TrainConfig:
     frame_momentum: float = 0.1
     frame_classes: int = 1
     ctf_correction: str = "auto"
+    defocus_decorrelation_weight: float = 1.0
     svae_latent_dim: int = 2
     svae_hidden_units: int = 500
     svae_num_hidden_layers: int = 2
@@ -103,6 +104,9 @@ class TrainConfig:
              f"{CTF_CORRECTIONS}"),
             (self.ctf_correction in ("auto", "none") or self.model == "autoencoder",
              "a CTF correction is a feature of the autoencoder, not of spatial_vae"),
+            (self.defocus_decorrelation_weight >= 0,
+             f"defocus_decorrelation_weight must be >= 0, got "
+             f"{self.defocus_decorrelation_weight}"),
             (self.cluster in CLUSTERS,
              f"unknown cluster {self.cluster!r}; expected one of {CLUSTERS}"),
             # The EM template is updated from each replica's own batch, not from the global
@@ -238,7 +242,8 @@ def _ctf_arguments(config: TrainConfig, normalization: Normalization | None) -> 
     if normalization is None:
         raise ValueError("a CTF correction needs the data's normalization")
     return {"ctf_correction": correction, "optics": dataclasses.asdict(stack_ctf.optics),
-            "raw_zero": float(normalization.normalize(0.0))}
+            "raw_zero": float(normalization.normalize(0.0)),
+            "defocus_decorrelation_weight": config.defocus_decorrelation_weight}
 
 
 def optimizers_of(model: keras.Model) -> list:

@@ -4,6 +4,7 @@ model."""
 import math
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,7 +14,7 @@ from data_pipeline.errors import DataError
 from data_pipeline.formats.star import StarBlock, read_star, write_star
 from data_pipeline.rotation import rotate
 from data_pipeline.simulator import SimulationConfig
-from rotinv_tf import training
+from rotinv_tf import autoencoder, losses, training
 from rotinv_tf.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.inference import canonicalize_particles
 from rotinv_tf.serving import load_serving_model
@@ -71,7 +72,7 @@ def test_forward_model_turns_the_astigmatism_with_the_frame(correction):
     particle = ctf.apply_ctf(rotate(truth, theta), u, v, astigmatism, OPTICS, pad_factor=2)
     batch = {"image": particle, "defocus_u": u, "defocus_v": v, "defocus_angle": astigmatism}
     canonical = rotate(particle, -theta)
-    _, target, forward = model._ctf_views(batch, canonical, particle, theta, -theta)
+    target, forward = model._ctf_target(batch, canonical, -theta)
     inside = (np.hypot(*np.mgrid[:SIZE, :SIZE] - (SIZE - 1) / 2) < SIZE / 3)[None, ..., None]
 
     def errors(a, b) -> np.ndarray:  # per image, away from the corners rotation empties
@@ -88,6 +89,75 @@ def test_forward_model_turns_the_astigmatism_with_the_frame(correction):
         flipped = rotate(ctf.apply_ctf(particle, u, v, astigmatism, OPTICS, "phase_flip",
                                        pad_factor=2), -theta)
         assert errors(target, flipped).max() < 0.15 * scale
+
+
+def test_decorrelation_penalty_on_known_inputs():
+    """Σ squared correlations: a latent that is a feature, rescaled, scores 1 per such pair;
+    latents uncorrelated with the features score 0."""
+    feature = np.array([-1.0, 1.0, -1.0, 1.0], np.float32)
+    other = np.array([1.0, 1.0, -1.0, -1.0], np.float32)  # orthogonal to `feature`
+    latent = np.stack([5.0 * feature + 3.0, other, -0.01 * feature], axis=1)
+    value = losses.decorrelation_penalty(latent, feature[:, None])
+    np.testing.assert_allclose(value, 2.0, rtol=1e-4)
+    assert float(losses.decorrelation_penalty(other[:, None], feature[:, None])) < 1e-6
+    half = np.array([-1.0, 1.0, 0.0, 0.0], np.float32)  # correlation 1/√2 with `feature`
+    np.testing.assert_allclose(losses.decorrelation_penalty(half[:, None], feature[:, None]),
+                               0.5, rtol=1e-4)
+
+
+def test_defocus_penalty_is_in_the_loss_of_a_ctf_model():
+    """Under a CTF correction the generator loss adds weight x the penalty on the latent's
+    correlation with the defocus features (defocus and its square)."""
+    features = autoencoder.defocus_features(tf.constant([1e4, 2e4, 3e4, 2e4]))
+    np.testing.assert_allclose(features[:, 0], [-np.sqrt(2), 0, np.sqrt(2), 0], rtol=1e-5)
+    np.testing.assert_allclose(features[:, 1], [2, 0, 2, 0], rtol=1e-5)
+    losses_by_weight = {}
+    for weight in (0.0, 3.0):
+        model = RotationInvariantAutoencoder(SIZE, 4, filters=4, critic_filters=2,
+                                             ctf_correction="model", optics={"pixel_size": 3.0},
+                                             defocus_decorrelation_weight=weight)
+        model.compile(keras.optimizers.Adam(), keras.optimizers.Adam())
+        images = _blobs(4) * np.linspace(0.5, 1.5, 4)[:, None, None, None].astype(np.float32)
+        out = model._generator_losses(images, images, np.zeros(4, np.float32), training=False,
+                                      defocus=tf.constant([1e4, 2e4, 3e4, 2e4]))
+        losses_by_weight[weight] = out
+    plain, weighted = losses_by_weight[0.0], losses_by_weight[3.0]
+    assert float(plain["defocus_penalty"]) > 0
+    np.testing.assert_allclose(weighted["loss"] - weighted["reconstruction_loss"]
+                               - weighted["angle_loss"] - 0.01 * weighted["adversarial_loss"],
+                               3.0 * weighted["defocus_penalty"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("correction", ["model", "phase_flip"])
+def test_learned_frame_training_step_phase_flips_once(ctf_stack, correction, monkeypatch):
+    """The EM template and the encoder see the same phase-flipped particles (quarter turns
+    included), flipped once per step; the phase_flip target is the one other flip."""
+    model = RotationInvariantAutoencoder(SIZE, 4, filters=4, critic_filters=2, frame="learned",
+                                         frame_angles=32, augment_quarter_turns=True,
+                                         ctf_correction=correction, optics={"pixel_size": 3.0})
+    # Smooth particles: an astigmatic CTF at an oblique angle breaks the Hermitian symmetry of
+    # the Nyquist line, which is all the two orders differ in.
+    particles = _blobs(6)
+    u = np.linspace(1e4, 3e4, 6).astype(np.float32)
+    batch = {"image": tf.constant(particles, tf.float32), "defocus_u": u, "defocus_v": u * 0.8,
+             "defocus_angle": np.linspace(-60, 60, 6).astype(np.float32)}
+    calls = []
+    filtered = model._ctf_filtered
+    monkeypatch.setattr(model, "_ctf_filtered", lambda *args: calls.append(args[-1])
+                        or filtered(*args))
+    _, observed, angles, turn = model._rotated_inputs(batch, training=True)
+    assert calls == ["phase_flip"]
+    model._ctf_target(batch, observed, turn)
+    assert calls == ["phase_flip"] * (2 if correction == "phase_flip" else 1)
+    # The encoder's view is the particle turned by its quarter turn k = (angle - θ) / (π/2),
+    # then flipped with its astigmatism turned alike: what flipping after the turn gives.
+    theta = -np.asarray(turn)
+    quarter = np.round(np.asarray(angles - theta) / (math.pi / 2)).astype(int) % 4
+    assert len(set(quarter)) > 1
+    turned = np.stack([np.rot90(p, k) for p, k in zip(particles, quarter)]).astype(np.float32)
+    expected = filtered(turned, {k: batch[k] for k in ctf.CTF_FEATURES},
+                        quarter * (math.pi / 2), "phase_flip")
+    np.testing.assert_allclose(observed, expected, atol=1e-3)
 
 
 def test_which_ctf_correction_a_run_takes(ctf_stack, tmp_path):
