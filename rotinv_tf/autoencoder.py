@@ -17,9 +17,11 @@ image; with `model` (cryoDRGN's forward model) it returns the CTF-free canonical
 and the critic see it modulated by the particle's CTF (its astigmatism turned with the frame). The
 CTF acts on raw pixel values, so it is applied about `raw_zero`, the normalised value of raw 0.
 A phase-flipped particle still shows its defocus (the CTF's zeros), which the encoder would pass
-into the latent; `defocus_decorrelation_weight` > 0 penalises each batch's correlations between the
-content latents and the particles' defocus (`losses.decorrelation_penalty`), so that no linear
-read-out finds defocus in the latent.
+into the latent; `defocus_decorrelation_weight` > 0 penalises the correlations between the content
+latents and the particles' defocus features (`defocus_features`), so that no linear read-out (a
+linear adversary, in closed form) finds defocus in the latent. The correlations are a running
+average over batches (`DEFOCUS_MOMENTUM`): one batch's own are mostly chance (±1/√B), and chasing
+them costs the latent its content without lowering the population's.
 """
 import dataclasses
 import math
@@ -39,6 +41,7 @@ CTF_CORRECTIONS = ("none", "phase_flip", "model")
 _GENERATOR_METRICS = ("loss", "angle_loss", "reconstruction_loss", "adversarial_loss",
                       "angle_error_deg", "reconstruction_mse")
 _CRITIC_METRICS = ("critic_loss", "wasserstein_distance", "gradient_penalty")
+DEFOCUS_MOMENTUM = 0.1  # weight of a batch in the running latent/defocus correlations
 
 
 class RotationInvariantAutoencoder(keras.Model):
@@ -104,6 +107,10 @@ class RotationInvariantAutoencoder(keras.Model):
         self.encoder, self.decoder, self.critic = build_networks(
             architecture, image_size, latent_dim, filters, critic_filters)
         self.seed_generator = keras.random.SeedGenerator(seed)
+        if self.uses_ctf:
+            self.defocus_correlations = self.add_weight(
+                shape=(latent_dim - 1, 2), initializer="zeros", trainable=False,
+                aggregation="mean", name="defocus_correlations")
         self.generator_metrics = _GENERATOR_METRICS + (
             ("defocus_penalty",) if self.uses_ctf else ())
         self.trackers = {name: keras.metrics.Mean(name=name)
@@ -314,14 +321,24 @@ class RotationInvariantAutoencoder(keras.Model):
                        + self.reconstruction_weight * out["reconstruction_loss"]
                        + self.adversarial_weight * out["adversarial_loss"])
         if defocus is not None:
-            out["defocus_penalty"] = losses.decorrelation_penalty(
-                encoded["latent"], defocus_features(defocus))
+            out["defocus_penalty"] = self._defocus_penalty(encoded["latent"], defocus, training)
             out["loss"] += self.defocus_decorrelation_weight * out["defocus_penalty"]
         out["angle_error_deg"] = tf.reduce_mean(tf.abs(losses.angle_difference(
             angles, encoded["angle"], self.wrap_angles))) * (180.0 / math.pi)
         out["reconstruction_mse"] = tf.reduce_mean(tf.square(images - reconstructions))
         out["reconstructions"] = reconstructions
         return out
+
+    def _defocus_penalty(self, latent: tf.Tensor, defocus: tf.Tensor, training: bool):
+        """Σ of the squared running correlations between the content latents and the defocus
+        features, this batch's weighing `DEFOCUS_MOMENTUM` (its gradient flows through this
+        batch's part only); a training step keeps the new running value."""
+        previous = tf.stop_gradient(tf.convert_to_tensor(self.defocus_correlations))
+        running = previous + DEFOCUS_MOMENTUM * (
+            losses.batch_correlations(latent, defocus_features(defocus)) - previous)
+        if training:
+            self.defocus_correlations.assign(tf.stop_gradient(running))
+        return tf.reduce_sum(tf.square(running))
 
     def _critic_losses(self, real, fake) -> dict:
         alpha = self._replica_draw(

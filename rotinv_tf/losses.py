@@ -43,16 +43,14 @@ def gradient_penalty(critic: Callable[[tf.Tensor], tf.Tensor], real: tf.Tensor, 
     return tf.reduce_mean(tf.square(norms - 1.0))
 
 
-def decorrelation_penalty(latent: tf.Tensor, features: tf.Tensor) -> tf.Tensor:
-    """Σ over latents and features of their squared correlation over the batch ([B, D], [B, F]).
-
-    A linear read-out of the features from the latent (a linear adversary, the probe
-    `benchmarks/ctf.py` measures) finds nothing exactly when every such correlation is 0;
-    correlations, unlike covariances, cannot be shrunk by scaling the latent down."""
+def batch_correlations(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """[Da, Db] correlations over the batch between the columns of `a` [B, Da] and of `b` [B, Db]
+    (0 for a constant column). A linear read-out of `b` from `a` finds nothing exactly when all
+    are 0; correlations, unlike covariances, cannot be shrunk by scaling `a` down."""
     def standardized(x: tf.Tensor) -> tf.Tensor:
         x = tf.cast(x, tf.float32)
         x = x - tf.reduce_mean(x, axis=0, keepdims=True)
         return x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=0, keepdims=True) + 1e-8)
 
-    correlation = tf.matmul(standardized(latent), standardized(features), transpose_a=True)
-    return tf.reduce_sum(tf.square(correlation / tf.cast(tf.shape(latent)[0], tf.float32)))
+    return tf.matmul(standardized(a), standardized(b), transpose_a=True) / tf.cast(
+        tf.shape(a)[0], tf.float32)

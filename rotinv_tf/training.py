@@ -64,7 +64,7 @@ class TrainConfig:
     frame_momentum: float = 0.1
     frame_classes: int = 1
     ctf_correction: str = "auto"
-    defocus_decorrelation_weight: float = 1.0
+    defocus_decorrelation_weight: float = 100.0
     svae_latent_dim: int = 2
     svae_hidden_units: int = 500
     svae_num_hidden_layers: int = 2

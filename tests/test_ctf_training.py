@@ -91,41 +91,48 @@ def test_forward_model_turns_the_astigmatism_with_the_frame(correction):
         assert errors(target, flipped).max() < 0.15 * scale
 
 
-def test_decorrelation_penalty_on_known_inputs():
-    """Σ squared correlations: a latent that is a feature, rescaled, scores 1 per such pair;
-    latents uncorrelated with the features score 0."""
+def test_batch_correlations_on_known_inputs():
+    """A latent that is a feature, shifted and rescaled, correlates ±1 with it; one orthogonal to
+    it 0; a constant one 0."""
     feature = np.array([-1.0, 1.0, -1.0, 1.0], np.float32)
     other = np.array([1.0, 1.0, -1.0, -1.0], np.float32)  # orthogonal to `feature`
-    latent = np.stack([5.0 * feature + 3.0, other, -0.01 * feature], axis=1)
-    value = losses.decorrelation_penalty(latent, feature[:, None])
-    np.testing.assert_allclose(value, 2.0, rtol=1e-4)
-    assert float(losses.decorrelation_penalty(other[:, None], feature[:, None])) < 1e-6
     half = np.array([-1.0, 1.0, 0.0, 0.0], np.float32)  # correlation 1/√2 with `feature`
-    np.testing.assert_allclose(losses.decorrelation_penalty(half[:, None], feature[:, None]),
-                               0.5, rtol=1e-4)
+    latent = np.stack([5.0 * feature + 3.0, other, -0.01 * feature, half, np.ones(4)], axis=1)
+    np.testing.assert_allclose(losses.batch_correlations(latent, feature[:, None])[:, 0],
+                               [1, 0, -1, 2**-0.5, 0], atol=1e-4)
 
 
-def test_defocus_penalty_is_in_the_loss_of_a_ctf_model():
-    """Under a CTF correction the generator loss adds weight x the penalty on the latent's
-    correlation with the defocus features (defocus and its square)."""
-    features = autoencoder.defocus_features(tf.constant([1e4, 2e4, 3e4, 2e4]))
+def test_defocus_penalty_is_a_running_correlation_in_the_loss():
+    """Under a CTF correction the generator loss adds weight x Σ the squared running
+    correlations of the latent with the defocus features (defocus and its square); a training
+    step moves the running correlations DEFOCUS_MOMENTUM of the way to the batch's, an
+    evaluation step leaves them."""
+    defocus = tf.constant([1e4, 2e4, 3e4, 2e4])
+    features = autoencoder.defocus_features(defocus)
     np.testing.assert_allclose(features[:, 0], [-np.sqrt(2), 0, np.sqrt(2), 0], rtol=1e-5)
     np.testing.assert_allclose(features[:, 1], [2, 0, 2, 0], rtol=1e-5)
-    losses_by_weight = {}
-    for weight in (0.0, 3.0):
-        model = RotationInvariantAutoencoder(SIZE, 4, filters=4, critic_filters=2,
-                                             ctf_correction="model", optics={"pixel_size": 3.0},
-                                             defocus_decorrelation_weight=weight)
-        model.compile(keras.optimizers.Adam(), keras.optimizers.Adam())
-        images = _blobs(4) * np.linspace(0.5, 1.5, 4)[:, None, None, None].astype(np.float32)
-        out = model._generator_losses(images, images, np.zeros(4, np.float32), training=False,
-                                      defocus=tf.constant([1e4, 2e4, 3e4, 2e4]))
-        losses_by_weight[weight] = out
-    plain, weighted = losses_by_weight[0.0], losses_by_weight[3.0]
-    assert float(plain["defocus_penalty"]) > 0
-    np.testing.assert_allclose(weighted["loss"] - weighted["reconstruction_loss"]
-                               - weighted["angle_loss"] - 0.01 * weighted["adversarial_loss"],
-                               3.0 * weighted["defocus_penalty"], rtol=1e-4, atol=1e-5)
+    model = RotationInvariantAutoencoder(SIZE, 4, filters=4, critic_filters=2,
+                                         ctf_correction="model", optics={"pixel_size": 3.0},
+                                         defocus_decorrelation_weight=3.0)
+    model.compile(keras.optimizers.Adam(), keras.optimizers.Adam())
+    images = _blobs(4) * np.linspace(0.5, 1.5, 4)[:, None, None, None].astype(np.float32)
+    batch = np.asarray(losses.batch_correlations(
+        model._network_encode(images, training=False)["latent"], features))
+    assert np.abs(batch).max() > 0.1
+    out = model._generator_losses(images, images, np.zeros(4, np.float32), training=False,
+                                  defocus=defocus)
+    m = autoencoder.DEFOCUS_MOMENTUM
+    np.testing.assert_allclose(out["defocus_penalty"], np.sum((m * batch) ** 2), rtol=1e-4)
+    np.testing.assert_allclose(out["loss"] - out["reconstruction_loss"] - out["angle_loss"]
+                               - 0.01 * out["adversarial_loss"], 3.0 * out["defocus_penalty"],
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(model.defocus_correlations, 0.0)
+    train_batch = np.asarray(losses.batch_correlations(
+        model._network_encode(images, training=True)["latent"], features))
+    model._generator_losses(images, images, np.zeros(4, np.float32), training=True,
+                            defocus=defocus)
+    np.testing.assert_allclose(model.defocus_correlations, m * train_batch, rtol=1e-3,
+                               atol=1e-6)
 
 
 @pytest.mark.parametrize("correction", ["model", "phase_flip"])
