@@ -17,11 +17,11 @@ image; with `model` (cryoDRGN's forward model) it returns the CTF-free canonical
 and the critic see it modulated by the particle's CTF (its astigmatism turned with the frame). The
 CTF acts on raw pixel values, so it is applied about `raw_zero`, the normalised value of raw 0.
 A phase-flipped particle still shows its defocus (the CTF's zeros), which the encoder would pass
-into the latent; `defocus_decorrelation_weight` > 0 penalises the correlations between the content
-latents and the particles' defocus features (`defocus_features`), so that no linear read-out (a
-linear adversary, in closed form) finds defocus in the latent. The correlations are a running
-average over batches (`DEFOCUS_MOMENTUM`): one batch's own are mostly chance (±1/√B), and chasing
-them costs the latent its content without lowering the population's.
+into the latent; `defocus_decorrelation_weight` > 0 penalises the R² of the best linear read-out
+of the particles' defocus features (`defocus_features`) from the content latents (a linear
+adversary, in closed form: `losses.linear_readout_r2`), so that no linear probe finds defocus in
+the latent. Its covariances are running averages over batches (`DEFOCUS_MOMENTUM`): one batch's
+read-out is mostly chance (31 latents, 64 particles), and chasing it costs the latent its content.
 """
 import dataclasses
 import math
@@ -108,9 +108,11 @@ class RotationInvariantAutoencoder(keras.Model):
             architecture, image_size, latent_dim, filters, critic_filters)
         self.seed_generator = keras.random.SeedGenerator(seed)
         if self.uses_ctf:
-            self.defocus_correlations = self.add_weight(
-                shape=(latent_dim - 1, 2), initializer="zeros", trainable=False,
-                aggregation="mean", name="defocus_correlations")
+            self.defocus_covariances = [self.add_weight(
+                shape=shape, initializer="zeros", trainable=False, aggregation="mean",
+                name=name) for shape, name in (((latent_dim - 1, latent_dim - 1),
+                                                "latent_covariance"),
+                                               ((latent_dim - 1, 2), "defocus_covariance"))]
         self.generator_metrics = _GENERATOR_METRICS + (
             ("defocus_penalty",) if self.uses_ctf else ())
         self.trackers = {name: keras.metrics.Mean(name=name)
@@ -330,15 +332,17 @@ class RotationInvariantAutoencoder(keras.Model):
         return out
 
     def _defocus_penalty(self, latent: tf.Tensor, defocus: tf.Tensor, training: bool):
-        """Σ of the squared running correlations between the content latents and the defocus
-        features, this batch's weighing `DEFOCUS_MOMENTUM` (its gradient flows through this
-        batch's part only); a training step keeps the new running value."""
-        previous = tf.stop_gradient(tf.convert_to_tensor(self.defocus_correlations))
-        running = previous + DEFOCUS_MOMENTUM * (
-            losses.batch_correlations(latent, defocus_features(defocus)) - previous)
-        if training:
-            self.defocus_correlations.assign(tf.stop_gradient(running))
-        return tf.reduce_sum(tf.square(running))
+        """The linear read-out R² of the defocus features from the content latents, from running
+        covariances in which this batch's weigh `DEFOCUS_MOMENTUM` (the gradient flows through
+        this batch's part only); a training step keeps the new running values."""
+        batch = losses.batch_covariances(latent, defocus_features(defocus))
+        running = []
+        for variable, value in zip(self.defocus_covariances, batch):
+            previous = tf.stop_gradient(tf.convert_to_tensor(variable))
+            running.append(previous + DEFOCUS_MOMENTUM * (value - previous))
+            if training:
+                variable.assign(tf.stop_gradient(running[-1]))
+        return losses.linear_readout_r2(*running)
 
     def _critic_losses(self, real, fake) -> dict:
         alpha = self._replica_draw(

@@ -91,48 +91,60 @@ def test_forward_model_turns_the_astigmatism_with_the_frame(correction):
         assert errors(target, flipped).max() < 0.15 * scale
 
 
-def test_batch_correlations_on_known_inputs():
-    """A latent that is a feature, shifted and rescaled, correlates ±1 with it; one orthogonal to
-    it 0; a constant one 0."""
-    feature = np.array([-1.0, 1.0, -1.0, 1.0], np.float32)
-    other = np.array([1.0, 1.0, -1.0, -1.0], np.float32)  # orthogonal to `feature`
-    half = np.array([-1.0, 1.0, 0.0, 0.0], np.float32)  # correlation 1/√2 with `feature`
-    latent = np.stack([5.0 * feature + 3.0, other, -0.01 * feature, half, np.ones(4)], axis=1)
-    np.testing.assert_allclose(losses.batch_correlations(latent, feature[:, None])[:, 0],
-                               [1, 0, -1, 2**-0.5, 0], atol=1e-4)
+def test_linear_readout_r2_finds_a_feature_hidden_in_a_low_variance_direction():
+    """z₁,₂ = s ± εf: each latent barely correlates with f, yet z₁ - z₂ reads it out exactly
+    (R² 1); latents independent of f give R² 0."""
+    rng = np.random.default_rng(0)
+    feature, content, other = rng.normal(size=(3, 4000)).astype(np.float32)
+    hidden = np.stack([content + 0.05 * feature, content - 0.05 * feature], axis=1)
+    latent_covariance, cross = losses.batch_covariances(hidden, feature[:, None])
+    correlations = cross[:, 0] / np.sqrt(np.diag(latent_covariance))
+    assert np.abs(correlations).max() < 0.1
+    np.testing.assert_allclose(losses.linear_readout_r2(latent_covariance, cross, ridge=1e-6),
+                               1.0, atol=1e-2)
+    independent = np.stack([content, other], axis=1)
+    assert float(losses.linear_readout_r2(*losses.batch_covariances(
+        independent, feature[:, None]))) < 1e-2
+    scaled = losses.linear_readout_r2(*losses.batch_covariances(
+        np.stack([content, 0.5 * content + 0.5 * feature], axis=1), 3.0 * feature[:, None] + 1))
+    np.testing.assert_allclose(scaled, 1.0, atol=1e-2)  # z₂ - z₁ / 2 = f / 2
 
 
-def test_defocus_penalty_is_a_running_correlation_in_the_loss():
-    """Under a CTF correction the generator loss adds weight x Σ the squared running
-    correlations of the latent with the defocus features (defocus and its square); a training
-    step moves the running correlations DEFOCUS_MOMENTUM of the way to the batch's, an
-    evaluation step leaves them."""
-    defocus = tf.constant([1e4, 2e4, 3e4, 2e4])
-    features = autoencoder.defocus_features(defocus)
+def test_defocus_penalty_is_a_running_readout_r2_in_the_loss():
+    """Under a CTF correction the generator loss adds weight x the linear read-out R² of the
+    defocus features (defocus and its square) from running covariances; a training step moves
+    them DEFOCUS_MOMENTUM of the way to the batch's, an evaluation step leaves them."""
+    defocus = tf.constant([1e4, 2e4, 3e4, 2e4, 1.5e4, 2.5e4])
+    features = autoencoder.defocus_features(defocus[:4])
     np.testing.assert_allclose(features[:, 0], [-np.sqrt(2), 0, np.sqrt(2), 0], rtol=1e-5)
     np.testing.assert_allclose(features[:, 1], [2, 0, 2, 0], rtol=1e-5)
     model = RotationInvariantAutoencoder(SIZE, 4, filters=4, critic_filters=2,
                                          ctf_correction="model", optics={"pixel_size": 3.0},
                                          defocus_decorrelation_weight=3.0)
     model.compile(keras.optimizers.Adam(), keras.optimizers.Adam())
-    images = _blobs(4) * np.linspace(0.5, 1.5, 4)[:, None, None, None].astype(np.float32)
-    batch = np.asarray(losses.batch_correlations(
-        model._network_encode(images, training=False)["latent"], features))
-    assert np.abs(batch).max() > 0.1
-    out = model._generator_losses(images, images, np.zeros(4, np.float32), training=False,
-                                  defocus=defocus)
+    images = _blobs(6) * np.linspace(0.5, 1.5, 6)[:, None, None, None].astype(np.float32)
     m = autoencoder.DEFOCUS_MOMENTUM
-    np.testing.assert_allclose(out["defocus_penalty"], np.sum((m * batch) ** 2), rtol=1e-4)
+
+    def batch(training: bool) -> list:
+        latent = model._network_encode(images, training=training)["latent"]
+        return [np.asarray(c) for c in losses.batch_covariances(
+            latent, autoencoder.defocus_features(defocus))]
+
+    expected = losses.linear_readout_r2(*(m * c for c in batch(False)))
+    out = model._generator_losses(images, images, np.zeros(6, np.float32), training=False,
+                                  defocus=defocus)
+    assert float(out["defocus_penalty"]) > 0.01
+    np.testing.assert_allclose(out["defocus_penalty"], expected, rtol=1e-3)
     np.testing.assert_allclose(out["loss"] - out["reconstruction_loss"] - out["angle_loss"]
                                - 0.01 * out["adversarial_loss"], 3.0 * out["defocus_penalty"],
                                rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(model.defocus_correlations, 0.0)
-    train_batch = np.asarray(losses.batch_correlations(
-        model._network_encode(images, training=True)["latent"], features))
-    model._generator_losses(images, images, np.zeros(4, np.float32), training=True,
+    for variable in model.defocus_covariances:
+        np.testing.assert_allclose(variable, 0.0)
+    train_batch = batch(True)
+    model._generator_losses(images, images, np.zeros(6, np.float32), training=True,
                             defocus=defocus)
-    np.testing.assert_allclose(model.defocus_correlations, m * train_batch, rtol=1e-3,
-                               atol=1e-6)
+    for variable, value in zip(model.defocus_covariances, train_batch):
+        np.testing.assert_allclose(variable, m * value, rtol=1e-3, atol=1e-6)
 
 
 @pytest.mark.parametrize("correction", ["model", "phase_flip"])
