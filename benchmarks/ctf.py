@@ -21,7 +21,6 @@ installed) is scored on psi error.
 Writes `benchmarks/results/ctf.{md,json}` (after each seed, so a cut-short run keeps its seeds);
 `--quick` is a smoke run whose numbers mean nothing (`_quick` suffix).
 """
-import dataclasses
 import json
 import os
 import subprocess
@@ -39,7 +38,8 @@ import relion_2d  # noqa: E402
 from report_files import RESULTS, mean_std, write_results  # noqa: E402
 from data_pipeline.formats import star  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
-from rotinv_tf import options, training  # noqa: E402
+from rotinv_tf import config as configs, training  # noqa: E402
+from rotinv_tf.config import Config, resolved_frame  # noqa: E402
 from rotinv_tf.evaluation import estimate_frame_rotation  # noqa: E402
 from rotinv_tf.serving import load_serving_model  # noqa: E402
 
@@ -52,7 +52,7 @@ RELION = "RELION 2D --ctf"
 ROWS = (*SETTINGS, NO_PENALTY, NO_CTF, RELION)
 CTF_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
 NUM_CONFORMATIONS = 20
-options.define_flags()
+configs.define_flags()
 flags.DEFINE_string("work_dir", "/tmp/rotinv_ctf", "Stacks, runs and SavedModels.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: one stack and one run per setting each.")
 flags.DEFINE_integer("num_particles", 2000, "Particles per stack.")
@@ -202,17 +202,17 @@ def mean_image_row(truth_folder: str) -> dict:
     return {"disc_avg_mse": float(squared.mean())}
 
 
-def train_and_score(base: training.TrainConfig, name: str, folder: str, correction: str,
+def train_and_score(base: Config, name: str, folder: str, correction: str,
                     truth_folder: str, defocus: np.ndarray, **changes) -> dict:
-    config = dataclasses.replace(
-        base, **changes, name=name, model_dir=os.path.join(FLAGS.work_dir, "runs", name),
+    config = base.replace(
+        **changes, name=name, model_dir=os.path.join(FLAGS.work_dir, "runs", name),
         export_dir=os.path.join(FLAGS.work_dir, "saved_models"), ctf_correction=correction,
-        dataset_options={"stack": os.path.join(folder, PARTICLES),
-                         "star": os.path.join(folder, NO_ANGLES) if correction != "auto"
-                         else None},  # auto: the CTF-free stack, whose STAR file adds nothing
+        dataset="particle_stack", stack=os.path.join(folder, PARTICLES),
+        # auto: the CTF-free stack, whose STAR file adds nothing
+        star=os.path.join(folder, NO_ANGLES) if correction != "auto" else None,
         data_dir=os.path.join(FLAGS.work_dir, "tfds"))
     result = training.train(config)
-    return {"frame": training.resolved_frame(config), "train_seconds": result.seconds,
+    return {"frame": resolved_frame(config), "train_seconds": result.seconds,
             "saved_model": result.export_path,
             **score(result.export_path, folder, truth_folder, defocus)}
 
@@ -223,10 +223,10 @@ def main(argv: list[str]) -> None:
     if unknown:
         raise app.UsageError(f"unknown rows {sorted(unknown)} in --skip; expected some of "
                              f"{list(ROWS)}")
-    base = options.config_from_flags(FLAGS)
+    base = configs.from_flags(FLAGS)
     num = FLAGS.num_particles
     if FLAGS.quick:
-        base = dataclasses.replace(base, epochs=1)
+        base = base.replace(epochs=1)
         num, FLAGS.relion_iter = 200, 2
     suffix = "_quick" if FLAGS.quick else ""
     runs = []
@@ -237,7 +237,7 @@ def main(argv: list[str]) -> None:
                                  num, False)
         defocus = np.array(_table(with_ctf).column("rlnDefocusU"), np.float64)
         run = {"seed": seed, "mean image": mean_image_row(without)}
-        seeded = dataclasses.replace(base, seed=seed, frame="auto")
+        seeded = base.replace(seed=seed, frame="auto")
         trainings = {setting: (f"{setting}_{tag}", with_ctf, setting, {}) for setting in SETTINGS}
         trainings[NO_PENALTY] = (f"model_nopenalty_{tag}", with_ctf, "model",
                                  {"defocus_decorrelation_weight": 0.0})
@@ -259,8 +259,9 @@ def main(argv: list[str]) -> None:
                 print("RELION 2D --ctf skipped: relion_refine is not installed", flush=True)
         runs.append(run)
         report = {"num_particles": num, "image_size": FLAGS.image_size, "snr": FLAGS.stack_snr,
-                  "epochs": base.epochs, "batch_size": base.batch_size,
-                  "defocus_decorrelation_weight": base.defocus_decorrelation_weight,
+                  "epochs": base.schedule.epochs, "batch_size": base.schedule.batch_size,
+                  "defocus_decorrelation_weight":
+                      base.model.autoencoder.defocus_decorrelation_weight,
                   "relion_iter": FLAGS.relion_iter, "relion_threads": FLAGS.relion_threads,
                   "runs": runs}
         write_results(f"ctf{suffix}", report, markdown(report))
