@@ -65,9 +65,9 @@ class AutoencoderConfig:
                 "(particles and targets phase-flipped) or none; auto: model when the STAR/.cs "
                 "file has CTF values, else none.", ("auto",) + CTF_CORRECTIONS)
     defocus_decorrelation_weight: float = setting(
-        100.0, "Under a CTF correction: weight of the penalty on the R² of a linear read-out of "
-               "each particle's defocus from the content latent (keeps defocus out of the "
-               "latent); 0 turns it off.")
+        30.0, "Under a CTF correction: weight of the penalty on the R² of a linear read-out of "
+              "each particle's defocus from the content latent (keeps defocus out of the "
+              "latent); 0 turns it off.")
     angle_weight: float = setting(1.0, "Weight of the angle loss.")
     reconstruction_weight: float = setting(1.0, "Weight of the reconstruction loss.")
     adversarial_weight: float = setting(0.01, "Weight of -D(x̂) for the decoder.")
