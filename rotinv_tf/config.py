@@ -23,8 +23,8 @@ from data_pipeline import settings
 from data_pipeline.atomic import write_text
 from data_pipeline.datasets.particle_stack import ParticleStack
 from data_pipeline.settings import DataConfig, section, setting
-from rotinv_tf.distribution import CLUSTERS, DEFAULT_SLURM_PORT, STRATEGIES
-from rotinv_tf.networks import ARCHITECTURES
+from rotinv_tf.training.distribution import CLUSTERS, DEFAULT_SLURM_PORT, STRATEGIES
+from rotinv_tf.models.networks import ARCHITECTURES
 
 CONFIG_FILE = "config.json"
 MODELS = ("autoencoder", "spatial_vae")
