@@ -4,15 +4,19 @@ For each seed, simulates a CTF stack (the project's simulator: 20 hinge conforma
 defocus uniform in [1, 3] µm, 300 kV, Cs 2.7 mm, amplitude contrast 0.1) and the same particles
 without CTF, and trains `configs/stack.cfg` on the particles with a STAR file that has the CTF
 values but no angles (the frame is learned), once per `--ctf_correction` (`model`, `phase_flip`,
-`none`), plus once on the CTF-free stack (the reference the conformation target is measured
-against). Each SavedModel then encodes every particle (with its CTF) and is scored on:
+`none`) and once with `model` but no defocus penalty (`--defocus_decorrelation_weight=0`), plus
+once on the CTF-free stack (the reference the conformation target is measured against). Each
+SavedModel then encodes every particle (with its CTF) and is scored on:
 - psi error (°) of its angle after one global rotation (the learned frame is arbitrary);
 - canonical-image MSE against the CTF-free clean truth turned into the model's frame, on the scale
   where clean images lie in [0, 1], over the inscribed disc;
 - defocus R²: how much of the latent is defocus, the R² of a linear probe predicting each
-  particle's defocus from its latent, 5-fold cross-validated (0: none of it);
+  particle's defocus from its latent, 5-fold cross-validated (0: none of it); beside it the same
+  with a nonlinear read-out (k nearest neighbours in the standardised latent);
 - conformation R²: the same probe predicting the hinge conformation (in [0, 1]) from the latent.
-A `mean image` row scores the mean clean image as every particle's canonical image.
+A `mean image` row scores the mean clean image as every particle's canonical image, and RELION 2D
+(K = 1, `--ctf`, given the CTF values and no angles; skipped with a line when RELION is not
+installed) is scored on psi error.
 
 Writes `benchmarks/results/ctf.{md,json}` (after each seed, so a cut-short run keeps its seeds);
 `--quick` is a smoke run whose numbers mean nothing (`_quick` suffix).
@@ -30,6 +34,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import relion_2d  # noqa: E402
 from report_files import RESULTS, mean_std, write_results  # noqa: E402
 from data_pipeline.formats import star  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
@@ -42,6 +47,11 @@ from rotinv_tf.serving.saved_model import load_serving_model  # noqa: E402
 PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star"
 NO_ANGLES = "noangles.star"
 SETTINGS = ("model", "phase_flip", "none")
+NO_PENALTY = "model without defocus penalty"
+NO_CTF = "no CTF in the data"
+RELION = "RELION 2D --ctf"
+ROWS = (*SETTINGS, NO_PENALTY, NO_CTF, RELION)
+CTF_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
 NUM_CONFORMATIONS = 20
 configs.define_flags()
 flags.DEFINE_string("work_dir", "/tmp/rotinv_ctf", "Stacks, runs and SavedModels.")
@@ -49,6 +59,9 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: one stack and one run per se
 flags.DEFINE_integer("num_particles", 2000, "Particles per stack.")
 flags.DEFINE_integer("image_size", 32, "Box size of the stacks.")
 flags.DEFINE_float("stack_snr", 0.5, "SNR of the stacks.")
+flags.DEFINE_integer("relion_iter", 25, "RELION 2D iterations.")
+flags.DEFINE_integer("relion_threads", 2, "RELION --j.")
+flags.DEFINE_list("skip", [], f"Rows to leave out, some of {list(ROWS)}.")
 flags.DEFINE_boolean("quick", False, "Smoke run: tiny stacks, one epoch; numbers mean nothing.")
 FLAGS = flags.FLAGS
 
@@ -98,6 +111,25 @@ def probe_r2(features: np.ndarray, target: np.ndarray, folds: int = 5, ridge: fl
     return float(1 - np.square(y - predicted).sum() / np.square(y - y.mean()).sum())
 
 
+def knn_r2(features: np.ndarray, target: np.ndarray, folds: int = 5, neighbours: int = 10
+           ) -> float:
+    """Cross-validated R² of a nonlinear read-out: each held-out row's `target` predicted as the
+    mean over its `neighbours` nearest training rows in the standardised `features` (folds as in
+    `probe_r2`)."""
+    order = np.random.default_rng(0).permutation(len(target))
+    x = np.asarray(features, np.float64)[order]
+    y = np.asarray(target, np.float64)[order]
+    predicted = np.empty_like(y)
+    for held in np.array_split(np.arange(len(y)), folds):
+        fit = np.setdiff1d(np.arange(len(y)), held)
+        mean, std = x[fit].mean(0), x[fit].std(0) + 1e-12
+        a, b = (x[held] - mean) / std, (x[fit] - mean) / std
+        distances = (a**2).sum(1)[:, None] - 2 * a @ b.T + (b**2).sum(1)[None, :]
+        nearest = np.argpartition(distances, neighbours, axis=1)[:, :neighbours]
+        predicted[held] = y[fit][nearest].mean(axis=1)
+    return float(1 - np.square(y - predicted).sum() / np.square(y - y.mean()).sum())
+
+
 def inscribed_disc(size: int) -> np.ndarray:
     centre = (size - 1) / 2
     yy, xx = np.mgrid[:size, :size]
@@ -123,9 +155,9 @@ def score(saved_model: str, folder: str, truth_folder: str, defocus: np.ndarray)
         for key in outputs:
             outputs[key].append(out[key])
     outputs = {k: np.concatenate(v) for k, v in outputs.items()}
-    true = star.psi_degrees_to_angle(np.array(table.column("rlnAnglePsi"), np.float64))
+    true = true_angles(folder)
     offset = estimate_frame_rotation(true, outputs["angle"])
-    error = np.abs(np.degrees(np.angle(np.exp(1j * (true - outputs["angle"] - offset)))))
+    error = psi_errors(true, outputs["angle"], offset)
     truth = _read(os.path.join(truth_folder, CANONICAL))
     lo, scale = truth.min(), truth.max() - truth.min()
     in_frame = np.asarray(rotate(((truth - lo) / scale)[..., None],
@@ -138,7 +170,30 @@ def score(saved_model: str, folder: str, truth_folder: str, defocus: np.ndarray)
     return {"psi_mae_deg": float(error.mean()), "psi_median_deg": float(np.median(error)),
             "disc_avg_mse": float(mse.mean()),
             "defocus_r2": probe_r2(outputs["latent"], defocus),
+            "defocus_r2_knn": knn_r2(outputs["latent"], defocus),
             "conformation_r2": probe_r2(outputs["latent"], conformation)}
+
+
+def true_angles(folder: str) -> np.ndarray:
+    return star.psi_degrees_to_angle(np.array(_table(folder).column("rlnAnglePsi"), np.float64))
+
+
+def psi_errors(true: np.ndarray, angles: np.ndarray, offset: float) -> np.ndarray:
+    """|psi error| (°) of `angles` after the one global rotation `offset`."""
+    return np.abs(np.degrees(np.angle(np.exp(1j * (true - angles - offset)))))
+
+
+def relion_row(folder: str, pixel_size: float) -> dict:
+    """RELION 2D, K = 1, `--ctf` on `folder`'s particles with their CTF values (no angles)."""
+    table = _table(folder)
+    angles, _, seconds, _ = relion_2d.run_relion(
+        folder, os.path.join(folder, "relion_ctf"), FLAGS.image_size, pixel_size,
+        FLAGS.relion_iter, 1, FLAGS.relion_threads,
+        ctf={column: table.column(column) for column in CTF_COLUMNS})
+    true = true_angles(folder)
+    error = psi_errors(true, angles, estimate_frame_rotation(true, angles))
+    return {"psi_mae_deg": float(error.mean()), "psi_median_deg": float(np.median(error)),
+            "train_seconds": seconds}
 
 
 def mean_image_row(truth_folder: str) -> dict:
@@ -149,9 +204,9 @@ def mean_image_row(truth_folder: str) -> dict:
 
 
 def train_and_score(base: Config, name: str, folder: str, correction: str,
-                    truth_folder: str, defocus: np.ndarray) -> dict:
+                    truth_folder: str, defocus: np.ndarray, **changes) -> dict:
     config = base.replace(
-        name=name, model_dir=os.path.join(FLAGS.work_dir, "runs", name),
+        **changes, name=name, model_dir=os.path.join(FLAGS.work_dir, "runs", name),
         export_dir=os.path.join(FLAGS.work_dir, "saved_models"), ctf_correction=correction,
         dataset="particle_stack", stack=os.path.join(folder, PARTICLES),
         # auto: the CTF-free stack, whose STAR file adds nothing
@@ -165,11 +220,15 @@ def train_and_score(base: Config, name: str, folder: str, correction: str,
 
 def main(argv: list[str]) -> None:
     del argv
+    unknown = set(FLAGS.skip) - set(ROWS)
+    if unknown:
+        raise app.UsageError(f"unknown rows {sorted(unknown)} in --skip; expected some of "
+                             f"{list(ROWS)}")
     base = configs.from_flags(FLAGS)
     num = FLAGS.num_particles
     if FLAGS.quick:
         base = base.replace(epochs=1)
-        num = 200
+        num, FLAGS.relion_iter = 200, 2
     suffix = "_quick" if FLAGS.quick else ""
     runs = []
     for seed in map(int, FLAGS.seeds):
@@ -179,19 +238,32 @@ def main(argv: list[str]) -> None:
                                  num, False)
         defocus = np.array(_table(with_ctf).column("rlnDefocusU"), np.float64)
         run = {"seed": seed, "mean image": mean_image_row(without)}
-        for correction in SETTINGS:
+        seeded = base.replace(seed=seed, frame="auto")
+        trainings = {setting: (f"{setting}_{tag}", with_ctf, setting, {}) for setting in SETTINGS}
+        trainings[NO_PENALTY] = (f"model_nopenalty_{tag}", with_ctf, "model",
+                                 {"defocus_decorrelation_weight": 0.0})
+        trainings[NO_CTF] = (f"noctf_{tag}", without, "auto", {})
+        for row, (name, folder, correction, changes) in trainings.items():
+            if row in FLAGS.skip:
+                continue
             start = time.perf_counter()
-            run[correction] = train_and_score(base.replace(seed=seed, frame="auto"),
-                                              f"{correction}_{tag}", with_ctf, correction,
-                                              without, defocus)
-            run[correction]["wall_seconds"] = time.perf_counter() - start
-            print(json.dumps({correction: run[correction]}), flush=True)
-        run["no CTF in the data"] = train_and_score(
-            base.replace(seed=seed, frame="auto"), f"noctf_{tag}", without, "auto",
-            without, defocus)
+            run[row] = train_and_score(seeded, name, folder, correction, without, defocus,
+                                       **changes)
+            run[row]["wall_seconds"] = time.perf_counter() - start
+            print(json.dumps({row: run[row]}), flush=True)
+        if RELION not in FLAGS.skip:
+            if relion_2d.installed():
+                run[RELION] = relion_row(with_ctf, float(star.read_star(os.path.join(
+                    with_ctf, STAR))["optics"].column("rlnImagePixelSize")[0]))
+                print(json.dumps({RELION: run[RELION]}), flush=True)
+            else:
+                print("RELION 2D --ctf skipped: relion_refine is not installed", flush=True)
         runs.append(run)
         report = {"num_particles": num, "image_size": FLAGS.image_size, "snr": FLAGS.stack_snr,
                   "epochs": base.schedule.epochs, "batch_size": base.schedule.batch_size,
+                  "defocus_decorrelation_weight":
+                      base.model.autoencoder.defocus_decorrelation_weight,
+                  "relion_iter": FLAGS.relion_iter, "relion_threads": FLAGS.relion_threads,
                   "runs": runs}
         write_results(f"ctf{suffix}", report, markdown(report))
 
@@ -202,19 +274,27 @@ def markdown(report: dict) -> str:
     lines = [f"# CTF correction: {report['num_particles']} particles per stack, "
              f"{report['image_size']}x{report['image_size']}, SNR {report['snr']:g}, defocus "
              f"1-3 µm, no angles (learned frame), {report['epochs']} epochs (batch "
-             f"{report['batch_size']}), {len(runs)} seed(s), mean ± std over seeds", "",
+             f"{report['batch_size']}), defocus penalty weight "
+             f"{report['defocus_decorrelation_weight']:g}, RELION {report['relion_iter']} "
+             f"iterations (--j {report['relion_threads']}), {len(runs)} seed(s), mean ± std over "
+             f"seeds; times on 2 CPU cores shared with other jobs", "",
              "| setting | psi MAE (°) | psi median (°) | canonical MSE vs CTF-free truth (disc) "
-             "| defocus R² (latent) | conformation R² (latent) | train (s) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for setting in (*SETTINGS, "no CTF in the data"):
-        rows = [r[setting] for r in runs]
+             "| defocus R² (latent, linear) | defocus R² (latent, 10-NN) "
+             "| conformation R² (latent) | train (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    columns = (("psi_mae_deg", ".2f"), ("psi_median_deg", ".2f"), ("disc_avg_mse", ".5f"),
+               ("defocus_r2", ".3f"), ("defocus_r2_knn", ".3f"), ("conformation_r2", ".3f"),
+               ("train_seconds", ".0f"))
+    for setting in ROWS:
+        rows = [r[setting] for r in runs if setting in r]
+        if not rows:
+            continue
         label = f"--ctf_correction={setting}" if setting in SETTINGS else setting
-        cells = [mean_std([row[k] for row in rows], fmt) for k, fmt in (
-            ("psi_mae_deg", ".2f"), ("psi_median_deg", ".2f"), ("disc_avg_mse", ".5f"),
-            ("defocus_r2", ".3f"), ("conformation_r2", ".3f"), ("train_seconds", ".0f"))]
+        cells = [mean_std([row[k] for row in rows], fmt) if k in rows[0] else "-"
+                 for k, fmt in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("| mean image | - | - | " + mean_std(
-        [r["mean image"]["disc_avg_mse"] for r in runs], ".5f") + " | - | - | - |")
+        [r["mean image"]["disc_avg_mse"] for r in runs], ".5f") + " | - | - | - | - |")
     return "\n".join(lines) + "\n"
 
 

@@ -22,12 +22,10 @@ Writes `benchmarks/results/poses.{md,json}` after every stack (a cut-short run k
 `--quick` is a smoke run whose numbers mean nothing (`poses_quick.*`); `--merge` joins the results
 of runs made in separate processes (stacks or methods side by side on a loaded machine).
 """
-import glob
 import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import time
 
@@ -39,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import pose_metrics as pm  # noqa: E402
+import relion_2d  # noqa: E402
 from data_pipeline.formats import star  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
 from data_pipeline.simulated_stack import PARTICLES, write_stack  # noqa: E402
@@ -84,52 +83,6 @@ def read_images(path: str) -> np.ndarray:
         return np.asarray(f.data, np.float32)
 
 
-# RELION
-
-
-def relion_star(folder: str, pixel_size: float) -> str:
-    """`relion.star`: image names and optics group only (RELION is given no angles)."""
-    path = os.path.join(folder, "relion.star")
-    count = read_images(os.path.join(folder, PARTICLES)).shape[0]
-    optics = star.StarBlock(
-        columns=["rlnOpticsGroup", "rlnOpticsGroupName", "rlnImagePixelSize", "rlnImageSize",
-                 "rlnImageDimensionality", "rlnVoltage", "rlnSphericalAberration",
-                 "rlnAmplitudeContrast"],
-        rows=[["1", "opticsGroup1", f"{pixel_size:.6f}", str(FLAGS.image_size), "2", "300",
-               "2.7", "0.1"]])
-    particles = star.StarBlock(columns=["rlnImageName", "rlnOpticsGroup"],
-                               rows=[[f"{i + 1:06d}@{PARTICLES}", "1"] for i in range(count)])
-    star.write_star(path, {"optics": optics, "particles": particles})
-    return path
-
-
-def run_relion(folder: str, out: str, pixel_size: float, iterations: int, classes: int,
-               reference: str | None = None) -> tuple[np.ndarray, np.ndarray, float, str]:
-    """RELION 2D classification of `folder`'s stack (issue 15's command) -> (angles [B] radians,
-    classes [B], wall seconds, the last iteration's class averages)."""
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
-    diameter = 0.9 * FLAGS.image_size * pixel_size
-    command = ["relion_refine", "--o", os.path.join(out, "run"),
-               "--i", relion_star(folder, pixel_size), "--iter", str(iterations),
-               "--tau2_fudge", "2", "--particle_diameter", f"{diameter:.1f}",
-               "--flatten_solvent", "--zero_mask", "--oversampling", "1", "--psi_step", "6",
-               "--offset_range", "3", "--offset_step", "2", "--norm", "--scale",
-               "--j", str(FLAGS.relion_threads), "--pool", "30", "--pad", "2",
-               "--dont_combine_weights_via_disc"]
-    command += ["--ref", reference] if reference else ["--K", str(classes)]
-    start = time.perf_counter()
-    subprocess.run(command, cwd=folder, check=True, stdout=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
-    data = sorted(glob.glob(os.path.join(out, "run_it*_data.star")))[-1]
-    table = star.particles_block(star.read_star(data), data)
-    order = np.array([int(name.split("@")[0]) - 1 for name in table.column("rlnImageName")])
-    angles, labels = np.empty(len(order)), np.empty(len(order), np.int64)
-    angles[order] = star.psi_degrees_to_angle(np.array(table.column("rlnAnglePsi"), np.float64))
-    labels[order] = np.array(table.column("rlnClassNumber"), np.int64)
-    return angles, labels, seconds, data.replace("_data.star", "_classes.mrcs")
-
-
 # Scoring
 
 
@@ -156,10 +109,12 @@ def star_angles(path: str) -> np.ndarray:
 
 def relion_row(stack, new, classes: int) -> dict:
     iterations = FLAGS.relion_iter
-    angles, labels, seconds, averages = run_relion(
-        stack.folder, os.path.join(stack.folder, "relion"), stack.pixel_size, iterations, classes)
-    new_angles, _, new_seconds, _ = run_relion(
-        new.folder, os.path.join(new.folder, "relion_ref"), new.pixel_size, 1, classes, averages)
+    angles, labels, seconds, averages = relion_2d.run_relion(
+        stack.folder, os.path.join(stack.folder, "relion"), FLAGS.image_size, stack.pixel_size,
+        iterations, classes, FLAGS.relion_threads)
+    new_angles, _, new_seconds, _ = relion_2d.run_relion(
+        new.folder, os.path.join(new.folder, "relion_ref"), FLAGS.image_size, new.pixel_size, 1,
+        classes, FLAGS.relion_threads, averages)
     return {"method": f"RELION 2D, K={classes}, {iterations} iterations", **pose_scores(
         stack.truth, angles), "wall_s": seconds, "classes_found": int(len(np.unique(labels))),
         "new": pose_scores(new.truth, new_angles),
@@ -249,7 +204,7 @@ def run_stack(tag: str, base: Config, num: int) -> dict:
     views = VIEWS if heterogeneous else 1
     rows = []
     if "relion" not in FLAGS.skip:
-        if shutil.which("relion_refine"):
+        if relion_2d.installed():
             rows.append(relion_row(stack, new, views))
         else:
             print("RELION 2D skipped: relion_refine is not installed", flush=True)

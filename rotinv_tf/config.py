@@ -68,6 +68,10 @@ class AutoencoderConfig:
                 "canonical image, the loss sees it through each particle's CTF), phase_flip "
                 "(particles and targets phase-flipped) or none; auto: model when the STAR/.cs "
                 "file has CTF values, else none.", ("auto",) + CTF_CORRECTIONS)
+    defocus_decorrelation_weight: float = setting(
+        30.0, "Under a CTF correction: weight of the penalty on the R² of a linear read-out of "
+              "each particle's defocus from the content latent (keeps defocus out of the "
+              "latent); 0 turns it off.")
     angle_weight: float = setting(1.0, "Weight of the angle loss.")
     reconstruction_weight: float = setting(1.0, "Weight of the reconstruction loss.")
     adversarial_weight: float = setting(0.01, "Weight of -D(x̂) for the decoder.")
@@ -84,6 +88,9 @@ class AutoencoderConfig:
         if self.frame_start_particles < 0:
             problems.append(f"frame_start_particles must be >= 0, got "
                             f"{self.frame_start_particles}")
+        if not self.defocus_decorrelation_weight >= 0:
+            problems.append(f"defocus_decorrelation_weight must be >= 0, got "
+                            f"{self.defocus_decorrelation_weight}")
         if self.frame_angles < 4 or self.frame_angles % 4:
             problems.append(f"frame_angles must be a positive multiple of 4, got "
                             f"{self.frame_angles}")

@@ -4,6 +4,7 @@ model."""
 import math
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,8 +14,9 @@ from data_pipeline.errors import DataError
 from data_pipeline.formats.star import StarBlock, read_star, write_star
 from data_pipeline.rotation import rotate
 from data_pipeline.settings import SimulationConfig
-from rotinv_tf.training import train_lib
+from rotinv_tf.models import autoencoder, losses
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
+from rotinv_tf.training import train_lib
 from rotinv_tf.config import Config, resolved_frame
 from rotinv_tf.serving.inference import canonicalize_particles
 from rotinv_tf.serving.saved_model import load_serving_model
@@ -72,7 +74,7 @@ def test_forward_model_turns_the_astigmatism_with_the_frame(correction):
     particle = ctf.apply_ctf(rotate(truth, theta), u, v, astigmatism, OPTICS, pad_factor=2)
     batch = {"image": particle, "defocus_u": u, "defocus_v": v, "defocus_angle": astigmatism}
     canonical = rotate(particle, -theta)
-    _, target, forward = model._ctf_views(batch, canonical, particle, theta, -theta)
+    target, forward = model._ctf_target(batch, canonical, -theta)
     inside = (np.hypot(*np.mgrid[:SIZE, :SIZE] - (SIZE - 1) / 2) < SIZE / 3)[None, ..., None]
 
     def errors(a, b) -> np.ndarray:  # per image, away from the corners rotation empties
@@ -89,6 +91,95 @@ def test_forward_model_turns_the_astigmatism_with_the_frame(correction):
         flipped = rotate(ctf.apply_ctf(particle, u, v, astigmatism, OPTICS, "phase_flip",
                                        pad_factor=2), -theta)
         assert errors(target, flipped).max() < 0.15 * scale
+
+
+def test_linear_readout_r2_finds_a_feature_hidden_in_a_low_variance_direction():
+    """z₁,₂ = s ± εf: each latent barely correlates with f, yet z₁ - z₂ reads it out exactly
+    (R² 1); latents independent of f give R² 0."""
+    rng = np.random.default_rng(0)
+    feature, content, other = rng.normal(size=(3, 4000)).astype(np.float32)
+    hidden = np.stack([content + 0.05 * feature, content - 0.05 * feature], axis=1)
+    latent_covariance, cross = losses.batch_covariances(hidden, feature[:, None])
+    correlations = cross[:, 0] / np.sqrt(np.diag(latent_covariance))
+    assert np.abs(correlations).max() < 0.1
+    np.testing.assert_allclose(losses.linear_readout_r2(latent_covariance, cross, ridge=1e-6),
+                               1.0, atol=1e-2)
+    independent = np.stack([content, other], axis=1)
+    assert float(losses.linear_readout_r2(*losses.batch_covariances(
+        independent, feature[:, None]))) < 1e-2
+    scaled = losses.linear_readout_r2(*losses.batch_covariances(
+        np.stack([content, 0.5 * content + 0.5 * feature], axis=1), 3.0 * feature[:, None] + 1))
+    np.testing.assert_allclose(scaled, 1.0, atol=1e-2)  # z₂ - z₁ / 2 = f / 2
+
+
+def test_defocus_penalty_is_a_running_readout_r2_in_the_loss():
+    """Under a CTF correction the generator loss adds weight x the linear read-out R² of the
+    defocus features (defocus and its square) from running covariances; a training step moves
+    them DEFOCUS_MOMENTUM of the way to the batch's, an evaluation step leaves them."""
+    defocus = tf.constant([1e4, 2e4, 3e4, 2e4, 1.5e4, 2.5e4])
+    features = autoencoder.defocus_features(defocus[:4])
+    np.testing.assert_allclose(features[:, 0], [-np.sqrt(2), 0, np.sqrt(2), 0], rtol=1e-5)
+    np.testing.assert_allclose(features[:, 1], [2, 0, 2, 0], rtol=1e-5)
+    model = RotationInvariantAutoencoder(SIZE, latent_dim=4, filters=4, critic_filters=2,
+                                         ctf_correction="model", optics={"pixel_size": 3.0},
+                                         defocus_decorrelation_weight=3.0)
+    model.compile(keras.optimizers.Adam(), keras.optimizers.Adam())
+    images = _blobs(6) * np.linspace(0.5, 1.5, 6)[:, None, None, None].astype(np.float32)
+    m = autoencoder.DEFOCUS_MOMENTUM
+
+    def batch(training: bool) -> list:
+        latent = model._network_encode(images, training=training)["latent"]
+        return [np.asarray(c) for c in losses.batch_covariances(
+            latent, autoencoder.defocus_features(defocus))]
+
+    expected = losses.linear_readout_r2(*(m * c for c in batch(False)))
+    out = model._generator_losses(images, images, np.zeros(6, np.float32), training=False,
+                                  defocus=defocus)
+    assert float(out["defocus_penalty"]) > 0.01
+    np.testing.assert_allclose(out["defocus_penalty"], expected, rtol=1e-3)
+    np.testing.assert_allclose(out["loss"] - out["reconstruction_loss"] - out["angle_loss"]
+                               - 0.01 * out["adversarial_loss"], 3.0 * out["defocus_penalty"],
+                               rtol=1e-4, atol=1e-6)
+    for variable in model.defocus_covariances:
+        np.testing.assert_allclose(variable, 0.0)
+    train_batch = batch(True)
+    model._generator_losses(images, images, np.zeros(6, np.float32), training=True,
+                            defocus=defocus)
+    for variable, value in zip(model.defocus_covariances, train_batch):
+        np.testing.assert_allclose(variable, m * value, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("correction", ["model", "phase_flip"])
+def test_learned_frame_training_step_phase_flips_once(ctf_stack, correction, monkeypatch):
+    """The EM template and the encoder see the same phase-flipped particles (quarter turns
+    included), flipped once per step; the phase_flip target is the one other flip."""
+    model = RotationInvariantAutoencoder(SIZE, latent_dim=4, filters=4, critic_filters=2,
+                                         frame="learned", frame_angles=32,
+                                         augment_quarter_turns=True,
+                                         ctf_correction=correction, optics={"pixel_size": 3.0})
+    # Smooth particles: an astigmatic CTF at an oblique angle breaks the Hermitian symmetry of
+    # the Nyquist line, which is all the two orders differ in.
+    particles = _blobs(6)
+    u = np.linspace(1e4, 3e4, 6).astype(np.float32)
+    batch = {"image": tf.constant(particles, tf.float32), "defocus_u": u, "defocus_v": u * 0.8,
+             "defocus_angle": np.linspace(-60, 60, 6).astype(np.float32)}
+    calls = []
+    filtered = model._ctf_filtered
+    monkeypatch.setattr(model, "_ctf_filtered", lambda *args: calls.append(args[-1])
+                        or filtered(*args))
+    _, observed, angles, turn = model._rotated_inputs(batch, training=True)
+    assert calls == ["phase_flip"]
+    model._ctf_target(batch, observed, turn)
+    assert calls == ["phase_flip"] * (2 if correction == "phase_flip" else 1)
+    # The encoder's view is the particle turned by its quarter turn k = (angle - θ) / (π/2),
+    # then flipped with its astigmatism turned alike: what flipping after the turn gives.
+    theta = -np.asarray(turn)
+    quarter = np.round(np.asarray(angles - theta) / (math.pi / 2)).astype(int) % 4
+    assert len(set(quarter)) > 1
+    turned = np.stack([np.rot90(p, k) for p, k in zip(particles, quarter)]).astype(np.float32)
+    expected = filtered(turned, {k: batch[k] for k in ctf.CTF_FEATURES},
+                        quarter * (math.pi / 2), "phase_flip")
+    np.testing.assert_allclose(observed, expected, atol=1e-3)
 
 
 def test_which_ctf_correction_a_run_takes(ctf_stack, tmp_path):

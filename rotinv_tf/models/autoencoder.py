@@ -16,6 +16,12 @@ phase-flipped particles; with `phase_flip` the decoder reconstructs the phase-fl
 image; with `model` (cryoDRGN's forward model) it returns the CTF-free canonical image, and the loss
 and the critic see it modulated by the particle's CTF (its astigmatism turned with the frame). The
 CTF acts on raw pixel values, so it is applied about `raw_zero`, the normalised value of raw 0.
+A phase-flipped particle still shows its defocus (the CTF's zeros), which the encoder would pass
+into the latent; `defocus_decorrelation_weight` > 0 penalises the R² of the best linear read-out
+of the particles' defocus features (`defocus_features`) from the content latents (a linear
+adversary, in closed form: `losses.linear_readout_r2`), so that no linear probe finds defocus in
+the latent. Its covariances are running averages over batches (`DEFOCUS_MOMENTUM`): one batch's
+read-out is mostly chance (31 latents, 64 particles), and chasing it costs the latent its content.
 """
 import math
 
@@ -35,6 +41,7 @@ from rotinv_tf.pose.template_frame import TemplateFrame
 _GENERATOR_METRICS = ("loss", "angle_loss", "reconstruction_loss", "adversarial_loss",
                       "angle_error_deg", "reconstruction_mse")
 _CRITIC_METRICS = ("critic_loss", "wasserstein_distance", "gradient_penalty")
+DEFOCUS_MOMENTUM = 0.1  # weight of a batch in the running latent/defocus covariances
 
 
 class RotationInvariantAutoencoder(keras.Model):
@@ -70,7 +77,8 @@ class RotationInvariantAutoencoder(keras.Model):
         `paper` (the authors' MLP encoder, DCGAN decoder and 2/4/8-channel critic; widths ignored).
 
         `ctf_correction` (module docstring) other than `none` needs `optics`, the fields of a
-        `data_pipeline.ctf.Optics`, and `raw_zero`, the data's normalised value of raw 0.
+        `data_pipeline.ctf.Optics`, and `raw_zero`, the data's normalised value of raw 0; with
+        one, `defocus_decorrelation_weight` weighs the defocus penalty (module docstring).
 
         (An `auto` frame or CTF correction is resolved from the data by `training.build_model`; a
         model made with one trains `supervised`, without a CTF.)"""
@@ -91,8 +99,16 @@ class RotationInvariantAutoencoder(keras.Model):
         self.encoder, self.decoder, self.critic = build_networks(
             s.architecture, image_size, s.latent_dim, s.filters, s.critic_filters)
         self.seed_generator = keras.random.SeedGenerator(seed)
+        if self.uses_ctf:
+            content = s.latent_dim - 1
+            self.defocus_covariances = [self.add_weight(
+                shape=shape, initializer="zeros", trainable=False, aggregation="mean",
+                name=name) for shape, name in (((content, content), "latent_covariance"),
+                                               ((content, 2), "defocus_covariance"))]
+        self.generator_metrics = _GENERATOR_METRICS + (
+            ("defocus_penalty",) if self.uses_ctf else ())
         self.trackers = {name: keras.metrics.Mean(name=name)
-                         for name in _GENERATOR_METRICS + _CRITIC_METRICS}
+                         for name in self.generator_metrics + _CRITIC_METRICS}
         self.built = True  # the functional sub-networks own all the weights, already built
 
     @property
@@ -214,65 +230,80 @@ class RotationInvariantAutoencoder(keras.Model):
     # Training.
 
     def _rotated_inputs(self, batch: dict, training: bool):
-        """(canonical x, observed rot(x, θ), θ, turn of x from the batch's `image`, None for
-        none): from the batch (turned by random quarter turns when augmenting a training step),
-        or rotated here on the device."""
+        """(canonical x, observed rot(x, θ) as the encoder sees it (`_encoder_view`), θ, turn of
+        x from the batch's `image`, None for none): from the batch (turned by random quarter
+        turns when augmenting a training step), or rotated here on the device."""
         if self.frame == "learned":
             return self._framed_inputs(batch, training)
         images = batch["image"]
         if "observed" in batch and "angle" in batch:
+            observed, angles = batch["observed"], batch["angle"]
             if training and self.settings.augment_quarter_turns:
-                return (images, *self._quarter_turned(batch["observed"], batch["angle"]), None)
-            return images, batch["observed"], batch["angle"], None
-        angles = replicas.draw(lambda n: sample_angles(
-            n, self.angle_distribution, self.angle_scale, self.seed_generator),
-            tf.shape(images)[0])
-        return (images, rotate(images, angles, xla_compatible=self.jit_compile is True), angles,
-                None)
+                (observed,), angles = self._quarter_turned((observed,), angles)
+        else:
+            angles = replicas.draw(lambda n: sample_angles(
+                n, self.angle_distribution, self.angle_scale, self.seed_generator),
+                tf.shape(images)[0])
+            observed = rotate(images, angles, xla_compatible=self.jit_compile is True)
+        return images, self._encoder_view(observed, _particle_ctf(batch), angles), angles, None
 
     def _framed_inputs(self, batch: dict, training: bool):
         """Learned frame: the particle `image` at frame angle θ is `observed` itself, with
-        canonical image rotate(image, -θ). Training steps also take the EM step; evaluation
-        batches (observed = rotate(image, angle)) get angle + θ."""
+        canonical image rotate(image, -θ). Training steps also take the EM step, whose view of
+        the particles is also the encoder's (phase-flipped once: a quarter turn moves pixels
+        exactly, so turning the flipped particle is flipping the turned one); evaluation batches
+        (observed = rotate(image, angle)) get angle + θ."""
         images = batch["image"]
         framed = self._encoder_view(images, _particle_ctf(batch))
         if training:
             theta = tf.stop_gradient(self.template_frame.update(framed, self.seed_generator))
-            observed, angles = images, theta
+            observed, angles = framed, theta
             if self.settings.augment_quarter_turns:
-                observed, angles = self._quarter_turned(observed, angles)
+                (observed,), angles = self._quarter_turned((observed,), angles)
         else:
             theta = self.template_frame.assign(framed)[0]
-            observed, angles = batch["observed"], wrap_angle(batch["angle"] + theta)
+            observed = self._encoder_view(batch["observed"], _particle_ctf(batch),
+                                          batch["angle"])
+            angles = wrap_angle(batch["angle"] + theta)
         return self._derotated(images, theta), observed, angles, -theta
 
-    def _quarter_turned(self, observed: tf.Tensor, angles: tf.Tensor):
-        """Each image turned by its own random k·90° (exact pixel moves), its angle by kπ/2."""
+    def _quarter_turned(self, images: tuple, angles: tf.Tensor):
+        """Each row of `images` (tensors alike in shape) turned by its own random k·90° (exact
+        pixel moves), its angle by kπ/2."""
         turns = replicas.draw(lambda n: keras.random.randint(
-            [n], 0, 4, seed=self.seed_generator), tf.shape(observed)[0])
-        all_turns = tf.stack([tf.image.rot90(observed, k) for k in range(4)], axis=1)
-        turned = tf.gather(all_turns, turns, axis=1, batch_dims=1)
-        return turned, wrap_angle(angles + tf.cast(turns, tf.float32) * (math.pi / 2))
+            [n], 0, 4, seed=self.seed_generator), tf.shape(angles)[0])
 
-    def _ctf_views(self, batch: dict, images, observed, angles, turn):
-        """(encoder input, reconstruction target, forward model of a decoder output) for the
-        canonical `images` (turned by `turn` from the batch's `image`, whose CTF the batch
-        carries; None: not turned) and `observed` = rotate(images, angles)."""
-        particle_ctf = _particle_ctf(batch) if self.uses_ctf else None
-        if particle_ctf is None:
-            return observed, images, lambda decoded: decoded
-        observed_turn = angles if turn is None else turn + angles
-        encoder_input = self._encoder_view(observed, particle_ctf, observed_turn)
+        def turned(x: tf.Tensor) -> tf.Tensor:
+            all_turns = tf.stack([tf.image.rot90(x, k) for k in range(4)], axis=1)
+            return tf.gather(all_turns, turns, axis=1, batch_dims=1)
+
+        return (tuple(turned(x) for x in images),
+                wrap_angle(angles + tf.cast(turns, tf.float32) * (math.pi / 2)))
+
+    def _ctf_target(self, batch: dict, images, turn):
+        """(reconstruction target, forward model of a decoder output) for the canonical `images`
+        (turned by `turn` from the batch's `image`, whose CTF the batch carries; None: not
+        turned)."""
+        if not self.uses_ctf:
+            return images, lambda decoded: decoded
+        particle_ctf = _particle_ctf(batch)
         if self.ctf_correction == "phase_flip":
             target = self._ctf_filtered(images, particle_ctf, turn, "phase_flip")
-            return encoder_input, target, lambda decoded: decoded
-        return encoder_input, images, lambda decoded: self._ctf_filtered(
-            decoded, particle_ctf, turn, "model")
+            return target, lambda decoded: decoded
+        return images, lambda decoded: self._ctf_filtered(decoded, particle_ctf, turn, "model")
+
+    def _defocus(self, batch: dict):
+        """Each particle's mean defocus (Å) under a CTF correction, else None."""
+        if not self.uses_ctf:
+            return None
+        return 0.5 * (tf.cast(batch["defocus_u"], tf.float32)
+                      + tf.cast(batch["defocus_v"], tf.float32))
 
     def _generator_losses(self, images, observed, angles, training: bool,
-                          forward=lambda decoded: decoded) -> dict:
+                          forward=lambda decoded: decoded, defocus=None) -> dict:
         """Losses of the encoder/decoder: `forward` maps the decoder's output to what `images`
-        hold (the CTF with `ctf_correction="model"`)."""
+        hold (the CTF with `ctf_correction="model"`); `defocus` ([B] Å, under a CTF correction)
+        adds the defocus penalty."""
         encoded = self._network_encode(observed, training=training)
         reconstructions = forward(self.decode(encoded["latent"], training=training))
         out = {
@@ -284,11 +315,27 @@ class RotationInvariantAutoencoder(keras.Model):
         out["loss"] = (s.angle_weight * out["angle_loss"]
                        + s.reconstruction_weight * out["reconstruction_loss"]
                        + s.adversarial_weight * out["adversarial_loss"])
+        if defocus is not None:
+            out["defocus_penalty"] = self._defocus_penalty(encoded["latent"], defocus, training)
+            out["loss"] += s.defocus_decorrelation_weight * out["defocus_penalty"]
         out["angle_error_deg"] = tf.reduce_mean(tf.abs(losses.angle_difference(
             angles, encoded["angle"], self.wrap_angles))) * (180.0 / math.pi)
         out["reconstruction_mse"] = tf.reduce_mean(tf.square(images - reconstructions))
         out["reconstructions"] = reconstructions
         return out
+
+    def _defocus_penalty(self, latent: tf.Tensor, defocus: tf.Tensor, training: bool):
+        """The linear read-out R² of the defocus features from the content latents, from running
+        covariances in which this batch's weigh `DEFOCUS_MOMENTUM` (the gradient flows through
+        this batch's part only); a training step keeps the new running values."""
+        batch = losses.batch_covariances(latent, defocus_features(defocus))
+        running = []
+        for variable, value in zip(self.defocus_covariances, batch):
+            previous = tf.stop_gradient(tf.convert_to_tensor(variable))
+            running.append(previous + DEFOCUS_MOMENTUM * (value - previous))
+            if training:
+                variable.assign(tf.stop_gradient(running[-1]))
+        return losses.linear_readout_r2(*running)
 
     def _critic_losses(self, real, fake) -> dict:
         alpha = replicas.draw(
@@ -310,32 +357,43 @@ class RotationInvariantAutoencoder(keras.Model):
 
     def train_step(self, batch: dict) -> dict:
         images, observed, angles, turn = self._rotated_inputs(batch, training=True)
-        observed, images, forward = self._ctf_views(batch, images, observed, angles, turn)
+        images, forward = self._ctf_target(batch, images, turn)
         out = replicas.minimize(
             self.generator_optimizer,
             lambda: self._generator_losses(images, observed, angles, training=True,
-                                           forward=forward),
+                                           forward=forward, defocus=self._defocus(batch)),
             self.generator_variables)
         # The generator optimizer has just counted this step: update the critic on steps
         # 1, 1 + g, 1 + 2g, ... so the first step already trains it.
         step = self.generator_optimizer.iterations - 1
         replicas.run_if(step % self.settings.generator_steps_per_critic_step == 0,
                         self._critic_update, images, tf.stop_gradient(out["reconstructions"]))
-        for name in _GENERATOR_METRICS:
+        for name in self.generator_metrics:
             self.trackers[name].update_state(out[name])
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, batch: dict) -> dict:
         images, observed, angles, turn = self._rotated_inputs(batch, training=False)
-        observed, images, forward = self._ctf_views(batch, images, observed, angles, turn)
-        out = self._generator_losses(images, observed, angles, training=False, forward=forward)
+        images, forward = self._ctf_target(batch, images, turn)
+        out = self._generator_losses(images, observed, angles, training=False, forward=forward,
+                                     defocus=self._defocus(batch))
         fake = out["reconstructions"]
         out["wasserstein_distance"] = (tf.reduce_mean(self.critic(images))
                                        - tf.reduce_mean(self.critic(fake)))
-        for name in _GENERATOR_METRICS + ("wasserstein_distance",):
+        for name in self.generator_metrics + ("wasserstein_distance",):
             self.trackers[name].update_state(out[name])
         return {name: self.trackers[name].result()
-                for name in _GENERATOR_METRICS + ("wasserstein_distance",)}
+                for name in self.generator_metrics + ("wasserstein_distance",)}
+
+
+def defocus_features(defocus: tf.Tensor) -> tf.Tensor:
+    """[B, 2] features of each particle's defocus ([B] Å) that the latent should not follow:
+    the defocus and its square, standardised over the batch (the square so that a latent
+    following |defocus - mean| is penalised too)."""
+    defocus = tf.cast(defocus, tf.float32)
+    centred = defocus - tf.reduce_mean(defocus)
+    scaled = centred * tf.math.rsqrt(tf.reduce_mean(tf.square(centred)) + 1e-8)
+    return tf.stack([scaled, tf.square(scaled)], axis=1)
 
 
 def observed_particle_ctf(batch: dict) -> dict | None:

@@ -41,3 +41,28 @@ def gradient_penalty(critic: Callable[[tf.Tensor], tf.Tensor], real: tf.Tensor, 
     grads = tf.reshape(tape.gradient(scores, interpolates), [tf.shape(real)[0], -1])
     norms = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=1) + 1e-12)
     return tf.reduce_mean(tf.square(norms - 1.0))
+
+
+def batch_covariances(latent: tf.Tensor, features: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(latent covariance [D, D], latent/feature covariance [D, F]) over the batch ([B, D],
+    [B, F]), each feature standardised to unit variance (0 for a constant one)."""
+    latent = tf.cast(latent, tf.float32)
+    latent = latent - tf.reduce_mean(latent, axis=0, keepdims=True)
+    features = tf.cast(features, tf.float32)
+    features = features - tf.reduce_mean(features, axis=0, keepdims=True)
+    features *= tf.math.rsqrt(tf.reduce_mean(tf.square(features), axis=0, keepdims=True) + 1e-8)
+    count = tf.cast(tf.shape(latent)[0], tf.float32)
+    return (tf.matmul(latent, latent, transpose_a=True) / count,
+            tf.matmul(latent, features, transpose_a=True) / count)
+
+
+def linear_readout_r2(latent_covariance: tf.Tensor, cross_covariance: tf.Tensor,
+                      ridge: float = 1e-3) -> tf.Tensor:
+    """Σ over unit-variance features of the R² of the best linear read-out of each from the
+    latent, c_fᵀ Σ⁻¹ c_f, from the covariances of `batch_covariances` (Σ ridged by `ridge` x its
+    mean variance): what a linear adversary (probe) finds. Unlike per-latent correlations it
+    also sees a feature hidden in a low-variance direction, as z₁ - z₂ for z₁,₂ = s ± εf."""
+    size = tf.shape(latent_covariance)[0]
+    regularised = latent_covariance + (ridge * tf.linalg.trace(latent_covariance)
+                                       / tf.cast(size, tf.float32) + 1e-8) * tf.eye(size)
+    return tf.reduce_sum(cross_covariance * tf.linalg.solve(regularised, cross_covariance))

@@ -1,0 +1,74 @@
+"""RELION 2D classification (`relion_refine`, issue 15's command) of a stack, for the benchmarks
+that set it beside ours: the particles' angles and classes from its last iteration."""
+import glob
+import os
+import shutil
+import subprocess
+import time
+
+import mrcfile
+import numpy as np
+
+from data_pipeline.formats import star
+
+PARTICLES = "particles.mrcs"
+
+
+def relion_star(folder: str, image_size: int, pixel_size: float,
+                ctf: dict[str, list[str]] | None = None) -> str:
+    """`relion.star` for `folder`'s `particles.mrcs`: image names and optics group, and with `ctf`
+    (column name -> one value per particle, e.g. rlnDefocusU) each particle's CTF values; no
+    angles."""
+    path = os.path.join(folder, "relion.star")
+    with mrcfile.mmap(os.path.join(folder, PARTICLES), permissive=True) as f:
+        count = f.data.shape[0]
+    optics = star.StarBlock(
+        columns=["rlnOpticsGroup", "rlnOpticsGroupName", "rlnImagePixelSize", "rlnImageSize",
+                 "rlnImageDimensionality", "rlnVoltage", "rlnSphericalAberration",
+                 "rlnAmplitudeContrast"],
+        rows=[["1", "opticsGroup1", f"{pixel_size:.6f}", str(image_size), "2", "300", "2.7",
+               "0.1"]])
+    ctf = ctf or {}
+    particles = star.StarBlock(
+        columns=["rlnImageName", "rlnOpticsGroup", *ctf],
+        rows=[[f"{i + 1:06d}@{PARTICLES}", "1", *(values[i] for values in ctf.values())]
+              for i in range(count)])
+    star.write_star(path, {"optics": optics, "particles": particles})
+    return path
+
+
+def run_relion(folder: str, out: str, image_size: int, pixel_size: float, iterations: int,
+               classes: int, threads: int, reference: str | None = None,
+               ctf: dict[str, list[str]] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, float, str]:
+    """RELION 2D classification of `folder`'s stack into `out` (against `reference`'s class
+    averages when given, else K = `classes`; with `ctf` as in `relion_star`, `--ctf`) ->
+    (angles [B] radians, classes [B], wall seconds, the last iteration's class averages)."""
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    diameter = 0.9 * image_size * pixel_size
+    command = ["relion_refine", "--o", os.path.join(out, "run"),
+               "--i", relion_star(folder, image_size, pixel_size, ctf),
+               "--iter", str(iterations),
+               "--tau2_fudge", "2", "--particle_diameter", f"{diameter:.1f}",
+               "--flatten_solvent", "--zero_mask", "--oversampling", "1", "--psi_step", "6",
+               "--offset_range", "3", "--offset_step", "2", "--norm", "--scale",
+               "--j", str(threads), "--pool", "30", "--pad", "2",
+               "--dont_combine_weights_via_disc"]
+    command += ["--ref", reference] if reference else ["--K", str(classes)]
+    command += ["--ctf"] if ctf else []
+    start = time.perf_counter()
+    subprocess.run(command, cwd=folder, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    data = sorted(glob.glob(os.path.join(out, "run_it*_data.star")))[-1]
+    table = star.particles_block(star.read_star(data), data)
+    order = np.array([int(name.split("@")[0]) - 1 for name in table.column("rlnImageName")])
+    angles, labels = np.empty(len(order)), np.empty(len(order), np.int64)
+    angles[order] = star.psi_degrees_to_angle(np.array(table.column("rlnAnglePsi"), np.float64))
+    labels[order] = np.array(table.column("rlnClassNumber"), np.int64)
+    return angles, labels, seconds, data.replace("_data.star", "_classes.mrcs")
+
+
+def installed() -> bool:
+    """Whether `relion_refine` is on the PATH (the benchmarks skip RELION's rows otherwise)."""
+    return shutil.which("relion_refine") is not None
