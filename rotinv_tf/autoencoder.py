@@ -108,10 +108,13 @@ class RotationInvariantAutoencoder(keras.Model):
 
     def compile(self, generator_optimizer: keras.optimizers.Optimizer,
                 critic_optimizer: keras.optimizers.Optimizer, angle_weight: float = 1.0,
-                reconstruction_weight: float = 1.0, adversarial_weight: float = 0.01,
+                reconstruction_weight: float = 1.0, adversarial_weight: float = 1.0,
                 gp_weight: float = 10.0, generator_steps_per_critic_step: int = 4,
                 critic_steps_per_generator_step: int = 1, **kwargs) -> None:
         """Sets optimizers, loss weights and the update schedule.
+
+        The weights are the paper's (Eq. 5): 1 on each term, with the reconstruction loss as
+        per-image norms (`losses.reconstruction_loss` says why).
 
         With `generator_steps_per_critic_step` = g > 1 the critic is updated on every g-th step
         only (the paper's 4:1); with `critic_steps_per_generator_step` = c > 1 it is updated c

@@ -90,13 +90,18 @@ def define_flags() -> None:
     flags.DEFINE_integer("lr_decay_epoch", d.lr_decay_epoch,
                          "Multiply learning rates by lr_decay_factor from this epoch; 0 = never.")
     flags.DEFINE_float("lr_decay_factor", d.lr_decay_factor, "Learning-rate decay factor.")
-    flags.DEFINE_float("weight_decay", d.weight_decay, "Adam weight decay.")
+    flags.DEFINE_float("weight_decay", d.weight_decay,
+                       "ours: Adam weight decay as PyTorch's (L2 added to the gradient); "
+                       "spatial-VAE trains with Bepler et al.'s plain Adam.")
+    flags.DEFINE_float("adam_beta_1", d.adam_beta_1,
+                       "ours: Adam β₁ (the authors' 0.5; spatial-VAE: Bepler et al.'s 0.9).")
     flags.DEFINE_integer("generator_steps_per_critic_step", d.generator_steps_per_critic_step,
                          "Critic updated once every this many generator steps (paper: 4).")
     flags.DEFINE_integer("critic_steps_per_generator_step", d.critic_steps_per_generator_step,
                          "Critic updates per generator step (WGAN-GP paper: 5).")
     flags.DEFINE_float("gp_weight", d.gp_weight, "Gradient-penalty weight λ.")
-    flags.DEFINE_float("adversarial_weight", d.adversarial_weight, "Weight of -D(x̂) for the decoder.")
+    flags.DEFINE_float("adversarial_weight", d.adversarial_weight,
+                       "Weight of -D(x̂) for the decoder (the paper's 1, beside per-image norms).")
     flags.DEFINE_float("angle_weight", d.angle_weight, "Weight of the angle loss.")
     flags.DEFINE_float("reconstruction_weight", d.reconstruction_weight,
                        "Weight of the reconstruction loss.")
@@ -149,7 +154,7 @@ def config_from_flags(values: flags.FlagValues) -> TrainConfig:
         batch_size=values.batch_size, steps_per_epoch=values.steps_per_epoch or None,
         learning_rate=values.learning_rate, critic_learning_rate=values.critic_learning_rate,
         lr_decay_epoch=values.lr_decay_epoch, lr_decay_factor=values.lr_decay_factor,
-        weight_decay=values.weight_decay,
+        weight_decay=values.weight_decay, adam_beta_1=values.adam_beta_1,
         generator_steps_per_critic_step=values.generator_steps_per_critic_step,
         critic_steps_per_generator_step=values.critic_steps_per_generator_step,
         gp_weight=values.gp_weight, adversarial_weight=values.adversarial_weight,

@@ -75,6 +75,9 @@ class SpatialVAE(keras.Model):
         samples), which is saved with the model.
     """
 
+    # Bepler et al.'s optimizer: `torch.optim.Adam(params, lr=lr)`, PyTorch's defaults.
+    ADAM = {"beta_1": 0.9, "weight_decay": 0.0}
+
     def __init__(self, image_size: int, latent_dim: int = 2, hidden_units: int = 500,
                  num_hidden_layers: int = 2, rotation_prior_std: float = math.pi,
                  translation_prior_std: float = 0.1, infer_rotation: bool = True,

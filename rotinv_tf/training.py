@@ -24,6 +24,7 @@ from rotinv_tf.distribution import (CLUSTERS, DEFAULT_SLURM_PORT, is_chief, make
                                     wait_for_all_workers)
 from rotinv_tf.export import export_saved_model
 from rotinv_tf.networks import ARCHITECTURES
+from rotinv_tf.optimizers import AUTHORS_BETA_1, adam
 
 MODELS = ("autoencoder", "spatial_vae")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -45,11 +46,12 @@ class TrainConfig:
     critic_learning_rate: float = 1e-4
     lr_decay_epoch: int = 200
     lr_decay_factor: float = 0.1
-    weight_decay: float = 1e-5
+    weight_decay: float = 1e-5  # PyTorch's: L2 added to the gradient (rotinv_tf.optimizers)
+    adam_beta_1: float = AUTHORS_BETA_1
     generator_steps_per_critic_step: int = 4
     critic_steps_per_generator_step: int = 1
     gp_weight: float = 10.0
-    adversarial_weight: float = 0.01
+    adversarial_weight: float = 1.0  # the paper's (losses.reconstruction_loss says why)
     angle_weight: float = 1.0
     reconstruction_weight: float = 1.0
     latent_dim: int = 32
@@ -193,11 +195,11 @@ def build_model(config: TrainConfig, image_size: int,
                 normalization: Normalization | None = None) -> keras.Model:
     """The model named by `config.model`, compiled with the configured optimizers and losses
     (`normalization`, the data's, is needed by a CTF correction)."""
-    def adam(learning_rate):
-        optimizer = keras.optimizers.Adam(learning_rate, weight_decay=config.weight_decay or None)
+    def optimizer(learning_rate, beta_1=config.adam_beta_1, weight_decay=config.weight_decay):
+        made = adam(learning_rate, beta_1, weight_decay)
         if config.mixed_precision == "mixed_float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        return optimizer
+            made = keras.optimizers.LossScaleOptimizer(made)
+        return made
 
     if config.model == "spatial_vae":
         from rotinv_tf.spatial_vae import SpatialVAE
@@ -209,7 +211,8 @@ def build_model(config: TrainConfig, image_size: int,
                            likelihood=config.svae_likelihood,
                            angle_distribution=config.angle_distribution,
                            angle_scale=config.angle_scale, seed=config.seed)
-        model.compile(optimizer=adam(config.learning_rate), jit_compile=config.jit_compile)
+        model.compile(optimizer=optimizer(config.learning_rate, **SpatialVAE.ADAM),
+                      jit_compile=config.jit_compile)
         return model
     model = RotationInvariantAutoencoder(
         image_size, config.latent_dim, filters=config.filters,
@@ -220,8 +223,8 @@ def build_model(config: TrainConfig, image_size: int,
         frame_classes=config.frame_classes, architecture=config.architecture,
         **_ctf_arguments(config, normalization))
     model.compile(
-        generator_optimizer=adam(config.learning_rate),
-        critic_optimizer=adam(config.critic_learning_rate),
+        generator_optimizer=optimizer(config.learning_rate),
+        critic_optimizer=optimizer(config.critic_learning_rate),
         angle_weight=config.angle_weight, reconstruction_weight=config.reconstruction_weight,
         adversarial_weight=config.adversarial_weight, gp_weight=config.gp_weight,
         generator_steps_per_critic_step=config.generator_steps_per_critic_step,
