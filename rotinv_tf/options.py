@@ -81,6 +81,12 @@ def define_flags() -> None:
                        "spatial-VAE translation prior std (image half-widths); 0 disables.")
     flags.DEFINE_enum("svae_likelihood", d.svae_likelihood, ["gaussian", "bernoulli"],
                       "spatial-VAE pixel likelihood.")
+    flags.DEFINE_boolean("svae_standardize", d.svae_standardize,
+                         "spatial-VAE, gaussian likelihood: standardise each image (Bepler et "
+                         "al.'s --normalize), so its unit-variance noise model fits particles.")
+    flags.DEFINE_boolean("svae_rotation_kl_mean_penalty", d.svae_rotation_kl_mean_penalty,
+                         "spatial-VAE: the full KL of the rotation, its mean included (Bepler et "
+                         "al.'s MNIST script); off, the mean is free (their particle script).")
     # The schedule.
     flags.DEFINE_integer("epochs", d.epochs, "Training epochs.")
     flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size.")
@@ -170,7 +176,8 @@ def config_from_flags(values: flags.FlagValues) -> TrainConfig:
         svae_num_hidden_layers=values.svae_num_hidden_layers,
         svae_rotation_prior_std=math.radians(values.svae_rotation_prior_std_deg),
         svae_translation_prior_std=values.svae_translation_prior_std,
-        svae_likelihood=values.svae_likelihood,
+        svae_likelihood=values.svae_likelihood, svae_standardize=values.svae_standardize,
+        svae_rotation_kl_mean_penalty=values.svae_rotation_kl_mean_penalty,
         model_dir=values.model_dir or f"runs/{values.name}", export_dir=values.export_dir,
         seed=values.seed, jit_compile=values.jit_compile, mixed_precision=values.mixed_precision,
         strategy=values.strategy, cluster=values.cluster, slurm_port=values.slurm_port,

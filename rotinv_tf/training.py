@@ -72,6 +72,8 @@ class TrainConfig:
     svae_rotation_prior_std: float = math.pi
     svae_translation_prior_std: float = 0.0
     svae_likelihood: str = "gaussian"
+    svae_standardize: bool = True  # Bepler's --normalize (gaussian likelihood only)
+    svae_rotation_kl_mean_penalty: bool = False  # Bepler's MNIST script: True
     model_dir: str = "runs/quickstart"
     export_dir: str = "saved_models"
     seed: int = 0
@@ -105,6 +107,9 @@ class TrainConfig:
              f"{CTF_CORRECTIONS}"),
             (self.ctf_correction in ("auto", "none") or self.model == "autoencoder",
              "a CTF correction is a feature of the autoencoder, not of spatial_vae"),
+            (self.model != "spatial_vae" or not self.svae_standardize
+             or self.svae_likelihood == "gaussian",
+             "svae_standardize needs the gaussian likelihood (bernoulli takes images in [0, 1])"),
             (self.cluster in CLUSTERS,
              f"unknown cluster {self.cluster!r}; expected one of {CLUSTERS}"),
             # The EM template is updated from each replica's own batch, not from the global
@@ -209,6 +214,8 @@ def build_model(config: TrainConfig, image_size: int,
                            rotation_prior_std=config.svae_rotation_prior_std,
                            translation_prior_std=config.svae_translation_prior_std,
                            likelihood=config.svae_likelihood,
+                           standardize=config.svae_standardize,
+                           rotation_kl_mean_penalty=config.svae_rotation_kl_mean_penalty,
                            angle_distribution=config.angle_distribution,
                            angle_scale=config.angle_scale, seed=config.seed)
         model.compile(optimizer=optimizer(config.learning_rate, **SpatialVAE.ADAM),
