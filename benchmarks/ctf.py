@@ -17,7 +17,6 @@ A `mean image` row scores the mean clean image as every particle's canonical ima
 Writes `benchmarks/results/ctf.{md,json}` (after each seed, so a cut-short run keeps its seeds);
 `--quick` is a smoke run whose numbers mean nothing (`_quick` suffix).
 """
-import dataclasses
 import json
 import os
 import subprocess
@@ -34,7 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report_files import RESULTS, mean_std, write_results  # noqa: E402
 from data_pipeline.formats import star  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
-from rotinv_tf import options, training  # noqa: E402
+from rotinv_tf import config as configs, training  # noqa: E402
+from rotinv_tf.config import Config, resolved_frame  # noqa: E402
 from rotinv_tf.evaluation import estimate_frame_rotation  # noqa: E402
 from rotinv_tf.serving import load_serving_model  # noqa: E402
 
@@ -42,7 +42,7 @@ PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star
 NO_ANGLES = "noangles.star"
 SETTINGS = ("model", "phase_flip", "none")
 NUM_CONFORMATIONS = 20
-options.define_flags()
+configs.define_flags()
 flags.DEFINE_string("work_dir", "/tmp/rotinv_ctf", "Stacks, runs and SavedModels.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: one stack and one run per setting each.")
 flags.DEFINE_integer("num_particles", 2000, "Particles per stack.")
@@ -147,27 +147,27 @@ def mean_image_row(truth_folder: str) -> dict:
     return {"disc_avg_mse": float(squared.mean())}
 
 
-def train_and_score(base: training.TrainConfig, name: str, folder: str, correction: str,
+def train_and_score(base: Config, name: str, folder: str, correction: str,
                     truth_folder: str, defocus: np.ndarray) -> dict:
-    config = dataclasses.replace(
-        base, name=name, model_dir=os.path.join(FLAGS.work_dir, "runs", name),
+    config = base.replace(
+        name=name, model_dir=os.path.join(FLAGS.work_dir, "runs", name),
         export_dir=os.path.join(FLAGS.work_dir, "saved_models"), ctf_correction=correction,
-        dataset_options={"stack": os.path.join(folder, PARTICLES),
-                         "star": os.path.join(folder, NO_ANGLES) if correction != "auto"
-                         else None},  # auto: the CTF-free stack, whose STAR file adds nothing
+        dataset="particle_stack", stack=os.path.join(folder, PARTICLES),
+        # auto: the CTF-free stack, whose STAR file adds nothing
+        star=os.path.join(folder, NO_ANGLES) if correction != "auto" else None,
         data_dir=os.path.join(FLAGS.work_dir, "tfds"))
     result = training.train(config)
-    return {"frame": training.resolved_frame(config), "train_seconds": result.seconds,
+    return {"frame": resolved_frame(config), "train_seconds": result.seconds,
             "saved_model": result.export_path,
             **score(result.export_path, folder, truth_folder, defocus)}
 
 
 def main(argv: list[str]) -> None:
     del argv
-    base = options.config_from_flags(FLAGS)
+    base = configs.from_flags(FLAGS)
     num = FLAGS.num_particles
     if FLAGS.quick:
-        base = dataclasses.replace(base, epochs=1)
+        base = base.replace(epochs=1)
         num = 200
     suffix = "_quick" if FLAGS.quick else ""
     runs = []
@@ -180,17 +180,18 @@ def main(argv: list[str]) -> None:
         run = {"seed": seed, "mean image": mean_image_row(without)}
         for correction in SETTINGS:
             start = time.perf_counter()
-            run[correction] = train_and_score(dataclasses.replace(base, seed=seed, frame="auto"),
+            run[correction] = train_and_score(base.replace(seed=seed, frame="auto"),
                                               f"{correction}_{tag}", with_ctf, correction,
                                               without, defocus)
             run[correction]["wall_seconds"] = time.perf_counter() - start
             print(json.dumps({correction: run[correction]}), flush=True)
         run["no CTF in the data"] = train_and_score(
-            dataclasses.replace(base, seed=seed, frame="auto"), f"noctf_{tag}", without, "auto",
+            base.replace(seed=seed, frame="auto"), f"noctf_{tag}", without, "auto",
             without, defocus)
         runs.append(run)
         report = {"num_particles": num, "image_size": FLAGS.image_size, "snr": FLAGS.stack_snr,
-                  "epochs": base.epochs, "batch_size": base.batch_size, "runs": runs}
+                  "epochs": base.schedule.epochs, "batch_size": base.schedule.batch_size,
+                  "runs": runs}
         write_results(f"ctf{suffix}", report, markdown(report))
 
 

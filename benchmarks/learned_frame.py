@@ -15,7 +15,6 @@ Writes `benchmarks/results/learned_frame.{md,json}`; `--quick` is a smoke run wh
 nothing (written with a `_quick` suffix); `--rescore=learned_frame.json` scores the SavedModels of
 an earlier run again without training.
 """
-import dataclasses
 import json
 import math
 import os
@@ -33,13 +32,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report_files import RESULTS, mean_std, write_results  # noqa: E402
 from data_pipeline.formats import star  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
-from rotinv_tf import options, training  # noqa: E402
+from rotinv_tf import config as configs, training  # noqa: E402
+from rotinv_tf.config import Config  # noqa: E402
 from rotinv_tf.evaluation import estimate_frame_rotation  # noqa: E402
 from rotinv_tf.inference import canonicalize_particles  # noqa: E402
 
 # What `python -m data_pipeline.simulate` writes (run as a program: it defines flags of its own).
 PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star"
-options.define_flags()
+configs.define_flags()
 flags.DEFINE_string("work_dir", "/tmp/rotinv_learned_frame", "Stacks, runs and SavedModels.")
 flags.DEFINE_list("snrs", ["1", "0.1"], "SNRs of the stacks.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: one stack and one training run each.")
@@ -63,7 +63,7 @@ def _stack(folder: str, snr: float, seed: int, num: int) -> str:
 
 def _true_psi(folder: str) -> np.ndarray:
     table = star.particles_block(star.read_star(os.path.join(folder, STAR)))
-    return star.psi_degrees_to_angle(np.array(table.column("rlnAnglePsi"), np.float64))
+    return star.psi_degrees_to_angle(np.array(table.column(star.ANGLE_PSI), np.float64))
 
 
 def _read(path: str) -> np.ndarray:
@@ -79,7 +79,7 @@ def score(folder: str, saved_model: str, out: str, refine: bool) -> dict:
                                      os.path.join(out, "canonical.mrcs"),
                                      os.path.join(out, "canonical.star"), refine=refine)
     table = star.particles_block(star.read_star(summary.star))
-    predicted = star.psi_degrees_to_angle(np.array(table.column("rlnAnglePsi"), np.float64))
+    predicted = star.psi_degrees_to_angle(np.array(table.column(star.ANGLE_PSI), np.float64))
     true = _true_psi(folder)
     offset = estimate_frame_rotation(true, predicted)
     error = np.abs(np.degrees(np.angle(np.exp(1j * (true - predicted - offset)))))
@@ -133,15 +133,15 @@ def scores(saved_model: str, name: str, folder: str, new: str) -> dict:
     return row
 
 
-def train_and_score(base: training.TrainConfig, name: str, folder: str, new: str,
+def train_and_score(base: Config, name: str, folder: str, new: str,
                     star_file: str | None) -> dict:
-    config = dataclasses.replace(
-        base, name=name, model_dir=os.path.join(FLAGS.work_dir, "runs", name),
-        export_dir=os.path.join(FLAGS.work_dir, "saved_models"),
-        dataset_options={"stack": os.path.join(folder, PARTICLES), "star": star_file},
+    config = base.replace(
+        name=name, model_dir=os.path.join(FLAGS.work_dir, "runs", name),
+        export_dir=os.path.join(FLAGS.work_dir, "saved_models"), dataset="particle_stack",
+        stack=os.path.join(folder, PARTICLES), star=star_file,
         data_dir=os.path.join(FLAGS.work_dir, "tfds"))
     result = training.train(config)
-    return {"frame": training.resolved_frame(config), "train_seconds": result.seconds,
+    return {"frame": configs.resolved_frame(config), "train_seconds": result.seconds,
             "saved_model": result.export_path, **scores(result.export_path, name, folder, new)}
 
 
@@ -168,10 +168,10 @@ def main(argv: list[str]) -> None:
         report = rescore(FLAGS.rescore)
         write_results("learned_frame", report, markdown(report))
         return
-    base = options.config_from_flags(FLAGS)
+    base = configs.from_flags(FLAGS)
     num = FLAGS.num_particles
     if FLAGS.quick:
-        base = dataclasses.replace(base, epochs=1)
+        base = base.replace(epochs=1)
         num = 200
     runs = []
     for snr in map(float, FLAGS.snrs):
@@ -182,17 +182,17 @@ def main(argv: list[str]) -> None:
                          seed + 1000, num)
             run = {"snr": snr, "seed": seed, "trivial": trivial_rows(folder)}
             start = time.perf_counter()
-            run["learned"] = train_and_score(dataclasses.replace(base, seed=seed, frame="auto"),
+            run["learned"] = train_and_score(base.replace(seed=seed, frame="auto"),
                                              f"lf_{tag}", folder, new, None)
             run["learned"]["wall_seconds"] = time.perf_counter() - start
             if FLAGS.supervised:
                 run["supervised"] = train_and_score(
-                    dataclasses.replace(base, seed=seed, frame="auto"), f"sup_{tag}", folder,
+                    base.replace(seed=seed, frame="auto"), f"sup_{tag}", folder,
                     new, os.path.join(folder, STAR))
             runs.append(run)
             print(json.dumps(run, indent=1), flush=True)
-    report = {"num_particles": num, "image_size": FLAGS.image_size, "epochs": base.epochs,
-              "batch_size": base.batch_size, "runs": runs}
+    report = {"num_particles": num, "image_size": FLAGS.image_size,
+              "epochs": base.schedule.epochs, "batch_size": base.schedule.batch_size, "runs": runs}
     write_results("learned_frame" + ("_quick" if FLAGS.quick else ""), report, markdown(report))
 
 

@@ -21,7 +21,6 @@ Writes `benchmarks/results/poses.{md,json}` after every stack (a cut-short run k
 `--quick` is a smoke run whose numbers mean nothing (`poses_quick.*`); `--merge` joins the results
 of runs made in separate processes (stacks or methods side by side on a loaded machine).
 """
-import dataclasses
 import glob
 import json
 import math
@@ -43,7 +42,8 @@ from data_pipeline.formats import star  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
 from data_pipeline.simulated_stack import PARTICLES, write_stack  # noqa: E402
 from data_pipeline.simulator import SimulationConfig  # noqa: E402
-from rotinv_tf import options, training  # noqa: E402
+from rotinv_tf import config as configs, training  # noqa: E402
+from rotinv_tf.config import Config  # noqa: E402
 from rotinv_tf.inference import canonicalize_particles  # noqa: E402
 from rotinv_tf.pose.classical import (align_reference_free, align_to_templates,  # noqa: E402
                                       invariant_features, pca)
@@ -53,7 +53,7 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 STACKS = {"homogeneous_snr1": (False, 1.0), "homogeneous_snr0.1": (False, 0.1),
           "heterogeneous_snr1": (True, 1.0), "heterogeneous_snr0.1": (True, 0.1)}
 CONFORMATION_BINS, VIEWS, FEATURE_DIMS = 5, 3, 20
-options.define_flags()
+configs.define_flags()
 flags.DEFINE_string("work_dir", "/tmp/rotinv_poses", "Stacks, RELION runs and SavedModels.")
 flags.DEFINE_list("stacks", list(STACKS), f"Stacks to run, of {', '.join(STACKS)}.")
 flags.DEFINE_integer("num_particles", 3000, "Particles per stack (and per new-particle stack).")
@@ -187,13 +187,13 @@ def classical_rows(stack, new, images: np.ndarray, new_images: np.ndarray, class
     return rows
 
 
-def train(base: training.TrainConfig, name: str, folder: str) -> training.TrainResult:
-    config = dataclasses.replace(
-        base, name=name, model_dir=os.path.join(FLAGS.work_dir, "runs", name),
-        export_dir=os.path.join(FLAGS.work_dir, "saved_models"),
-        dataset_options={"stack": os.path.join(folder, PARTICLES), "star": None},
+def train(base: Config, name: str, folder: str) -> training.TrainResult:
+    config = base.replace(
+        name=name, model_dir=os.path.join(FLAGS.work_dir, "runs", name),
+        export_dir=os.path.join(FLAGS.work_dir, "saved_models"), dataset="particle_stack",
+        stack=os.path.join(folder, PARTICLES), star=None,
         data_dir=os.path.join(FLAGS.work_dir, "tfds"))
-    shutil.rmtree(config.model_dir, ignore_errors=True)
+    shutil.rmtree(config.runtime.run_dir, ignore_errors=True)
     return training.train(config)
 
 
@@ -236,7 +236,7 @@ def network_rows(base, tag: str, stack, new, images: np.ndarray, heterogeneous: 
     return rows
 
 
-def run_stack(tag: str, base: training.TrainConfig, num: int) -> dict:
+def run_stack(tag: str, base: Config, num: int) -> dict:
     heterogeneous, snr = STACKS[tag]
     folder = os.path.join(FLAGS.work_dir, "stacks", tag)
     stack = write_stack(folder, stack_config(heterogeneous, snr, 0, num), num)
@@ -251,12 +251,12 @@ def run_stack(tag: str, base: training.TrainConfig, num: int) -> dict:
             print("RELION 2D skipped: relion_refine is not installed", flush=True)
     rows += classical_rows(stack, new, images, new_images, views, heterogeneous)
     if "svae" not in FLAGS.skip:
-        svae = dataclasses.replace(base, model="spatial_vae", frame="auto",
-                                   epochs=FLAGS.svae_epochs or base.epochs,
-                                   svae_hidden_units=128)
+        svae = base.replace(model="spatial_vae", frame="auto",
+                            epochs=FLAGS.svae_epochs or base.schedule.epochs,
+                            svae_hidden_units=128)
         rows += network_rows(svae, tag, stack, new, images, heterogeneous, "spatial_vae")
     if "ours" not in FLAGS.skip:
-        ours = dataclasses.replace(base, frame="learned", frame_classes=views)
+        ours = base.replace(frame="learned", frame_classes=views)
         rows += network_rows(ours, tag, stack, new, images, heterogeneous, "ours")
     return {"stack": tag, "heterogeneous": heterogeneous, "snr": snr, "views": views,
             "particles": num, "rows": rows}
@@ -294,14 +294,15 @@ def main(argv: list[str]) -> None:
     unknown = set(FLAGS.stacks) - set(STACKS)
     if unknown:
         raise app.UsageError(f"unknown stacks {sorted(unknown)}; expected some of {list(STACKS)}")
-    base = options.config_from_flags(FLAGS)
+    base = configs.from_flags(FLAGS)
     num = FLAGS.num_particles
     if FLAGS.quick:
-        base = dataclasses.replace(base, epochs=1, lr_decay_epoch=0)
+        base = base.replace(epochs=1, lr_decay_epoch=0)
         num, FLAGS.relion_iter = 300, 2
     report = {"settings": {"num_particles": num, "image_size": FLAGS.image_size,
-                           "epochs": base.epochs, "svae_epochs": FLAGS.svae_epochs or base.epochs,
-                           "batch_size": base.batch_size, "relion_iter": FLAGS.relion_iter,
+                           "epochs": base.schedule.epochs,
+                           "svae_epochs": FLAGS.svae_epochs or base.schedule.epochs,
+                           "batch_size": base.schedule.batch_size, "relion_iter": FLAGS.relion_iter,
                            "relion_threads": FLAGS.relion_threads, "skip": FLAGS.skip},
               "stacks": []}
     for tag in FLAGS.stacks:

@@ -38,6 +38,7 @@ from data_pipeline.errors import DataError  # noqa: E402
 from data_pipeline.preprocessing import mean_image  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
 from rotinv_tf import evaluation, training  # noqa: E402
+from rotinv_tf.config import Config  # noqa: E402
 from rotinv_tf.serving import load_serving_model  # noqa: E402
 
 METHODS = {"ours": "autoencoder", "spatial_vae": "spatial_vae"}
@@ -175,23 +176,27 @@ def data_options(key: str, schedule: Schedule, mnist_dir: str | None) -> dict:
 
 
 def train_config(key: str, method: str, schedule: Schedule, options: dict, work_dir: str,
-                 data_dir: str | None, eval_angle_seed: int) -> training.TrainConfig:
-    """The `TrainConfig` of one (data set, method) run."""
+                 data_dir: str | None, eval_angle_seed: int) -> Config:
+    """The `Config` of one (data set, method) run."""
     spec, run = DATA[key], schedule.runs[(key, method)]
     name = f"{key}_{method}"
-    return training.TrainConfig(
-        name=name, dataset=spec.dataset, dataset_options=options, data_dir=data_dir,
+    data = ({"mnist_dir": options["mnist_dir"]} if "mnist_dir" in options else
+            {f"sim_{k}": v for k, v in options["simulation"].items()})
+    return Config().replace(
+        name=name, dataset=spec.dataset, data_dir=data_dir, **data,
         model=METHODS[method], epochs=run.epochs, batch_size=run.batch_size,
-        steps_per_epoch=run.steps_per_epoch, learning_rate=run.learning_rate,
+        steps_per_epoch=run.steps_per_epoch or 0, learning_rate=run.learning_rate,
         critic_learning_rate=run.learning_rate, lr_decay_epoch=run.lr_decay_epoch,
-        angle_distribution=spec.angle_distribution, angle_scale=spec.angle_scale,
+        angle_distribution=spec.angle_distribution,
+        angle_scale_deg=math.degrees(spec.angle_scale),
         svae_hidden_units=run.svae_hidden_units, svae_num_hidden_layers=run.svae_num_hidden_layers,
-        svae_likelihood=spec.svae_likelihood, svae_rotation_prior_std=spec.svae_rotation_prior_std,
+        svae_likelihood=spec.svae_likelihood,
+        svae_rotation_prior_std_deg=math.degrees(spec.svae_rotation_prior_std),
         svae_standardize=spec.svae_standardize,
         svae_rotation_kl_mean_penalty=spec.svae_rotation_kl_mean_penalty,
         model_dir=os.path.join(work_dir, schedule.name, name),
         export_dir=os.path.join(work_dir, schedule.name, "saved_models"),
-        eval_angle_seed=eval_angle_seed, verbose=2)
+        eval_angle_seed=eval_angle_seed)
 
 
 def schedule_text(run: Run, method: str, steps_per_epoch: int) -> str:
@@ -227,10 +232,10 @@ def estimate_seconds(schedule: Schedule, sizes: dict) -> float:
 # Training and evaluation.
 
 
-def train_method(config: training.TrainConfig) -> dict:
+def train_method(config: Config) -> dict:
     """Trains one run from scratch; returns its export path, time and median images/s."""
-    shutil.rmtree(config.model_dir, ignore_errors=True)  # fresh, so the time is the whole run
-    result = training.train(config)
+    shutil.rmtree(config.runtime.run_dir, ignore_errors=True)  # fresh: the time is the whole run
+    result = training.train(config, verbose=2)
     keras.backend.clear_session()
     rates = result.history.get("train_images_per_second", [])
     steady = rates[1:] or rates  # the first epoch includes tracing

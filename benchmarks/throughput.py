@@ -7,8 +7,8 @@ beside the authors' PyTorch step timed in the same run.
         [--data_dir=...] [--output=...] [--quick]
 
 Rows, each the median images/s over `--windows` timed windows after warm-up (min and max beside):
-1. the input pipeline alone: `input_fn.train_input('simulated_particles', ...)` without the cache
-   (TFRecords read, parsed, normalised; a small simulated set built once in --data_dir);
+1. the input pipeline alone: the simulated set's TFRecords read, parsed, normalised and batched as
+   `input_fn` does before its cache is filled (a small simulated set built once in --data_dir);
 2. the training step of `RotationInvariantAutoencoder` built by `rotinv_tf.training.build_model`
    as a real run is (on-device rotation, encoder, decoder, generator losses, the WGAN-GP critic
    update every 4th step), on one in-memory batch, at 28x28 and 40x40, for each of
@@ -42,11 +42,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from data_pipeline import cli, input_fn  # noqa: E402
+from data_pipeline import cli, datasets  # noqa: E402
 from data_pipeline.atomic import write_text  # noqa: E402
 from data_pipeline.preprocessing import Normalization  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
 from rotinv_tf import training  # noqa: E402
+from rotinv_tf.config import Config  # noqa: E402
 from rotinv_tf.export import export_saved_model  # noqa: E402
 from rotinv_tf.networks import ARCHITECTURES, build_networks, multiply_adds  # noqa: E402
 
@@ -70,7 +71,7 @@ flags.DEFINE_integer("inference_batch_size", 1024, "SavedModel inference batch s
 flags.DEFINE_integer("latent_dim", 32, "Latent size (the paper's).")
 flags.DEFINE_list("architectures", ["paper", "default"], "Our architectures to time.")
 flags.DEFINE_list("widths", ["32:16"], "Default architecture widths to time, each "
-                  "FILTERS:CRITIC_FILTERS (TrainConfig.filters and .critic_filters).")
+                  "FILTERS:CRITIC_FILTERS (--filters and --critic_filters).")
 flags.DEFINE_integer("steps", 8, "Training steps (inference calls) per timed window.")
 flags.DEFINE_integer("windows", 5, "Timed windows per row; the median is reported.")
 flags.DEFINE_list("modes", ["function"], f"Training-step settings to time, of {MODES}.")
@@ -163,9 +164,9 @@ def _model(size: int, architecture: str, width: tuple[int, int], jit: bool,
            precision: str = "float32") -> keras.Model:
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy(precision)
-    config = training.TrainConfig(latent_dim=FLAGS.latent_dim, architecture=architecture,
-                                  filters=width[0] or 32, critic_filters=width[1] or 16,
-                                  jit_compile=jit, mixed_precision=precision)
+    config = Config().replace(latent_dim=FLAGS.latent_dim, architecture=architecture,
+                              filters=width[0] or 32, critic_filters=width[1] or 16,
+                              jit_compile=jit, mixed_precision=precision)
     model = training.build_model(config, size)
     keras.mixed_precision.set_global_policy("float32")
     return model
@@ -237,17 +238,19 @@ def _with_ratios(rows: list[dict]) -> list[dict]:
 
 
 def bench_input_pipeline(data_dir: str, size: int, batch: int, windows: int, quick: bool) -> dict:
-    """Batches/s of the uncached training pipeline on a small simulated set (built once)."""
+    """Batches/s of reading and batching the TFRecords of a small simulated set (built once), as
+    the training pipeline's first epoch does before its in-memory cache is filled."""
     per_conformation = 100 if quick else 500
     simulation = {"image_size": size, "num_conformations": 10,
                   "images_per_conformation": per_conformation, "test_conformations": 2}
-    dataset, _ = input_fn.train_input("simulated_particles", batch, data_dir=data_dir,
-                                      cache=False, simulation=simulation)
-    iterator = iter(dataset.repeat())
+    dataset, normalization = datasets.load("simulated_particles", "train", data_dir,
+                                           simulation=simulation)
+    dataset = dataset.map(lambda e: normalization.normalize(e["image"]),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+    iterator = iter(dataset.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE).repeat())
     calls = max(1, 8 * per_conformation // batch)  # about one pass over the 8 training classes
     candidate = Candidate(_row("input pipeline (TFRecords, uncached)", size, "tensorflow", "-",
-                               "float32", "tf.data AUTOTUNE"),
-                          lambda: next(iterator)["image"], batch)
+                               "float32", "tf.data AUTOTUNE"), lambda: next(iterator), batch)
     return _with_ratios(time_interleaved([candidate], calls, windows, calls))[0]
 
 
@@ -361,8 +364,8 @@ def main(argv: list[str]) -> None:
             f"{tf.config.threading.get_inter_op_parallelism_threads()}",
         "load average (1 min) before / after": f"{load_before[0]:.2f} / {load_after[0]:.2f}",
         "settings": (f"batch {FLAGS.batch_size} (training), {len(images)} (inference), latent "
-                     f"{FLAGS.latent_dim}, Adam (weight decay 1e-5), generator:critic 4:1, "
-                     f"windows {windows}" + (", --quick (smoke run)" if quick else "")),
+                     f"{FLAGS.latent_dim}, Adam (β₁ 0.5, weight decay 1e-5 as PyTorch), "
+                     f"generator:critic 4:1, windows {windows}" + (", --quick (smoke run)" if quick else "")),
         "wall time": f"{time.perf_counter() - started:.0f} s",
     }
     text = report(rows, header, multiply_add_table(sizes, widths))

@@ -17,6 +17,7 @@ import tensorflow as tf
 from data_pipeline import datasets, rotation
 from data_pipeline.ctf import CTF_FEATURES
 from data_pipeline.preprocessing import Normalization
+from data_pipeline.settings import STREAMED_DATASETS
 
 MODEL_KEYS = ("image", "observed", "angle", "index", *CTF_FEATURES)
 IMAGE_KEYS = ("image", "observed")
@@ -33,16 +34,17 @@ def _model_inputs(dataset: tf.data.Dataset, normalization: Normalization) -> tf.
 
 
 def train_input(name: str, batch_size: int, *, data_dir: str | None = None, seed: int = 0,
-                shuffle_buffer: int = 10_000, cache: bool = True, drop_remainder: bool = True,
+                shuffle_buffer: int = 10_000, drop_remainder: bool = True,
                 **dataset_options: Any) -> tuple[tf.data.Dataset, Normalization]:
-    """The training split: normalised, cached, shuffled (seeded, anew each epoch), batched.
+    """The training split: normalised, shuffled (seeded, anew each epoch), batched; cached in
+    memory after the first epoch, but for the data sets streamed from their files every epoch
+    (`settings.STREAMED_DATASETS`: a particle stack may be larger than memory).
 
     `dataset_options` go to `datasets.load` (mnist_dir, manual_dir, stack, star, simulation).
-    Use `cache=False` for data larger than memory, such as a big particle stack.
     """
     dataset, normalization = datasets.load(name, "train", data_dir, **dataset_options)
     dataset = _model_inputs(dataset, normalization)
-    if cache:
+    if name not in STREAMED_DATASETS:
         dataset = dataset.cache()
     dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)

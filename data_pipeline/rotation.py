@@ -1,9 +1,5 @@
-"""Batched in-plane rotation of images, built on the core TF op `ImageProjectiveTransformV3`.
-
-Convention, used everywhere in the project: an angle θ in radians, counter-clockwise positive as the
-image is displayed (row 0 at the top), about the centre ((W-1)/2, (H-1)/2). `rotate(x, π/2)` equals
-`np.rot90(x)` on the spatial axes. A dataset's `angle` is the rotation that maps `image` (canonical)
-to `observed`: `observed = rotate(image, angle)`.
+"""Batched in-plane rotation of images, built on the core TF op `ImageProjectiveTransformV3`, and
+random or fixed angles to rotate by (the convention: `data_pipeline/angles.py`).
 
 `ImageProjectiveTransformV3` has CPU and GPU kernels, so calling `rotate` inside a compiled train
 step keeps the augmentation on the accelerator.
@@ -11,10 +7,10 @@ step keeps the augmentation on the accelerator.
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-ANGLE_DISTRIBUTIONS = ("uniform", "normal")
+from data_pipeline.settings import ANGLE_DISTRIBUTIONS
+
 
 
 def rotation_transforms(angles: tf.Tensor, height: int, width: int) -> tf.Tensor:
@@ -36,7 +32,7 @@ def rotation_transforms(angles: tf.Tensor, height: int, width: int) -> tf.Tensor
 
 def rotate(images: tf.Tensor, angles: tf.Tensor, fill_value: float = 0.0,
            xla_compatible: bool = False) -> tf.Tensor:
-    """Rotates each image of a [batch, H, W, C] tensor by its own angle (radians, CCW positive).
+    """Rotates each image of a [batch, H, W, C] tensor by its own angle (`data_pipeline.angles`).
 
     Bilinear interpolation; pixels that come from outside the image take `fill_value`. The default
     uses `ImageProjectiveTransformV3`, which XLA cannot compile; `xla_compatible=True` computes the
@@ -120,13 +116,3 @@ def fixed_angles(indices: tf.Tensor, seed: int, distribution: str = "uniform",
         return tf.random.stateless_normal([], pair)
 
     return tf.map_fn(one, indices, fn_output_signature=tf.float32) * scale
-
-
-def wrap_degrees(degrees: np.ndarray | float) -> np.ndarray | float:
-    """Wraps angles in degrees to (-180, 180] (numpy twin of `wrap_angle`, for files and reports)."""
-    return 180.0 - np.mod(180.0 - np.asarray(degrees, np.float64), 360.0)
-
-
-def wrap_angle(angles: tf.Tensor) -> tf.Tensor:
-    """Wraps angles to (-π, π]."""
-    return -(tf.math.floormod(-angles + math.pi, 2.0 * math.pi) - math.pi)

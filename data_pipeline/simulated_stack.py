@@ -7,9 +7,10 @@ Writes, each atomically (all three renamed into place only when everything succe
                   (`000001@particles.mrcs`, 1-based), rlnAnglePsi (the true in-plane angle θ in
                   degrees, `star.angle_to_psi_degrees`), rlnOriginXAngst/YAngst (RELION: the
                   particle sits at the box centre minus the origin), rlnDefocusU/V/Angle (with
-                  a CTF) and rlnClassNumber (conformation + 1).
+                  a CTF) and rlnClassNumber (conformation + 1); its rows are written a chunk at a
+                  time.
 Image i is the simulator's image with global id i. The per-image truth the STAR file has no column
-for (view, hinge angle) is returned instead.
+for (view, hinge angle) is returned instead (a few numbers per image).
 """
 import contextlib
 import dataclasses
@@ -18,9 +19,9 @@ import os
 import numpy as np
 
 from data_pipeline import simulator as sim
-from data_pipeline.atomic import atomic_path
+from data_pipeline.formats import star
 from data_pipeline.formats.mrc import StackWriter
-from data_pipeline.formats.star import StarBlock, angle_to_psi_degrees, write_star
+from data_pipeline.settings import SimulationConfig
 
 PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star"
 CHUNK = 1000
@@ -40,33 +41,30 @@ class SimulatedStack:
         return os.path.join(self.folder, name)
 
 
-def star_blocks(config: sim.SimulationConfig, pixel_size: float, truth: dict[str, np.ndarray]
-                ) -> dict[str, StarBlock]:
-    """The optics and particles blocks for the simulated images."""
-    optics = StarBlock(
-        columns=["rlnOpticsGroup", "rlnOpticsGroupName", "rlnVoltage", "rlnSphericalAberration",
-                 "rlnAmplitudeContrast", "rlnImagePixelSize", "rlnImageSize",
-                 "rlnImageDimensionality"],
-        rows=[["1", "opticsGroup1", f"{config.voltage:g}", f"{config.spherical_aberration:g}",
-               f"{config.amplitude_contrast:g}", f"{pixel_size:.6f}", str(config.image_size), "2"]])
-    columns = ["rlnImageName", "rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst",
-               "rlnClassNumber", "rlnOpticsGroup"]
-    if config.ctf:
-        columns += ["rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"]
-    psi = angle_to_psi_degrees(truth["angle"].astype(np.float64))
+def particle_columns(config: SimulationConfig) -> list[str]:
+    """The columns of the STAR file's particle table."""
+    columns = [star.IMAGE_NAME, star.ANGLE_PSI, *star.ORIGIN_COLUMNS, "rlnClassNumber",
+               star.OPTICS_GROUP]
+    return columns + (list(star.DEFOCUS_COLUMNS) if config.ctf else [])
+
+
+def particle_rows(config: SimulationConfig, pixel_size: float, truth: dict[str, np.ndarray]
+                  ) -> list[list[str]]:
+    """The particle table's rows for simulated images (`Simulator.simulate`'s arrays)."""
+    psi = star.angle_to_psi_degrees(truth["angle"].astype(np.float64))
     origin = -truth["shift"].astype(np.float64) * pixel_size
     rows = []
     for i, image_id in enumerate(truth["id"]):
-        row = [f"{image_id + 1:06d}@{PARTICLES}", f"{psi[i]:.6f}", f"{origin[i, 0]:.6f}",
+        row = [star.image_name(image_id + 1, PARTICLES), f"{psi[i]:.6f}", f"{origin[i, 0]:.6f}",
                f"{origin[i, 1]:.6f}", str(truth["conformation"][i] + 1), "1"]
         if config.ctf:
             defocus = f"{truth['defocus'][i] * 1e4:.2f}"
             row += [defocus, defocus, "0.0"]
         rows.append(row)
-    return {"optics": optics, "particles": StarBlock(columns=columns, rows=rows)}
+    return rows
 
 
-def write_stack(output_dir: str, config: sim.SimulationConfig, num_images: int
+def write_stack(output_dir: str, config: SimulationConfig, num_images: int
                 ) -> SimulatedStack:
     """Simulates images 0 .. num_images - 1 into `output_dir` (module docstring)."""
     simulator = sim.Simulator(config)
@@ -76,13 +74,16 @@ def write_stack(output_dir: str, config: sim.SimulationConfig, num_images: int
             os.path.join(output_dir, PARTICLES), num_images, size, size, pixel))
         canonical = outputs.enter_context(StackWriter(
             os.path.join(output_dir, CANONICAL), num_images, size, size, pixel))
-        star_tmp = outputs.enter_context(atomic_path(os.path.join(output_dir, STAR)))
+        table = outputs.enter_context(star.StarWriter(os.path.join(output_dir, STAR)))
+        table.write_block("optics", star.optics_block(
+            pixel, size, config.voltage, config.spherical_aberration, config.amplitude_contrast))
+        table.begin_loop("particles", particle_columns(config))
         chunks = []
         for start in range(0, num_images, CHUNK):
             chunk = simulator.simulate(np.arange(start, min(start + CHUNK, num_images)))
             observed.write(start, chunk["observed"])
             canonical.write(start, chunk["image"])
+            table.write_rows(particle_rows(config, pixel, chunk))
             chunks.append({k: chunk[k] for k in TRUTH_KEYS})
-        truth = {k: np.concatenate([c[k] for c in chunks]) for k in TRUTH_KEYS}
-        write_star(star_tmp, star_blocks(config, pixel, truth))
+    truth = {k: np.concatenate([c[k] for c in chunks]) for k in TRUTH_KEYS}
     return SimulatedStack(output_dir, pixel, truth)

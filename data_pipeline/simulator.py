@@ -38,8 +38,8 @@ import numpy as np
 
 from data_pipeline import ctf
 from data_pipeline.errors import DataError
+from data_pipeline.settings import SimulationConfig  # noqa: F401 (the settings it simulates)
 
-ANGLE_DISTRIBUTIONS = ("uniform", "normal")
 SPLITS = ("train", "test")
 # Fraction of the box width spanned by the molecule's diameter when the pixel size is automatic.
 FILL_FRACTION = 0.65
@@ -49,79 +49,6 @@ MIN_SIGMA_PIXELS = 1.0
 BUILTIN_SEED = 5
 ATOM_SIGMA_ANGSTROM = 1.0  # std of one real atom's pseudo-atom
 DENSITY_THRESHOLD = 1e-3  # projected density below this fraction of the maximum is solvent
-
-
-@dataclasses.dataclass(frozen=True)
-class SimulationConfig:
-    """Every setting of a simulated dataset; the defaults reproduce the 5HDB layout.
-
-    Units: pixel_size Å (None: chosen so the molecule spans 65% of the box), angles radians,
-    max_shift pixels, defocus µm, voltage kV, spherical_aberration mm. `snr` is signal variance over
-    noise variance per image (math.inf: no noise). `angle_std` is used by the normal distribution
-    only; the optics settings only with `ctf`. A user model (`atomic_model` or `density_map`) is
-    rigid: its conformations are identical and only label the images. `continuous_conformations`,
-    `num_views` and `view_tilt` (radians): module docstring.
-    """
-
-    image_size: int = 40
-    pixel_size: float | None = None
-    num_conformations: int = 20
-    images_per_conformation: int = 1000
-    test_conformations: int = 4
-    snr: float = 0.1
-    angle_distribution: str = "uniform"
-    angle_std: float = 0.5
-    max_shift: float = 0.0
-    ctf: bool = False
-    defocus_min: float = 1.0
-    defocus_max: float = 2.5
-    voltage: float = 300.0
-    spherical_aberration: float = 2.7
-    amplitude_contrast: float = 0.1
-    atomic_model: str | None = None
-    density_map: str | None = None
-    seed: int = 0
-    continuous_conformations: bool = False
-    num_views: int = 1
-    view_tilt: float = math.radians(40.0)
-
-    def __post_init__(self):
-        problems = []
-        if self.image_size < 4:
-            problems.append(f"image_size must be at least 4, got {self.image_size}")
-        if self.pixel_size is not None and not self.pixel_size > 0:
-            problems.append(f"pixel_size must be positive, got {self.pixel_size}")
-        if self.num_conformations < 1 or self.images_per_conformation < 1:
-            problems.append("num_conformations and images_per_conformation must be positive")
-        if not 0 <= self.test_conformations < self.num_conformations:
-            problems.append(f"test_conformations must be in [0, {self.num_conformations}), "
-                            f"got {self.test_conformations}")
-        if not self.snr > 0:
-            problems.append(f"snr must be positive, got {self.snr}")
-        if self.angle_distribution not in ANGLE_DISTRIBUTIONS:
-            problems.append(f"angle_distribution must be one of {ANGLE_DISTRIBUTIONS}, "
-                            f"got {self.angle_distribution!r}")
-        if not self.angle_std >= 0 or not self.max_shift >= 0:
-            problems.append("angle_std and max_shift must be non-negative")
-        if not 0 < self.defocus_min <= self.defocus_max:
-            problems.append(f"need 0 < defocus_min <= defocus_max, got {self.defocus_min}, "
-                            f"{self.defocus_max}")
-        if not 0 <= self.amplitude_contrast <= 1 or not self.voltage > 0:
-            problems.append("amplitude_contrast must be in [0, 1] and voltage positive")
-        if self.atomic_model and self.density_map:
-            problems.append("give at most one of atomic_model and density_map")
-        if self.seed < 0:
-            problems.append(f"seed must be non-negative, got {self.seed}")
-        if self.num_views < 1:
-            problems.append(f"num_views must be positive, got {self.num_views}")
-        if not 0 <= self.view_tilt <= math.pi:
-            problems.append(f"view_tilt must be in [0, π], got {self.view_tilt}")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    @property
-    def num_train_conformations(self) -> int:
-        return self.num_conformations - self.test_conformations
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,20 +17,19 @@ image; with `model` (cryoDRGN's forward model) it returns the CTF-free canonical
 and the critic see it modulated by the particle's CTF (its astigmatism turned with the frame). The
 CTF acts on raw pixel values, so it is applied about `raw_zero`, the normalised value of raw 0.
 """
-import dataclasses
 import math
 
 import keras
 import tensorflow as tf
 
 from data_pipeline import ctf
-from data_pipeline.rotation import rotate, sample_angles, wrap_angle
-from rotinv_tf import losses
+from data_pipeline.angles import wrap_angle
+from data_pipeline.rotation import rotate, sample_angles
+from data_pipeline.settings import raise_problems
+from rotinv_tf import losses, replicas
+from rotinv_tf.config import AutoencoderConfig
 from rotinv_tf.networks import build_networks
 from rotinv_tf.pose.template_frame import TemplateFrame
-
-FRAMES = ("supervised", "learned")
-CTF_CORRECTIONS = ("none", "phase_flip", "model")
 
 _GENERATOR_METRICS = ("loss", "angle_loss", "reconstruction_loss", "adversarial_loss",
                       "angle_error_deg", "reconstruction_mse")
@@ -40,22 +39,27 @@ _CRITIC_METRICS = ("critic_loss", "wasserstein_distance", "gradient_penalty")
 class RotationInvariantAutoencoder(keras.Model):
     """Encoder + decoder + critic, with the paper's losses and its generator:critic schedule."""
 
-    def __init__(self, image_size: int, latent_dim: int = 32, filters: int = 32,
-                 critic_filters: int = 16, angle_distribution: str = "uniform",
-                 angle_scale: float = math.pi, seed: int = 0,
-                 augment_quarter_turns: bool = False, frame: str = "supervised",
-                 frame_angles: int = 128, frame_momentum: float = 0.1, frame_classes: int = 1,
-                 architecture: str = "default", ctf_correction: str = "none",
-                 optics: dict | None = None, raw_zero: float = 0.0, **kwargs):
-        """`augment_quarter_turns`: data that carries `observed`/`angle` (full-circle rotations) is
+    def __init__(self, image_size: int, angle_distribution: str = "uniform",
+                 angle_scale: float = math.pi, seed: int = 0, optics: dict | None = None,
+                 raw_zero: float = 0.0, name: str | None = None, **settings):
+        """`settings`: the fields of `AutoencoderConfig` (its defaults for those not given).
+        `angle_distribution`, `angle_scale` (radians): how training images without angles are
+        rotated on the device; `seed`: the model's random draws.
+
+        `augment_quarter_turns`: data that carries `observed`/`angle` (full-circle rotations) is
         turned further by a random multiple of 90° on each training step (θ becomes θ + kπ/2), so
         each noisy particle is seen in four poses. Quarter turns move pixels exactly: unlike a
         bilinear rotation they neither smooth the noise nor fill in corners, so training inputs
         keep the statistics of the data the model is evaluated on.
 
         `critic_filters`: the critic's width, apart from the encoder's and decoder's `filters`.
-        Its adversarial term has a small weight and its gradient penalty (a double backward
-        pass) is the dearest part of a step, so a narrow critic saves time where it costs least.
+        Its pull on the decoder is a small part of the reconstruction's (`losses.
+        reconstruction_loss`) and its gradient penalty (a double backward pass) is the dearest
+        part of a step, so a narrow critic saves time where it costs least.
+
+        Loss weights and the 4:1 schedule (`generator_steps_per_critic_step` = g: the critic is
+        updated on steps 1, 1 + g, 1 + 2g, ...) are settings too, as in the keras-io WGAN-GP
+        example.
 
         `frame="learned"`: each training `image` is an observed particle of unknown angle; the
         frame angle θ of the model's `TemplateFrame` (`frame_angles` polar bins, EM momentum
@@ -66,40 +70,41 @@ class RotationInvariantAutoencoder(keras.Model):
         (the authors' MLP encoder, DCGAN decoder and 2/4/8-channel critic; widths ignored).
 
         `ctf_correction` (module docstring) other than `none` needs `optics`, the fields of a
-        `data_pipeline.ctf.Optics`, and `raw_zero`."""
-        if frame not in FRAMES:
-            raise ValueError(f"unknown frame {frame!r}; expected one of {FRAMES}")
-        if ctf_correction not in CTF_CORRECTIONS:
-            raise ValueError(f"unknown ctf_correction {ctf_correction!r}; expected one of "
-                             f"{CTF_CORRECTIONS}")
-        if ctf_correction != "none" and optics is None:
-            raise ValueError(f"ctf_correction {ctf_correction!r} needs the optics")
-        super().__init__(**kwargs)
+        `data_pipeline.ctf.Optics`, and `raw_zero`, the data's normalised value of raw 0.
+
+        (An `auto` frame or CTF correction is resolved from the data by `training.build_model`; a
+        model made with one trains `supervised`, without a CTF.)"""
+        self.settings = AutoencoderConfig(**settings)
+        raise_problems(self.settings.problems())
+        if self.ctf_correction != "none" and optics is None:
+            raise ValueError(f"ctf_correction {self.ctf_correction!r} needs the optics")
+        super().__init__(name=name)
+        s = self.settings
         self.image_size = image_size
-        self.latent_dim = latent_dim
-        self.filters = filters
-        self.critic_filters = critic_filters
         self.angle_distribution = angle_distribution
         self.angle_scale = float(angle_scale)
-        self.seed = seed
-        self.augment_quarter_turns = augment_quarter_turns
-        self.frame = frame
-        self.frame_angles = frame_angles
-        self.frame_momentum = frame_momentum
-        self.frame_classes = frame_classes
-        self.ctf_correction = ctf_correction
         self.optics = ctf.Optics(**optics) if optics is not None else None
         self.raw_zero = float(raw_zero)
-        self.template_frame = (TemplateFrame(image_size, frame_angles, frame_momentum,
-                                             frame_classes)
-                               if frame == "learned" else None)
-        self.architecture = architecture
+        self.template_frame = (TemplateFrame(image_size, s.frame_angles, s.frame_momentum,
+                                             s.frame_classes)
+                               if self.frame == "learned" else None)
         self.encoder, self.decoder, self.critic = build_networks(
-            architecture, image_size, latent_dim, filters, critic_filters)
+            s.architecture, image_size, s.latent_dim, s.filters, s.critic_filters)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.trackers = {name: keras.metrics.Mean(name=name)
                          for name in _GENERATOR_METRICS + _CRITIC_METRICS}
         self.built = True  # the functional sub-networks own all the weights, already built
+
+    @property
+    def frame(self) -> str:
+        """supervised or learned (module docstring)."""
+        return "learned" if self.settings.frame == "learned" else "supervised"
+
+    @property
+    def ctf_correction(self) -> str:
+        """none, phase_flip or model (module docstring)."""
+        correction = self.settings.ctf_correction
+        return "none" if correction == "auto" else correction
 
     @property
     def wrap_angles(self) -> bool:
@@ -107,34 +112,12 @@ class RotationInvariantAutoencoder(keras.Model):
         return self.angle_distribution == "normal" or self.angle_scale >= math.pi - 1e-6
 
     def compile(self, generator_optimizer: keras.optimizers.Optimizer,
-                critic_optimizer: keras.optimizers.Optimizer, angle_weight: float = 1.0,
-                reconstruction_weight: float = 1.0, adversarial_weight: float = 1.0,
-                gp_weight: float = 10.0, generator_steps_per_critic_step: int = 4,
-                critic_steps_per_generator_step: int = 1, **kwargs) -> None:
-        """Sets optimizers, loss weights and the update schedule.
-
-        The weights are the paper's (Eq. 5): 1 on each term, with the reconstruction loss as
-        per-image norms (`losses.reconstruction_loss` says why).
-
-        With `generator_steps_per_critic_step` = g > 1 the critic is updated on every g-th step
-        only (the paper's 4:1); with `critic_steps_per_generator_step` = c > 1 it is updated c
-        times per step. At most one of the two may exceed 1.
-        """
-        if min(generator_steps_per_critic_step, critic_steps_per_generator_step) < 1:
-            raise ValueError("update ratios must be >= 1")
-        if generator_steps_per_critic_step > 1 and critic_steps_per_generator_step > 1:
-            raise ValueError("set generator_steps_per_critic_step or "
-                             "critic_steps_per_generator_step above 1, not both")
+                critic_optimizer: keras.optimizers.Optimizer, **kwargs) -> None:
+        """Sets the two optimizers (and builds them, so a restored run finds their slots)."""
         # Keras' own `optimizer` slot holds the generator's, so no unused default optimizer is made.
         super().compile(optimizer=generator_optimizer, **kwargs)
         self.generator_optimizer = generator_optimizer
         self.critic_optimizer = critic_optimizer
-        self.angle_weight = angle_weight
-        self.reconstruction_weight = reconstruction_weight
-        self.adversarial_weight = adversarial_weight
-        self.gp_weight = gp_weight
-        self.generator_steps_per_critic_step = generator_steps_per_critic_step
-        self.critic_steps_per_generator_step = critic_steps_per_generator_step
         self.generator_optimizer.build(self.generator_variables)
         self.critic_optimizer.build(self.critic.trainable_variables)
 
@@ -210,21 +193,6 @@ class RotationInvariantAutoencoder(keras.Model):
 
     # Training.
 
-    @staticmethod
-    def _replica_draw(draw, batch_size: tf.Tensor) -> tf.Tensor:
-        """`draw(n)` (n random rows) for this replica's `batch_size` examples.
-
-        The seed generator's state is mirrored, so replicas drawing `batch_size` rows each would
-        all get the same numbers; instead each draws rows for the global batch and keeps its slice.
-        """
-        context = tf.distribute.get_replica_context()
-        replicas = context.num_replicas_in_sync if context is not None else 1
-        if replicas == 1:
-            return draw(batch_size)
-        rows = draw(batch_size * replicas)
-        start = context.replica_id_in_sync_group * batch_size
-        return rows[start:start + batch_size]
-
     def _rotated_inputs(self, batch: dict, training: bool):
         """(canonical x, observed rot(x, θ), θ, turn of x from the batch's `image`, None for
         none): from the batch (turned by random quarter turns when augmenting a training step),
@@ -233,10 +201,10 @@ class RotationInvariantAutoencoder(keras.Model):
             return self._framed_inputs(batch, training)
         images = batch["image"]
         if "observed" in batch and "angle" in batch:
-            if training and self.augment_quarter_turns:
+            if training and self.settings.augment_quarter_turns:
                 return (images, *self._quarter_turned(batch["observed"], batch["angle"]), None)
             return images, batch["observed"], batch["angle"], None
-        angles = self._replica_draw(lambda n: sample_angles(
+        angles = replicas.draw(lambda n: sample_angles(
             n, self.angle_distribution, self.angle_scale, self.seed_generator),
             tf.shape(images)[0])
         return (images, rotate(images, angles, xla_compatible=self.jit_compile is True), angles,
@@ -251,7 +219,7 @@ class RotationInvariantAutoencoder(keras.Model):
         if training:
             theta = tf.stop_gradient(self.template_frame.update(framed, self.seed_generator))
             observed, angles = images, theta
-            if self.augment_quarter_turns:
+            if self.settings.augment_quarter_turns:
                 observed, angles = self._quarter_turned(observed, angles)
         else:
             theta = self.template_frame.assign(framed)[0]
@@ -264,7 +232,7 @@ class RotationInvariantAutoencoder(keras.Model):
 
     def _quarter_turned(self, observed: tf.Tensor, angles: tf.Tensor):
         """Each image turned by its own random k·90° (exact pixel moves), its angle by kπ/2."""
-        turns = self._replica_draw(lambda n: keras.random.randint(
+        turns = replicas.draw(lambda n: keras.random.randint(
             [n], 0, 4, seed=self.seed_generator), tf.shape(observed)[0])
         all_turns = tf.stack([tf.image.rot90(observed, k) for k in range(4)], axis=1)
         turned = tf.gather(all_turns, turns, axis=1, batch_dims=1)
@@ -296,9 +264,10 @@ class RotationInvariantAutoencoder(keras.Model):
             "reconstruction_loss": losses.reconstruction_loss(images, reconstructions),
             "adversarial_loss": -tf.reduce_mean(self.critic(reconstructions, training=training)),
         }
-        out["loss"] = (self.angle_weight * out["angle_loss"]
-                       + self.reconstruction_weight * out["reconstruction_loss"]
-                       + self.adversarial_weight * out["adversarial_loss"])
+        s = self.settings
+        out["loss"] = (s.angle_weight * out["angle_loss"]
+                       + s.reconstruction_weight * out["reconstruction_loss"]
+                       + s.adversarial_weight * out["adversarial_loss"])
         out["angle_error_deg"] = tf.reduce_mean(tf.abs(losses.angle_difference(
             angles, encoded["angle"], self.wrap_angles))) * (180.0 / math.pi)
         out["reconstruction_mse"] = tf.reduce_mean(tf.square(images - reconstructions))
@@ -306,66 +275,36 @@ class RotationInvariantAutoencoder(keras.Model):
         return out
 
     def _critic_losses(self, real, fake) -> dict:
-        alpha = self._replica_draw(
+        alpha = replicas.draw(
             lambda n: keras.random.uniform([n, 1, 1, 1], seed=self.seed_generator),
             tf.shape(real)[0])
         distance = (tf.reduce_mean(self.critic(real, training=True))
                     - tf.reduce_mean(self.critic(fake, training=True)))
         penalty = losses.gradient_penalty(lambda x: self.critic(x, training=True), real, fake,
                                           alpha)
-        return {"critic_loss": -distance + self.gp_weight * penalty,
+        return {"critic_loss": -distance + self.settings.gp_weight * penalty,
                 "wasserstein_distance": distance, "gradient_penalty": penalty}
 
-    def _replica_scaled(self, loss):
-        """Per-replica loss scaled so that gradients summed over replicas match the global batch."""
-        return loss / tf.distribute.get_strategy().num_replicas_in_sync
-
     def _critic_update(self, real, fake) -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            out = self._critic_losses(real, fake)
-            scaled = self.critic_optimizer.scale_loss(self._replica_scaled(out["critic_loss"]))
-        grads = tape.gradient(scaled, self.critic.trainable_variables)
-        self.critic_optimizer.apply(grads, self.critic.trainable_variables)
+        out = replicas.minimize(self.critic_optimizer, lambda: self._critic_losses(real, fake),
+                                self.critic.trainable_variables, key="critic_loss")
         for name in _CRITIC_METRICS:
             self.trackers[name].update_state(out[name])
         return tf.constant(True)
 
-    def _critic_update_if(self, update: tf.Tensor, real, fake) -> None:
-        """`_critic_update` on every replica when `update` (the same on all replicas) is true.
-
-        The critic optimizer all-reduces its gradients, a synchronisation point that
-        `tf.distribute` refuses inside a `tf.cond` taken in replica context. So the branch is
-        taken in cross-replica context, and the taken branch runs the update on each replica.
-        With the default strategy this is a plain `tf.cond`.
-        """
-
-        def branch(strategy: tf.distribute.Strategy, update, real, fake) -> None:
-            def run() -> tf.Tensor:
-                strategy.extended.call_for_each_replica(self._critic_update, args=(real, fake))
-                return tf.constant(True)
-
-            take = strategy.experimental_local_results(update)[0]
-            tf.cond(take, run, lambda: tf.constant(False))
-
-        tf.distribute.get_replica_context().merge_call(branch, args=(update, real, fake))
-
     def train_step(self, batch: dict) -> dict:
         images, observed, angles, turn = self._rotated_inputs(batch, training=True)
         observed, images, forward = self._ctf_views(batch, images, observed, angles, turn)
-        with tf.GradientTape() as tape:
-            out = self._generator_losses(images, observed, angles, training=True, forward=forward)
-            scaled = self.generator_optimizer.scale_loss(self._replica_scaled(out["loss"]))
-        grads = tape.gradient(scaled, self.generator_variables)
-        self.generator_optimizer.apply(grads, self.generator_variables)
-        fake = tf.stop_gradient(out["reconstructions"])
-        if self.critic_steps_per_generator_step > 1:
-            for _ in range(self.critic_steps_per_generator_step):
-                self._critic_update(images, fake)
-        else:
-            # The generator optimizer has just counted this step: update the critic on steps
-            # 1, 1 + g, 1 + 2g, ... so the first step already trains it.
-            step = self.generator_optimizer.iterations - 1
-            self._critic_update_if(step % self.generator_steps_per_critic_step == 0, images, fake)
+        out = replicas.minimize(
+            self.generator_optimizer,
+            lambda: self._generator_losses(images, observed, angles, training=True,
+                                           forward=forward),
+            self.generator_variables)
+        # The generator optimizer has just counted this step: update the critic on steps
+        # 1, 1 + g, 1 + 2g, ... so the first step already trains it.
+        step = self.generator_optimizer.iterations - 1
+        replicas.run_if(step % self.settings.generator_steps_per_critic_step == 0,
+                        self._critic_update, images, tf.stop_gradient(out["reconstructions"]))
         for name in _GENERATOR_METRICS:
             self.trackers[name].update_state(out[name])
         return {m.name: m.result() for m in self.metrics}
@@ -381,19 +320,6 @@ class RotationInvariantAutoencoder(keras.Model):
             self.trackers[name].update_state(out[name])
         return {name: self.trackers[name].result()
                 for name in _GENERATOR_METRICS + ("wasserstein_distance",)}
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "image_size": self.image_size,
-                "latent_dim": self.latent_dim, "filters": self.filters,
-                "critic_filters": self.critic_filters,
-                "angle_distribution": self.angle_distribution,
-                "angle_scale": self.angle_scale, "seed": self.seed,
-                "augment_quarter_turns": self.augment_quarter_turns, "frame": self.frame,
-                "frame_angles": self.frame_angles, "frame_momentum": self.frame_momentum,
-                "frame_classes": self.frame_classes, "architecture": self.architecture,
-                "ctf_correction": self.ctf_correction,
-                "optics": None if self.optics is None else dataclasses.asdict(self.optics),
-                "raw_zero": self.raw_zero}
 
 
 def observed_particle_ctf(batch: dict) -> dict | None:

@@ -1,4 +1,5 @@
-"""Keras callbacks for training: the paper's step learning-rate decay and TensorBoard pictures."""
+"""Keras callbacks for training: the paper's step learning-rate decay, TensorBoard step scalars and
+pictures, backups."""
 import json
 import math
 import os
@@ -9,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_pipeline.atomic import atomic_path, write_text
-from data_pipeline.rotation import wrap_angle
+from data_pipeline.angles import wrap_angle
 from rotinv_tf.autoencoder import observed_particle_ctf
 
 
@@ -57,16 +58,24 @@ class Throughput(keras.callbacks.Callback):
                 self.steps * self.global_batch_size / (self.last - self.start))
 
 
-class TensorBoard(keras.callbacks.TensorBoard):
-    """Keras' TensorBoard callback, writing epoch summaries every epoch.
+class StepSummaries(keras.callbacks.Callback):
+    """Every `every` training steps, the step's logs as `batch_<name>` scalars in `<log_dir>/train`
+    (Keras' TensorBoard callback writes the epoch summaries)."""
 
-    With a step-count `update_freq`, Keras (3.15) leaves its every-N-steps `record_if` in force
-    while it writes the epoch summaries, so most epochs were silently dropped.
-    """
+    def __init__(self, log_dir: str, every: int):
+        super().__init__()
+        self.every = every
+        self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "train"))
 
-    def _log_epoch_metrics(self, epoch: int, logs: dict) -> None:
-        with tf.summary.record_if(True):
-            super()._log_epoch_metrics(epoch, logs)
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = int(self.model.optimizer.iterations.numpy())
+        if logs and step % self.every == 0:
+            with self.writer.as_default(), tf.summary.record_if(True):
+                for name, value in logs.items():
+                    tf.summary.scalar(f"batch_{name}", float(np.mean(value)), step=step)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.writer.flush()
 
 
 def image_grid(columns: list[np.ndarray]) -> np.ndarray:

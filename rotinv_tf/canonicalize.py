@@ -7,8 +7,9 @@
 `--input` is an MRC stack, a RELION STAR file or a cryoSPARC `.cs` particle file. Writes the
 canonical images (MRC stack) and a RELION 3.1 STAR file with `rlnAnglePsi` in degrees, by default
 refined by a local search against each particle's canonical image (`--refine=false`: the model's
-angle as it is; the STAR file's top comment says which); progress goes to stderr, a one-line
-summary to stdout. Bad input prints one `error: ...` line and exits with status 2, leaving no output.
+angle as it is; the STAR file's top comments say which, and how the model was trained: its
+data and objective, from the SavedModel's config.json); progress goes to stderr, that training
+line and a one-line summary to stdout. Bad input prints one `error: ...` line and exits with status 2, leaving no output.
 """
 import sys
 import time
@@ -65,6 +66,7 @@ def main(argv: list[str]) -> None:
                                      batch_size=FLAGS.batch_size, resample=FLAGS.resample,
                                      progress=_ProgressBar(), refine=FLAGS.refine,
                                      refine_max_shift=FLAGS.refine_max_shift)
+    print(summary.training)
     print(f"canonicalized {summary.particles} particles in {summary.seconds:.2f} s "
           f"({summary.particles_per_second:.0f} particles/s): {summary.output}, {summary.star}")
 

@@ -1,26 +1,28 @@
 """Evaluate an exported model on a test split: Table 1's metrics and Figs. 2-3 of the paper.
 
-    python -m rotinv_tf.evaluate --saved_model=saved_models/<name>/<version> \\
-        --flagfile=configs/<name>.cfg --output_dir=DIR \\
+    python -m rotinv_tf.evaluate --saved_model=saved_models/<name>/<version> --output_dir=DIR \\
         [--baseline_saved_model=saved_models/<other>/<version>] [--split=test] [--batch_size=256]
 
-The training flagfile says which data set, and which fixed, seeded angles (`eval_angle_seed`,
-`angle_distribution`, `angle_scale_deg`) rotate it, so the inputs are the ones validation saw
-during training. Writes metrics.json, per_image.csv and PNG figures into --output_dir (and
-baseline_metrics.json with a baseline, evaluated on the same inputs, and mean_image_metrics.json for
-the trivial baseline that always answers the mean training image); see `rotinv_tf.evaluation`.
-Bad input prints one `error: ...` line, exits with status 2 and writes nothing.
+The SavedModel's `assets/config.json` (its training run's config) says which data set, and which
+fixed, seeded angles (`eval_angle_seed`, `angle_distribution`, `angle_scale_deg`) rotate it, so
+the inputs are the ones validation saw during training. The data flags (`--helpshort`) given on
+the command line (or in a `--flagfile`) override it; a SavedModel without that file takes the
+flags alone. Writes metrics.json, per_image.csv and PNG figures into --output_dir (and
+baseline_metrics.json with a baseline, evaluated on the same inputs, and mean_image_metrics.json
+for the trivial baseline that always answers the mean training image); see
+`rotinv_tf.evaluation`. Bad input prints one `error: ...` line, exits with status 2 and writes
+nothing.
 """
-import math
-
 from absl import flags
 
-from data_pipeline import cli, datasets, input_fn
+from data_pipeline import cli, datasets, input_fn, settings
 from data_pipeline.preprocessing import mean_image
-from rotinv_tf import evaluation, options
+from rotinv_tf import config as configs, evaluation
 from rotinv_tf.serving import load_serving_model
 
-options.define_flags()
+settings.define_flags(settings.DataConfig)  # the data flags only: the model brings the rest
+flags.adopt_module_key_flags(settings)  # --helpshort lists them
+flags.DEFINE_integer("batch_size", 256, "Images per model call.", lower_bound=1)
 flags.DEFINE_string("saved_model", None,
                     "SavedModel version folder: saved_models/<name>/<version>.")
 flags.DEFINE_string("output_dir", None, "Folder for metrics.json, per_image.csv and the figures.")
@@ -37,22 +39,24 @@ def main(argv: list[str]) -> None:
     paths = [FLAGS.saved_model] + ([FLAGS.baseline_saved_model] if FLAGS.baseline_saved_model
                                    else [])
     models = [load_serving_model(path) for path in paths]
-    data_options = options.dataset_options(FLAGS)
     try:
+        trained = configs.Config.from_dict(models[0].config).data if models[0].config else None
+        data = settings.from_flags(settings.DataConfig, FLAGS, base=trained)
+        settings.raise_problems(data.problems())
         batches, normalization = input_fn.eval_input(
-            FLAGS.dataset, FLAGS.batch_size, split=FLAGS.split, data_dir=FLAGS.data_dir,
-            angle_seed=FLAGS.eval_angle_seed, angle_distribution=FLAGS.angle_distribution,
-            angle_scale=math.radians(FLAGS.angle_scale_deg), **data_options)
-        train, _ = datasets.load(FLAGS.dataset, "train", FLAGS.data_dir, **data_options)
+            data.dataset, FLAGS.batch_size, split=FLAGS.split, data_dir=data.data_dir,
+            angle_seed=data.eval_angle_seed, angle_distribution=data.angle_distribution,
+            angle_scale=data.angle_scale, **data.load_options())
+        train, _ = datasets.load(data.dataset, "train", data.data_dir, **data.load_options())
     except ValueError as e:  # settings that name no data: unknown split, missing folder...
         cli.fail(str(e).strip().splitlines()[0])
     models.append(evaluation.MeanImageModel(mean_image(train.map(lambda e: e["image"]))))
     results = evaluation.evaluate_models(models, batches.as_numpy_iterator(), normalization)
     trivial = results.pop()
-    context = {"dataset": FLAGS.dataset, "split": FLAGS.split,
-               "eval_angle_seed": FLAGS.eval_angle_seed,
-               "angle_distribution": FLAGS.angle_distribution,
-               "angle_scale_deg": FLAGS.angle_scale_deg}
+    context = {"dataset": data.dataset, "split": FLAGS.split,
+               "eval_angle_seed": data.eval_angle_seed,
+               "angle_distribution": data.angle_distribution,
+               "angle_scale_deg": data.angle_scale_deg}
     evaluation.write_report(FLAGS.output_dir, results[0], results[1] if len(results) > 1 else None,
                             context, trivial=trivial)
     names = ("ours", "baseline")[:len(results)] + ("mean image",)

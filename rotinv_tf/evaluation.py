@@ -38,10 +38,11 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from data_pipeline.angles import to_degrees
 from data_pipeline.errors import DataError
-from data_pipeline.rotation import rotate, wrap_degrees
 from data_pipeline.preprocessing import Normalization
-from rotinv_tf.serving import ServingModel, load_serving_model
+from data_pipeline.rotation import rotate
+from rotinv_tf.serving import ServingModel
 
 METRICS_FILE = "metrics.json"
 BASELINE_METRICS_FILE = "baseline_metrics.json"
@@ -73,12 +74,7 @@ class MeanImageModel:
 
 def angle_error_deg(true_angle: np.ndarray, predicted_angle: np.ndarray) -> np.ndarray:
     """Predicted minus true angle (both radians), in degrees wrapped to (-180, 180]."""
-    return wrap_deg(np.asarray(predicted_angle, np.float64) - np.asarray(true_angle, np.float64))
-
-
-def wrap_deg(angle: np.ndarray) -> np.ndarray:
-    """Radians -> degrees wrapped to (-180, 180]."""
-    return wrap_degrees(np.degrees(np.asarray(angle, np.float64)))
+    return to_degrees(np.asarray(predicted_angle, np.float64) - np.asarray(true_angle, np.float64))
 
 
 def per_image_mse(truth: np.ndarray, output: np.ndarray) -> np.ndarray:
@@ -237,13 +233,6 @@ def evaluate_models(models: Sequence[ServingModel], batches: Iterable[Mapping],
     return results
 
 
-def evaluate_saved_model(saved_model_dir: str, batches: Iterable[Mapping],
-                         normalization: Normalization) -> EvaluationResult:
-    """Loads the SavedModel at `saved_model_dir` and evaluates it on `batches` (see
-    `evaluate_models`). `DataError` if it cannot be loaded or its image size does not fit."""
-    return evaluate_models([load_serving_model(saved_model_dir)], batches, normalization)[0]
-
-
 # Report files.
 
 
@@ -256,7 +245,7 @@ def _write_per_image(path: str, result: EvaluationResult) -> None:
     """One row per image; angles in degrees wrapped to (-180, 180] (models may predict any
     multiple of a turn)."""
     errors = result.angle_error_deg
-    true, predicted = wrap_deg(result.true_angle), wrap_deg(result.predicted_angle)
+    true, predicted = to_degrees(result.true_angle), to_degrees(result.predicted_angle)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
@@ -326,7 +315,7 @@ def _angles_figure(path: str, results: Sequence[tuple[str, EvaluationResult]]) -
     axis = figure.subplots()
     for name, evaluated in results:
         mae = evaluated.metrics["angle_mae_deg"]
-        axis.scatter(wrap_deg(evaluated.true_angle), wrap_deg(evaluated.predicted_angle),
+        axis.scatter(to_degrees(evaluated.true_angle), to_degrees(evaluated.predicted_angle),
                      s=4, alpha=0.5, label=f"{name} (MAE {mae:.1f}°)")
     axis.plot([-180, 180], [-180, 180], color="black", linewidth=0.8)
     ticks = np.arange(-180, 181, 90)

@@ -11,11 +11,13 @@ inside, around the model's contract methods (see docs/architecture.md).
 Signatures (input `images`: float32 [batch, H, W, 1], dynamic batch; a model with a CTF correction
 also takes `defocus_u`, `defocus_v` (Å) and `defocus_angle` (degrees), float32 [batch]):
 - `serving_default` -> `canonical_image` float32 [batch, H, W, 1] (raw units), `angle` float32 [batch]
-  (radians, CCW positive, `images ≈ rotate(canonical_image, angle)`), `latent` float32 [batch, D].
+  (`data_pipeline/angles.py`: `images ≈ rotate(canonical_image, angle)`), `latent` float32
+  [batch, D].
 - `encode` -> `latent`, `angle`.
 
 `assets/metadata.json` holds the image size and normalisation statistics, so consumers (evaluation,
-`rotinv_tf.canonicalize`) need neither the training code nor the dataset to use the model.
+`rotinv_tf.canonicalize`) need neither the training code nor the dataset to use the model;
+`assets/config.json` the training run's config (data, model settings, schedule).
 """
 import dataclasses
 import json
@@ -30,6 +32,7 @@ from data_pipeline.ctf import CTF_FEATURES
 from data_pipeline.preprocessing import Normalization
 
 METADATA_FILE = "metadata.json"
+CONFIG_FILE = "config.json"  # the training run's config (rotinv_tf.config), when known
 FORMAT_VERSION = 1
 SERVING_OUTPUTS = ("canonical_image", "angle", "latent")
 ENCODE_OUTPUTS = ("latent", "angle")
@@ -46,7 +49,7 @@ class _ServingModule(tf.Module):
     """The exported object: two tf.functions over the model plus the metadata asset."""
 
     def __init__(self, model: keras.Model, normalization: Normalization, image_size: int,
-                 metadata_path: str, jit_compile: bool = False):
+                 asset_paths: list[str], jit_compile: bool = False):
         super().__init__(name="rotinv_serving")
         spec = tf.TensorSpec([None, image_size, image_size, 1], tf.float32, name="images")
         if uses_ctf(model):
@@ -92,7 +95,7 @@ class _ServingModule(tf.Module):
 
         self.serve = serve
         self.encode = encode
-        self.metadata_file = tf.saved_model.Asset(metadata_path)
+        self.assets = [tf.saved_model.Asset(path) for path in asset_paths]
         # The functions capture the model's variables; the SavedModel must track them.
         captured = {}
         for fn in (serve, encode):
@@ -116,8 +119,12 @@ def next_version(model_dir: str) -> int:
 
 
 def export_saved_model(model: keras.Model, normalization: Normalization, image_size: int,
-                       export_base: str, name: str, jit_compile: bool = False) -> str:
+                       export_base: str, name: str, config_json: str | None = None,
+                       jit_compile: bool = False) -> str:
     """Exports `model` to `export_base/name/<next version>/` and returns that folder.
+
+    `config_json`: the training run's config (`rotinv_tf.config.Config.to_json`), written as
+    `assets/config.json` so the model says how it was trained.
 
     `model` follows the contract of docs/architecture.md (`canonicalize` and `encode` on normalised
     images) and must be built; `image_size` is the side of the square images it takes.
@@ -148,10 +155,15 @@ def export_saved_model(model: keras.Model, normalization: Normalization, image_s
     }
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            metadata_path = os.path.join(scratch, METADATA_FILE)
-            with open(metadata_path, "w") as f:
-                json.dump(metadata, f, indent=2)
-            module = _ServingModule(model, normalization, image_size, metadata_path, jit_compile)
+            assets = {METADATA_FILE: json.dumps(metadata, indent=2)}
+            if config_json is not None:
+                assets[CONFIG_FILE] = config_json
+            for file_name, text in assets.items():
+                with open(os.path.join(scratch, file_name), "w") as f:
+                    f.write(text)
+            module = _ServingModule(model, normalization, image_size,
+                                    [os.path.join(scratch, file_name) for file_name in assets],
+                                    jit_compile)
             with atomic_path(version_dir, directory=True) as tmp:
                 tf.saved_model.save(module, tmp, signatures={
                     "serving_default": module.serve.get_concrete_function(),

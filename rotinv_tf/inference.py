@@ -14,16 +14,14 @@ Outputs:
   `data_optics` block (pixel size, image size) and a `data_particles` block are written (rows in
   the `.cs` file's order).
 
+Angles: `data_pipeline/angles.py`; `rlnAnglePsi` is the model's angle in degrees, wrapped to
+(-180, 180] (`star.angle_to_psi_degrees`, as the simulator writes its true angles).
+
 CTF: a model trained with a CTF correction (`rotinv_tf.autoencoder`) takes each particle's
 defocus, read from the input (a STAR file's rlnDefocusU/V/Angle and optics, a `.cs` file's `ctf/*`
 fields, written out in RELION's columns); a comment line at the top of the STAR file names the
 correction (with `model` the canonical images are CTF-free). Refinement then compares like with
 like (`_refinement_pair`).
-
-Angle convention: the model's angle θ (radians) is counter-clockwise positive as the image is
-displayed (row 0 at the top), with `observed = rotate(canonical, θ)` (`data_pipeline.rotation`).
-`rlnAnglePsi` is θ in degrees with the same sign, wrapped to (-180, 180]: the convention the
-simulator writes its true angles in (`data_pipeline.formats.star.angle_to_psi_degrees`).
 
 Refinement (`refine=True`, the default): each network angle is refined by a local search
 (`rotinv_tf.pose.refine`, ±`REFINE_WINDOW_DEGREES` in `REFINE_STEP_DEGREES` steps) against the
@@ -50,15 +48,14 @@ from data_pipeline.errors import DataError
 from data_pipeline.formats import cryosparc
 from data_pipeline.formats.mrc import MrcStack, StackWriter, open_stack
 from data_pipeline import ctf
-from data_pipeline.formats.star import (DEFOCUS_COLUMNS, OPTICS_COLUMNS, CtfColumns, StarBlock,
-                                        StarWriter, angle_to_psi_degrees, particles_block,
-                                        read_ctf, read_star)
+from data_pipeline.formats.star import (ANGLE_PSI, DEFOCUS_COLUMNS, IMAGE_NAME, IMAGE_PIXEL_SIZE,
+                                        IMAGE_SIZE, OPTICS_GROUP, ORIGIN_COLUMNS, CtfColumns,
+                                        StarBlock, StarWriter, angle_to_psi_degrees, image_name,
+                                        optics_block, particles_block, read_ctf, read_star)
+from rotinv_tf.config import describe
 from rotinv_tf.pose.refine import refine_poses
 from rotinv_tf.serving import load_serving_model
 
-IMAGE_NAME = "rlnImageName"
-ANGLE_PSI = "rlnAnglePsi"
-ORIGIN_COLUMNS = ("rlnOriginXAngst", "rlnOriginYAngst")
 _MAX_LISTED = 20  # bad particle numbers listed in an error message
 _MAX_OPEN = 16  # input stacks memory-mapped at the same time
 REFINE_WINDOW_DEGREES = 10.0
@@ -74,6 +71,7 @@ class CanonicalizeSummary:
     output: str
     star: str
     pixel_size: float
+    training: str  # the model's training data and objective (`rotinv_tf.config.describe`)
 
     @property
     def particles_per_second(self) -> float:
@@ -97,11 +95,6 @@ def fourier_resample(images: np.ndarray, size: int) -> np.ndarray:
         spectrum[:, src_r:src_r + rows, src_c:src_c + cols]
     resampled = np.fft.ifft2(np.fft.ifftshift(out, axes=(1, 2))).real * (size * size / (h * w))
     return resampled.astype(np.float32)
-
-
-def relion_image_name(index: int, stack_path: str) -> str:
-    """RELION's `rlnImageName` for the 1-based `index` in `stack_path`: `000001@stack.mrcs`."""
-    return f"{index:06d}@{stack_path}"
 
 
 class _Particles:
@@ -218,18 +211,14 @@ class _Particles:
         `columns`), or fresh RELION 3.1 optics + particles blocks (with a .cs file's CTF in
         RELION's columns)."""
         if self.blocks is None:
-            optics = StarBlock(
-                columns=["rlnOpticsGroup", "rlnOpticsGroupName", "rlnImagePixelSize",
-                         "rlnImageSize", "rlnImageDimensionality"],
-                rows=[["1", "opticsGroup1", f"{pixel_size:.6f}", str(size), "2"]])
-            base = [IMAGE_NAME, ANGLE_PSI, "rlnOpticsGroup"]
             cs_ctf = self._cs_ctf
-            if cs_ctf is not None:  # a .cs file's CTF, in RELION's columns
-                for column, value in zip(OPTICS_COLUMNS, (cs_ctf.voltage,
-                                                          cs_ctf.spherical_aberration,
-                                                          cs_ctf.amplitude_contrast)):
-                    optics.set_column(column, [f"{value:g}"])
-                base += list(DEFOCUS_COLUMNS)
+            if cs_ctf is None:
+                optics = optics_block(pixel_size, size)
+                base = [IMAGE_NAME, ANGLE_PSI, OPTICS_GROUP]
+            else:  # a .cs file's CTF, in RELION's columns
+                optics = optics_block(pixel_size, size, cs_ctf.voltage,
+                                      cs_ctf.spherical_aberration, cs_ctf.amplitude_contrast)
+                base = [IMAGE_NAME, ANGLE_PSI, OPTICS_GROUP, *DEFOCUS_COLUMNS]
             table = base + [c for c in columns if c not in base]
             pad = [""] * (len(table) - len(base))
 
@@ -248,12 +237,12 @@ class _Particles:
         optics = blocks.get("optics")
         if size != self.height and optics is not None and optics.loop:
             # Resampled: every optics group's images change size, and their pixels with them.
-            if "rlnImageSize" in optics:
-                optics.set_column("rlnImageSize", [size] * len(optics))
-            if "rlnImagePixelSize" in optics:
-                optics.set_column("rlnImagePixelSize", [
-                    f"{self._number(p, 'rlnImagePixelSize') * self.height / size:.6f}"
-                    for p in optics.column("rlnImagePixelSize")])
+            if IMAGE_SIZE in optics:
+                optics.set_column(IMAGE_SIZE, [size] * len(optics))
+            if IMAGE_PIXEL_SIZE in optics:
+                optics.set_column(IMAGE_PIXEL_SIZE, [
+                    f"{self._number(p, IMAGE_PIXEL_SIZE) * self.height / size:.6f}"
+                    for p in optics.column(IMAGE_PIXEL_SIZE)])
         names = list(blocks)
         at = next(i for i, name in enumerate(names) if blocks[name] is source)
         table = source.columns + [c for c in columns if c not in source.columns]
@@ -378,6 +367,13 @@ def _refine_comment(max_shift: int | None) -> str:
             f"against each particle's canonical image (--refine)")
 
 
+def _training_comment(model) -> str:
+    """The STAR file's comment line on how the model was trained (its saved config)."""
+    if not model.config:
+        return "rotinv_tf: the model's training config was not recorded"
+    return f"rotinv_tf: model {describe(model.config)}"
+
+
 def _frame_comment(metadata: dict) -> str:
     """The STAR file's comment line on the model: which frame its angles are in."""
     frame = metadata.get("frame")
@@ -428,7 +424,8 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
     columns = [IMAGE_NAME, ANGLE_PSI, *(ORIGIN_COLUMNS if refine_max_shift else ())]
     layout = particles.output_star(size, pixel_size, columns)
     stack_name = os.path.relpath(output, os.path.dirname(star))
-    comments = [_frame_comment(model.metadata), _ctf_comment(model),
+    training = _training_comment(model)
+    comments = [_frame_comment(model.metadata), training, _ctf_comment(model),
                 _refine_comment(refine_max_shift)]
     bad: list[int] = []
     start_time = time.perf_counter()
@@ -450,7 +447,7 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
                 result = model.predict(images, batch_ctf)
                 writer.write(start, result["canonical_image"])
                 angles = np.asarray(result["angle"], np.float64)
-                values = {IMAGE_NAME: [relion_image_name(i, stack_name)
+                values = {IMAGE_NAME: [image_name(i, stack_name)
                                        for i in range(start + 1, stop + 1)]}
                 if refine_max_shift is not None:
                     refined = refine_poses(*_refinement_pair(
@@ -472,4 +469,5 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
         for name, block in layout.after.items():
             star_writer.write_block(name, block)
     return CanonicalizeSummary(particles=n, seconds=time.perf_counter() - start_time,
-                               output=output, star=star, pixel_size=pixel_size)
+                               output=output, star=star, pixel_size=pixel_size,
+                               training=training.removeprefix("rotinv_tf: "))

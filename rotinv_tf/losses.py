@@ -3,7 +3,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from data_pipeline.rotation import wrap_angle
+from data_pipeline.angles import wrap_angle
 
 
 def angle_difference(true_angles: tf.Tensor, predicted_angles: tf.Tensor,

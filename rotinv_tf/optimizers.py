@@ -7,11 +7,6 @@ by 1e-9 per step, i.e. not at all. `CoupledDecayAdam` is the PyTorch form.
 """
 import keras
 
-# The authors' betas: `torch.optim.Adam(..., betas=(0.5, 0.999), weight_decay=1e-5)`
-# (kobybibas/CryoEM_rotation_invariant; see benchmarks/reference_pytorch.py).
-AUTHORS_BETA_1 = 0.5
-
-
 @keras.saving.register_keras_serializable(package="rotinv_tf")
 class CoupledDecayAdam(keras.optimizers.Adam):
     """Adam whose `l2` adds l2·w to every gradient before the update (PyTorch's weight decay)."""

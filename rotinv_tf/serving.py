@@ -16,17 +16,21 @@ SIGNATURE = "serving_default"
 INPUT = "images"
 OUTPUTS = ("canonical_image", "angle", "latent")
 METADATA_PATH = os.path.join("assets", "metadata.json")
+CONFIG_PATH = os.path.join("assets", "config.json")  # how the model was trained, when known
 _EXPECTED = (f"SavedModel has no {SIGNATURE} signature with input '{INPUT}' "
              f"float32 [batch, size, size, 1] and outputs {', '.join(OUTPUTS)}")
 
 
 class ServingModel:
-    """A loaded SavedModel's `serving_default` signature, with its image size and metadata."""
+    """A loaded SavedModel's `serving_default` signature, with its image size, metadata and
+    training config (`rotinv_tf.config` as a plain dict; empty for older exports)."""
 
-    def __init__(self, path: str, loaded: object, image_size: int, metadata: dict):
+    def __init__(self, path: str, loaded: object, image_size: int, metadata: dict,
+                 config: dict | None = None):
         self.path = path
         self.image_size = image_size
         self.metadata = metadata
+        self.config = config or {}
         self._loaded = loaded  # keeps the restored variables alive while the signature is used
         self._signature = loaded.signatures[SIGNATURE]
 
@@ -63,15 +67,16 @@ class ServingModel:
         return {key: outputs[key].numpy() for key in OUTPUTS}
 
 
-def _read_metadata(path: str) -> dict:
-    metadata_path = os.path.join(path, METADATA_PATH)
-    if not os.path.isfile(metadata_path):
+def _read_json(path: str, relative: str) -> dict:
+    """The JSON asset `relative` of the SavedModel `path` ({} if it has none)."""
+    file_path = os.path.join(path, relative)
+    if not os.path.isfile(file_path):
         return {}
     try:
-        with open(metadata_path) as f:
+        with open(file_path) as f:
             return json.load(f)
     except (OSError, ValueError) as e:
-        raise DataError(metadata_path, f"unreadable metadata ({e})") from None
+        raise DataError(file_path, f"unreadable ({e})") from None
 
 
 def load_serving_model(path: str) -> ServingModel:
@@ -95,9 +100,9 @@ def load_serving_model(path: str) -> ServingModel:
             or shape[1] is None or shape[1] != shape[2]
             or not isinstance(outputs, dict) or any(k not in outputs for k in OUTPUTS)):
         raise DataError(path, _EXPECTED)
-    metadata = _read_metadata(path)
+    metadata = _read_json(path, METADATA_PATH)
     image_size = int(shape[1])
     if metadata.get("image_size", image_size) != image_size:
         raise DataError(path, f"metadata image_size {metadata['image_size']} does not match the "
                         f"signature's input size {image_size}")
-    return ServingModel(path, loaded, image_size, metadata)
+    return ServingModel(path, loaded, image_size, metadata, _read_json(path, CONFIG_PATH))

@@ -8,8 +8,7 @@ the observed (rotated) image.
 
 Coordinates are (x, y) with x growing to the right and y growing *up* (row 0 at y = +1), as in the
 reference implementation. Sampling the canonical field at R(θ) p shows it rotated by -θ, so the
-project's angle (`observed = rotate(canonical, angle)`, CCW positive) is -θ: see
-`model_to_project_angle`.
+project's angle (`data_pipeline/angles.py`) is -θ: see `model_to_project_angle`.
 """
 from collections.abc import Mapping
 import math
@@ -17,9 +16,12 @@ import math
 import keras
 import tensorflow as tf
 
-from data_pipeline.rotation import ANGLE_DISTRIBUTIONS, rotate, sample_angles, wrap_angle
+from data_pipeline.angles import wrap_angle
+from data_pipeline.rotation import rotate, sample_angles
+from data_pipeline.settings import ANGLE_DISTRIBUTIONS, raise_problems
+from rotinv_tf import replicas
+from rotinv_tf.config import SpatialVAEConfig
 
-LIKELIHOODS = ("gaussian", "bernoulli")
 METRIC_NAMES = ("loss", "reconstruction_nll", "kl_latent", "kl_rotation", "kl_translation",
                 "reconstruction_mse", "angle_error_deg")
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -32,7 +34,7 @@ def gaussian_kl(mean: tf.Tensor, log_std: tf.Tensor, prior_std: float = 1.0) -> 
 
 
 def model_to_project_angle(theta: tf.Tensor) -> tf.Tensor:
-    """The project's angle (CCW positive, wrapped to (-π, π]) of a generator rotation θ.
+    """The project's angle (`data_pipeline.angles`, wrapped to (-π, π]) of a generator rotation θ.
 
     The generator samples the canonical field at R(θ) p, which displays the canonical image
     rotated by -θ.
@@ -40,97 +42,63 @@ def model_to_project_angle(theta: tf.Tensor) -> tf.Tensor:
     return wrap_angle(-tf.convert_to_tensor(theta, tf.float32))
 
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@keras.saving.register_keras_serializable(package="rotinv_tf")
 class SpatialVAE(keras.Model):
     """spatial-VAE with the project's model contract (`canonicalize`, `encode`, batch dicts).
 
     Args:
       image_size: side of the square images (H = W).
-      latent_dim: number of unstructured content latents z (2 in the reference scripts).
-      hidden_units, num_hidden_layers: width and depth (tanh) of the inference and generator MLPs.
-      rotation_prior_std: std of the N(0, s²) prior on θ (π for particles, π/4 for MNIST).
-      translation_prior_std: std of the N(0, s²) prior on t, in image half-widths; 0 turns
-        translation inference off.
-      infer_rotation, infer_translation: whether θ / t are latent (otherwise fixed at 0).
-      likelihood: 'gaussian' (unit variance, for standardised particles) or 'bernoulli' (images
-        in [0, 1], the generator then outputs logits).
-      standardize: Bepler et al.'s `--normalize` (gaussian likelihood only): each image is
-        standardised (its own mean 0, std 1) before inference and as the likelihood's target, so
-        the unit-variance noise model fits noisy particles (at SNR 0.1 the noise std is ~0.95 of
-        a standardised image). The canonical image is mapped back with the input image's own mean
-        and std. Without it a unit variance on images scaled to [0, 1] (noise std ≈ 0.43 at SNR
-        0.1) under-weights the reconstruction ~5x (Table 1's baseline collapsed to a blob).
       angle_distribution, angle_scale: how training images without `observed`/`angle` are rotated
-        on the device ('uniform' on [-scale, scale) or 'normal' N(0, scale²)).
-      rotation_kl_mean_penalty: False (the reference implementation) leaves the posterior mean of
-        θ unpenalised, since the canonical pose is arbitrary; True uses the full KL to N(0, s²).
+        on the device ('uniform' on [-scale, scale) or 'normal' N(0, scale²), radians).
       seed: seeds the model's `keras.random.SeedGenerator` (augmentation angles and posterior
         samples), which is saved with the model.
+      **settings: the fields of `SpatialVAEConfig` (its defaults for those not given):
+        latent_dim: number of unstructured content latents z (2 in the reference scripts).
+        hidden_units, num_hidden_layers: width and depth (tanh) of the inference and generator
+          MLPs.
+        rotation_prior_std_deg: std of the N(0, s²) prior on θ (180 particles, 45 MNIST).
+        translation_prior_std: std of the N(0, s²) prior on t, in image half-widths; 0 turns
+          translation inference off.
+        infer_rotation: whether θ is latent (otherwise fixed at 0).
+        likelihood: 'gaussian' (unit variance, for standardised particles) or 'bernoulli'
+          (images in [0, 1], the generator then outputs logits).
+        standardize: Bepler et al.'s `--normalize` (gaussian likelihood only): each image is
+          standardised (its own mean 0, std 1) before inference and as the likelihood's target,
+          so the unit-variance noise model fits noisy particles (at SNR 0.1 the noise std is
+          ~0.95 of a standardised image). The canonical image is mapped back with the input
+          image's own mean and std. Without it, a unit variance on images scaled to [0, 1]
+          (noise std ≈ 0.43 at SNR 0.1) under-weights the reconstruction ~5x (Table 1's
+          baseline collapsed to a blob).
+        rotation_kl_mean_penalty: False (Bepler et al.'s particle script) leaves the posterior
+          mean of θ unpenalised, since the canonical pose is arbitrary; True uses the full KL to
+          N(0, s²), as their MNIST script.
     """
 
     # Bepler et al.'s optimizer: `torch.optim.Adam(params, lr=lr)`, PyTorch's defaults.
     ADAM = {"beta_1": 0.9, "weight_decay": 0.0}
 
-    def __init__(self, image_size: int, latent_dim: int = 2, hidden_units: int = 500,
-                 num_hidden_layers: int = 2, rotation_prior_std: float = math.pi,
-                 translation_prior_std: float = 0.1, infer_rotation: bool = True,
-                 infer_translation: bool = True, likelihood: str = "gaussian",
-                 angle_distribution: str = "uniform", angle_scale: float = math.pi,
-                 rotation_kl_mean_penalty: bool = False, standardize: bool = True, seed: int = 0,
-                 **kwargs):
-        _check(_is_int(image_size) and image_size >= 2,
-               f"image_size must be an integer >= 2, got {image_size!r}")
-        _check(_is_int(latent_dim) and latent_dim >= 0,
-               f"latent_dim must be an integer >= 0, got {latent_dim!r}")
-        _check(_is_int(hidden_units) and hidden_units >= 1,
-               f"hidden_units must be an integer >= 1, got {hidden_units!r}")
-        _check(_is_int(num_hidden_layers) and num_hidden_layers >= 1,
-               f"num_hidden_layers must be an integer >= 1, got {num_hidden_layers!r}")
-        _check(_is_finite(rotation_prior_std) and rotation_prior_std > 0,
-               f"rotation_prior_std must be a finite number > 0, got {rotation_prior_std!r}")
-        _check(_is_finite(translation_prior_std) and translation_prior_std >= 0,
-               f"translation_prior_std must be a finite number >= 0, got {translation_prior_std!r}")
-        _check(likelihood in LIKELIHOODS,
-               f"unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")
-        _check(angle_distribution in ANGLE_DISTRIBUTIONS,
-               f"unknown angle distribution {angle_distribution!r}; "
-               f"expected one of {ANGLE_DISTRIBUTIONS}")
-        _check(_is_finite(angle_scale) and angle_scale >= 0,
-               f"angle_scale must be a finite number >= 0, got {angle_scale!r}")
-        _check(not standardize or likelihood == "gaussian",
-               "standardize needs the gaussian likelihood (bernoulli takes images in [0, 1])")
-        rotates = bool(infer_rotation)
-        translates = bool(infer_translation) and translation_prior_std > 0
-        _check(rotates or translates or latent_dim > 0,
-               "nothing to infer: rotation and translation are off and latent_dim is 0")
-        super().__init__(**kwargs)
-        self._config = {
-            "image_size": image_size, "latent_dim": latent_dim, "hidden_units": hidden_units,
-            "num_hidden_layers": num_hidden_layers,
-            "rotation_prior_std": float(rotation_prior_std),
-            "translation_prior_std": float(translation_prior_std),
-            "infer_rotation": bool(infer_rotation), "infer_translation": bool(infer_translation),
-            "likelihood": likelihood, "angle_distribution": angle_distribution,
-            "angle_scale": float(angle_scale),
-            "rotation_kl_mean_penalty": bool(rotation_kl_mean_penalty),
-            "standardize": bool(standardize), "seed": seed}
+    def __init__(self, image_size: int, angle_distribution: str = "uniform",
+                 angle_scale: float = math.pi, seed: int = 0, name: str | None = None,
+                 **settings):
+        self.settings = SpatialVAEConfig(**settings)
+        problems = self.settings.problems()
+        if not (type(image_size) is int and image_size >= 2):
+            problems.append(f"image_size must be an integer >= 2, got {image_size!r}")
+        if angle_distribution not in ANGLE_DISTRIBUTIONS:
+            problems.append(f"unknown angle distribution {angle_distribution!r}; "
+                            f"expected one of {ANGLE_DISTRIBUTIONS}")
+        if not (math.isfinite(angle_scale) and angle_scale >= 0):
+            problems.append(f"angle_scale must be a finite number >= 0, got {angle_scale!r}")
+        raise_problems(problems)
+        super().__init__(name=name)
+        s = self.settings
         self.image_size = image_size
-        self.latent_dim = latent_dim
-        self.rotates = rotates
-        self.translates = translates
+        self.latent_dim = latent_dim = s.latent_dim
+        self.angle_distribution = angle_distribution
+        self.angle_scale = float(angle_scale)
+        self.rotation_prior_std = math.radians(s.rotation_prior_std_deg)
+        self.rotates = rotates = s.infer_rotation
+        self.translates = translates = s.translation_prior_std > 0
+        hidden_units, num_hidden_layers = s.hidden_units, s.num_hidden_layers
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._posterior_dim = int(rotates) + 2 * int(translates) + latent_dim
 
@@ -172,12 +140,6 @@ class SpatialVAE(keras.Model):
         """The Mean trackers, so Keras resets them every epoch and `fit` reports them."""
         return list(self._trackers.values())
 
-    def get_config(self) -> dict:
-        """Constructor arguments (plus Keras' name/trainable/dtype), for `from_config`."""
-        config = super().get_config()
-        config.update(self._config)
-        return config
-
     # --- geometry and generator -----------------------------------------------------------
     def coordinate_grid(self) -> tf.Tensor:
         """Pixel coordinates [H*W, 2] in row-major order: x = -1..1 left to right, y = 1..-1 top
@@ -212,7 +174,7 @@ class SpatialVAE(keras.Model):
         """Images [B, H, W, 1] (pixel means) for content `latent`, generator rotation `theta` [B]
         and `translation` [B, 2]."""
         output = self.generator_logits(self.transform_coordinates(theta, translation), latent)
-        return tf.sigmoid(output) if self._config["likelihood"] == "bernoulli" else output
+        return tf.sigmoid(output) if self.settings.likelihood == "bernoulli" else output
 
     # --- inference ------------------------------------------------------------------------
     def infer(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -238,7 +200,7 @@ class SpatialVAE(keras.Model):
             posterior["rotation_mean"] = posterior["rotation_log_std"] = zeros[:, 0]
         if self.translates:
             # The network predicts a unit-scale latent; t is that latent times the prior std.
-            scale = self._config["translation_prior_std"]
+            scale = self.settings.translation_prior_std
             posterior["translation_mean"] = mean[:, start:start + 2] * scale
             posterior["translation_log_std"] = log_std[:, start:start + 2] + math.log(scale)
             start += 2
@@ -249,9 +211,9 @@ class SpatialVAE(keras.Model):
         return posterior
 
     def _model_units(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """(images in the model's units, per-image mean, per-image std), each [B, ...]: standardised
-        per image with `standardize`, else as given (mean 0, std 1)."""
-        if not self._config["standardize"]:
+        """(images in the model's units, per-image mean, per-image std): standardised per image
+        with `standardize`, else as given (mean 0, std 1)."""
+        if not self.settings.standardize:
             return images, tf.zeros_like(images[:, :1, :1]), tf.ones_like(images[:, :1, :1])
         mean, variance = tf.nn.moments(images, axes=[1, 2, 3], keepdims=True)
         std = tf.sqrt(variance + 1e-12)
@@ -265,15 +227,15 @@ class SpatialVAE(keras.Model):
         rotation = zeros
         if self.rotates:
             mean = posterior["rotation_mean"]
-            if not self._config["rotation_kl_mean_penalty"]:
+            if not self.settings.rotation_kl_mean_penalty:
                 mean = tf.zeros_like(mean)
             rotation = gaussian_kl(mean, posterior["rotation_log_std"],
-                                   self._config["rotation_prior_std"])
+                                   self.rotation_prior_std)
         translation = zeros
         if self.translates:
             translation = tf.reduce_sum(gaussian_kl(
                 posterior["translation_mean"], posterior["translation_log_std"],
-                self._config["translation_prior_std"]), axis=-1)
+                self.settings.translation_prior_std), axis=-1)
         return {"latent": latent, "rotation": rotation, "translation": translation}
 
     # --- model contract -------------------------------------------------------------------
@@ -319,17 +281,18 @@ class SpatialVAE(keras.Model):
             angle = (tf.reshape(tf.convert_to_tensor(data["angle"], tf.float32), [-1])
                      if "angle" in data else None)
             return image, tf.convert_to_tensor(data["observed"], tf.float32), angle
-        angle = sample_angles(tf.shape(image)[0], self._config["angle_distribution"],
-                              self._config["angle_scale"], self.seed_generator)
+        angle = replicas.draw(lambda n: sample_angles(
+            n, self.angle_distribution, self.angle_scale, self.seed_generator), tf.shape(image)[0])
         return image, rotate(image, angle), angle
 
     def _sample(self, mean: tf.Tensor, log_std: tf.Tensor) -> tf.Tensor:
         """Reparameterised sample mean + std * ε."""
-        noise = keras.random.normal(tf.shape(mean), seed=self.seed_generator)
+        noise = replicas.draw(lambda n: keras.random.normal(
+            tf.concat([[n], tf.shape(mean)[1:]], 0), seed=self.seed_generator), tf.shape(mean)[0])
         return mean + tf.exp(log_std) * noise
 
-    def _elbo_terms(self, observed: tf.Tensor) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
-        """Batch means of -ELBO and its terms for `observed`, and the posterior."""
+    def _elbo_terms(self, observed: tf.Tensor) -> dict:
+        """Batch means of -ELBO (`loss`) and its terms for `observed`, and the `posterior`."""
         posterior = self.infer(observed)
         theta = (self._sample(posterior["rotation_mean"], posterior["rotation_log_std"])
                  if self.rotates else posterior["rotation_mean"])
@@ -338,7 +301,7 @@ class SpatialVAE(keras.Model):
         latent = self._sample(posterior["latent_mean"], posterior["latent_log_std"])
         output = self.generator_logits(self.transform_coordinates(theta, translation), latent)
         observed = self._model_units(observed)[0]
-        if self._config["likelihood"] == "bernoulli":
+        if self.settings.likelihood == "bernoulli":
             pixel_nll = tf.nn.sigmoid_cross_entropy_with_logits(labels=observed, logits=output)
         else:
             pixel_nll = 0.5 * tf.square(output - observed) + _HALF_LOG_2PI
@@ -350,16 +313,15 @@ class SpatialVAE(keras.Model):
                  "kl_translation": tf.reduce_mean(kl["translation"])}
         terms["loss"] = (terms["reconstruction_nll"] + terms["kl_latent"] + terms["kl_rotation"]
                          + terms["kl_translation"])
-        return terms, posterior
+        return {**terms, "posterior": posterior}
 
-    def _update_metrics(self, terms: Mapping[str, tf.Tensor], posterior: Mapping[str, tf.Tensor],
-                        image: tf.Tensor, observed: tf.Tensor,
+    def _update_metrics(self, terms: Mapping, image: tf.Tensor, observed: tf.Tensor,
                         angle: tf.Tensor | None) -> dict[str, tf.Tensor]:
-        """Updates the trackers with `terms` and the canonical-pose metrics shared with the main
-        model (`reconstruction_mse` against the canonical image, `angle_error_deg`: NaN when the
-        angles are unknown)."""
+        """Updates the trackers with `terms` (of `_elbo_terms` on `observed`) and the canonical-pose
+        metrics shared with the main model (`reconstruction_mse` against the canonical image,
+        `angle_error_deg`: NaN when the angles are unknown)."""
         canonical = self._canonicalize_posterior(
-            {key: tf.stop_gradient(value) for key, value in posterior.items()}, observed)
+            {key: tf.stop_gradient(value) for key, value in terms["posterior"].items()}, observed)
         values = dict(terms)
         values["reconstruction_mse"] = tf.reduce_mean(
             tf.square(canonical["canonical_image"] - image))
@@ -372,17 +334,11 @@ class SpatialVAE(keras.Model):
     def train_step(self, data: object) -> dict[str, tf.Tensor]:
         """One Adam step on -ELBO of the observed images."""
         image, observed, angle = self._unpack_batch(data)
-        with tf.GradientTape() as tape:
-            terms, posterior = self._elbo_terms(observed)
-            # Gradients are summed over replicas, and a LossScaleOptimizer needs the scaled loss.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled_loss = self.optimizer.scale_loss(terms["loss"] / replicas)
-        gradients = tape.gradient(scaled_loss, self.trainable_weights)
-        self.optimizer.apply(gradients, self.trainable_weights)
-        return self._update_metrics(terms, posterior, image, observed, angle)
+        terms = replicas.minimize(self.optimizer, lambda: self._elbo_terms(observed),
+                                  self.trainable_weights)
+        return self._update_metrics(terms, image, observed, angle)
 
     def test_step(self, data: object) -> dict[str, tf.Tensor]:
         """The same metrics as `train_step`, without the update."""
         image, observed, angle = self._unpack_batch(data)
-        terms, posterior = self._elbo_terms(observed)
-        return self._update_metrics(terms, posterior, image, observed, angle)
+        return self._update_metrics(self._elbo_terms(observed), image, observed, angle)

@@ -10,14 +10,14 @@ from rotinv_tf.autoencoder import RotationInvariantAutoencoder
 SIZE = 16
 
 
-def _model() -> RotationInvariantAutoencoder:
-    return RotationInvariantAutoencoder(SIZE, latent_dim=4, filters=4, critic_filters=4, seed=1)
+def _model(**weights) -> RotationInvariantAutoencoder:
+    return RotationInvariantAutoencoder(SIZE, latent_dim=4, filters=4, critic_filters=4, seed=1,
+                                        **weights)
 
 
-def _compile(model: RotationInvariantAutoencoder, generator_lr: float, critic_lr: float,
-             **weights) -> None:
+def _compile(model: RotationInvariantAutoencoder, generator_lr: float, critic_lr: float) -> None:
     model.compile(generator_optimizer=keras.optimizers.Adam(generator_lr),
-                  critic_optimizer=keras.optimizers.Adam(critic_lr), **weights)
+                  critic_optimizer=keras.optimizers.Adam(critic_lr))
 
 
 def _images(level: float, n: int = 32) -> tf.Tensor:
@@ -40,12 +40,11 @@ def test_critic_updates_score_real_images_above_fakes():
 def test_adversarial_term_moves_decoder_output_toward_what_the_critic_calls_real():
     """With only the adversarial term on and a frozen critic that scores brightness, training
     the generator makes the decoder's outputs brighter."""
-    model = _model()
+    model = _model(angle_weight=0.0, reconstruction_weight=0.0, adversarial_weight=1.0)
     model.critic = keras.Sequential([
         keras.Input((SIZE, SIZE, 1)), keras.layers.GlobalAveragePooling2D(),
         keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="zeros")])
-    _compile(model, generator_lr=1e-2, critic_lr=0.0, angle_weight=0.0,
-             reconstruction_weight=0.0, adversarial_weight=1.0)
+    _compile(model, generator_lr=1e-2, critic_lr=0.0)
     images = _images(0.0)
     before = float(tf.reduce_mean(model(images)[0]))
     for _ in range(10):

@@ -12,9 +12,10 @@ from data_pipeline import ctf, simulated_stack
 from data_pipeline.errors import DataError
 from data_pipeline.formats.star import StarBlock, read_star, write_star
 from data_pipeline.rotation import rotate
-from data_pipeline.simulator import SimulationConfig
+from data_pipeline.settings import SimulationConfig
 from rotinv_tf import training
 from rotinv_tf.autoencoder import RotationInvariantAutoencoder
+from rotinv_tf.config import Config, resolved_frame
 from rotinv_tf.inference import canonicalize_particles
 from rotinv_tf.serving import load_serving_model
 
@@ -40,13 +41,13 @@ def ctf_stack(tmp_path_factory) -> dict:
             "noangles": os.path.join(root, "noangles.star")}
 
 
-def _config(stack: dict, star: str, tmp_path, **changes) -> training.TrainConfig:
-    settings = dict(name="ctf", dataset="particle_stack",
-                    dataset_options={"stack": stack["stack"], "star": star},
-                    data_dir=str(tmp_path / "tfds"), epochs=1, batch_size=16, latent_dim=4,
-                    filters=4, critic_filters=2, model_dir=str(tmp_path / "run"),
-                    export_dir=str(tmp_path / "saved"), verbose=0)
-    return training.TrainConfig(**{**settings, **changes})
+def _config(stack: dict, star: str, tmp_path, **changes) -> Config:
+    return Config().replace(**{
+        **dict(name="ctf", dataset="particle_stack", stack=stack["stack"], star=star,
+               data_dir=str(tmp_path / "tfds"), epochs=1, batch_size=16, latent_dim=4, filters=4,
+               critic_filters=2, model_dir=str(tmp_path / "run"),
+               export_dir=str(tmp_path / "saved")),
+        **changes})
 
 
 def _blobs(count: int) -> np.ndarray:
@@ -61,7 +62,7 @@ def test_forward_model_turns_the_astigmatism_with_the_frame(correction):
     """A learned frame derotates `image` by θ: the target's CTF is the particle's turned by -θ.
     With `model`, the forward model of the true CTF-free canonical image matches the target;
     with `phase_flip`, the target is the flipped particle derotated."""
-    model = RotationInvariantAutoencoder(SIZE, 4, filters=4, critic_filters=2,
+    model = RotationInvariantAutoencoder(SIZE, latent_dim=4, filters=4, critic_filters=2,
                                          ctf_correction=correction,
                                          optics={"pixel_size": 3.0}, raw_zero=0.0)
     truth = _blobs(3)
@@ -92,22 +93,21 @@ def test_forward_model_turns_the_astigmatism_with_the_frame(correction):
 
 def test_which_ctf_correction_a_run_takes(ctf_stack, tmp_path):
     assert training.resolved_ctf(_config(ctf_stack, ctf_stack["noangles"], tmp_path))[0] == "model"
-    assert training.resolved_frame(_config(ctf_stack, ctf_stack["noangles"], tmp_path)) == \
-        "learned"
+    assert resolved_frame(_config(ctf_stack, ctf_stack["noangles"], tmp_path)) == "learned"
     no_ctf = _config(ctf_stack, None, tmp_path)
     assert training.resolved_ctf(no_ctf)[0] == "none"
     with pytest.raises(ValueError, match="ctf_correction 'phase_flip' needs a particle stack"):
         training.resolved_ctf(_config(ctf_stack, None, tmp_path, ctf_correction="phase_flip"))
     with pytest.raises(ValueError, match="not of spatial_vae"):
         _config(ctf_stack, ctf_stack["star"], tmp_path, model="spatial_vae",
-                ctf_correction="model").validate()
-    simulated = training.TrainConfig(dataset="simulated_particles")
+                ctf_correction="model").check()
+    simulated = Config().replace(dataset="simulated_particles")
     assert training.resolved_ctf(simulated)[0] == "none"
 
 
 def test_ctf_stack_without_angles_trains_exports_and_canonicalizes(ctf_stack, tmp_path):
     config = _config(ctf_stack, ctf_stack["noangles"], tmp_path, frame_angles=32)
-    result = training.train(config)
+    result = training.train(config, verbose=0)
     assert all(math.isfinite(v[-1]) for v in result.history.values())
     model = load_serving_model(result.export_path)
     assert model.metadata["ctf_correction"] == "model"

@@ -7,7 +7,8 @@ How the comparison is made exact:
 - No sampling: batches carry `observed` and `angle`, and the critic's interpolation weights are a
   constant 0.5 (`keras.random.uniform` is replaced in the subprocess, after the weights are built),
   because a mirrored draw is a slice of a global-batch draw, not the single-device draw for that
-  half. (The test also checks that replicas draw different angles.)
+  half. (The test also checks that replicas draw different angles, and that the baseline's
+  replicas draw different angles and posterior noise.)
 - Plain SGD, not Adam: Adam is nearly invariant to the scale of the gradient, so it would hide a
   loss that is not divided by the number of replicas.
 - Batch norm normalises with per-replica statistics, so a mirrored step on [h1 | h2] is not a
@@ -41,13 +42,14 @@ _SCRIPT = textwrap.dedent("""
     import keras
     from data_pipeline.rotation import rotate
     from rotinv_tf.autoencoder import RotationInvariantAutoencoder
+    from rotinv_tf.spatial_vae import SpatialVAE
 
     SIZE, HALF, LR = 16, 8, 1e-3
 
     def build(strategy, learning_rate):
         with strategy.scope():
             keras.utils.set_random_seed(0)
-            model = RotationInvariantAutoencoder(SIZE, 8, filters=8, critic_filters=8)
+            model = RotationInvariantAutoencoder(SIZE, latent_dim=8, filters=8, critic_filters=8)
             model.compile(keras.optimizers.SGD(learning_rate), keras.optimizers.SGD(learning_rate))
         return model
 
@@ -83,6 +85,20 @@ _SCRIPT = textwrap.dedent("""
 
     first, second = mirrored.experimental_local_results(replica_angles(images[:HALF]))
     print("replica_angles_differ", int(not np.allclose(first, second)))
+
+    # The baseline draws through the same helper: its angles and posterior noise differ too.
+    with mirrored.scope():
+        svae = SpatialVAE(SIZE, hidden_units=8)
+
+    @tf.function
+    def svae_draws(images):
+        def draws(x):
+            zeros = tf.zeros([tf.shape(x)[0], 3])
+            return svae._unpack_batch({"image": x})[2], svae._sample(zeros, zeros)
+        return mirrored.run(draws, args=(images,))
+
+    angle, noise = [mirrored.experimental_local_results(v) for v in svae_draws(images[:HALF])]
+    print("svae_draws_differ", int(not np.allclose(*angle)), int(not np.allclose(*noise)))
     keras.random.uniform = lambda shape, *args, **kwargs: tf.fill(shape, 0.5)
 
     def worst(expected, got):
@@ -133,3 +149,4 @@ def test_mirrored_steps_match_single_device():
     assert float(out["dup_steps_error"][0]) < 1e-3, out
     assert out["iterations"] == ["5", "2", "2"]
     assert out["replica_angles_differ"] == ["1"]
+    assert out["svae_draws_differ"] == ["1", "1"]

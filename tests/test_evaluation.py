@@ -15,12 +15,14 @@ import pytest
 from tests.contract_models import TemplateMatcher, TinyContractModel, built
 from tests.data_fixtures import smooth_images, write_idx
 from data_pipeline import datasets, input_fn
+from data_pipeline.angles import to_degrees
 from data_pipeline.errors import DataError
 from data_pipeline.preprocessing import Normalization
 from data_pipeline.rotation import rotate
 from rotinv_tf import evaluation
 from rotinv_tf.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.export import export_saved_model
+from rotinv_tf.serving import load_serving_model
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 SIM_SIZE = 24
@@ -40,6 +42,11 @@ CONFIG = f"""# a tiny config in the format of configs/*.cfg
 METRIC_KEYS = {"avg_mse", "worst_mse", "median_mse", "worst_index", "angle_mae_deg",
                "angle_rmse_deg", "angle_mse_rad2", "num_images", "dataset", "split", "saved_model",
                "eval_angle_seed", "angle_distribution", "angle_scale_deg"}
+
+
+def _evaluate_saved_model(path: str, batches, normalization) -> evaluation.EvaluationResult:
+    """One SavedModel evaluated on `batches` (see `evaluation.evaluate_models`)."""
+    return evaluation.evaluate_models([load_serving_model(path)], batches, normalization)[0]
 
 
 # Metrics on hand-made numbers.
@@ -150,7 +157,7 @@ def test_template_matcher_recovers_angles_and_canonical_images(tmp_path):
     assert (normalization.min, normalization.max) == (0.0, 255.0)
     matcher = built(TemplateMatcher(template / 255.0), 28)
     path = export_saved_model(matcher, normalization, 28, str(tmp_path / "models"), "matcher")
-    result = evaluation.evaluate_saved_model(path, batches.as_numpy_iterator(), normalization)
+    result = _evaluate_saved_model(path, batches.as_numpy_iterator(), normalization)
     assert result.metrics["num_images"] == 12
     assert np.ptp(np.degrees(result.true_angle)) > 90  # the inputs really are rotated
     assert result.metrics["angle_mae_deg"] < 1.0
@@ -254,10 +261,10 @@ def test_cli_writes_the_report(workspace):
         np.sqrt(np.square(rows["angle_error_deg"]).mean()), abs=1e-5)
 
     # The same numbers as the library on the data the config names, and a distinct baseline.
-    expected = evaluation.evaluate_saved_model(
+    expected = _evaluate_saved_model(
         workspace["ours"], workspace["batches"].as_numpy_iterator(), workspace["normalization"])
     assert metrics["avg_mse"] == pytest.approx(expected.metrics["avg_mse"], rel=1e-5)
-    np.testing.assert_allclose(rows["true_angle_deg"], evaluation.wrap_deg(expected.true_angle),
+    np.testing.assert_allclose(rows["true_angle_deg"], to_degrees(expected.true_angle),
                                atol=1e-4)
     baseline = json.loads((out / "baseline_metrics.json").read_text())
     assert set(baseline) == METRIC_KEYS and baseline["saved_model"] == workspace["baseline"]

@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from rotinv_tf import distribution, training
+from rotinv_tf import distribution
+from rotinv_tf.config import Config
 from tests.cli_output import user_facing_lines
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,16 +107,16 @@ def test_two_workers_train_as_one(tmp_path):
     versions = [os.path.join(root) for root, _, files in os.walk(export_dir)
                 if "saved_model.pb" in files]
     assert versions == [os.path.join(export_dir, "quickstart", "1")]
-    assert sorted(os.listdir(workers.flag("model_dir"))) == ["checkpoints", "logs"]
+    assert sorted(os.listdir(workers.flag("model_dir"))) == ["checkpoints", "config.json", "logs"]
     # A fresh process: the SavedModel serves, and the chief's checkpoint holds the weights that
     # worker 1 reported (worker 1 wrote no checkpoint of its own to the shared folder).
     script = textwrap.dedent(f"""
         import sys, numpy as np, tensorflow as tf
         from absl import flags
-        from rotinv_tf import options, training
-        options.define_flags()
+        from rotinv_tf import config as configs, training
+        configs.define_flags()
         flags.FLAGS(["train"] + {workers.args!r})
-        config = options.config_from_flags(flags.FLAGS)
+        config = configs.from_flags(flags.FLAGS)
         served = tf.saved_model.load({versions[0]!r}).signatures["serving_default"]
         out = served(images=tf.random.normal([3, 16, 16, 1]))
         assert out["canonical_image"].shape == (3, 16, 16, 1), out["canonical_image"].shape
@@ -159,12 +160,10 @@ def test_a_lost_worker_stops_the_run_and_a_restart_resumes_it(tmp_path):
 
 @pytest.mark.parametrize("strategy", ["multi_worker", "mirrored"])
 def test_learned_frame_is_refused_on_several_replicas(strategy):
-    config = training.TrainConfig(dataset="particle_stack", dataset_options={"stack": "x.mrcs"},
-                                  strategy=strategy)
-    with pytest.raises(ValueError, match=f"frame 'learned' cannot train with strategy {strategy}"):
-        config.validate()
-    training.TrainConfig(dataset="particle_stack", strategy="multi_worker",
-                         dataset_options={"stack": "x.mrcs", "star": "x.star"}).validate()
+    config = Config().replace(dataset="particle_stack", stack="x.mrcs", strategy=strategy)
+    with pytest.raises(ValueError, match=f"frame learned cannot train with strategy {strategy}"):
+        config.check()
+    config.replace(star="x.star").check()
 
 
 def test_slurm_cluster_from_the_step_variables(monkeypatch):

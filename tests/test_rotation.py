@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipeline.rotation import fixed_angles, rotate, sample_angles, wrap_angle, wrap_degrees
+from data_pipeline.angles import wrap_angle, wrap_degrees
+from data_pipeline.rotation import fixed_angles, rotate, sample_angles
 
 
 def _disc_mask(size, margin=2.0):

@@ -16,6 +16,7 @@ from data_pipeline.datasets.particle_stack import split_positions
 from data_pipeline.formats.mrc import open_stack, write_stack
 from data_pipeline.formats.star import StarBlock, angle_to_psi_degrees, read_star, write_star
 from rotinv_tf import training
+from rotinv_tf.config import Config, resolved_frame
 from rotinv_tf.inference import canonicalize_particles
 from rotinv_tf.serving import load_serving_model
 from tests.cs_files import write_cs
@@ -71,20 +72,34 @@ def test_library_trains_on_a_stack_with_a_star_file(stack, tmp_path, monkeypatch
             return _real(*args, **kwargs)
 
         monkeypatch.setattr(input_fn, name, spy)
-    config = training.TrainConfig(
-        name="stack", dataset="particle_stack",
-        dataset_options={"stack": stack["stack"], "star": stack["star"]},
+    config = Config().replace(
+        name="stack", dataset="particle_stack", stack=stack["stack"], star=stack["star"],
         data_dir=str(tmp_path / "tfds"), epochs=1, batch_size=16, latent_dim=4, filters=4,
         critic_filters=2, model_dir=str(tmp_path / "run"),
-        export_dir=str(tmp_path / "saved_models"), verbose=0)
-    result = training.train(config)
+        export_dir=str(tmp_path / "saved_models"))
+    result = training.train(config, verbose=0)
     assert os.path.exists(os.path.join(result.export_path, "saved_model.pb"))
     assert load_serving_model(result.export_path).image_size == SIZE
     assert len(result.history["val_angle_error_deg"]) == 1
     # Streamed, not cached in RAM; validated on the held-out validation particles.
     (train_name, train_kwargs), (eval_name, eval_kwargs) = calls
-    assert (train_name, train_kwargs["cache"]) == ("train_input", False)
+    assert train_name == "train_input" and "CacheDataset" not in _pipeline(
+        input_fn.train_input("particle_stack", 16, data_dir=str(tmp_path / "tfds"),
+                             stack=stack["stack"])[0])
+    assert "CacheDataset" in _pipeline(input_fn.train_input(
+        "simulated_particles", 16, data_dir=str(tmp_path / "tfds"),
+        simulation={"image_size": 8, "num_conformations": 2, "images_per_conformation": 4,
+                    "test_conformations": 1})[0])
     assert (eval_name, eval_kwargs["split"]) == ("eval_input", "validation")
+
+
+def _pipeline(dataset) -> list[str]:
+    """The class names of a tf.data pipeline's stages, last first."""
+    names = []
+    while dataset is not None:
+        names.append(type(dataset).__name__.lstrip("_"))
+        dataset = getattr(dataset, "_input_dataset", None)
+    return names
 
 
 def _run(module: str, *args: str) -> subprocess.CompletedProcess:
@@ -104,7 +119,8 @@ def test_cli_on_a_cs_file_logs_epochs_evaluate_scores_test_and_it_canonicalizes(
     assert len(epoch_lines) == 2 and all(len(line) < 1000 for line in epoch_lines)
     saved_model = os.path.join(tmp_path, "saved", "cs", "1")
 
-    evaluated = _run("rotinv_tf.evaluate", *data, f"--saved_model={saved_model}",
+    # No flagfile: the SavedModel's config.json names the data.
+    evaluated = _run("rotinv_tf.evaluate", f"--saved_model={saved_model}",
                      f"--output_dir={tmp_path}/report")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     with open(tmp_path / "report" / "per_image.csv", newline="") as f:
@@ -134,13 +150,13 @@ def test_fit_prints_a_bar_on_a_terminal_and_one_line_per_epoch_elsewhere():
 def test_a_stack_without_angles_trains_in_a_learned_frame(stack, tmp_path):
     """No STAR file: the frame is learned. The exported angles agree with the truth after one
     global rotation, a quarter-turned particle's angle moves by 90°, and the STAR says the frame."""
-    config = training.TrainConfig(
-        name="learned", dataset="particle_stack", dataset_options={"stack": stack["stack"]},
+    config = Config().replace(
+        name="learned", dataset="particle_stack", stack=stack["stack"],
         data_dir=str(tmp_path / "tfds"), epochs=3, batch_size=16, latent_dim=4, filters=4,
         critic_filters=2, frame_angles=64, frame_momentum=0.3, augment_quarter_turns=True,
-        model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "saved_models"), verbose=0)
-    assert training.resolved_frame(config) == "learned"
-    result = training.train(config)
+        model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "saved_models"))
+    assert resolved_frame(config) == "learned"
+    result = training.train(config, verbose=0)
     model = load_serving_model(result.export_path)
     assert model.metadata["frame"] == "learned"
     with open_stack(stack["stack"]) as opened:
@@ -156,3 +172,6 @@ def test_a_stack_without_angles_trains_in_a_learned_frame(stack, tmp_path):
     summary = canonicalize_particles(result.export_path, stack["stack"], str(tmp_path / "c.mrcs"),
                                      str(tmp_path / "c.star"), refine=False)
     assert "frame learned from the particles without angles" in open(summary.star).read()
+    # canonicalize reports how the model was trained, from the SavedModel's config.json.
+    assert summary.training.startswith("model trained autoencoder on particle_stack")
+    assert summary.training in open(summary.star).read()

@@ -111,3 +111,13 @@ def test_cpu_schedule_estimate_fits_the_budget(table1):
     assert table1.estimate_seconds(table1.SCHEDULES["quick"],
                                    {"rotated_mnist": (8000, 2000),
                                     "simulated_5hdb": (1600, 400)}) < 10 * 60
+
+
+def test_every_run_is_a_valid_config(table1):
+    for schedule in table1.SCHEDULES.values():
+        for key, method in schedule.runs:
+            options = table1.data_options(key, schedule, "mnist_dir")
+            config = table1.train_config(key, method, schedule, options, "work", None, 7)
+            config.check()
+            assert config.model.name == table1.METHODS[method]
+            assert config.data.eval_angle_seed == 7

@@ -9,30 +9,31 @@ import sys
 import pytest
 import tensorflow as tf
 
-from rotinv_tf import training
+from rotinv_tf import config as configs, training
+from rotinv_tf.config import Config
 from tests.cli_output import user_facing_lines
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_SIMULATION = {"image_size": 24, "num_conformations": 6, "images_per_conformation": 64,
-                   "test_conformations": 2, "snr": 1.0, "seed": 3}
+TINY_SIMULATION = {"sim_image_size": 24, "sim_num_conformations": 6,
+                   "sim_images_per_conformation": 64, "sim_test_conformations": 2, "sim_snr": 1.0,
+                   "sim_seed": 3}
 
 
-def _config(tmp_path, **overrides) -> training.TrainConfig:
+def _config(tmp_path, **overrides) -> Config:
     settings = dict(
-        name="tiny", dataset="simulated_particles",
-        dataset_options={"simulation": TINY_SIMULATION}, data_dir=str(tmp_path / "tfds"),
-        epochs=4, batch_size=32, learning_rate=2e-3, critic_learning_rate=2e-3,
-        lr_decay_epoch=0, latent_dim=8, filters=8, model_dir=str(tmp_path / "run"),
-        export_dir=str(tmp_path / "saved_models"), verbose=0)
+        name="tiny", dataset="simulated_particles", **TINY_SIMULATION,
+        data_dir=str(tmp_path / "tfds"), epochs=4, batch_size=32, learning_rate=2e-3,
+        critic_learning_rate=2e-3, lr_decay_epoch=0, latent_dim=8, filters=8,
+        model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "saved_models"))
     settings.update(overrides)
-    return training.TrainConfig(**settings)
+    return Config().replace(**settings)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("train")
     config = _config(tmp_path)
-    return config, training.train(config)
+    return config, training.train(config, verbose=0)
 
 
 def test_training_reduces_error_and_exports(trained):
@@ -42,9 +43,12 @@ def test_training_reduces_error_and_exports(trained):
     # Four short epochs teach the angle; the canonical image needs longer (test_autoencoder).
     assert history["val_angle_error_deg"][-1] < history["val_angle_error_deg"][0]
     assert history["loss"][-1] < history["loss"][0]
-    assert result.export_path == os.path.join(config.export_dir, "tiny", "1")
+    assert result.export_path == os.path.join(config.runtime.export_dir, "tiny", "1")
     assert os.path.exists(os.path.join(result.export_path, "saved_model.pb"))
-    tags = _summary_tags(os.path.join(config.model_dir, "logs"))
+    # The run's config travels with it: in model_dir and in the SavedModel.
+    assert configs.load(os.path.join(config.runtime.model_dir, configs.CONFIG_FILE)) == config
+    assert configs.load(os.path.join(result.export_path, "assets", configs.CONFIG_FILE)) == config
+    tags = _summary_tags(os.path.join(config.runtime.model_dir, "logs"))
     assert {"validation/input | decoder output | ground truth", "validation/angle_error_rad",
             "train/epoch_learning_rate", "train/epoch_train_images_per_second",
             "validation/epoch_angle_error_deg", "train/batch_loss"} <= tags
@@ -59,21 +63,23 @@ def _summary_tags(log_dir: str) -> set:
     return tags
 
 
-def test_rerun_resumes_from_the_saved_epoch(trained, tmp_path):
+def test_rerun_resumes_from_the_saved_epoch(trained, tmp_path, capsys):
     config, first = trained
-    more = _config(tmp_path, model_dir=config.model_dir, data_dir=config.data_dir,
-                   export_dir=config.export_dir, epochs=config.epochs + 1)
-    second = training.train(more)
+    more = config.replace(epochs=config.schedule.epochs + 1)
+    second = training.train(more, verbose=0)
+    # The rerun says what changed since the run it resumes.
+    assert "epochs: 4 -> 5" in capsys.readouterr().out
     # Only the one missing epoch ran, on top of the restored optimizer state.
     assert len(second.history["loss"]) == 1
     assert second.export_path.endswith(os.path.join("tiny", "2"))
     train_images = 4 * 64 - 4 * 64 // 10  # 4 train conformations x 64, less every 10th
     steps_per_epoch = train_images // 32
     state = training.build_model(more, 24)
-    state.load_weights(os.path.join(config.model_dir, "checkpoints", "latest.weights.h5"))
-    assert int(state.generator_optimizer.iterations) == (config.epochs + 1) * steps_per_epoch
-    assert int(state.critic_optimizer.iterations) == math.ceil(
-        (config.epochs + 1) * steps_per_epoch / 4)
+    state.load_weights(os.path.join(config.runtime.model_dir, "checkpoints",
+                                    "latest.weights.h5"))
+    epochs = config.schedule.epochs + 1
+    assert int(state.generator_optimizer.iterations) == epochs * steps_per_epoch
+    assert int(state.critic_optimizer.iterations) == math.ceil(epochs * steps_per_epoch / 4)
 
 
 def _train_cli(*args, cwd=REPO):
@@ -116,8 +122,8 @@ def test_cli_trains_from_a_flagfile_with_overrides(tmp_path):
 
 
 def test_spatial_vae_size_comes_from_the_config():
-    config = training.TrainConfig(model="spatial_vae", svae_hidden_units=16,
-                                  svae_num_hidden_layers=1)
+    config = Config().replace(model="spatial_vae", svae_hidden_units=16,
+                              svae_num_hidden_layers=1)
     model = training.build_model(config, image_size=8)
-    assert (model.get_config()["hidden_units"], model.get_config()["num_hidden_layers"]) == (16, 1)
-    assert training.TrainConfig().svae_hidden_units == 500  # the original's default
+    assert (model.settings.hidden_units, model.settings.num_hidden_layers) == (16, 1)
+    assert Config().model.spatial_vae.hidden_units == 500  # the original's default

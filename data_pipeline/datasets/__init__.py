@@ -18,8 +18,8 @@ import tensorflow_datasets as tfds
 from data_pipeline.datasets import five_hdb, mnist_idx, particle_stack, simulated_particles  # noqa: F401
 from data_pipeline.formats import idx
 from data_pipeline.preprocessing import Normalization, load_or_compute_statistics
+from data_pipeline.settings import DATASETS, DEFAULT_HOLDOUT_FRACTION
 
-DATASETS = ("mnist", "fashion_mnist", "five_hdb", "simulated_particles", "particle_stack")
 # Every 10th example of a builder's train split is the validation split (`_carve_validation`).
 VALIDATION_EVERY = 10
 
@@ -114,7 +114,7 @@ def _stack(split: str, data_dir: str | None, stack: str | None, star: str | None
 
 def load(name: str, split: str, data_dir: str | None = None, *, mnist_dir: str | None = None,
          manual_dir: str | None = None, stack: str | None = None, star: str | None = None,
-         holdout_fraction: float = particle_stack.DEFAULT_HOLDOUT_FRACTION,
+         holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
          simulation: dict[str, Any] | None = None) -> tuple[tf.data.Dataset, Normalization]:
     """The unbatched `split` of data set `name`, and the normalisation of its training split.
 

@@ -10,7 +10,7 @@ stack, whatever the split), with angles `angle` float32 (radians, via
 angle of `image`, which is the particle's own turned by -angle when `image` is derotated) float32,
 and `image`:
 - with angles, the canonical image `rotate(observed, -angle)`, as for every data set
-  (`observed = rotate(image, angle)`);
+  (`data_pipeline/angles.py`);
 - without them there is no ground truth, so `image` is the observed particle itself (training on it
   reconstructs what it sees, and the statistics of `image` are those of the stack).
 
@@ -39,10 +39,10 @@ from data_pipeline.errors import DataError
 from data_pipeline.formats import cryosparc
 from data_pipeline.formats import star as star_format
 from data_pipeline.formats.mrc import open_stack
+from data_pipeline.settings import DEFAULT_HOLDOUT_FRACTION
 
 NAME = "particle_stack"
 SPLITS = ("train", "validation", "test", "all")
-DEFAULT_HOLDOUT_FRACTION = 0.2
 SPLIT_SEED = 0x5EED_57AC  # part of the split's definition: changing it moves held-out particles
 _MASK64 = (1 << 64) - 1
 
@@ -90,20 +90,20 @@ def _rows_from_star(path: str, stack_name: str, count: int) -> _MetadataRows:
     blocks = star_format.read_star(path)
     table = star_format.particles_block(blocks, path)
     psi = None
-    if "rlnAnglePsi" in table:
+    if star_format.ANGLE_PSI in table:
         try:
-            psi = np.array(table.column("rlnAnglePsi"), dtype=np.float64)
+            psi = np.array(table.column(star_format.ANGLE_PSI), dtype=np.float64)
         except ValueError as e:
             raise DataError(path, f"rlnAnglePsi is not numeric ({e})") from None
     ctf = star_format.read_ctf(blocks, path)
     if psi is None and ctf is None:
         raise DataError(path, "no rlnAnglePsi column (the in-plane angles) and no CTF columns "
                         f"({', '.join(star_format.DEFOCUS_COLUMNS)})")
-    if "rlnImageName" not in table:
+    if star_format.IMAGE_NAME not in table:
         if len(table) != count:
             raise DataError(path, f"{len(table)} particles for {count} images in {stack_name}")
         return _MetadataRows(np.arange(count), lambda row: f"row {row + 1}", psi, ctf)
-    names = table.column("rlnImageName")
+    names = table.column(star_format.IMAGE_NAME)
     positions = np.full(len(names), -1, np.int64)
     for row, name in enumerate(names):
         number, at, file = name.partition("@")

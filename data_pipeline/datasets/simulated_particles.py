@@ -4,7 +4,7 @@ Every set of simulation settings is its own builder config, named from the setti
 (`make_config(snr=0.05).name == "n40_snr0.05_c20x1000_seed0"`), so each is stored and cached as a
 separate version. Train holds the first `num_conformations - test_conformations` conformations,
 test the rest. Elements: `image` (canonical) and `observed` float32 [N, N, 1], `angle` float32
-(radians, observed = rotate(image, angle)), `index` int64 (position in the split) and
+(`data_pipeline/angles.py`), `index` int64 (position in the split) and
 `conformation` int64. The pixel size (Å) is in the description and in `info.metadata`.
 """
 import dataclasses

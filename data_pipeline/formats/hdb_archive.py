@@ -3,8 +3,7 @@
 Layout: `5HDB/<k>_/imgdata.mrc` (an MRC stack of 40x40 observed images) and `5HDB/<k>_/pardata.pkl`
 (a pickled dict whose key `'i'` holds each image's in-plane rotation in radians), k = 0..19, one
 folder per conformation. Folders 0-15 are the train split, 16-19 the test split. The canonical image
-is the observation rotated back: `image = rotate(observed, -angle)`, since
-`observed = rotate(image, angle)`.
+is the observation rotated back, `image = rotate(observed, -angle)` (`data_pipeline/angles.py`).
 """
 import dataclasses
 import os

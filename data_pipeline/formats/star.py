@@ -4,9 +4,9 @@ Column names are kept without their leading underscore (`rlnAnglePsi`); values s
 STAR has no types. RELION 3.1+ files hold a `data_optics` and a `data_particles` block; older files a
 single loop block, which `particles_block` also finds.
 
-Angle convention: the project's `angle` θ is in radians, counter-clockwise positive, with
-`observed = rotate(image, θ)`. The simulator writes `rlnAnglePsi` as θ in degrees with the same sign,
-and `psi_degrees_to_angle` / `angle_to_psi_degrees` are the one place that conversion lives.
+RELION's names (`IMAGE_NAME`, `ANGLE_PSI`, ..., `image_name`, `optics_block`) live here only.
+`rlnAnglePsi` is the project's angle (`data_pipeline/angles.py`) in degrees with the same sign;
+`psi_degrees_to_angle` / `angle_to_psi_degrees` are the one place that conversion lives.
 """
 import contextlib
 import dataclasses
@@ -18,7 +18,17 @@ import numpy as np
 
 from data_pipeline.atomic import atomic_path
 from data_pipeline.errors import DataError
-from data_pipeline.rotation import wrap_degrees
+from data_pipeline.angles import to_degrees
+
+# RELION's names, used by every reader and writer of STAR files in the project.
+IMAGE_NAME = "rlnImageName"
+ANGLE_PSI = "rlnAnglePsi"
+OPTICS_GROUP = "rlnOpticsGroup"
+IMAGE_PIXEL_SIZE = "rlnImagePixelSize"
+IMAGE_SIZE = "rlnImageSize"
+ORIGIN_COLUMNS = ("rlnOriginXAngst", "rlnOriginYAngst")
+DEFOCUS_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
+OPTICS_COLUMNS = ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
 
 # A token is a quoted string (closed by the same quote) or a run of non-blank characters.
 _TOKEN = re.compile(r"""'([^']*)'|"([^"]*)"|(\S+)""")
@@ -33,7 +43,12 @@ def psi_degrees_to_angle(psi: np.ndarray | float) -> np.ndarray | float:
 def angle_to_psi_degrees(angle: np.ndarray | float) -> np.ndarray | float:
     """The project's `angle` (radians) -> RELION `rlnAnglePsi` (degrees, same sign, wrapped to
     (-180, 180])."""
-    return wrap_degrees(np.rad2deg(angle))
+    return to_degrees(angle)
+
+
+def image_name(index: int, stack_path: str) -> str:
+    """RELION's `rlnImageName` for the 1-based `index` in `stack_path`: `000001@stack.mrcs`."""
+    return f"{index:06d}@{stack_path}"
 
 
 @dataclasses.dataclass
@@ -289,8 +304,19 @@ def particles_block(blocks: dict[str, StarBlock], path: str = "STAR file") -> St
                     f"found blocks {', '.join('data_' + n for n in blocks)}")
 
 
-DEFOCUS_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
-OPTICS_COLUMNS = ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
+def optics_block(pixel_size: float, image_size: int, voltage: float | None = None,
+                 spherical_aberration: float | None = None,
+                 amplitude_contrast: float | None = None) -> StarBlock:
+    """A RELION 3.1 `data_optics` block of one group (`rlnOpticsGroup` 1), with the microscope's
+    optics when given (kV, mm, fraction)."""
+    columns = [OPTICS_GROUP, "rlnOpticsGroupName"]
+    row = ["1", "opticsGroup1"]
+    if voltage is not None:
+        columns += list(OPTICS_COLUMNS)
+        row += [f"{voltage:g}", f"{spherical_aberration:g}", f"{amplitude_contrast:g}"]
+    columns += [IMAGE_PIXEL_SIZE, IMAGE_SIZE, "rlnImageDimensionality"]
+    row += [f"{pixel_size:.6f}", str(image_size), "2"]
+    return StarBlock(columns=columns, rows=[row])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from data_pipeline.polar import PolarResampler, default_radii
-from data_pipeline.rotation import rotate, wrap_angle
+from data_pipeline.angles import wrap_angle
+from data_pipeline.rotation import rotate
 
 _MIN_NOISE_VARIANCE = 1e-6  # per pixel, relative to the particles' unit variance (noiseless data)
 _CHUNK = 2048  # images resampled at a time: the polar gather holds 4 taps per grid point

@@ -15,7 +15,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from data_pipeline.rotation import rotate, wrap_angle
+from data_pipeline.angles import wrap_angle
+from data_pipeline.rotation import rotate
 from rotinv_tf.pose.classical import PolarSpectra, image_batch
 
 _MIN_RADIUS = 2.0  # pixels: the innermost rings hardly constrain ψ

@@ -1,0 +1,335 @@
+"""A run's configuration: nested dataclasses from which the command-line flags are generated.
+
+    Config
+    ├── data      DataConfig (data_pipeline.settings), with its SimulationConfig (flags `sim_*`)
+    ├── model     which model, and one dataclass per model: exactly its constructor's settings
+    │             (AutoencoderConfig, flags as named; SpatialVAEConfig, flags `svae_*`)
+    ├── schedule  epochs, batch size, optimiser settings
+    └── runtime   names, folders, seed, precision, distribution
+
+A setting is one field (default, help text and allowed values in one place); `define_flags` makes
+its flag for `train` and `evaluate`, `from_flags` reads it back, `check` validates the whole
+configuration. A run writes its config as `config.json` into `model_dir` and into the SavedModel's
+assets (`save`/`load`), so evaluating or canonicalizing a model needs no flagfile.
+"""
+import dataclasses
+import json
+import os
+from typing import Any
+
+from absl import flags
+
+from data_pipeline import settings
+from data_pipeline.atomic import write_text
+from data_pipeline.datasets.particle_stack import ParticleStack
+from data_pipeline.settings import DataConfig, section, setting
+from rotinv_tf.distribution import CLUSTERS, DEFAULT_SLURM_PORT, STRATEGIES
+from rotinv_tf.networks import ARCHITECTURES
+
+CONFIG_FILE = "config.json"
+MODELS = ("autoencoder", "spatial_vae")
+FRAMES = ("supervised", "learned")
+CTF_CORRECTIONS = ("none", "phase_flip", "model")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+LIKELIHOODS = ("gaussian", "bernoulli")
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoencoderConfig:
+    """The settings of `RotationInvariantAutoencoder` (ours); see its docstring."""
+
+    latent_dim: int = setting(32, "Latent size, angle slot included.")
+    filters: int = setting(32, "Width of the encoder's and decoder's first layer.")
+    critic_filters: int = setting(
+        16, "Width of the critic's first layer (its gradient penalty is the dearest part of a "
+            "step).")
+    architecture: str = setting(
+        "default", "default (convolutional encoder, widths above) or paper (the authors' MLP "
+                   "encoder, DCGAN decoder from 4x4x64 and 2/4/8-channel critic; widths ignored).",
+        ARCHITECTURES)
+    augment_quarter_turns: bool = setting(
+        False, "Turn full-circle data that carries angles by random k x 90 degrees.")
+    frame: str = setting(
+        "auto", "supervised (the paper: the data's canonical images define the frame) or "
+                "learned (EM template frame, for stacks without angles); auto picks learned for "
+                "a particle stack without a STAR file.", ("auto",) + FRAMES)
+    frame_angles: int = setting(128, "learned frame: polar angle bins of the EM template "
+                                     "(multiple of 4).")
+    frame_momentum: float = setting(0.1, "learned frame: EM template update rate per step.")
+    frame_classes: int = setting(
+        1, "learned frame: EM templates, one per view of a stack holding several (as K in "
+           "RELION 2D classification).")
+    ctf_correction: str = setting(
+        "auto", "particle stacks with CTF values: model (the decoder returns the CTF-free "
+                "canonical image, the loss sees it through each particle's CTF), phase_flip "
+                "(particles and targets phase-flipped) or none; auto: model when the STAR/.cs "
+                "file has CTF values, else none.", ("auto",) + CTF_CORRECTIONS)
+    angle_weight: float = setting(1.0, "Weight of the angle loss.")
+    reconstruction_weight: float = setting(1.0, "Weight of the reconstruction loss.")
+    adversarial_weight: float = setting(
+        1.0, "Weight of -D(x̂) for the decoder: the paper's 1, beside the reconstruction's "
+             "per-image norms (rotinv_tf.losses.reconstruction_loss says why).")
+    gp_weight: float = setting(10.0, "Gradient-penalty weight λ.")
+    generator_steps_per_critic_step: int = setting(
+        4, "The critic is updated once every this many generator steps (paper: 4).")
+
+    def problems(self) -> list[str]:
+        problems = settings.problems_of_choices(self)
+        for name in ("latent_dim", "filters", "critic_filters", "frame_classes",
+                     "generator_steps_per_critic_step"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.frame_angles < 4 or self.frame_angles % 4:
+            problems.append(f"frame_angles must be a positive multiple of 4, got "
+                            f"{self.frame_angles}")
+        return problems
+
+
+@dataclasses.dataclass(frozen=True)
+class SpatialVAEConfig:
+    """The settings of `SpatialVAE` (the baseline); see its docstring."""
+
+    latent_dim: int = setting(2, "Content latents z.")
+    hidden_units: int = setting(500, "MLP width (inference and generator; original: 500).")
+    num_hidden_layers: int = setting(2, "MLP depth (inference and generator; original: 2).")
+    rotation_prior_std_deg: float = setting(
+        180.0, "Std of the rotation prior, degrees (180 particles, 45 MNIST).")
+    translation_prior_std: float = setting(
+        0.0, "Std of the translation prior, in image half-widths; 0 turns translation off.")
+    infer_rotation: bool = setting(True, "Infer the rotation (otherwise fixed at 0).")
+    likelihood: str = setting("gaussian", "Pixel likelihood: gaussian (standardised particles) "
+                                          "or bernoulli (images in [0, 1]).", LIKELIHOODS)
+    standardize: bool = setting(
+        True, "gaussian likelihood: standardise each image (Bepler et al.'s --normalize), so the "
+              "unit-variance noise model fits noisy particles.")
+    rotation_kl_mean_penalty: bool = setting(
+        False, "Penalise the rotation posterior's mean too: the full KL of Bepler et al.'s MNIST "
+               "script (their particle script leaves it free: the canonical pose is arbitrary).")
+
+    def problems(self) -> list[str]:
+        problems = settings.problems_of_choices(self)
+        if self.latent_dim < 0:
+            problems.append(f"latent_dim must be >= 0, got {self.latent_dim}")
+        if self.hidden_units < 1 or self.num_hidden_layers < 1:
+            problems.append("hidden_units and num_hidden_layers must be >= 1")
+        if not self.rotation_prior_std_deg > 0:
+            problems.append(f"rotation_prior_std_deg must be > 0, got "
+                            f"{self.rotation_prior_std_deg}")
+        if not self.translation_prior_std >= 0:
+            problems.append(f"translation_prior_std must be >= 0, got "
+                            f"{self.translation_prior_std}")
+        if self.standardize and self.likelihood != "gaussian":
+            problems.append("standardize needs the gaussian likelihood (bernoulli takes images "
+                            "in [0, 1])")
+        if not (self.infer_rotation or self.translation_prior_std > 0 or self.latent_dim > 0):
+            problems.append("nothing to infer: rotation and translation are off and latent_dim "
+                            "is 0")
+        return problems
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which model trains, and the settings of each (only the chosen one's are used)."""
+
+    name: str = setting("autoencoder", "autoencoder (ours) or spatial_vae (baseline).", MODELS,
+                        flag="model")
+    autoencoder: AutoencoderConfig = section(AutoencoderConfig, "ours")
+    spatial_vae: SpatialVAEConfig = section(SpatialVAEConfig, "the baseline", prefix="svae_")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """How long and how fast a run trains."""
+
+    epochs: int = setting(10, "Training epochs.")
+    batch_size: int = setting(256, "Global batch size.")
+    steps_per_epoch: int = setting(0, "Steps per epoch; 0 = one pass over the data.")
+    learning_rate: float = setting(1e-4, "Encoder/decoder learning rate.")
+    critic_learning_rate: float = setting(1e-4, "Critic learning rate (ours).")
+    lr_decay_epoch: int = setting(
+        200, "Multiply learning rates by lr_decay_factor from this epoch; 0 = never.")
+    lr_decay_factor: float = setting(0.1, "Learning-rate decay factor.")
+    weight_decay: float = setting(
+        1e-5, "ours: Adam weight decay as PyTorch's, added to the gradient (rotinv_tf.optimizers); "
+              "spatial-VAE trains with Bepler et al.'s plain Adam.")
+    adam_beta_1: float = setting(
+        0.5, "ours: Adam β₁, the authors' (torch.optim.Adam(betas=(0.5, 0.999)), "
+             "benchmarks/reference_pytorch.py).")
+
+    def problems(self) -> list[str]:
+        problems = []
+        if self.epochs < 0 or self.steps_per_epoch < 0:
+            problems.append("epochs and steps_per_epoch must be >= 0")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be > 0, got {self.batch_size}")
+        if not (self.learning_rate > 0 and self.critic_learning_rate > 0):
+            problems.append("learning rates must be > 0")
+        return problems
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """Where a run writes, its seed, and how it computes."""
+
+    name: str = setting("quickstart", "Run name: the SavedModel goes to export_dir/<name>/"
+                                      "<version>.")
+    model_dir: str | None = setting(
+        None, "Checkpoints, TensorBoard logs and config.json (default runs/<name>).")
+    export_dir: str = setting("saved_models", "SavedModels go to <export_dir>/<name>/<version>.")
+    seed: int = setting(0, "Seed for weights, shuffling and training rotations.")
+    jit_compile: bool = setting(False, "Compile train steps with XLA.")
+    mixed_precision: str = setting("float32", "Keras dtype policy.", PRECISIONS)
+    strategy: str = setting("default", "tf.distribute strategy.", STRATEGIES)
+    cluster: str = setting(
+        "tf_config", "multi_worker: where the cluster is described: the TF_CONFIG variable, or "
+                     "the SLURM_* variables of an srun step (docs/distributed.md).", CLUSTERS)
+    slurm_port: int = setting(DEFAULT_SLURM_PORT, "cluster slurm: port of a host's first task (the next tasks "
+                                    "take the next ports).")
+    log_every_steps: int = setting(25, "TensorBoard step-metric interval.")
+
+    @property
+    def run_dir(self) -> str:
+        """`model_dir`, or runs/<name>."""
+        return self.model_dir or os.path.join("runs", self.name)
+
+    def problems(self) -> list[str]:
+        problems = settings.problems_of_choices(self)
+        if not self.name or os.sep in self.name or self.name in (".", ".."):
+            problems.append(f"name must be a plain folder name, got {self.name!r}")
+        if self.log_every_steps < 1:
+            problems.append(f"log_every_steps must be >= 1, got {self.log_every_steps}")
+        return problems
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a training run needs."""
+
+    data: DataConfig = section(DataConfig, "the data")
+    model: ModelConfig = section(ModelConfig, "the model")
+    schedule: ScheduleConfig = section(ScheduleConfig, "the schedule")
+    runtime: RuntimeConfig = section(RuntimeConfig, "where and how")
+
+    def check(self) -> None:
+        """ValueError, one line naming every problem, for settings that cannot run together."""
+        problems = (self.data.problems() + self.model.autoencoder.problems()
+                    + self.model.spatial_vae.problems() + self.schedule.problems()
+                    + self.runtime.problems() + settings.problems_of_choices(self.model))
+        frame = resolved_frame(self)
+        if self.model.name != "autoencoder":
+            if self.model.autoencoder.frame == "learned":
+                problems.append("frame learned is a frame of the autoencoder, not of spatial_vae")
+            if self.model.autoencoder.ctf_correction not in ("auto", "none"):
+                problems.append("a CTF correction is a feature of the autoencoder, not of "
+                                "spatial_vae")
+        # The EM template is updated from each replica's own batch, so replicas' templates
+        # would drift apart.
+        if frame == "learned" and self.runtime.strategy != "default":
+            problems.append(f"frame learned cannot train with strategy {self.runtime.strategy} "
+                            f"(its EM template is not synchronised across replicas); train it "
+                            f"with the default strategy, or give the stack a STAR file")
+        settings.raise_problems(problems)
+
+    def replace(self, **flat: Any) -> "Config":
+        """A copy with the settings named by their flag names replaced: `replace(epochs=2)`."""
+        return settings.from_flat(Config, flat, base=self)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        """The inverse of `dataclasses.asdict` (ValueError for unknown settings)."""
+        return settings.from_dict(cls, values)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        return cls.from_dict(json.loads(text))
+
+
+def particle_stack(config: Config) -> ParticleStack | None:
+    """The run's particle stack with its metadata (None for other data sets)."""
+    data = config.data
+    if data.dataset != "particle_stack" or not data.stack:
+        return None
+    return ParticleStack(data.stack, data.star, data.stack_holdout_fraction)
+
+
+def resolved_frame(config: Config) -> str:
+    """The frame a run trains in: `learned` for a particle stack without angles (no STAR file,
+    or one without rlnAnglePsi), `supervised` (the paper's) for everything else, unless the
+    config names one. Reads the metadata only when both files exist (loading the data reports a
+    missing one), so a config can be checked without its data."""
+    frame = config.model.autoencoder.frame
+    if frame != "auto":
+        return frame
+    data = config.data
+    if data.dataset != "particle_stack":
+        unknown_angles = False
+    elif not data.star:
+        unknown_angles = True
+    elif not (os.path.isfile(data.star) and os.path.isfile(data.stack or "")):
+        unknown_angles = False
+    else:
+        unknown_angles = particle_stack(config).angles is None
+    return "learned" if unknown_angles and config.model.name == "autoencoder" else "supervised"
+
+
+def define_flags() -> None:
+    """Defines one flag per setting. Call once per program, before parsing, then
+    `flags.adopt_module_key_flags(data_pipeline.settings)` to list them in its --helpshort."""
+    settings.define_flags(Config)
+
+
+def from_flags(flag_values: flags.FlagValues = flags.FLAGS, base: Config | None = None) -> Config:
+    """The config the parsed flags describe; with `base`, only flags given replace its values."""
+    return settings.from_flags(Config, flag_values, base)
+
+
+def save(config: Config, folder: str) -> str:
+    """Writes `folder/config.json` atomically; returns its path."""
+    path = os.path.join(folder, CONFIG_FILE)
+    write_text(path, config.to_json() + "\n")
+    return path
+
+
+def load(path: str) -> Config:
+    """The config in the file `path`; ValueError naming the file if it is not one."""
+    try:
+        with open(path) as f:
+            return Config.from_json(f.read())
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"{path}: not a rotinv_tf config ({e})") from None
+
+
+def differences(old: Config, new: Config) -> list[str]:
+    """`name: old -> new` for every setting that differs, by flag name."""
+    before, after = settings.to_flat(old), settings.to_flat(new)
+    return [f"{name}: {before[name]!r} -> {after[name]!r}"
+            for name in after if before.get(name) != after[name]]
+
+
+def describe(config: dict) -> str:
+    """One line on a model's training data and objective, from its saved config (as a dict, as
+    `serving` reads it): what `canonicalize` reports."""
+    data, model = config.get("data", {}), config.get("model", {})
+    dataset = data.get("dataset", "unknown data")
+    if dataset == "simulated_particles":
+        sim = data.get("simulation", {})
+        dataset += (f" ({sim.get('image_size')}x{sim.get('image_size')}, SNR {sim.get('snr')}, "
+                    f"{sim.get('num_conformations')} conformations)")
+    elif dataset == "particle_stack":
+        dataset += f" ({data.get('stack')}, angles {data.get('star') or 'unknown'})"
+    name = model.get("name", "unknown model")
+    if name == "autoencoder":
+        ours = model.get("autoencoder", {})
+        objective = (f"angle x{ours.get('angle_weight')} + reconstruction "
+                     f"x{ours.get('reconstruction_weight')} + adversarial "
+                     f"x{ours.get('adversarial_weight')} (critic every "
+                     f"{ours.get('generator_steps_per_critic_step')} steps)")
+    else:
+        objective = f"ELBO, {model.get('spatial_vae', {}).get('likelihood')} likelihood"
+    schedule = config.get("schedule", {})
+    return (f"trained {name} on {dataset}, rotations {data.get('angle_distribution')} "
+            f"±{data.get('angle_scale_deg')} deg; objective {objective}; "
+            f"{schedule.get('epochs')} epochs")

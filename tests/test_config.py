@@ -1,0 +1,108 @@
+"""rotinv_tf.config: flags generated from the dataclasses, one check, the saved config.json."""
+import dataclasses
+import glob
+import os
+
+import pytest
+from absl import flags
+
+from data_pipeline import settings
+from data_pipeline.settings import SimulationConfig
+from rotinv_tf import config as configs
+from rotinv_tf.autoencoder import RotationInvariantAutoencoder
+from rotinv_tf.config import AutoencoderConfig, Config, SpatialVAEConfig
+from rotinv_tf.spatial_vae import SpatialVAE
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _parsed(*args: str) -> flags.FlagValues:
+    values = flags.FlagValues()
+    settings.define_flags(Config, flag_values=values)
+    values(["train", *args])
+    return values
+
+
+def test_every_setting_is_one_flag_and_flags_come_back_as_the_config():
+    values = _parsed("--critic_filters=4", "--svae_latent_dim=3", "--sim_snr=0.5",
+                     "--sim_ctf", "--model=spatial_vae", "--epochs=2", "--name=x")
+    config = configs.from_flags(values)
+    assert config.model.autoencoder.critic_filters == 4
+    assert config.model.spatial_vae.latent_dim == 3
+    assert config.data.simulation == SimulationConfig(snr=0.5, ctf=True)
+    assert (config.model.name, config.schedule.epochs, config.runtime.name) == (
+        "spatial_vae", 2, "x")
+    assert configs.from_flags(_parsed()) == Config()  # flag defaults are the field defaults
+    names = [name for name, _, _ in settings.leaves(Config)]
+    assert len(names) == len(set(names))  # no two settings share a flag
+
+
+def test_only_flags_given_override_a_base_config():
+    base = Config().replace(dataset="mnist", epochs=7)
+    config = configs.from_flags(_parsed("--eval_angle_seed=5"), base=base)
+    assert config == base.replace(eval_angle_seed=5)
+
+
+def test_model_settings_are_exactly_the_constructors():
+    """A new hyperparameter is one field: the model takes every field of its dataclass."""
+    for cls, model_settings in ((RotationInvariantAutoencoder, AutoencoderConfig(frame="learned")),
+                                (SpatialVAE, SpatialVAEConfig())):
+        model = cls(16, **dataclasses.asdict(model_settings))
+        assert model.settings == model_settings
+
+
+def test_json_round_trip_and_differences():
+    config = Config().replace(stack="p.mrcs", dataset="particle_stack", sim_snr=float("inf"),
+                              critic_filters=8)
+    assert Config.from_json(config.to_json()) == config
+    assert configs.differences(config, config.replace(epochs=3, critic_filters=4)) == [
+        "critic_filters: 8 -> 4", "epochs: 10 -> 3"]
+
+
+def test_check_names_every_problem_in_one_line():
+    config = Config().replace(epochs=-1, stack_holdout_fraction=1.5, filters=0,
+                              dataset="particle_stack")
+    with pytest.raises(ValueError) as error:
+        config.check()
+    message = str(error.value)
+    assert "\n" not in message
+    for name in ("epochs", "stack_holdout_fraction", "filters", "stack="):
+        assert name in message
+    Config().check()
+
+
+def test_unknown_settings_are_refused():
+    with pytest.raises(ValueError, match="unknown settings: no_such"):
+        Config().replace(no_such=1)
+    with pytest.raises(ValueError, match="config.json: not a rotinv_tf config"):
+        configs.load(__file__.replace("test_config.py", "config.json"))
+
+
+def test_describe_names_the_data_and_the_objective():
+    line = configs.describe(dataclasses.asdict(Config().replace(sim_snr=1.0)))
+    assert line.startswith("trained autoencoder on simulated_particles (40x40, SNR 1.0")
+    assert "adversarial x1.0" in line
+    assert "ELBO" in configs.describe(dataclasses.asdict(Config().replace(model="spatial_vae")))
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "*.cfg"))))
+def test_config_files_hold_only_their_differences_from_the_defaults(path):
+    values = _parsed(f"--flagfile={path}")
+    given = [name for name, _, _ in settings.leaves(Config) if values[name].present]
+    assert given
+    for name in given:
+        assert values[name].value != values[name].default, f"{path}: --{name} is the default"
+
+
+def test_spatial_vae_configs_are_set_up_as_its_authors_scripts():
+    """Bepler et al.'s train_mnist.py: Bernoulli, the full rotation KL; train_particles.py
+    --normalize: each image standardised, the rotation's mean left free."""
+    def svae(name: str) -> SpatialVAEConfig:
+        path = os.path.join(REPO, "configs", name)
+        return configs.from_flags(_parsed(f"--flagfile={path}")).model.spatial_vae
+    mnist, particles = svae("mnist.cfg"), svae("simulated_5hdb.cfg")
+    assert mnist.likelihood == "bernoulli" and mnist.rotation_kl_mean_penalty
+    assert not mnist.standardize and mnist.problems() == []
+    assert particles.standardize and not particles.rotation_kl_mean_penalty
+    assert SpatialVAEConfig(likelihood="bernoulli").problems() == [
+        "standardize needs the gaussian likelihood (bernoulli takes images in [0, 1])"]
