@@ -33,10 +33,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report_files import RESULTS, mean_std, write_results  # noqa: E402
 from data_pipeline.formats import star  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
-from rotinv_tf import config as configs, training  # noqa: E402
+from rotinv_tf import config as configs  # noqa: E402
+from rotinv_tf.training import train_lib  # noqa: E402
 from rotinv_tf.config import Config, resolved_frame  # noqa: E402
 from rotinv_tf.evaluation import estimate_frame_rotation  # noqa: E402
-from rotinv_tf.serving import load_serving_model  # noqa: E402
+from rotinv_tf.serving.saved_model import load_serving_model  # noqa: E402
 
 PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star"
 NO_ANGLES = "noangles.star"
@@ -156,7 +157,7 @@ def train_and_score(base: Config, name: str, folder: str, correction: str,
         # auto: the CTF-free stack, whose STAR file adds nothing
         star=os.path.join(folder, NO_ANGLES) if correction != "auto" else None,
         data_dir=os.path.join(FLAGS.work_dir, "tfds"))
-    result = training.train(config)
+    result = train_lib.train(config)
     return {"frame": resolved_frame(config), "train_seconds": result.seconds,
             "saved_model": result.export_path,
             **score(result.export_path, folder, truth_folder, defocus)}

@@ -5,8 +5,8 @@ no CTF; one per SNR and seed), trains `configs/stack.cfg` on the particles alone
 frame is learned), canonicalizes the stack and a second stack of new particles with the SavedModel,
 and scores the written `rlnAnglePsi` against the true psi after one global rotation (the learned
 frame is arbitrary). As a reference, the same config trains with the STAR file's true angles (the
-paper's supervised objective) and is scored alike. Angles are scored as `canonicalize` writes
-them by default (refined locally against each canonical image) and with `--refine=false`.
+paper's supervised objective) and is scored alike. Angles are scored refined locally against each
+canonical image (`canonicalize --refine=true`) and with `--refine=false`.
 Canonical images are scored by their MSE against the clean truth turned into the model's frame,
 on the scale where clean images lie in [0, 1], over the inscribed disc (what every rotation keeps)
 and over the whole box, beside two trivial rows: the mean clean image and a zero image.
@@ -32,10 +32,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report_files import RESULTS, mean_std, write_results  # noqa: E402
 from data_pipeline.formats import star  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
-from rotinv_tf import config as configs, training  # noqa: E402
+from rotinv_tf import config as configs  # noqa: E402
+from rotinv_tf.training import train_lib  # noqa: E402
 from rotinv_tf.config import Config  # noqa: E402
 from rotinv_tf.evaluation import estimate_frame_rotation  # noqa: E402
-from rotinv_tf.inference import canonicalize_particles  # noqa: E402
+from rotinv_tf.serving.inference import canonicalize_particles  # noqa: E402
 
 # What `python -m data_pipeline.simulate` writes (run as a program: it defines flags of its own).
 PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star"
@@ -140,7 +141,7 @@ def train_and_score(base: Config, name: str, folder: str, new: str,
         export_dir=os.path.join(FLAGS.work_dir, "saved_models"), dataset="particle_stack",
         stack=os.path.join(folder, PARTICLES), star=star_file,
         data_dir=os.path.join(FLAGS.work_dir, "tfds"))
-    result = training.train(config)
+    result = train_lib.train(config)
     return {"frame": configs.resolved_frame(config), "train_seconds": result.seconds,
             "saved_model": result.export_path, **scores(result.export_path, name, folder, new)}
 

@@ -9,7 +9,8 @@ homogeneous (one view, one conformation) and heterogeneous (hinge positions draw
   as features, and the rotation-invariant polar Fourier magnitudes, PCA(20),
 - spatial-VAE (content latents as features),
 - ours: the autoencoder in the learned frame (`--frame=learned`, one template per view), its
-  network angle (`canonicalize --refine=false`) and its refined angle (the default).
+  network angle (`canonicalize --refine=false`, its default for a learned frame) and its angle
+  refined against the decoded canonical image (`--refine=true`).
 Scores (`pose_metrics`): psi error after one rotation per view; for heterogeneous stacks, k-means
 ARI of each method's features (PCA to at most 20 dimensions) against the 15 (conformation bin, view)
 pairs and the cross-validated |Spearman ρ| of the best linear direction within a view vs the hinge.
@@ -42,12 +43,13 @@ from data_pipeline.formats import star  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
 from data_pipeline.simulated_stack import PARTICLES, write_stack  # noqa: E402
 from data_pipeline.simulator import SimulationConfig  # noqa: E402
-from rotinv_tf import config as configs, training  # noqa: E402
+from rotinv_tf import config as configs  # noqa: E402
+from rotinv_tf.training import train_lib  # noqa: E402
 from rotinv_tf.config import Config  # noqa: E402
-from rotinv_tf.inference import canonicalize_particles  # noqa: E402
+from rotinv_tf.serving.inference import canonicalize_particles, refines_by_default  # noqa: E402
 from rotinv_tf.pose.classical import (align_reference_free, align_to_templates,  # noqa: E402
                                       invariant_features, pca)
-from rotinv_tf.serving import load_serving_model  # noqa: E402
+from rotinv_tf.serving.saved_model import load_serving_model  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 STACKS = {"homogeneous_snr1": (False, 1.0), "homogeneous_snr0.1": (False, 0.1),
@@ -187,14 +189,14 @@ def classical_rows(stack, new, images: np.ndarray, new_images: np.ndarray, class
     return rows
 
 
-def train(base: Config, name: str, folder: str) -> training.TrainResult:
+def train(base: Config, name: str, folder: str) -> train_lib.TrainResult:
     config = base.replace(
         name=name, model_dir=os.path.join(FLAGS.work_dir, "runs", name),
         export_dir=os.path.join(FLAGS.work_dir, "saved_models"), dataset="particle_stack",
         stack=os.path.join(folder, PARTICLES), star=None,
         data_dir=os.path.join(FLAGS.work_dir, "tfds"))
     shutil.rmtree(config.runtime.run_dir, ignore_errors=True)
-    return training.train(config)
+    return train_lib.train(config)
 
 
 def latents(saved_model: str, images: np.ndarray) -> np.ndarray:
@@ -229,7 +231,9 @@ def network_rows(base, tag: str, stack, new, images: np.ndarray, heterogeneous: 
                "train_s": result.seconds, "canonicalize_s": summary.seconds,
                "wall_s": result.seconds + summary.seconds,
                "new": pose_scores(new.truth, new_angles),
-               "new_particles_per_s": new_summary.particles_per_second}
+               "new_particles_per_s": new_summary.particles_per_second,
+               "default": refine == refines_by_default(load_serving_model(
+                   result.export_path).metadata)}
         if heterogeneous and not refine:
             row.update(feature_scores(stack.truth, latents(result.export_path, images)))
         rows.append(row)
@@ -264,7 +268,8 @@ def run_stack(tag: str, base: Config, num: int) -> dict:
 
 def merge(paths: list[str]) -> dict:
     """One report of several runs' rows (e.g. stacks or methods run in separate processes); the
-    settings are the first file's, each file's are kept under `sources`."""
+    settings are the first file's, each file's (or, for a merged file, its sources) are kept
+    under `sources`."""
     reports = []
     for path in paths:
         with open(path) as f:
@@ -282,8 +287,8 @@ def merge(paths: list[str]) -> dict:
         entry["rows"].sort(key=lambda row: next(i for i, p in enumerate(order)
                                                 if row["method"].startswith(p)))
     return {"settings": reports[0]["settings"], "stacks": stacks,
-            "sources": [dict(r["settings"], stacks=[e["stack"] for e in r["stacks"]])
-                        for r in reports]}
+            "sources": [source for r in reports for source in r.get("sources", [
+                dict(r["settings"], stacks=[e["stack"] for e in r["stacks"]])])]}
 
 
 def main(argv: list[str]) -> None:
@@ -358,8 +363,8 @@ def _find(rows: list[dict], prefix: str) -> dict | None:
 
 
 def targets(report: dict) -> list[str]:
-    """Issue 15's targets, ratios from this report ('ours' = ours + refinement, what
-    `canonicalize` writes by default; features: ours (network)'s latent; RELION: its last row)."""
+    """Issue 15's targets, ratios from this report ('ours' = the row of what `canonicalize`
+    writes by default; features: ours (network)'s; RELION: its last row)."""
     lines = ["## Targets (issue 15), ratios from these rows", ""]
 
     def check(stack: str, text: str, value: float, goal: float, at_least: bool) -> None:
@@ -369,13 +374,15 @@ def targets(report: dict) -> list[str]:
 
     for entry in report["stacks"]:
         rows, tag = entry["rows"], entry["stack"]
-        ours, network = _find(rows, "ours +"), _find(rows, "ours (")
+        network = _find(rows, "ours (")
+        ours = next((row for row in rows if row["method"].startswith("ours")
+                     and row.get("default", row["method"].startswith("ours +"))), None)
         relions = [row for row in rows if row["method"].startswith("RELION")]
         relion = relions[-1] if relions else None  # the longest run, when merged
         posed = [row for row in rows if "psi_mae_deg" in row]
         if ours and posed:
             best = min(posed, key=lambda row: row["psi_mae_deg"])
-            check(tag, f"ours' psi MAE / best row's ({best['method']})",
+            check(tag, f"ours' ({ours['method']}) psi MAE / best row's ({best['method']})",
                   ours["psi_mae_deg"] / best["psi_mae_deg"], 1.1, False)
         if ours and relion and not entry["heterogeneous"]:
             check(tag, "ours' train + canonicalize time / RELION's", ours["wall_s"] /

@@ -4,8 +4,8 @@ simulated 5HDB-style particles, trained here and scored on identical seeded test
     python benchmarks/table1.py [--quick | --paper_schedule] [--output_dir=benchmarks/results]
         [--work_dir=runs/table1] [--data_dir=...] [--mnist_dir=../shared/datasets/mnist]
 
-For each data set, both methods are trained with `rotinv_tf.training.train` (checkpoints and
-SavedModels under --work_dir, started afresh each run), evaluated in one pass through their
+For each data set, both methods are trained with `rotinv_tf.training.train_lib.train`
+(checkpoints and SavedModels under --work_dir, started afresh each run), evaluated in one pass through their
 SavedModels (`rotinv_tf.evaluation.evaluate_models`), then again with each model's canonical frame
 turned onto the ground truth's (`frame_rotations`, ψ estimated per model), since spatial-VAE learns
 its frame without supervision. Writes `table1.md` and `table1.json` (`table1_quick.*` for the smoke
@@ -37,9 +37,10 @@ from data_pipeline.atomic import write_text  # noqa: E402
 from data_pipeline.errors import DataError  # noqa: E402
 from data_pipeline.preprocessing import mean_image  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
-from rotinv_tf import evaluation, training  # noqa: E402
+from rotinv_tf import evaluation  # noqa: E402
+from rotinv_tf.training import train_lib  # noqa: E402
 from rotinv_tf.config import Config  # noqa: E402
-from rotinv_tf.serving import load_serving_model  # noqa: E402
+from rotinv_tf.serving.saved_model import load_serving_model  # noqa: E402
 
 METHODS = {"ours": "autoencoder", "spatial_vae": "spatial_vae"}
 # The trivial baselines, scored, not trained: the mean training image with angle 0
@@ -235,7 +236,7 @@ def estimate_seconds(schedule: Schedule, sizes: dict) -> float:
 def train_method(config: Config) -> dict:
     """Trains one run from scratch; returns its export path, time and median images/s."""
     shutil.rmtree(config.runtime.run_dir, ignore_errors=True)  # fresh: the time is the whole run
-    result = training.train(config, verbose=2)
+    result = train_lib.train(config, verbose=2)
     keras.backend.clear_session()
     rates = result.history.get("train_images_per_second", [])
     steady = rates[1:] or rates  # the first epoch includes tracing

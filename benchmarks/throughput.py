@@ -9,8 +9,8 @@ beside the authors' PyTorch step timed in the same run.
 Rows, each the median images/s over `--windows` timed windows after warm-up (min and max beside):
 1. the input pipeline alone: the simulated set's TFRecords read, parsed, normalised and batched as
    `input_fn` does before its cache is filled (a small simulated set built once in --data_dir);
-2. the training step of `RotationInvariantAutoencoder` built by `rotinv_tf.training.build_model`
-   as a real run is (on-device rotation, encoder, decoder, generator losses, the WGAN-GP critic
+2. the training step of `RotationInvariantAutoencoder` built by
+   `rotinv_tf.training.train_lib.build_model` as a real run is (on-device rotation, encoder, decoder, generator losses, the WGAN-GP critic
    update every 4th step), on one in-memory batch, at 28x28 and 40x40, for each of
    `--architectures`, `--modes` (tf.function, XLA `jit_compile`) and `--precisions`;
 3. inference through an exported SavedModel's `serving_default` at `--image_size`, batch 1,024,
@@ -46,10 +46,10 @@ from data_pipeline import cli, datasets  # noqa: E402
 from data_pipeline.atomic import write_text  # noqa: E402
 from data_pipeline.preprocessing import Normalization  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
-from rotinv_tf import training  # noqa: E402
+from rotinv_tf.training import train_lib  # noqa: E402
 from rotinv_tf.config import Config  # noqa: E402
-from rotinv_tf.export import export_saved_model  # noqa: E402
-from rotinv_tf.networks import ARCHITECTURES, build_networks, multiply_adds  # noqa: E402
+from rotinv_tf.serving.export import export_saved_model  # noqa: E402
+from rotinv_tf.models.networks import ARCHITECTURES, build_networks, multiply_adds  # noqa: E402
 
 try:
     import torch
@@ -167,7 +167,7 @@ def _model(size: int, architecture: str, width: tuple[int, int], jit: bool,
     config = Config().replace(latent_dim=FLAGS.latent_dim, architecture=architecture,
                               filters=width[0] or 32, critic_filters=width[1] or 16,
                               jit_compile=jit, mixed_precision=precision)
-    model = training.build_model(config, size)
+    model = train_lib.build_model(config, size)
     keras.mixed_precision.set_global_policy("float32")
     return model
 

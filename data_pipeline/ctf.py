@@ -1,7 +1,7 @@
 """The microscope's contrast transfer function (CTF), with RELION's conventions, in TensorFlow.
 
 One implementation for the simulator (which writes CTF-modulated particles) and the model (whose
-forward model modulates its CTF-free reconstruction, `rotinv_tf.autoencoder`).
+forward model modulates its CTF-free reconstruction, `rotinv_tf.models.autoencoder`).
 
 RELION's CTF (`src/ctf.h`, `CTF::getCTF`), at spatial frequency k = (kx, ky) in 1/Å, kx along image
 columns and ky along rows:

@@ -1,15 +1,17 @@
-"""Canonicalize a particle stack with an exported SavedModel (see `rotinv_tf.inference`).
+"""Canonicalize a particle stack with an exported SavedModel (see `rotinv_tf.serving.inference`).
 
     python -m rotinv_tf.canonicalize --saved_model=saved_models/<name>/<version> \\
         --input=particles.mrcs --output=canonical.mrcs --star=angles.star \\
-        [--batch_size=256] [--resample] [--refine=false | --refine_max_shift=3]
+        [--batch_size=256] [--resample] [--refine=true|false] [--refine_max_shift=3]
 
 `--input` is an MRC stack, a RELION STAR file or a cryoSPARC `.cs` particle file. Writes the
-canonical images (MRC stack) and a RELION 3.1 STAR file with `rlnAnglePsi` in degrees, by default
-refined by a local search against each particle's canonical image (`--refine=false`: the model's
-angle as it is; the STAR file's top comments say which, and how the model was trained: its
-data and objective, from the SavedModel's config.json); progress goes to stderr, that training
-line and a one-line summary to stdout. Bad input prints one `error: ...` line and exits with status 2, leaving no output.
+canonical images (MRC stack) and a RELION 3.1 STAR file with `rlnAnglePsi` in degrees, refined by
+a local search against each particle's canonical image (`--refine=false`: the model's angle as it
+is); unset, `--refine` refines a model with a supervised frame and keeps a learned frame's angle,
+which that search only makes worse (`rotinv_tf.serving.inference`). The STAR file's top comments say
+which, and how the model was trained: its data and objective, from the SavedModel's config.json.
+Progress goes to stderr, that training line and a one-line summary to stdout. Bad input prints
+one `error: ...` line and exits with status 2, leaving no output.
 """
 import sys
 import time
@@ -17,7 +19,7 @@ import time
 from absl import flags
 
 from data_pipeline.cli import run
-from rotinv_tf.inference import (REFINE_STEP_DEGREES, REFINE_WINDOW_DEGREES,
+from rotinv_tf.serving.inference import (REFINE_STEP_DEGREES, REFINE_WINDOW_DEGREES,
                                  canonicalize_particles)
 
 FLAGS = flags.FLAGS
@@ -29,10 +31,11 @@ flags.DEFINE_string("star", None, "Output STAR file (rlnImageName, rlnAnglePsi i
 flags.DEFINE_integer("batch_size", 256, "Particles per model call.", lower_bound=1)
 flags.DEFINE_boolean("resample", False,
                      "Fourier-crop/pad particles whose size differs from the model's.")
-flags.DEFINE_boolean("refine", True,
+flags.DEFINE_boolean("refine", None,
                      f"Refine each network angle by a local search (+-{REFINE_WINDOW_DEGREES:g} "
                      f"deg, {REFINE_STEP_DEGREES:g} deg steps) against the particle's canonical "
-                     "image.")
+                     "image. Unset: yes for a supervised frame, no for a learned one (unless "
+                     "--refine_max_shift asks for shifts).")
 flags.DEFINE_integer("refine_max_shift", 0,
                      "With --refine, also search integer shifts of up to this many pixels "
                      "(written as rlnOriginXAngst/YAngst).", lower_bound=0)

@@ -23,8 +23,8 @@ from data_pipeline import settings
 from data_pipeline.atomic import write_text
 from data_pipeline.datasets.particle_stack import ParticleStack
 from data_pipeline.settings import DataConfig, section, setting
-from rotinv_tf.distribution import CLUSTERS, DEFAULT_SLURM_PORT, STRATEGIES
-from rotinv_tf.networks import ARCHITECTURES
+from rotinv_tf.training.distribution import CLUSTERS, DEFAULT_SLURM_PORT, STRATEGIES
+from rotinv_tf.models.networks import ARCHITECTURES
 
 CONFIG_FILE = "config.json"
 MODELS = ("autoencoder", "spatial_vae")
@@ -68,7 +68,7 @@ class AutoencoderConfig:
     reconstruction_weight: float = setting(1.0, "Weight of the reconstruction loss.")
     adversarial_weight: float = setting(
         1.0, "Weight of -D(x̂) for the decoder: the paper's 1, beside the reconstruction's "
-             "per-image norms (rotinv_tf.losses.reconstruction_loss says why).")
+             "per-image norms (rotinv_tf.models.losses.reconstruction_loss says why).")
     gp_weight: float = setting(10.0, "Gradient-penalty weight λ.")
     generator_steps_per_critic_step: int = setting(
         4, "The critic is updated once every this many generator steps (paper: 4).")
@@ -150,8 +150,9 @@ class ScheduleConfig:
         200, "Multiply learning rates by lr_decay_factor from this epoch; 0 = never.")
     lr_decay_factor: float = setting(0.1, "Learning-rate decay factor.")
     weight_decay: float = setting(
-        1e-5, "ours: Adam weight decay as PyTorch's, added to the gradient (rotinv_tf.optimizers); "
-              "spatial-VAE trains with Bepler et al.'s plain Adam.")
+        1e-5, "ours: Adam weight decay as PyTorch's, added to the gradient "
+              "(rotinv_tf.training.optimizers); spatial-VAE trains with Bepler et al.'s plain "
+              "Adam.")
     adam_beta_1: float = setting(
         0.5, "ours: Adam β₁, the authors' (torch.optim.Adam(betas=(0.5, 0.999)), "
              "benchmarks/reference_pytorch.py).")

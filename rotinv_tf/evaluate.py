@@ -18,7 +18,7 @@ from absl import flags
 from data_pipeline import cli, datasets, input_fn, settings
 from data_pipeline.preprocessing import mean_image
 from rotinv_tf import config as configs, evaluation
-from rotinv_tf.serving import load_serving_model
+from rotinv_tf.serving.saved_model import load_serving_model
 
 settings.define_flags(settings.DataConfig)  # the data flags only: the model brings the rest
 flags.adopt_module_key_flags(settings)  # --helpshort lists them

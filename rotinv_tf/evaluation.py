@@ -1,8 +1,8 @@
 """Test-set metrics and figures for exported models: the numbers of the paper's Table 1 and the
 pictures of its Figs. 2 and 3.
 
-Models are evaluated as SavedModels through `rotinv_tf.serving`, so no training code is needed
-and ours and the baseline are treated alike. The data are the batches of
+Models are evaluated as SavedModels through `rotinv_tf.serving.saved_model`, so no training code is
+needed and ours and the baseline are treated alike. The data are the batches of
 `data_pipeline.input_fn.eval_input` (normalised, with fixed, seeded angles): a model is fed the
 raw-unit `observed` images, and its `canonical_image` is normalised again and compared with the
 normalised ground truth `image`, the scale on which clean images lie in [0, 1] and on which the
@@ -42,7 +42,7 @@ from data_pipeline.angles import to_degrees
 from data_pipeline.errors import DataError
 from data_pipeline.preprocessing import Normalization
 from data_pipeline.rotation import rotate
-from rotinv_tf.serving import ServingModel
+from rotinv_tf.serving.saved_model import ServingModel
 
 METRICS_FILE = "metrics.json"
 BASELINE_METRICS_FILE = "baseline_metrics.json"

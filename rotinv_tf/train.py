@@ -11,7 +11,8 @@ import sys
 from absl import flags
 
 from data_pipeline import cli, settings
-from rotinv_tf import config as configs, training
+from rotinv_tf import config as configs
+from rotinv_tf.training import train_lib
 
 configs.define_flags()
 flags.adopt_module_key_flags(settings)  # --helpshort lists them
@@ -26,14 +27,14 @@ def main(argv: list[str]) -> None:
         cli.fail(str(e))
     print(f"Frame: {configs.resolved_frame(config)}", flush=True)
     try:
-        correction, _ = training.resolved_ctf(config)
+        correction, _ = train_lib.resolved_ctf(config)
     except ValueError as e:
         cli.fail(str(e))
-    print(f"CTF correction: {correction} ({training.data_description(config)})", flush=True)
+    print(f"CTF correction: {correction} ({train_lib.data_description(config)})", flush=True)
     print(f"TensorBoard: tensorboard --logdir {config.runtime.run_dir}/logs", flush=True)
     try:
-        result = training.train(config)
-    except training.WorkerLostError as e:
+        result = train_lib.train(config)
+    except train_lib.WorkerLostError as e:
         print(f"error: {e}".replace("\n", " "), file=sys.stderr)
         sys.exit(1)
     final = {k: v[-1] for k, v in result.history.items() if v}

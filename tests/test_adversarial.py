@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rotinv_tf.autoencoder import RotationInvariantAutoencoder
+from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 
 SIZE = 16
 

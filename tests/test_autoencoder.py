@@ -7,8 +7,9 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline.rotation import rotate
-from rotinv_tf import networks, training
-from rotinv_tf.autoencoder import RotationInvariantAutoencoder
+from rotinv_tf.models import networks
+from rotinv_tf.training import train_lib
+from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.config import Config
 
 
@@ -55,7 +56,7 @@ def test_critic_width_is_set_apart_from_the_encoder_and_decoder():
 def test_learned_frame_settings_come_from_the_config():
     config = Config().replace(latent_dim=8, filters=8, frame="learned", frame_angles=32,
                               frame_classes=3)
-    model = training.build_model(config, 16)
+    model = train_lib.build_model(config, 16)
     assert model.frame == "learned"
     assert model.template_frame.template.shape[0] == 3
     assert (model.settings.frame_angles, model.settings.frame_classes) == (32, 3)
@@ -63,7 +64,7 @@ def test_learned_frame_settings_come_from_the_config():
 
 def test_paper_architecture_trains():
     keras.utils.set_random_seed(0)
-    model = training.build_model(Config().replace(latent_dim=8, architecture="paper"), 28)
+    model = train_lib.build_model(Config().replace(latent_dim=8, architecture="paper"), 28)
     paper = networks.build_networks("paper", 28, 8)
     assert model.count_params() == sum(net.count_params() for net in paper)
     data = tf.data.Dataset.from_tensor_slices({"image": _blobs(16, 28)}).batch(8)
@@ -76,6 +77,22 @@ def test_bad_settings_are_refused_in_one_message():
         RotationInvariantAutoencoder(16, filters=0, frame_angles=30)
     with pytest.raises(TypeError):
         RotationInvariantAutoencoder(16, no_such_setting=1)
+
+
+def test_learned_frame_latent_does_not_turn_with_the_particle():
+    """The latent is the encoder's of the particle in its frame: a rotated copy gets (up to
+    interpolation) the same latent, which an untrained encoder of the raw particle would not."""
+    keras.utils.set_random_seed(0)
+    model = RotationInvariantAutoencoder(16, 8, filters=8, frame="learned", frame_angles=64)
+    images = tf.constant(np.repeat(_blobs(1, 16), 64, axis=0))
+    angles = np.random.default_rng(0).uniform(-np.pi, np.pi, 64).astype(np.float32)
+    copies = rotate(images, angles)
+    seed = keras.random.SeedGenerator(0)
+    for _ in range(5):
+        model.template_frame.update(copies, seed)
+    latents = model.encode(copies)["latent"].numpy()
+    spread = np.linalg.norm(latents - latents.mean(0), axis=1).mean()
+    assert spread < 0.1 * np.linalg.norm(latents.mean(0))
 
 
 def test_odd_image_size_is_rejected():

@@ -20,10 +20,10 @@ from data_pipeline.formats.mrc import open_stack, write_stack
 from data_pipeline.formats.star import StarBlock, read_star, write_star
 from data_pipeline.preprocessing import Normalization
 from data_pipeline.rotation import rotate
-from rotinv_tf import inference
-from rotinv_tf.export import export_saved_model
-from rotinv_tf.inference import canonicalize_particles, fourier_resample
-from rotinv_tf.serving import load_serving_model
+from rotinv_tf.serving import inference
+from rotinv_tf.serving.export import export_saved_model
+from rotinv_tf.serving.inference import canonicalize_particles, fourier_resample
+from rotinv_tf.serving.saved_model import load_serving_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
@@ -242,6 +242,33 @@ def test_refinement_corrects_a_coarse_angle_and_refine_false_keeps_it(data, tmp_
         with open_stack(str(stack_path)) as stack:
             np.testing.assert_allclose(stack.read(0, N), network["canonical_image"][..., 0],
                                        atol=1e-4)
+
+
+class LearnedFrameMatcher(TemplateMatcher):
+    """A learned-frame model whose angles are right (0.5° grid) but whose "decoder" returns its
+    canonical image 4° off the frame, as an imperfect decoder does (issue 15)."""
+
+    frame = "learned"
+
+    def canonicalize(self, images: tf.Tensor) -> dict:
+        encoded = self.encode(images)
+        turned = rotate(self.template[tf.newaxis], tf.constant([np.radians(4.0)], tf.float32))
+        return {"canonical_image": tf.repeat(turned, tf.shape(images)[0], axis=0), **encoded}
+
+
+def test_a_learned_frame_keeps_its_angle_unless_refinement_is_asked_for(data, tmp_path):
+    model = built(LearnedFrameMatcher(two_blobs(SIZE), steps=720), SIZE)
+    saved_model = export_saved_model(model, NORMALIZATION, SIZE, str(tmp_path / "sm"), "learned")
+    summary = canonicalize_particles(saved_model, str(data["root"] / "particles.mrcs"),
+                                     str(tmp_path / "default.mrcs"),
+                                     str(tmp_path / "default.star"))
+    assert psi_error(psi_column(summary.star), data["angles"]) < 1.0
+    assert "learned frame's angle" in refine_comment(summary.star)
+    forced = canonicalize_particles(saved_model, str(data["root"] / "particles.mrcs"),
+                                    str(tmp_path / "forced.mrcs"), str(tmp_path / "forced.star"),
+                                    refine=True)
+    assert psi_error(psi_column(forced.star), data["angles"]) > 3.0  # what refining would do
+    assert "refined within" in refine_comment(forced.star)
 
 
 def test_refine_max_shift_writes_the_shifts_as_relion_origins(tmp_path):

@@ -9,9 +9,9 @@ from absl import flags
 from data_pipeline import settings
 from data_pipeline.settings import SimulationConfig
 from rotinv_tf import config as configs
-from rotinv_tf.autoencoder import RotationInvariantAutoencoder
+from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.config import AutoencoderConfig, Config, SpatialVAEConfig
-from rotinv_tf.spatial_vae import SpatialVAE
+from rotinv_tf.models.spatial_vae import SpatialVAE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

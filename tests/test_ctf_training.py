@@ -13,11 +13,11 @@ from data_pipeline.errors import DataError
 from data_pipeline.formats.star import StarBlock, read_star, write_star
 from data_pipeline.rotation import rotate
 from data_pipeline.settings import SimulationConfig
-from rotinv_tf import training
-from rotinv_tf.autoencoder import RotationInvariantAutoencoder
+from rotinv_tf.training import train_lib
+from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.config import Config, resolved_frame
-from rotinv_tf.inference import canonicalize_particles
-from rotinv_tf.serving import load_serving_model
+from rotinv_tf.serving.inference import canonicalize_particles
+from rotinv_tf.serving.saved_model import load_serving_model
 
 SIZE, COUNT = 16, 64
 OPTICS = ctf.Optics(pixel_size=3.0)
@@ -92,22 +92,22 @@ def test_forward_model_turns_the_astigmatism_with_the_frame(correction):
 
 
 def test_which_ctf_correction_a_run_takes(ctf_stack, tmp_path):
-    assert training.resolved_ctf(_config(ctf_stack, ctf_stack["noangles"], tmp_path))[0] == "model"
+    assert train_lib.resolved_ctf(_config(ctf_stack, ctf_stack["noangles"], tmp_path))[0] == "model"
     assert resolved_frame(_config(ctf_stack, ctf_stack["noangles"], tmp_path)) == "learned"
     no_ctf = _config(ctf_stack, None, tmp_path)
-    assert training.resolved_ctf(no_ctf)[0] == "none"
+    assert train_lib.resolved_ctf(no_ctf)[0] == "none"
     with pytest.raises(ValueError, match="ctf_correction 'phase_flip' needs a particle stack"):
-        training.resolved_ctf(_config(ctf_stack, None, tmp_path, ctf_correction="phase_flip"))
+        train_lib.resolved_ctf(_config(ctf_stack, None, tmp_path, ctf_correction="phase_flip"))
     with pytest.raises(ValueError, match="not of spatial_vae"):
         _config(ctf_stack, ctf_stack["star"], tmp_path, model="spatial_vae",
                 ctf_correction="model").check()
     simulated = Config().replace(dataset="simulated_particles")
-    assert training.resolved_ctf(simulated)[0] == "none"
+    assert train_lib.resolved_ctf(simulated)[0] == "none"
 
 
 def test_ctf_stack_without_angles_trains_exports_and_canonicalizes(ctf_stack, tmp_path):
     config = _config(ctf_stack, ctf_stack["noangles"], tmp_path, frame_angles=32)
-    result = training.train(config, verbose=0)
+    result = train_lib.train(config, verbose=0)
     assert all(math.isfinite(v[-1]) for v in result.history.values())
     model = load_serving_model(result.export_path)
     assert model.metadata["ctf_correction"] == "model"

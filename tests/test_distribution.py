@@ -41,8 +41,8 @@ _SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     from data_pipeline.rotation import rotate
-    from rotinv_tf.autoencoder import RotationInvariantAutoencoder
-    from rotinv_tf.spatial_vae import SpatialVAE
+    from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
+    from rotinv_tf.models.spatial_vae import SpatialVAE
 
     SIZE, HALF, LR = 16, 8, 1e-3
 

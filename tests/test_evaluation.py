@@ -20,9 +20,9 @@ from data_pipeline.errors import DataError
 from data_pipeline.preprocessing import Normalization
 from data_pipeline.rotation import rotate
 from rotinv_tf import evaluation
-from rotinv_tf.autoencoder import RotationInvariantAutoencoder
-from rotinv_tf.export import export_saved_model
-from rotinv_tf.serving import load_serving_model
+from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
+from rotinv_tf.serving.export import export_saved_model
+from rotinv_tf.serving.saved_model import load_serving_model
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 SIM_SIZE = 24

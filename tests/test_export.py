@@ -16,9 +16,9 @@ import tensorflow as tf
 from tests.contract_models import TinyContractModel, built
 from data_pipeline.errors import DataError
 from data_pipeline.preprocessing import Normalization
-from rotinv_tf.autoencoder import RotationInvariantAutoencoder
-from rotinv_tf.export import export_saved_model
-from rotinv_tf.serving import load_serving_model
+from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
+from rotinv_tf.serving.export import export_saved_model
+from rotinv_tf.serving.saved_model import load_serving_model
 
 SIZE = 16
 # Raw pixel values far from the training range, so a missing (de)normalisation shows.

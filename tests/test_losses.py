@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rotinv_tf import losses
+from rotinv_tf.models import losses
 
 
 def test_angle_loss_matches_formula():

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from rotinv_tf import distribution
+from rotinv_tf.training import distribution
 from rotinv_tf.config import Config
 from tests.cli_output import user_facing_lines
 
@@ -113,7 +113,8 @@ def test_two_workers_train_as_one(tmp_path):
     script = textwrap.dedent(f"""
         import sys, numpy as np, tensorflow as tf
         from absl import flags
-        from rotinv_tf import config as configs, training
+        from rotinv_tf import config as configs
+        from rotinv_tf.training import train_lib
         configs.define_flags()
         flags.FLAGS(["train"] + {workers.args!r})
         config = configs.from_flags(flags.FLAGS)
@@ -121,10 +122,10 @@ def test_two_workers_train_as_one(tmp_path):
         out = served(images=tf.random.normal([3, 16, 16, 1]))
         assert out["canonical_image"].shape == (3, 16, 16, 1), out["canonical_image"].shape
         assert np.isfinite(out["angle"].numpy()).all()
-        model = training.build_model(config, 16)
+        model = train_lib.build_model(config, 16)
         model.load_weights({os.path.join(workers.flag("model_dir"), "checkpoints",
                                          "latest.weights.h5")!r})
-        print("checkpoint", training.weights_digest(model))
+        print("checkpoint", train_lib.weights_digest(model))
     """)
     fresh = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), timeout=TIMEOUT,
                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})

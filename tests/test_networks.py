@@ -1,10 +1,10 @@
-"""The two architectures of `rotinv_tf.networks`: shapes, sizes, and the multiply-add count."""
+"""The two architectures of `rotinv_tf.models.networks`: shapes, sizes, the multiply-add count."""
 import keras
 import numpy as np
 import pytest
 from keras import layers
 
-from rotinv_tf.networks import build_networks, multiply_adds
+from rotinv_tf.models.networks import build_networks, multiply_adds
 
 
 @pytest.mark.parametrize("architecture", ["default", "paper"])

@@ -1,9 +1,9 @@
-"""Adam as the authors' PyTorch code runs it (`rotinv_tf.optimizers`)."""
+"""Adam as the authors' PyTorch code runs it (`rotinv_tf.training.optimizers`)."""
 import keras
 import numpy as np
 import pytest
 
-from rotinv_tf.optimizers import CoupledDecayAdam, adam
+from rotinv_tf.training.optimizers import CoupledDecayAdam, adam
 
 
 def _steps(optimizer, start, gradients):

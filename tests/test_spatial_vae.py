@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from data_pipeline.angles import wrap_angle
 from data_pipeline.rotation import rotate
-from rotinv_tf.spatial_vae import SpatialVAE, model_to_project_angle
+from rotinv_tf.models.spatial_vae import SpatialVAE, model_to_project_angle
 
 METRICS = {"loss", "reconstruction_nll", "kl_latent", "kl_rotation", "kl_translation",
            "reconstruction_mse", "angle_error_deg"}

@@ -15,10 +15,10 @@ from data_pipeline import datasets, input_fn, simulator
 from data_pipeline.datasets.particle_stack import split_positions
 from data_pipeline.formats.mrc import open_stack, write_stack
 from data_pipeline.formats.star import StarBlock, angle_to_psi_degrees, read_star, write_star
-from rotinv_tf import training
+from rotinv_tf.training import train_lib
 from rotinv_tf.config import Config, resolved_frame
-from rotinv_tf.inference import canonicalize_particles
-from rotinv_tf.serving import load_serving_model
+from rotinv_tf.serving.inference import canonicalize_particles
+from rotinv_tf.serving.saved_model import load_serving_model
 from tests.cs_files import write_cs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,7 +77,7 @@ def test_library_trains_on_a_stack_with_a_star_file(stack, tmp_path, monkeypatch
         data_dir=str(tmp_path / "tfds"), epochs=1, batch_size=16, latent_dim=4, filters=4,
         critic_filters=2, model_dir=str(tmp_path / "run"),
         export_dir=str(tmp_path / "saved_models"))
-    result = training.train(config, verbose=0)
+    result = train_lib.train(config, verbose=0)
     assert os.path.exists(os.path.join(result.export_path, "saved_model.pb"))
     assert load_serving_model(result.export_path).image_size == SIZE
     assert len(result.history["val_angle_error_deg"]) == 1
@@ -142,9 +142,9 @@ def test_fit_prints_a_bar_on_a_terminal_and_one_line_per_epoch_elsewhere():
         def isatty(self) -> bool:
             return True
 
-    assert training.fit_verbosity(Terminal()) == 1
-    assert training.fit_verbosity(io.StringIO()) == 2
-    assert training.fit_verbosity(object()) == 2  # a stream without isatty
+    assert train_lib.fit_verbosity(Terminal()) == 1
+    assert train_lib.fit_verbosity(io.StringIO()) == 2
+    assert train_lib.fit_verbosity(object()) == 2  # a stream without isatty
 
 
 def test_a_stack_without_angles_trains_in_a_learned_frame(stack, tmp_path):
@@ -156,7 +156,7 @@ def test_a_stack_without_angles_trains_in_a_learned_frame(stack, tmp_path):
         critic_filters=2, frame_angles=64, frame_momentum=0.3, augment_quarter_turns=True,
         model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "saved_models"))
     assert resolved_frame(config) == "learned"
-    result = training.train(config, verbose=0)
+    result = train_lib.train(config, verbose=0)
     model = load_serving_model(result.export_path)
     assert model.metadata["frame"] == "learned"
     with open_stack(stack["stack"]) as opened:

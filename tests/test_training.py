@@ -9,7 +9,8 @@ import sys
 import pytest
 import tensorflow as tf
 
-from rotinv_tf import config as configs, training
+from rotinv_tf import config as configs
+from rotinv_tf.training import train_lib
 from rotinv_tf.config import Config
 from tests.cli_output import user_facing_lines
 
@@ -33,7 +34,7 @@ def _config(tmp_path, **overrides) -> Config:
 def trained(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("train")
     config = _config(tmp_path)
-    return config, training.train(config, verbose=0)
+    return config, train_lib.train(config, verbose=0)
 
 
 def test_training_reduces_error_and_exports(trained):
@@ -66,7 +67,7 @@ def _summary_tags(log_dir: str) -> set:
 def test_rerun_resumes_from_the_saved_epoch(trained, tmp_path, capsys):
     config, first = trained
     more = config.replace(epochs=config.schedule.epochs + 1)
-    second = training.train(more, verbose=0)
+    second = train_lib.train(more, verbose=0)
     # The rerun says what changed since the run it resumes.
     assert "epochs: 4 -> 5" in capsys.readouterr().out
     # Only the one missing epoch ran, on top of the restored optimizer state.
@@ -74,7 +75,7 @@ def test_rerun_resumes_from_the_saved_epoch(trained, tmp_path, capsys):
     assert second.export_path.endswith(os.path.join("tiny", "2"))
     train_images = 4 * 64 - 4 * 64 // 10  # 4 train conformations x 64, less every 10th
     steps_per_epoch = train_images // 32
-    state = training.build_model(more, 24)
+    state = train_lib.build_model(more, 24)
     state.load_weights(os.path.join(config.runtime.model_dir, "checkpoints",
                                     "latest.weights.h5"))
     epochs = config.schedule.epochs + 1
@@ -124,6 +125,6 @@ def test_cli_trains_from_a_flagfile_with_overrides(tmp_path):
 def test_spatial_vae_size_comes_from_the_config():
     config = Config().replace(model="spatial_vae", svae_hidden_units=16,
                               svae_num_hidden_layers=1)
-    model = training.build_model(config, image_size=8)
+    model = train_lib.build_model(config, image_size=8)
     assert (model.settings.hidden_units, model.settings.num_hidden_layers) == (16, 1)
     assert Config().model.spatial_vae.hidden_units == 500  # the original's default

@@ -26,9 +26,10 @@ from data_pipeline import ctf
 from data_pipeline.angles import wrap_angle
 from data_pipeline.rotation import rotate, sample_angles
 from data_pipeline.settings import raise_problems
-from rotinv_tf import losses, replicas
+from rotinv_tf.models import losses
+from rotinv_tf.models import replicas
 from rotinv_tf.config import AutoencoderConfig
-from rotinv_tf.networks import build_networks
+from rotinv_tf.models.networks import build_networks
 from rotinv_tf.pose.template_frame import TemplateFrame
 
 _GENERATOR_METRICS = ("loss", "angle_loss", "reconstruction_loss", "adversarial_loss",
@@ -66,8 +67,8 @@ class RotationInvariantAutoencoder(keras.Model):
         `frame_momentum`, `frame_classes` templates: one per view of a stack holding several)
         makes `rotate(image, -θ)` its canonical image and θ its angle.
 
-        `architecture`: the networks (`rotinv_tf.networks.build_networks`): `default`, or `paper`
-        (the authors' MLP encoder, DCGAN decoder and 2/4/8-channel critic; widths ignored).
+        `architecture`: the networks (`rotinv_tf.models.networks.build_networks`): `default`, or
+        `paper` (the authors' MLP encoder, DCGAN decoder and 2/4/8-channel critic; widths ignored).
 
         `ctf_correction` (module docstring) other than `none` needs `optics`, the fields of a
         `data_pipeline.ctf.Optics`, and `raw_zero`, the data's normalised value of raw 0.
@@ -169,12 +170,24 @@ class RotationInvariantAutoencoder(keras.Model):
         `particle_ctf` ({defocus_u, defocus_v: Å, defocus_angle: degrees}, each [B]) is needed by a
         model with a CTF correction. In the learned frame the angle is the frame's own (the EM
         template's posterior mean), which the network's θ̂ only approximates
-        (benchmarks/results/learned_frame.md)."""
+        (benchmarks/results/learned_frame.md), and the latent is the encoder's of the particle
+        turned into that frame, rotation-invariant up to the frame angle's error: the encoder's
+        latent of the particle as observed is not (on benchmarks/poses.py's three-view stack it
+        predicts the cos and sin of the true psi linearly with R² 0.87-0.96, issue 15)."""
         images = self._encoder_view(images, particle_ctf)
-        encoded = self._network_encode(images, training)
-        if self.frame == "learned":
-            encoded["angle"] = self.template_frame.assign(images)[0]
+        if self.frame != "learned":
+            return self._network_encode(images, training)
+        angle = self.template_frame.assign(images)[0]
+        encoded = self._network_encode(self._derotated(images, angle), training)
+        encoded["angle"] = angle
         return encoded
+
+    def _derotated(self, images: tf.Tensor, angles: tf.Tensor) -> tf.Tensor:
+        """Images turned by -`angles` about each one's mean, so the corners a rotation leaves
+        empty take the background's level rather than 0 (the stack's minimum after
+        normalisation)."""
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        return rotate(images - mean, -angles, xla_compatible=self.jit_compile is True) + mean
 
     def decode(self, content: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Content latents -> canonical images; the angle slot is fed as 0."""
@@ -224,11 +237,7 @@ class RotationInvariantAutoencoder(keras.Model):
         else:
             theta = self.template_frame.assign(framed)[0]
             observed, angles = batch["observed"], wrap_angle(batch["angle"] + theta)
-        # Derotated about each particle's mean, so the corners a rotation leaves empty take the
-        # background's level rather than 0 (the stack's minimum after normalisation).
-        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
-        canonical = rotate(images - mean, -theta, xla_compatible=self.jit_compile is True) + mean
-        return canonical, observed, angles, -theta
+        return self._derotated(images, theta), observed, angles, -theta
 
     def _quarter_turned(self, observed: tf.Tensor, angles: tf.Tensor):
         """Each image turned by its own random k·90° (exact pixel moves), its angle by kπ/2."""

@@ -19,7 +19,7 @@ import tensorflow as tf
 from data_pipeline.angles import wrap_angle
 from data_pipeline.rotation import rotate, sample_angles
 from data_pipeline.settings import ANGLE_DISTRIBUTIONS, raise_problems
-from rotinv_tf import replicas
+from rotinv_tf.models import replicas
 from rotinv_tf.config import SpatialVAEConfig
 
 METRIC_NAMES = ("loss", "reconstruction_nll", "kl_latent", "kl_rotation", "kl_translation",

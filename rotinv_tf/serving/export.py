@@ -144,11 +144,12 @@ def export_saved_model(model: keras.Model, normalization: Normalization, image_s
         "normalization": json.loads(normalization.to_json()),
         "model_class": type(model).__name__,
         # How the model's canonical frame was defined (autoencoder only): "supervised" by the
-        # data's canonical images or angles, "learned" by its EM template (rotinv_tf.autoencoder).
+        # data's canonical images or angles, "learned" by its EM template
+        # (rotinv_tf.models.autoencoder).
         "frame": getattr(model, "frame", None),
         "signatures": {"serving_default": list(SERVING_OUTPUTS), "encode": list(ENCODE_OUTPUTS)},
-        # The CTF correction it was trained with (rotinv_tf.autoencoder) and, for one other than
-        # "none", the optics of data_pipeline.ctf.Optics; the signatures then also take
+        # The CTF correction it was trained with (rotinv_tf.models.autoencoder) and, for one other
+        # than "none", the optics of data_pipeline.ctf.Optics; the signatures then also take
         # defocus_u, defocus_v (Å) and defocus_angle (degrees) per particle.
         "ctf_correction": getattr(model, "ctf_correction", "none"),
         "optics": (dataclasses.asdict(model.optics) if uses_ctf(model) else None),

@@ -1,4 +1,4 @@
-"""Load an exported SavedModel (see `rotinv_tf.export`) and run it on numpy batches.
+"""Load an exported SavedModel (see `rotinv_tf.serving.export`) and run it on numpy batches.
 
 Deliberately independent of the training code: only TensorFlow, numpy and the data_pipeline error
 type, so evaluating or serving a SavedModel needs nothing but the folder itself.

@@ -17,18 +17,24 @@ Outputs:
 Angles: `data_pipeline/angles.py`; `rlnAnglePsi` is the model's angle in degrees, wrapped to
 (-180, 180] (`star.angle_to_psi_degrees`, as the simulator writes its true angles).
 
-CTF: a model trained with a CTF correction (`rotinv_tf.autoencoder`) takes each particle's
+CTF: a model trained with a CTF correction (`rotinv_tf.models.autoencoder`) takes each particle's
 defocus, read from the input (a STAR file's rlnDefocusU/V/Angle and optics, a `.cs` file's `ctf/*`
 fields, written out in RELION's columns); a comment line at the top of the STAR file names the
 correction (with `model` the canonical images are CTF-free). Refinement then compares like with
 like (`_refinement_pair`).
 
-Refinement (`refine=True`, the default): each network angle is refined by a local search
-(`rotinv_tf.pose.refine`, ±`REFINE_WINDOW_DEGREES` in `REFINE_STEP_DEGREES` steps) against the
-particle's own canonical image, the decoder output, which is what the canonical stack holds either
-way; with `refine_max_shift` > 0 also integer shifts, written as `rlnOriginXAngst/YAngst` (RELION:
-the particle sits at the box centre minus the origin, as the simulator writes them). A comment line
-at the top of the STAR file says whether and how the angles were refined.
+Refinement: each network angle is refined by a local search (`rotinv_tf.pose.refine`,
+±`REFINE_WINDOW_DEGREES` in `REFINE_STEP_DEGREES` steps) against the particle's own canonical image,
+the decoder output, which is what the canonical stack holds either way; with `refine_max_shift` > 0
+also integer shifts, written as `rlnOriginXAngst/YAngst` (RELION: the particle sits at the box
+centre minus the origin, as the simulator writes them). By default (`refine=None`) a model with a
+supervised frame is refined and one with a learned frame is not, unless shifts are asked for: a
+learned frame's angle is already a sub-degree search against the frame's EM template, the mean of
+all its particles, and a decoded image is a worse reference than that mean (issue 15: psi MAE
+0.79° -> 4.37° after refinement on a one-view stack at SNR 1, 1.95° -> 2.19° with a well-trained
+decoder, benchmarks/results/learned_frame.md), while a supervised network's angle gains from it
+(3.76° -> 1.14°). A comment line at the top of the STAR file says whether and how the angles were
+refined.
 
 Resampling (`resample=True`, for images whose size differs from the model's): Fourier cropping
 (downsampling) or zero-padding (upsampling) of the centred 2D spectrum, which keeps the band-limited
@@ -54,7 +60,7 @@ from data_pipeline.formats.star import (ANGLE_PSI, DEFOCUS_COLUMNS, IMAGE_NAME, 
                                         optics_block, particles_block, read_ctf, read_star)
 from rotinv_tf.config import describe
 from rotinv_tf.pose.refine import refine_poses
-from rotinv_tf.serving import load_serving_model
+from rotinv_tf.serving.saved_model import load_serving_model
 
 _MAX_LISTED = 20  # bad particle numbers listed in an error message
 _MAX_OPEN = 16  # input stacks memory-mapped at the same time
@@ -297,14 +303,14 @@ def _nonfinite_message(bad: list[int]) -> str:
 def canonicalize_particles(saved_model: str, input_path: str, output: str, star: str,
                            batch_size: int = 256, resample: bool = False,
                            progress: Callable[[int, int], None] | None = None,
-                           refine: bool = True, refine_max_shift: int = 0
+                           refine: bool | None = None, refine_max_shift: int = 0
                            ) -> CanonicalizeSummary:
     """Runs every particle of `input_path` through the SavedModel; writes `output` and `star`.
 
     `refine`: refine the network's angles (module docstring), searching shifts of up to
-    `refine_max_shift` pixels too. `progress(done, total)` is called after each batch. Raises
-    `DataError` for bad input (nothing is written then). The summary's time covers the streaming
-    (read, model, refinement, write), not loading.
+    `refine_max_shift` pixels too; None: `refines_by_default` decides. `progress(done, total)` is
+    called after each batch. Raises `DataError` for bad input (nothing is written then). The
+    summary's time covers the streaming (read, model, refinement, write), not loading.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -318,10 +324,18 @@ def canonicalize_particles(saved_model: str, input_path: str, output: str, star:
         for path in (output, star):
             if path in inputs:
                 raise DataError(path, "the output would overwrite an input file")
+        if refine is None:
+            refine = refines_by_default(model.metadata, refine_max_shift)
         return _stream(model, particles, output, star, batch_size, resample, progress,
                        refine_max_shift if refine else None)
     finally:
         particles.close()
+
+
+def refines_by_default(metadata: dict, refine_max_shift: int = 0) -> bool:
+    """Whether a model's angles are refined when nobody says (module docstring): not for a learned
+    frame, unless shifts are searched."""
+    return metadata.get("frame") != "learned" or refine_max_shift > 0
 
 
 def _particle_ctf(model, particles: _Particles) -> tuple[ctf.Optics, CtfColumns] | None:
@@ -356,8 +370,12 @@ def _ctf_comment(model) -> str:
             f"{meaning[model.ctf_correction]}")
 
 
-def _refine_comment(max_shift: int | None) -> str:
+def _refine_comment(max_shift: int | None, metadata: dict) -> str:
     """The STAR file's comment line: how `rlnAnglePsi` was made."""
+    if max_shift is None and not refines_by_default(metadata):
+        return ("rotinv_tf: rlnAnglePsi is the learned frame's angle (a sub-degree search against "
+                "its EM template), not refined against the canonical image, a worse reference "
+                "(--refine=true forces it)")
     if max_shift is None:
         return "rotinv_tf: rlnAnglePsi is the network's angle, not refined (--refine=false)"
     shifts = (f" and integer shifts of up to {max_shift} px (rlnOriginXAngst/YAngst)"
@@ -426,7 +444,7 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
     stack_name = os.path.relpath(output, os.path.dirname(star))
     training = _training_comment(model)
     comments = [_frame_comment(model.metadata), training, _ctf_comment(model),
-                _refine_comment(refine_max_shift)]
+                _refine_comment(refine_max_shift, model.metadata)]
     bad: list[int] = []
     start_time = time.perf_counter()
     with StarWriter(star, comments) as star_writer, \
