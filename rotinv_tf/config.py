@@ -156,6 +156,11 @@ class ScheduleConfig:
     adam_beta_1: float = setting(
         0.5, "ours: Adam β₁, the authors' (torch.optim.Adam(betas=(0.5, 0.999)), "
              "benchmarks/reference_pytorch.py).")
+    max_train_cpu_seconds: float = setting(
+        0.0, "Stop training after the step at which the training process has spent this many CPU "
+             "seconds (time.process_time, all threads; validation included), then validate and "
+             "export as after the last epoch; 0 = off. CPU time, not wall time, so runs on a "
+             "shared machine get the same work whatever the load.")
 
     def problems(self) -> list[str]:
         problems = []
@@ -165,6 +170,8 @@ class ScheduleConfig:
             problems.append(f"batch_size must be > 0, got {self.batch_size}")
         if not (self.learning_rate > 0 and self.critic_learning_rate > 0):
             problems.append("learning rates must be > 0")
+        if self.max_train_cpu_seconds < 0:
+            problems.append(f"max_train_cpu_seconds must be >= 0, got {self.max_train_cpu_seconds}")
         return problems
 
 
@@ -229,6 +236,10 @@ class Config:
             problems.append(f"frame learned cannot train with strategy {self.runtime.strategy} "
                             f"(its EM template is not synchronised across replicas); train it "
                             f"with the default strategy, or give the stack a STAR file")
+        # Each worker would count its own CPU time and stop at a different step.
+        if self.schedule.max_train_cpu_seconds and self.runtime.strategy == "multi_worker":
+            problems.append("max_train_cpu_seconds cannot be used with strategy multi_worker "
+                            "(each worker would stop at a different step)")
         settings.raise_problems(problems)
 
     def replace(self, **flat: Any) -> "Config":

@@ -71,6 +71,13 @@ def test_check_names_every_problem_in_one_line():
     Config().check()
 
 
+def test_cpu_budget_is_refused_where_workers_would_disagree():
+    config = Config().replace(max_train_cpu_seconds=60.0, strategy="multi_worker")
+    with pytest.raises(ValueError, match="max_train_cpu_seconds cannot be used"):
+        config.check()
+    config.replace(strategy="default").check()
+
+
 def test_unknown_settings_are_refused():
     with pytest.raises(ValueError, match="unknown settings: no_such"):
         Config().replace(no_such=1)

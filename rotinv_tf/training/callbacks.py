@@ -38,6 +38,28 @@ class StepDecay(keras.callbacks.Callback):
             logs["learning_rate"] = float(self.optimizers[0].learning_rate.numpy())
 
 
+class CpuBudget(keras.callbacks.Callback):
+    """Stops training after the step at which the process has spent `seconds` CPU seconds since
+    `fit` began (`time.process_time`: every thread, validation and callbacks included); Keras then
+    validates and ends the epoch as usual. Logs `train_cpu_seconds` each epoch. CPU time rather
+    than wall time so that runs compared on a shared machine get the same work."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.start = time.process_time()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if time.process_time() - self.start >= self.seconds:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["train_cpu_seconds"] = time.process_time() - self.start
+
+
 class Throughput(keras.callbacks.Callback):
     """Logs `train_images_per_second`: training steps only, validation excluded."""
 

@@ -7,7 +7,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import TextIO
+from typing import Sequence, TextIO
 
 import keras
 import tensorflow as tf
@@ -18,8 +18,8 @@ from data_pipeline.preprocessing import Normalization
 from rotinv_tf import config as configs
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.training import optimizers
-from rotinv_tf.training.callbacks import (AverageMovingStatistics, EvalSummaries, StepDecay,
-                                 StepSummaries, Throughput, WorkerBackup)
+from rotinv_tf.training.callbacks import (AverageMovingStatistics, CpuBudget, EvalSummaries,
+                                          StepDecay, StepSummaries, Throughput, WorkerBackup)
 from rotinv_tf.config import Config, resolved_frame
 from rotinv_tf.training.distribution import is_chief, make_strategy, wait_for_all_workers
 from rotinv_tf.serving.export import export_saved_model
@@ -158,9 +158,11 @@ def record_config(config: Config) -> list[str]:
     return changes
 
 
-def train(config: Config, verbose: int | None = None) -> TrainResult:
+def train(config: Config, verbose: int | None = None,
+          callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
     """Trains (resuming from the run's `model_dir` if a checkpoint is there), then exports a
-    SavedModel. `verbose`: Keras fit verbosity (None: `fit_verbosity(sys.stdout)`).
+    SavedModel. `verbose`: Keras fit verbosity (None: `fit_verbosity(sys.stdout)`); `callbacks`
+    run after the run's own, before the export (e.g. one that restores the best epoch's weights).
 
     With several workers, all run this with the same config: the chief builds a data set that is
     not there yet while the others wait, and alone writes checkpoints, logs, config.json and the
@@ -188,7 +190,7 @@ def train(config: Config, verbose: int | None = None) -> TrainResult:
             if not chief:
                 train_data, eval_data, normalization = _datasets(config, config.schedule.batch_size)
             return _fit_and_export(config, strategy, train_data, eval_data, normalization,
-                                   scratch, verbose)
+                                   scratch, verbose, callbacks)
         except tf.errors.UnavailableError as e:
             if runtime.strategy != "multi_worker":
                 raise
@@ -227,7 +229,8 @@ def _adapt_to_multi_worker(model: keras.Model, strategy: tf.distribute.Strategy)
 
 def _fit_and_export(config: Config, strategy: tf.distribute.Strategy,
                     train_data: tf.data.Dataset, eval_data: tf.data.Dataset,
-                    normalization, scratch: str | None, verbose: int | None) -> TrainResult:
+                    normalization, scratch: str | None, verbose: int | None,
+                    extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
     """`train` once the data is there. Checkpoints, logs and the SavedModel go to the run's
     folders, or under `scratch` on a worker that is not the chief."""
     schedule, runtime = config.schedule, config.runtime
@@ -251,6 +254,9 @@ def _fit_and_export(config: Config, strategy: tf.distribute.Strategy,
         StepSummaries(log_dir, runtime.log_every_steps),
         keras.callbacks.TensorBoard(log_dir, update_freq="epoch"),
     ]
+    if schedule.max_train_cpu_seconds:
+        callbacks.append(CpuBudget(schedule.max_train_cpu_seconds))
+    callbacks += list(extra_callbacks)
     start = time.perf_counter()
     history = model.fit(train_data, epochs=schedule.epochs,
                         steps_per_epoch=schedule.steps_per_epoch or None,

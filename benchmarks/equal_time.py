@@ -1,0 +1,248 @@
+"""Is the heavier default architecture worth its cost? The default and `--architecture=paper`
+trained for the same CPU time on Table 1's two data sets, each scored once on test.
+
+    python benchmarks/equal_time.py [--budget_cpu_seconds=210] [--seeds=0] \
+        [--images_per_conformation=200] [--mnist_dir=../shared/datasets/mnist]
+
+For each seed, all four runs (two data sets, two architectures) train at once in processes of
+their own, so both architectures see the same machine load, with `rotinv_tf.training.train_lib.train` under the same
+`max_train_cpu_seconds` budget (CPU time of each training process, validation included; wall time
+is reported beside it). Each run keeps the weights of the epoch with the lowest validation
+reconstruction MSE (a partly trained last epoch included) and exports them; then all SavedModels
+and the mean training image are scored once on the same seeded test inputs with
+`rotinv_tf.evaluation.evaluate_models`. Data sets and their settings are Table 1's
+(`benchmarks/table1.py`), with fewer simulated particles. Writes `results/equal_time.{md,json}`.
+"""
+import datetime
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import keras  # noqa: E402
+from absl import flags  # noqa: E402
+
+from data_pipeline import cli, datasets, input_fn  # noqa: E402
+from data_pipeline.errors import DataError  # noqa: E402
+from data_pipeline.preprocessing import mean_image  # noqa: E402
+from rotinv_tf import evaluation  # noqa: E402
+from rotinv_tf.config import Config  # noqa: E402
+from rotinv_tf.serving.saved_model import load_serving_model  # noqa: E402
+from rotinv_tf.training import train_lib  # noqa: E402
+
+import table1  # noqa: E402
+from report_files import mean_std, write_results  # noqa: E402
+
+ARCHITECTURES = ("default", "paper")
+DATASETS = ("simulated_5hdb", "rotated_mnist")  # keys of table1.DATA
+SELECTION_METRIC = "val_reconstruction_mse"
+MAX_EPOCHS = 10_000  # the budget ends every run long before
+
+
+def define_flags() -> None:
+    """The script's flags, defined only when it runs as a program."""
+    flags.DEFINE_float("budget_cpu_seconds", 210.0, "CPU seconds of training per run.")
+    flags.DEFINE_list("seeds", ["0"], "Seeds; each trains both architectures on both data sets.")
+    flags.DEFINE_integer("images_per_conformation", 200, "Simulated particles per conformation "
+                         "(20 conformations, 16 train, 4 test, 40x40).")
+    flags.DEFINE_float("learning_rate", 1e-3, "Learning rate of both optimizers (Table 1's CPU "
+                       "schedule), constant.")
+    flags.DEFINE_string("work_dir", "runs/equal_time", "Checkpoints and SavedModels (emptied).")
+    flags.DEFINE_string("data_dir", None, "TensorFlow Datasets folder.")
+    flags.DEFINE_string("mnist_dir", "../shared/datasets/mnist", "MNIST IDX files.")
+    flags.DEFINE_integer("eval_angle_seed", 1234, "Seed of the fixed validation and test angles.")
+    flags.DEFINE_string("add_to", None, "An earlier equal_time.json of the same settings whose "
+                        "seeds' rows are kept beside this run's (a later seed added to a run).")
+
+
+FLAGS = flags.FLAGS
+# What runs of one comparison share; --add_to refuses an earlier report that differs in these.
+SHARED_SETTINGS = ("budget_cpu_seconds", "learning_rate", "images_per_conformation",
+                   "eval_angle_seed")
+
+
+def run_config(key: str, architecture: str, seed: int, options: dict, budget: float,
+               learning_rate: float, work_dir: str, data_dir: str | None,
+               eval_angle_seed: int) -> Config:
+    """Table 1's config of ours on `key`, with the architecture, seed and CPU budget."""
+    run = table1.Run(epochs=MAX_EPOCHS, learning_rate=learning_rate, lr_decay_epoch=0)
+    schedule = table1.Schedule("equal_time", "equal CPU time", {(key, "ours"): run})
+    name = f"{key}_{architecture}_seed{seed}"
+    return table1.train_config(key, "ours", schedule, options, work_dir, data_dir,
+                               eval_angle_seed).replace(
+        name=name, architecture=architecture, seed=seed, max_train_cpu_seconds=budget,
+        model_dir=os.path.join(work_dir, name), export_dir=os.path.join(work_dir, "saved_models"))
+
+
+class _StepCount(keras.callbacks.Callback):
+    """Counts training steps (the last epoch may be cut short by the budget)."""
+
+    def on_train_begin(self, logs=None):
+        self.steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+
+
+def train_run(config_json: str) -> dict:
+    """Trains one run afresh (in a process of its own) and exports its best validation epoch."""
+    config = Config.from_json(config_json)
+    shutil.rmtree(config.runtime.run_dir, ignore_errors=True)
+    steps = _StepCount()
+    best = keras.callbacks.EarlyStopping(SELECTION_METRIC, patience=MAX_EPOCHS, mode="min",
+                                         restore_best_weights=True)
+    result = train_lib.train(config, verbose=2, callbacks=[steps, best])
+    history = result.history
+    rates = history["train_images_per_second"]
+    steady = sorted(rates[1:] or rates)  # the first epoch includes tracing
+    return {"export_path": result.export_path, "wall_seconds": result.seconds,
+            "cpu_seconds": history["train_cpu_seconds"][-1], "epochs": len(history["loss"]),
+            "steps": steps.steps, "best_epoch": best.best_epoch + 1,
+            "best_val_mse": history[SELECTION_METRIC][best.best_epoch],
+            "best_val_angle_error_deg": history["val_angle_error_deg"][best.best_epoch],
+            "images_per_second": steady[len(steady) // 2]}
+
+
+def evaluate(key: str, runs: dict, options: dict, data_dir: str | None,
+             eval_angle_seed: int) -> dict:
+    """Test metrics (`table1.metric_row`) of each architecture's SavedModel and of the mean
+    training image, all on the same inputs; architecture (or "mean_image") -> row."""
+    spec = table1.DATA[key]
+    batches, normalization = input_fn.eval_input(
+        spec.dataset, 256, split="test", data_dir=data_dir, angle_seed=eval_angle_seed,
+        angle_distribution=spec.angle_distribution, angle_scale=spec.angle_scale, **options)
+    train, _ = datasets.load(spec.dataset, "train", data_dir, **options)
+    models = [load_serving_model(runs[a]["export_path"]) for a in ARCHITECTURES]
+    models.append(evaluation.MeanImageModel(mean_image(train.map(lambda e: e["image"]))))
+    results = evaluation.evaluate_models(models, batches.as_numpy_iterator(), normalization)
+    return {name: table1.metric_row(r.metrics)
+            for name, r in zip(ARCHITECTURES + (table1.MEAN_IMAGE,), results)}
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One line per (data set, architecture): test metrics and costs, mean ± std over seeds."""
+    cells = {"avg_mse": ".4g", "worst_mse": ".4g", "median_mse": ".4g", "angle_mae_deg": ".2f",
+             "cpu_seconds": ".0f", "wall_seconds": ".0f", "epochs": ".1f", "steps": ".0f",
+             "best_epoch": ".1f", "best_val_mse": ".4g", "images_per_second": ".0f"}
+    lines = []
+    for key in dict.fromkeys(r["dataset"] for r in rows):
+        for arch in ARCHITECTURES + (table1.MEAN_IMAGE,):
+            group = [r for r in rows if r["dataset"] == key and r["architecture"] == arch]
+            line = {"dataset": key, "architecture": arch, "seeds": len(group)}
+            for name, fmt in cells.items():
+                if group and group[0].get(name) is not None:
+                    line[name] = mean_std([r[name] for r in group], fmt)
+            lines.append(line)
+    return lines
+
+
+def verdicts(rows: list[dict]) -> dict:
+    """data set -> whether the default beats paper in mean test avg MSE and in angle MAE."""
+    out = {}
+    for key in dict.fromkeys(r["dataset"] for r in rows):
+        mean = {a: {m: sum(r[m] for r in rows if r["dataset"] == key and r["architecture"] == a)
+                    / sum(1 for r in rows if r["dataset"] == key and r["architecture"] == a)
+                    for m in ("avg_mse", "angle_mae_deg")} for a in ARCHITECTURES}
+        out[key] = {m: mean["default"][m] < mean["paper"][m] for m in ("avg_mse", "angle_mae_deg")}
+    return out
+
+
+def render(report: dict) -> str:
+    """equal_time.md from the report equal_time.json holds."""
+    lines = ["# Default vs paper architecture at equal CPU time", "",
+             f"{report['date']}, {report['cpu_count']} CPUs shared with other jobs (load "
+             f"{report['load']}). Each run: {report['budget_cpu_seconds']:g} CPU seconds of "
+             f"training (`max_train_cpu_seconds`: the training process's CPU time, validation "
+             f"included), lr {report['learning_rate']:g} constant, batch 256, decoder:critic 4:1; "
+             f"all four runs of a seed trained at the same time. Weights of the "
+             f"epoch with the lowest validation reconstruction MSE, scored once on test (fixed "
+             f"angles, seed {report['eval_angle_seed']}); MSE on the scale where clean images lie "
+             f"in [0, 1]. Seeds: {', '.join(map(str, report['seeds']))} (mean ± std where more "
+             f"than one). Simulated particles: 40x40, {report['images_per_conformation']} per "
+             f"conformation (16 train conformations, every 10th image validation; 4 test). MNIST: "
+             f"Table 1's rotated MNIST. Total wall time {report['wall_seconds'] / 60:.1f} min. "
+             f"Command{'s' if len(report['commands']) > 1 else ''}: `{report['command']}`.", "",
+             "| data set | architecture | test avg MSE | worst MSE | median MSE | angle MAE (°) | "
+             "CPU s | wall s | epochs | steps | best epoch | best val MSE | images/s (wall) |",
+             "|" + " --- |" * 13]
+    for line in report["summary"]:
+        lines.append("| " + " | ".join([line["dataset"], line["architecture"]] + [
+            line.get(name, "–") for name in (
+                "avg_mse", "worst_mse", "median_mse", "angle_mae_deg", "cpu_seconds",
+                "wall_seconds", "epochs", "steps", "best_epoch", "best_val_mse",
+                "images_per_second")]) + " |")
+    lines += ["", "Default lower than paper (mean over seeds):", ""]
+    for key, verdict in report["verdicts"].items():
+        lines.append(f"- {key}: test avg MSE {'yes' if verdict['avg_mse'] else 'no'}, "
+                     f"angle MAE {'yes' if verdict['angle_mae_deg'] else 'no'}")
+    return "\n".join(lines) + "\n"
+
+
+def load_earlier(path: str, settings: dict, seeds: list[int]) -> dict:
+    """The report at `path`, checked to share `settings` and none of `seeds`; DataError if not."""
+    try:
+        with open(path) as f:
+            report = json.load(f)
+        differing = [name for name in SHARED_SETTINGS if report[name] != settings[name]]
+        repeated = sorted(set(report["seeds"]) & set(seeds))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(path, f"not an equal_time report ({e})") from None
+    if differing or repeated:
+        raise DataError(path, f"cannot add to it: settings differ ({', '.join(differing)}) or "
+                              f"seeds repeat ({repeated})")
+    return {"rows": report["rows"], "wall_seconds": report["wall_seconds"],
+            "commands": report.get("commands", [report["command"]])}
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    mnist_dir = FLAGS.mnist_dir or None
+    if mnist_dir and not os.path.isdir(mnist_dir):
+        raise DataError(mnist_dir, "no such folder (--mnist_dir; empty to download with TFDS)")
+    if FLAGS.budget_cpu_seconds <= 0:
+        cli.fail(f"--budget_cpu_seconds must be > 0, got {FLAGS.budget_cpu_seconds}")
+    seeds = [int(s) for s in FLAGS.seeds]
+    settings = {name: getattr(FLAGS, name) for name in SHARED_SETTINGS}
+    earlier = load_earlier(FLAGS.add_to, settings, seeds) if FLAGS.add_to else {"rows": [],
+                                                                                "commands": []}
+    start = time.perf_counter()
+    schedule = table1.Schedule("equal_time", "", {}, FLAGS.images_per_conformation)
+    options = {key: table1.data_options(key, schedule, mnist_dir) for key in DATASETS}
+    for key in DATASETS:  # built here, not by the runs at once
+        datasets.num_examples(table1.DATA[key].dataset, "train", FLAGS.data_dir, **options[key])
+    rows = earlier["rows"]
+    spawn = multiprocessing.get_context("spawn")  # TensorFlow does not survive a fork
+    for seed in seeds:
+        keys = [(key, a) for key in DATASETS for a in ARCHITECTURES]
+        configs = [run_config(key, a, seed, options[key], FLAGS.budget_cpu_seconds,
+                              FLAGS.learning_rate, FLAGS.work_dir, FLAGS.data_dir,
+                              FLAGS.eval_angle_seed).to_json() for key, a in keys]
+        print(f"== seed {seed}: {len(keys)} runs at once", flush=True)
+        with spawn.Pool(len(keys)) as pool:
+            runs = dict(zip(keys, pool.map(train_run, configs)))
+        for key in DATASETS:
+            trained = {a: runs[(key, a)] for a in ARCHITECTURES}
+            scores = evaluate(key, trained, options[key], FLAGS.data_dir, FLAGS.eval_angle_seed)
+            for name, score in scores.items():
+                rows.append({"dataset": key, "architecture": name, "seed": seed, **score,
+                             **trained.get(name, {})})
+                print(f"{key} seed {seed} {name}: {rows[-1]}", flush=True)
+    report = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "cpu_count": os.cpu_count(), "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
+              **settings, "seeds": sorted({r["seed"] for r in rows}),
+              "selection_metric": SELECTION_METRIC,
+              "wall_seconds": earlier.get("wall_seconds", 0.0) + time.perf_counter() - start,
+              "command": " && ".join(earlier["commands"] + [" ".join(["python"] + sys.argv)]),
+              "commands": earlier["commands"] + [" ".join(["python"] + sys.argv)], "rows": rows,
+              "summary": summarize(rows), "verdicts": verdicts(rows)}
+    write_results("equal_time", report, render(report))
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)
