@@ -364,8 +364,8 @@ def main(argv: list[str]) -> None:
             f"{tf.config.threading.get_inter_op_parallelism_threads()}",
         "load average (1 min) before / after": f"{load_before[0]:.2f} / {load_after[0]:.2f}",
         "settings": (f"batch {FLAGS.batch_size} (training), {len(images)} (inference), latent "
-                     f"{FLAGS.latent_dim}, Adam (weight decay 1e-5), generator:critic 4:1, "
-                     f"windows {windows}" + (", --quick (smoke run)" if quick else "")),
+                     f"{FLAGS.latent_dim}, Adam (β₁ 0.5, weight decay 1e-5 as PyTorch), "
+                     f"generator:critic 4:1, windows {windows}" + (", --quick (smoke run)" if quick else "")),
         "wall time": f"{time.perf_counter() - started:.0f} s",
     }
     text = report(rows, header, multiply_add_table(sizes, widths))

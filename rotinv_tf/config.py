@@ -74,7 +74,9 @@ class AutoencoderConfig:
               "latent); 0 turns it off.")
     angle_weight: float = setting(1.0, "Weight of the angle loss.")
     reconstruction_weight: float = setting(1.0, "Weight of the reconstruction loss.")
-    adversarial_weight: float = setting(0.01, "Weight of -D(x̂) for the decoder.")
+    adversarial_weight: float = setting(
+        1.0, "Weight of -D(x̂) for the decoder: the paper's 1, beside the reconstruction's "
+             "per-image norms (rotinv_tf.models.losses.reconstruction_loss says why).")
     gp_weight: float = setting(10.0, "Gradient-penalty weight λ.")
     generator_steps_per_critic_step: int = setting(
         4, "The critic is updated once every this many generator steps (paper: 4).")
@@ -109,11 +111,14 @@ class SpatialVAEConfig:
     translation_prior_std: float = setting(
         0.0, "Std of the translation prior, in image half-widths; 0 turns translation off.")
     infer_rotation: bool = setting(True, "Infer the rotation (otherwise fixed at 0).")
-    likelihood: str = setting("gaussian", "Pixel likelihood: gaussian (normalised particles) or "
-                                          "bernoulli (images in [0, 1]).", LIKELIHOODS)
+    likelihood: str = setting("gaussian", "Pixel likelihood: gaussian (standardised particles) "
+                                          "or bernoulli (images in [0, 1]).", LIKELIHOODS)
+    standardize: bool = setting(
+        True, "gaussian likelihood: standardise each image (Bepler et al.'s --normalize), so the "
+              "unit-variance noise model fits noisy particles.")
     rotation_kl_mean_penalty: bool = setting(
-        False, "Penalise the rotation posterior's mean too (the reference leaves it free: the "
-               "canonical pose is arbitrary).")
+        False, "Penalise the rotation posterior's mean too: the full KL of Bepler et al.'s MNIST "
+               "script (their particle script leaves it free: the canonical pose is arbitrary).")
 
     def problems(self) -> list[str]:
         problems = settings.problems_of_choices(self)
@@ -127,6 +132,9 @@ class SpatialVAEConfig:
         if not self.translation_prior_std >= 0:
             problems.append(f"translation_prior_std must be >= 0, got "
                             f"{self.translation_prior_std}")
+        if self.standardize and self.likelihood != "gaussian":
+            problems.append("standardize needs the gaussian likelihood (bernoulli takes images "
+                            "in [0, 1])")
         if not (self.infer_rotation or self.translation_prior_std > 0 or self.latent_dim > 0):
             problems.append("nothing to infer: rotation and translation are off and latent_dim "
                             "is 0")
@@ -155,7 +163,13 @@ class ScheduleConfig:
     lr_decay_epoch: int = setting(
         200, "Multiply learning rates by lr_decay_factor from this epoch; 0 = never.")
     lr_decay_factor: float = setting(0.1, "Learning-rate decay factor.")
-    weight_decay: float = setting(1e-5, "Adam weight decay.")
+    weight_decay: float = setting(
+        1e-5, "ours: Adam weight decay as PyTorch's, added to the gradient "
+              "(rotinv_tf.training.optimizers); spatial-VAE trains with Bepler et al.'s plain "
+              "Adam.")
+    adam_beta_1: float = setting(
+        0.5, "ours: Adam β₁, the authors' (torch.optim.Adam(betas=(0.5, 0.999)), "
+             "benchmarks/reference_pytorch.py).")
     max_train_cpu_seconds: float = setting(
         0.0, "Stop training after the step at which the training process has spent this many CPU "
              "seconds (time.process_time, all threads; validation included), then validate and "

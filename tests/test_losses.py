@@ -52,3 +52,22 @@ def test_gradient_penalty_equals_analytic_value_for_linear_critic():
     penalty = losses.gradient_penalty(lambda x: tf.reduce_sum(x * unit, axis=[1, 2, 3]),
                                       real, fake, alpha)
     assert penalty.numpy() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_default_balance_gives_the_critic_one_over_one_plus_sqrt_pixels_of_the_pull():
+    """What `reconstruction_loss`'s docstring says of the default weights: against a critic of
+    gradient norm 1, the decoder's reconstruction gradient has norm 1 + √P at 40x40 (P = 1600)."""
+    from rotinv_tf.config import AutoencoderConfig
+    config = AutoencoderConfig()
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(1, 40, 40, 1)).astype(np.float32)
+    signs = np.where(rng.uniform(size=images.shape) < 0.5, -1.0, 1.0).astype(np.float32)
+    output = tf.Variable(images + 0.1 * signs)  # every pixel off by ±0.1
+    w = rng.normal(size=images.shape).astype(np.float32)
+    w /= np.linalg.norm(w)  # a linear critic D(x) = <w, x>, gradient norm 1
+    with tf.GradientTape(persistent=True) as tape:
+        reconstruction = config.reconstruction_weight * losses.reconstruction_loss(images, output)
+        adversarial = config.adversarial_weight * -tf.reduce_sum(w * output)
+    pull = {name: np.linalg.norm(tape.gradient(loss, output).numpy())
+            for name, loss in (("reconstruction", reconstruction), ("critic", adversarial))}
+    assert pull["critic"] / pull["reconstruction"] == pytest.approx(1 / 41, rel=1e-4)

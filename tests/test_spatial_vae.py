@@ -17,6 +17,7 @@ METRICS = {"loss", "reconstruction_nll", "kl_latent", "kl_rotation", "kl_transla
 
 def small_model(image_size: int = 16, **kwargs) -> SpatialVAE:
     kwargs.setdefault("hidden_units", 32)
+    kwargs.setdefault("standardize", kwargs.get("likelihood", "gaussian") == "gaussian")
     return SpatialVAE(image_size, **kwargs)
 
 
@@ -227,7 +228,26 @@ def test_its_settings_rebuild_the_same_model():
     np.testing.assert_allclose(rebuilt(images)[0], model(images)[0], atol=1e-6)
 
 
+def test_standardized_model_sees_each_image_in_its_own_units():
+    """Bepler's --normalize: an image and any brighter, shifted copy a·x + b give the same ELBO,
+    and the copy's canonical image is a·(the image's) + b."""
+    images = blob_images(4, 16) + np.random.default_rng(0).normal(0, 0.4, (4, 16, 16, 1))
+    images = images.astype(np.float32)
+    first, second = small_model(seed=3), small_model(seed=3)
+    second.set_weights(first.get_weights())
+    terms = first._elbo_terms(images)
+    shifted = second._elbo_terms(5.0 * images + 2.0)
+    assert float(shifted["loss"]) == pytest.approx(float(terms["loss"]), rel=1e-4)
+    np.testing.assert_allclose(first.canonicalize(5.0 * images + 2.0)["canonical_image"],
+                               5.0 * first.canonicalize(images)["canonical_image"] + 2.0,
+                               rtol=1e-4, atol=1e-4)
+    plain = small_model(seed=3, standardize=False)
+    plain.set_weights(first.get_weights())
+    assert float(plain._elbo_terms(5.0 * images + 2.0)["loss"]) > 2 * float(terms["loss"])
+
+
 @pytest.mark.parametrize("kwargs", [
+    {"image_size": 16, "likelihood": "bernoulli", "standardize": True},
     {"image_size": 0}, {"image_size": 1}, {"image_size": 28.0}, {"image_size": True},
     {"image_size": 16, "latent_dim": -1}, {"image_size": 16, "hidden_units": 0},
     {"image_size": 16, "num_hidden_layers": 0},

@@ -61,8 +61,9 @@ class RotationInvariantAutoencoder(keras.Model):
         keep the statistics of the data the model is evaluated on.
 
         `critic_filters`: the critic's width, apart from the encoder's and decoder's `filters`.
-        Its adversarial term has a small weight and its gradient penalty (a double backward
-        pass) is the dearest part of a step, so a narrow critic saves time where it costs least.
+        Its pull on the decoder is a small part of the reconstruction's (`losses.
+        reconstruction_loss`) and its gradient penalty (a double backward pass) is the dearest
+        part of a step, so a narrow critic saves time where it costs least.
 
         Loss weights and the 4:1 schedule (`generator_steps_per_critic_step` = g: the critic is
         updated on steps 1, 1 + g, 1 + 2g, ...) are settings too, as in the keras-io WGAN-GP

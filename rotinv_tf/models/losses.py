@@ -19,7 +19,16 @@ def angle_loss(true_angles: tf.Tensor, predicted_angles: tf.Tensor, wrap: bool) 
 
 
 def reconstruction_loss(images: tf.Tensor, reconstructions: tf.Tensor) -> tf.Tensor:
-    """||x - x̂||₂ + ||x - x̂||₁ per image, mean over the batch."""
+    """||x - x̂||₂ + ||x - x̂||₁ per image (the paper's Eq. 5 norms), mean over the batch.
+
+    Norms, not the per-pixel means of the authors' code (`F.l1_loss + F.mse_loss`), because the
+    WGAN-GP critic is held to a gradient norm of about 1 per image: beside it, these norms give the
+    decoder a gradient of norm 1 (L2 term) + √P (L1 term, P pixels) per image, so the paper's
+    weight 1 on -D(x̂) makes the critic's pull about 1/(1 + √P) of the reconstruction's (1/41 at
+    40x40): a regulariser. Per-pixel means divide the reconstruction gradient by P (norm ≈ 1/√P),
+    so with equal weights the critic would outpull it ~√P times (40x); the authors' critic had no
+    gradient penalty (their weight clipping was a no-op), so their balance does not carry over.
+    """
     diff = tf.reshape(tf.cast(images, tf.float32) - tf.cast(reconstructions, tf.float32),
                       [tf.shape(images)[0], -1])
     l2 = tf.sqrt(tf.reduce_sum(tf.square(diff), axis=1) + 1e-12)

@@ -17,6 +17,7 @@ from data_pipeline.datasets.particle_stack import StackCtf
 from data_pipeline.preprocessing import Normalization
 from rotinv_tf import config as configs
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
+from rotinv_tf.training import optimizers
 from rotinv_tf.training.callbacks import (AverageMovingStatistics, CpuBudget, EvalSummaries,
                                           StepDecay, StepSummaries, Throughput, WorkerBackup)
 from rotinv_tf.config import Config, resolved_frame
@@ -88,9 +89,9 @@ def build_model(config: Config, image_size: int,
     optimizers (`normalization`, the data's, is needed by a CTF correction)."""
     schedule = config.schedule
 
-    def adam(learning_rate: float) -> keras.optimizers.Optimizer:
-        optimizer = keras.optimizers.Adam(learning_rate,
-                                          weight_decay=schedule.weight_decay or None)
+    def adam(learning_rate: float, beta_1: float = schedule.adam_beta_1,
+             weight_decay: float = schedule.weight_decay) -> keras.optimizers.Optimizer:
+        optimizer = optimizers.adam(learning_rate, beta_1, weight_decay)
         if config.runtime.mixed_precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         return optimizer
@@ -101,7 +102,8 @@ def build_model(config: Config, image_size: int,
     if config.model.name == "spatial_vae":
         model = SpatialVAE(image_size, **common,
                            **dataclasses.asdict(config.model.spatial_vae))
-        model.compile(optimizer=adam(schedule.learning_rate), jit_compile=jit_compile)
+        model.compile(optimizer=adam(schedule.learning_rate, **SpatialVAE.ADAM),
+                      jit_compile=jit_compile)
         return model
     settings = dataclasses.asdict(dataclasses.replace(config.model.autoencoder,
                                                       frame=resolved_frame(config)))
