@@ -88,7 +88,7 @@ def test_unknown_settings_are_refused():
 def test_describe_names_the_data_and_the_objective():
     line = configs.describe(dataclasses.asdict(Config().replace(sim_snr=1.0)))
     assert line.startswith("trained autoencoder on simulated_particles (40x40, SNR 1.0")
-    assert "adversarial x1.0" in line
+    assert f"adversarial x{Config().model.autoencoder.adversarial_weight}" in line
     assert "ELBO" in configs.describe(dataclasses.asdict(Config().replace(model="spatial_vae")))
 
 

@@ -54,11 +54,12 @@ def test_gradient_penalty_equals_analytic_value_for_linear_critic():
     assert penalty.numpy() == pytest.approx(0.0, abs=1e-5)
 
 
-def test_default_balance_gives_the_critic_one_over_one_plus_sqrt_pixels_of_the_pull():
-    """What `reconstruction_loss`'s docstring says of the default weights: against a critic of
-    gradient norm 1, the decoder's reconstruction gradient has norm 1 + √P at 40x40 (P = 1600)."""
+def test_paper_balance_gives_the_critic_one_over_one_plus_sqrt_pixels_of_the_pull():
+    """What `reconstruction_loss`'s docstring says of the paper's weights (all 1): against a
+    critic of gradient norm 1, the decoder's reconstruction gradient has norm 1 + √P at 40x40
+    (P = 1600)."""
     from rotinv_tf.config import AutoencoderConfig
-    config = AutoencoderConfig()
+    config = AutoencoderConfig(adversarial_weight=1.0)
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(1, 40, 40, 1)).astype(np.float32)
     signs = np.where(rng.uniform(size=images.shape) < 0.5, -1.0, 1.0).astype(np.float32)

@@ -4,6 +4,11 @@ import json
 import os
 
 import pytest
+from absl import flags
+
+from data_pipeline import settings
+from rotinv_tf import config as configs
+from rotinv_tf.config import Config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -121,3 +126,18 @@ def test_every_run_is_a_valid_config(table1):
             config.check()
             assert config.model.name == table1.METHODS[method]
             assert config.data.eval_angle_seed == 7
+            if method == "ours":  # trained as the paper, as its config files say
+                ours = config.model.autoencoder
+                assert (ours.adversarial_weight, config.schedule.adam_beta_1) == (
+                    table1.PAPER_SETTINGS["adversarial_weight"],
+                    table1.PAPER_SETTINGS["adam_beta_1"])
+
+
+def test_the_papers_config_files_train_as_table1_does(table1):
+    for name in ("simulated_5hdb.cfg", "mnist.cfg", "5hdb.cfg"):
+        values = flags.FlagValues()
+        settings.define_flags(Config, flag_values=values)
+        values(["train", f"--flagfile={os.path.join(REPO, 'configs', name)}"])
+        config = configs.from_flags(values)
+        assert (config.model.autoencoder.adversarial_weight, config.schedule.adam_beta_1) == (
+            table1.PAPER_SETTINGS["adversarial_weight"], table1.PAPER_SETTINGS["adam_beta_1"]), name
