@@ -1,5 +1,6 @@
 """Small data sets written in the real on-disk layouts, for the data pipeline tests."""
 import gzip
+import importlib.util
 import os
 import pickle
 import struct
@@ -78,3 +79,12 @@ def correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a - a.mean(axis=(1, 2), keepdims=True)
     b = b - b.mean(axis=(1, 2), keepdims=True)
     return (a * b).sum((1, 2)) / np.sqrt((a * a).sum((1, 2)) * (b * b).sum((1, 2)))
+
+
+def load_module(path: str, name: str):
+    """The Python file `path` imported as module `name` (benchmark scripts and fixture makers are
+    not packages)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,20 +1,17 @@
 """benchmarks/equal_time.py's configs and summary on hand-made numbers: no training."""
-import importlib.util
 import json
 import os
 
 import pytest
+
+from tests.data_fixtures import load_module
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def equal_time():
-    spec = importlib.util.spec_from_file_location(
-        "equal_time", os.path.join(REPO, "benchmarks", "equal_time.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(os.path.join(REPO, "benchmarks", "equal_time.py"), "equal_time")
 
 
 def test_runs_differ_only_in_architecture_and_name(equal_time):

@@ -4,7 +4,6 @@
 The fixture: an asymmetric map, 32^3 voxels of 2 Å, projected by RELION 3.1.3 at a dozen psi down
 z (rot = tilt = 0) and at three psi of another view (rot 40°, tilt 70°). No RELION is needed here.
 """
-import importlib.util
 import os
 
 import mrcfile
@@ -15,7 +14,7 @@ from data_pipeline.datasets.particle_stack import particle_stack_dataset
 from data_pipeline.formats.star import particles_block, psi_degrees_to_angle, read_star
 from data_pipeline.rotation import rotate
 from data_pipeline.simulator import SimulationConfig, Simulator
-from tests.data_fixtures import correlations
+from tests.data_fixtures import correlations, load_module
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "relion")
 MAP, STACK, STAR = (os.path.join(FIXTURE, name)
@@ -93,9 +92,7 @@ def test_star_angles_turn_the_canonical_image_into_relions_about_the_projects_ce
 
 
 def test_committed_map_is_what_make_map_writes():
-    spec = importlib.util.spec_from_file_location("make_map", os.path.join(FIXTURE, "make_map.py"))
-    make_map = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_map)
+    make_map = load_module(os.path.join(FIXTURE, "make_map.py"), "make_map")
     with mrcfile.open(MAP) as mrc:
         np.testing.assert_array_equal(mrc.data, make_map.density())
         assert float(mrc.voxel_size.x) == make_map.PIXEL == PIXEL

@@ -1,5 +1,4 @@
 """benchmarks/table1.py's table assembly on hand-made numbers: no training, no data."""
-import importlib.util
 import json
 import os
 
@@ -9,17 +8,14 @@ from absl import flags
 from data_pipeline import settings
 from rotinv_tf import config as configs
 from rotinv_tf.config import Config
+from tests.data_fixtures import load_module
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def table1():
-    spec = importlib.util.spec_from_file_location(
-        "table1", os.path.join(REPO, "benchmarks", "table1.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(os.path.join(REPO, "benchmarks", "table1.py"), "table1")
 
 
 def _scores(avg: float, worst: float, mae_deg: float, psi_deg: float = 0.0) -> dict:
