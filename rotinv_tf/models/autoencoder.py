@@ -32,9 +32,8 @@ from data_pipeline import ctf
 from data_pipeline.angles import wrap_angle
 from data_pipeline.rotation import rotate, sample_angles
 from data_pipeline.settings import raise_problems
-from rotinv_tf.models import losses
-from rotinv_tf.models import replicas
 from rotinv_tf.config import AutoencoderConfig
+from rotinv_tf.models import losses, replicas
 from rotinv_tf.models.networks import build_networks
 from rotinv_tf.pose.template_frame import TemplateFrame
 
@@ -81,8 +80,9 @@ class RotationInvariantAutoencoder(keras.Model):
         `data_pipeline.ctf.Optics`, and `raw_zero`, the data's normalised value of raw 0; with
         one, `defocus_decorrelation_weight` weighs the defocus penalty (module docstring).
 
-        (An `auto` frame or CTF correction is resolved from the data by `training.build_model`; a
-        model made with one trains `supervised`, without a CTF.)"""
+        (An `auto` frame or CTF correction is resolved from the data by
+        `training.train_lib.build_model`; a model made with one trains `supervised`, without a
+        CTF.)"""
         self.settings = AutoencoderConfig(**settings)
         raise_problems(self.settings.problems())
         if self.ctf_correction != "none" and optics is None:

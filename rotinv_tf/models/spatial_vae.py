@@ -19,8 +19,8 @@ import tensorflow as tf
 from data_pipeline.angles import wrap_angle
 from data_pipeline.rotation import rotate, sample_angles
 from data_pipeline.settings import ANGLE_DISTRIBUTIONS, raise_problems
-from rotinv_tf.models import replicas
 from rotinv_tf.config import SpatialVAEConfig
+from rotinv_tf.models import replicas
 
 METRIC_NAMES = ("loss", "reconstruction_nll", "kl_latent", "kl_rotation", "kl_translation",
                 "reconstruction_mse", "angle_error_deg")

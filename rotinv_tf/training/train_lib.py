@@ -16,14 +16,14 @@ from data_pipeline import input_fn
 from data_pipeline.datasets.particle_stack import StackCtf
 from data_pipeline.preprocessing import Normalization
 from rotinv_tf import config as configs
+from rotinv_tf.config import Config, resolved_frame
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
+from rotinv_tf.models.spatial_vae import SpatialVAE
+from rotinv_tf.serving.export import export_saved_model
 from rotinv_tf.training import optimizers
 from rotinv_tf.training.callbacks import (AverageMovingStatistics, CpuBudget, EvalSummaries,
                                           StepDecay, StepSummaries, Throughput, WorkerBackup)
-from rotinv_tf.config import Config, resolved_frame
 from rotinv_tf.training.distribution import is_chief, make_strategy, wait_for_all_workers
-from rotinv_tf.serving.export import export_saved_model
-from rotinv_tf.models.spatial_vae import SpatialVAE
 
 
 @dataclasses.dataclass
