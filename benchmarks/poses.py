@@ -101,7 +101,7 @@ def feature_scores(truth: dict, features: np.ndarray) -> dict:
 
 def star_angles(path: str) -> np.ndarray:
     table = star.particles_block(star.read_star(path), path)
-    return star.psi_degrees_to_angle(np.array(table.column("rlnAnglePsi"), np.float64))
+    return star.psi_degrees_to_angle(np.array(table.column(star.ANGLE_PSI), np.float64))
 
 
 # Methods

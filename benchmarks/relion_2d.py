@@ -22,16 +22,12 @@ def relion_star(folder: str, image_size: int, pixel_size: float,
     path = os.path.join(folder, "relion.star")
     with mrcfile.mmap(os.path.join(folder, PARTICLES), permissive=True) as f:
         count = f.data.shape[0]
-    optics = star.StarBlock(
-        columns=["rlnOpticsGroup", "rlnOpticsGroupName", "rlnImagePixelSize", "rlnImageSize",
-                 "rlnImageDimensionality", "rlnVoltage", "rlnSphericalAberration",
-                 "rlnAmplitudeContrast"],
-        rows=[["1", "opticsGroup1", f"{pixel_size:.6f}", str(image_size), "2", "300", "2.7",
-               "0.1"]])
+    optics = star.optics_block(pixel_size, image_size, voltage=300.0, spherical_aberration=2.7,
+                               amplitude_contrast=0.1)
     ctf = ctf or {}
     particles = star.StarBlock(
-        columns=["rlnImageName", "rlnOpticsGroup", *ctf],
-        rows=[[f"{i + 1:06d}@{PARTICLES}", "1", *(values[i] for values in ctf.values())]
+        columns=[star.IMAGE_NAME, star.OPTICS_GROUP, *ctf],
+        rows=[[star.image_name(i + 1, PARTICLES), "1", *(values[i] for values in ctf.values())]
               for i in range(count)])
     star.write_star(path, {"optics": optics, "particles": particles})
     return path
@@ -62,10 +58,10 @@ def run_relion(folder: str, out: str, image_size: int, pixel_size: float, iterat
     seconds = time.perf_counter() - start
     data = sorted(glob.glob(os.path.join(out, "run_it*_data.star")))[-1]
     table = star.particles_block(star.read_star(data), data)
-    order = np.array([int(name.split("@")[0]) - 1 for name in table.column("rlnImageName")])
+    order = np.array([int(name.split("@")[0]) - 1 for name in table.column(star.IMAGE_NAME)])
     angles, labels = np.empty(len(order)), np.empty(len(order), np.int64)
-    angles[order] = star.psi_degrees_to_angle(np.array(table.column("rlnAnglePsi"), np.float64))
-    labels[order] = np.array(table.column("rlnClassNumber"), np.int64)
+    angles[order] = star.psi_degrees_to_angle(np.array(table.column(star.ANGLE_PSI), np.float64))
+    labels[order] = np.array(table.column(star.CLASS_NUMBER), np.int64)
     return angles, labels, seconds, data.replace("_data.star", "_classes.mrcs")
 
 

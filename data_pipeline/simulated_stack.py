@@ -43,7 +43,7 @@ class SimulatedStack:
 
 def particle_columns(config: SimulationConfig) -> list[str]:
     """The columns of the STAR file's particle table."""
-    columns = [star.IMAGE_NAME, star.ANGLE_PSI, *star.ORIGIN_COLUMNS, "rlnClassNumber",
+    columns = [star.IMAGE_NAME, star.ANGLE_PSI, *star.ORIGIN_COLUMNS, star.CLASS_NUMBER,
                star.OPTICS_GROUP]
     return columns + (list(star.DEFOCUS_COLUMNS) if config.ctf else [])
 

@@ -27,6 +27,7 @@ OPTICS_GROUP = "rlnOpticsGroup"
 IMAGE_PIXEL_SIZE = "rlnImagePixelSize"
 IMAGE_SIZE = "rlnImageSize"
 ORIGIN_COLUMNS = ("rlnOriginXAngst", "rlnOriginYAngst")
+CLASS_NUMBER = "rlnClassNumber"
 DEFOCUS_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
 OPTICS_COLUMNS = ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
 

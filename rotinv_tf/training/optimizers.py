@@ -7,7 +7,7 @@ by 1e-9 per step, i.e. not at all. `CoupledDecayAdam` is the PyTorch form.
 """
 import keras
 
-@keras.saving.register_keras_serializable(package="rotinv_tf")
+
 class CoupledDecayAdam(keras.optimizers.Adam):
     """Adam whose `l2` adds l2·w to every gradient before the update (PyTorch's weight decay)."""
 
