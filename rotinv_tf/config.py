@@ -13,6 +13,7 @@ configuration. A run writes its config as `config.json` into `model_dir` and int
 assets (`save`/`load`), so evaluating or canonicalizing a model needs no flagfile.
 """
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
@@ -276,11 +277,29 @@ class Config:
 
 
 def particle_stack(config: Config) -> ParticleStack | None:
-    """The run's particle stack with its metadata (None for other data sets)."""
+    """The run's particle stack with its metadata (None for other data sets). Read once per
+    version of its files: a run asks for it several times before training (frame, CTF, checks),
+    and a STAR file of millions of rows takes seconds to parse."""
     data = config.data
     if data.dataset != "particle_stack" or not data.stack:
         return None
-    return ParticleStack(data.stack, data.star, data.stack_holdout_fraction)
+    return _read_stack(data.stack, data.star, data.stack_holdout_fraction,
+                       _version(data.stack), _version(data.star))
+
+
+def _version(path: str | None) -> tuple[int, int] | None:
+    """(modification time, size) of a file, None when there is none to read."""
+    if not path or not os.path.isfile(path):
+        return None
+    status = os.stat(path)
+    return status.st_mtime_ns, status.st_size
+
+
+@functools.lru_cache(maxsize=4)
+def _read_stack(stack: str, star: str | None, holdout_fraction: float,
+                *versions: tuple[int, int] | None) -> ParticleStack:
+    """`ParticleStack(stack, star, holdout_fraction)`, cached by the files' `versions`."""
+    return ParticleStack(stack, star, holdout_fraction)
 
 
 def resolved_frame(config: Config) -> str:

@@ -3,6 +3,7 @@ stack with its STAR file (no angles) trained, exported and canonicalized with th
 model."""
 import math
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -17,6 +18,7 @@ from data_pipeline.settings import SimulationConfig
 from rotinv_tf.models import autoencoder, losses
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.training import train_lib
+from rotinv_tf import config as configs
 from rotinv_tf.config import Config, resolved_frame
 from rotinv_tf.serving.inference import canonicalize_particles
 from rotinv_tf.serving.saved_model import load_serving_model
@@ -221,3 +223,14 @@ def test_ctf_stack_without_angles_trains_exports_and_canonicalizes(ctf_stack, tm
         canonicalize_particles(result.export_path, ctf_stack["stack"],
                                str(tmp_path / "d.mrcs"), str(tmp_path / "d.star"))
     assert not os.path.exists(tmp_path / "d.mrcs") and not os.path.exists(tmp_path / "d.star")
+
+
+def test_a_run_reads_its_stack_metadata_once_per_version(ctf_stack, tmp_path):
+    star = str(tmp_path / "copy.star")
+    shutil.copy(ctf_stack["noangles"], star)
+    config = _config(ctf_stack, star, tmp_path)
+    first = configs.particle_stack(config)
+    assert configs.particle_stack(config) is first  # frame, CTF and checks share one read
+    with open(star, "a") as f:
+        f.write("\n")
+    assert configs.particle_stack(config) is not first  # a changed file is read again
