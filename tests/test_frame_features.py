@@ -31,8 +31,8 @@ def _particles(n_each: int = 48, seed: int = 0):
 
 def _fitted_model(images: np.ndarray) -> RotationInvariantAutoencoder:
     keras.utils.set_random_seed(0)
-    model = RotationInvariantAutoencoder(SIZE, latent_dim=8, filters=8, frame="learned", frame_angles=64,
-                                         frame_classes=2)
+    model = RotationInvariantAutoencoder(SIZE, latent_dim=8, filters=8, frame="learned",
+                                         frame_angles=64, frame_classes=2)
     model.start_frame({"image": tf.constant(images)})
     model.fit_features({"image": tf.constant(images)})
     return model
@@ -52,8 +52,8 @@ def test_features_without_the_class_do_not_separate_an_unfitted_model():
     """The test above can fail: before `fit_features` the features are all zero."""
     images, _ = _particles(8)
     keras.utils.set_random_seed(0)
-    model = RotationInvariantAutoencoder(SIZE, latent_dim=8, filters=8, frame="learned", frame_angles=64,
-                                         frame_classes=2)
+    model = RotationInvariantAutoencoder(SIZE, latent_dim=8, filters=8, frame="learned",
+                                         frame_angles=64, frame_classes=2)
     model.start_frame({"image": tf.constant(images)})
     assert np.all(model.encode(tf.constant(images))["features"].numpy() == 0)
 
