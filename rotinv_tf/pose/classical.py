@@ -4,6 +4,7 @@
   assignments over angles (and over K templates for stacks holding several views).
 - `align_to_templates`: the same correlation against given templates (new particles of a stack
   already aligned), the best template and angle per particle.
+- `coaligned`: an alignment's classes put in one shared frame.
 - `invariant_features`: rotation-invariant features by construction (magnitudes of the angular
   Fourier coefficients of each polar ring), optionally reduced by `pca`.
 
@@ -173,6 +174,31 @@ def align_to_templates(images: np.ndarray | tf.Tensor, templates: np.ndarray | t
     classes = tf.argmax(tf.reduce_max(correlation, axis=2), axis=1)
     angles = _peak_angles(tf.gather(correlation, classes, batch_dims=1), num_angles)
     return angles.numpy(), classes.numpy()
+
+
+def coaligned(alignment: Alignment) -> Alignment:
+    """`alignment` with every class in the heaviest class's frame: each template turned onto it
+    (best correlation, `align_to_templates`) and its particles' angles shifted to match.
+
+    Each class's frame is arbitrary, but the views of one specimen often look alike and EM splits
+    a view across classes; in unrelated frames half such a view gets a wrong angle. On poses.py's
+    three-view SNR 0.1 stack (seed 1) twelve restarts gave psi MAE 4.8-53°, 3.2-3.6° with one
+    offset per (view, class): the angles within each class were right, the frames apart; in one
+    frame 3.5-4.0° for every restart (issue 15).
+    """
+    if len(alignment.templates) == 1:
+        return alignment
+    reference = int(np.argmax(alignment.class_probabilities.sum(axis=0)))
+    # templates[k] ≈ rotate(templates[reference], offsets[k]), so a particle
+    # ≈ rotate(templates[k], a) ≈ rotate(templates[reference], a + offsets[k]).
+    offsets, _ = align_to_templates(alignment.templates,
+                                    alignment.templates[reference:reference + 1])
+    offsets[reference] = 0.0
+    templates = rotate(image_batch(alignment.templates), -tf.constant(offsets))[..., 0]
+    return dataclasses.replace(
+        alignment, angles=wrap_angle(tf.constant(alignment.angles + offsets[alignment.classes]))
+        .numpy(),
+        templates=templates.numpy())
 
 
 def _expectation_maximisation(polar: PolarSpectra, spectra: tf.Tensor, num_classes: int,
