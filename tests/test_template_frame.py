@@ -121,6 +121,19 @@ def test_classical_start_separates_views_before_any_update():
             frame.update(images[start:start + 64], seed)
 
 
+def test_classical_start_puts_a_view_split_across_classes_in_one_frame():
+    """One view, two templates: EM splits the view between them, and their class averages come
+    out in unrelated frames; started from them as they were, half the particles were off by the
+    frames' difference. Turned into one frame, one offset fits every particle."""
+    images, angles = _rotated_copies(256, 0.5, seed=8)
+    frame = TemplateFrame(SIZE, num_angles=64, num_classes=2)
+    frame.start_classical(images, seed=0)
+    predicted, classes = (t.numpy() for t in frame.assign(images))
+    assert 0.1 < np.mean(classes) < 0.9  # the view was split
+    assert np.median(_error_deg(angles, predicted)) < 3.0
+    assert np.percentile(_error_deg(angles, predicted), 90) < 8.0
+
+
 def test_bad_settings():
     with pytest.raises(ValueError, match="multiple of 4"):
         TemplateFrame(SIZE, num_angles=30)
