@@ -7,8 +7,8 @@ import pytest
 from data_pipeline.rotation import rotate
 from data_pipeline.simulator import SimulationConfig, Simulator
 from rotinv_tf.evaluation import angle_error_deg, estimate_frame_rotation
-from rotinv_tf.pose.classical import (align_reference_free, align_to_templates,
-                                      invariant_features, pca)
+from rotinv_tf.pose.classical import (Alignment, align_reference_free, align_to_templates,
+                                      coaligned, invariant_features, pca)
 
 SIZE = 32
 
@@ -83,6 +83,22 @@ def test_new_particles_are_aligned_to_given_templates_with_no_offset():
     assert np.abs(angle_error_deg(angles, found[:20])).max() < 1.0
     with pytest.raises(ValueError, match="do not match"):
         align_to_templates(particles, image[None, :16, :16])
+
+
+def test_coaligned_puts_two_classes_of_one_image_in_one_frame():
+    """Class 1's template is class 0's turned by 0.9 rad: afterwards both templates match and
+    every particle's angle is relative to the same (heavier) template."""
+    image = simulator().canonical[0]
+    particles, angles = rotated_copies(image, 40, seed=3)
+    classes = (np.arange(40) % 3 == 0).astype(np.int64)  # class 0 heavier
+    turned = rotate(image[None, ..., None], np.float32([0.9])).numpy()[0, ..., 0]
+    templates = np.stack([image, turned])
+    given = np.where(classes == 1, angles - 0.9, angles)  # relative to each class's template
+    shared = coaligned(Alignment(angles=given, templates=templates, classes=classes,
+                                 class_probabilities=np.eye(2, dtype=np.float32)[classes]))
+    assert np.abs(angle_error_deg(angles, shared.angles)).max() < 1.0
+    assert correlation(shared.templates[0], shared.templates[1]) > 0.98
+    assert np.abs(angle_error_deg(angles, given)).max() > 40.0  # they were apart
 
 
 def test_invariant_features_ignore_rotation_but_not_the_image():
