@@ -1,6 +1,6 @@
 """Training on a user's particle stack: with a RELION STAR file (the crash of issue 10) or a
 cryoSPARC .cs file, on the held-out splits (fit validates on `validation`, `evaluate` scores
-`test`), the stack streamed rather than cached; logs with one line per epoch off a terminal; and
+`test`), a large stack streamed rather than cached (a small one cached, the same batches); logs with one line per epoch off a terminal; and
 the export canonicalizing the .cs file's particles."""
 import csv
 import io
@@ -81,9 +81,10 @@ def test_library_trains_on_a_stack_with_a_star_file(stack, tmp_path, monkeypatch
     assert os.path.exists(os.path.join(result.export_path, "saved_model.pb"))
     assert load_serving_model(result.export_path).image_size == SIZE
     assert len(result.history["val_angle_error_deg"]) == 1
-    # Streamed, not cached in RAM; validated on the held-out validation particles.
+    # A small stack is cached in RAM (a larger one streamed, test below); validated on the
+    # held-out validation particles.
     (train_name, train_kwargs), (eval_name, eval_kwargs) = calls
-    assert train_name == "train_input" and "CacheDataset" not in _pipeline(
+    assert train_name == "train_input" and "CacheDataset" in _pipeline(
         input_fn.train_input("particle_stack", 16, data_dir=str(tmp_path / "tfds"),
                              stack=stack["stack"])[0])
     assert "CacheDataset" in _pipeline(input_fn.train_input(
@@ -91,6 +92,25 @@ def test_library_trains_on_a_stack_with_a_star_file(stack, tmp_path, monkeypatch
         simulation={"image_size": 8, "num_conformations": 2, "images_per_conformation": 4,
                     "test_conformations": 1})[0])
     assert (eval_name, eval_kwargs["split"]) == ("eval_input", "validation")
+
+
+def test_a_stack_over_the_cache_limit_streams_the_same_batches(stack, tmp_path, monkeypatch):
+    def epochs(dataset) -> list[np.ndarray]:
+        return [np.concatenate([batch["image"] for batch in dataset.as_numpy_iterator()])
+                for _ in range(2)]
+
+    def train_data():
+        return input_fn.train_input("particle_stack", 16, data_dir=str(tmp_path / "tfds"),
+                                    stack=stack["stack"])[0]
+
+    cached = train_data()
+    monkeypatch.setattr(input_fn, "STREAM_CACHE_BYTES", COUNT * SIZE * SIZE * 4 // 2)
+    streamed = train_data()
+    assert "CacheDataset" in _pipeline(cached) and "CacheDataset" not in _pipeline(streamed)
+    first, second = epochs(cached)
+    assert not np.array_equal(first, second)  # reshuffled each epoch, cached or not
+    for a, b in zip((first, second), epochs(streamed)):
+        np.testing.assert_array_equal(a, b)
 
 
 def _pipeline(dataset) -> list[str]:
