@@ -230,10 +230,12 @@ def _adapt_to_multi_worker(model: keras.Model, strategy: tf.distribute.Strategy)
 def one_iterator(train_data: tf.data.Dataset, steps_per_epoch: int | None
                  ) -> tuple[tf.data.Dataset, int | None]:
     """(data, steps per epoch) for `fit` to read every epoch from one iterator: a data set of
-    known length is repeated and an epoch is its length (unless `steps_per_epoch` says), which
-    gives the same batches as a fresh iterator per epoch (its shuffle reshuffles on each
-    repetition alike). Keras otherwise makes a new iterator each epoch, and on a busy 2-core
-    machine that start took 1-10 s (of 5-10 s epochs of 1,000 particles; issue 15)."""
+    known length is repeated and an epoch is its length (unless `steps_per_epoch` says); each
+    repetition is reshuffled as a fresh iterator would be. Without steps, Keras (3.15) makes two
+    iterators at each epoch boundary and drops the first, whose prefetch has already started
+    filling the shuffle buffer: on a busy 2-core machine that cost 1-10 s per epoch (of 5-10 s
+    epochs of 1,000 particles; issue 15). The dropped iterator also drew a shuffle seed, so epochs
+    after the first now see the seeded shuffle's next orders rather than every other one."""
     count = int(train_data.cardinality())
     if steps_per_epoch or count <= 0:
         return train_data, steps_per_epoch or None
