@@ -15,9 +15,9 @@ from absl import flags
 
 DATASETS = ("mnist", "fashion_mnist", "five_hdb", "simulated_particles", "particle_stack")
 # Data sets read straight from their files on every epoch (a particle stack may be larger than
-# memory), unless their training split holds at most STREAM_CACHE_BYTES of pixels: a small stack is
-# cached in memory after its first epoch (re-reading it through its Python generator delayed each
-# epoch's first batch by ~1 s, ~10% of an epoch of 1,000 particles; issue 15).
+# memory), unless their training split holds at most STREAM_CACHE_BYTES: a small stack is cached
+# in memory after its first epoch (reading 800 particles through the stack's Python generator took
+# 0.4-2.6 s an epoch on the shared 2-core machine, of 5-10 s epochs; issue 15).
 STREAMED_DATASETS = ("particle_stack",)
 STREAM_CACHE_BYTES = 2 ** 30
 ANGLE_DISTRIBUTIONS = ("uniform", "normal")
