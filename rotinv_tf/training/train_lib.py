@@ -292,9 +292,9 @@ def _fit_and_export(config: Config, strategy: tf.distribute.Strategy,
     if schedule.max_train_cpu_seconds:
         callbacks.append(CpuBudget(schedule.max_train_cpu_seconds))
     callbacks += list(extra_callbacks)
-    train_data, steps_per_epoch = one_iterator(train_data, schedule.steps_per_epoch)
+    epochs_data, steps_per_epoch = one_iterator(train_data, schedule.steps_per_epoch)
     start = time.perf_counter()
-    history = model.fit(train_data, epochs=schedule.epochs, steps_per_epoch=steps_per_epoch,
+    history = model.fit(epochs_data, epochs=schedule.epochs, steps_per_epoch=steps_per_epoch,
                         validation_data=eval_data, callbacks=callbacks, shuffle=False,
                         verbose=fit_verbosity(sys.stdout) if verbose is None else verbose)
     seconds = time.perf_counter() - start
