@@ -15,6 +15,8 @@ from data_pipeline import datasets, input_fn, simulator
 from data_pipeline.datasets.particle_stack import split_positions
 from data_pipeline.formats.mrc import open_stack, write_stack
 from data_pipeline.formats.star import StarBlock, angle_to_psi_degrees, read_star, write_star
+from data_pipeline.settings import DEFAULT_HOLDOUT_FRACTION
+from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.training import train_lib
 from rotinv_tf.config import Config, resolved_frame
 from rotinv_tf.serving.inference import canonicalize_particles
@@ -167,9 +169,14 @@ def test_fit_prints_a_bar_on_a_terminal_and_one_line_per_epoch_elsewhere():
     assert train_lib.fit_verbosity(object()) == 2  # a stream without isatty
 
 
-def test_a_stack_without_angles_trains_in_a_learned_frame(stack, tmp_path):
+def test_a_stack_without_angles_trains_in_a_learned_frame(stack, tmp_path, monkeypatch):
     """No STAR file: the frame is learned. The exported angles agree with the truth after one
-    global rotation, a quarter-turned particle's angle moves by 90°, and the STAR says the frame."""
+    global rotation, a quarter-turned particle's angle moves by 90°, and the STAR says the frame.
+    Its features are fitted on each training particle once (training repeats the data)."""
+    fitted = []
+    real_fit = RotationInvariantAutoencoder.fit_features
+    monkeypatch.setattr(RotationInvariantAutoencoder, "fit_features", lambda self, batch: (
+        fitted.append(batch["index"].numpy()), real_fit(self, batch)))
     config = Config().replace(
         name="learned", dataset="particle_stack", stack=stack["stack"],
         data_dir=str(tmp_path / "tfds"), epochs=3, batch_size=16, latent_dim=4, filters=4,
@@ -177,6 +184,9 @@ def test_a_stack_without_angles_trains_in_a_learned_frame(stack, tmp_path):
         model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "saved_models"))
     assert resolved_frame(config) == "learned"
     result = train_lib.train(config, verbose=0)
+    train_count = len(split_positions(COUNT, "train", DEFAULT_HOLDOUT_FRACTION, stack["stack"]))
+    assert len(fitted) == 1 and sorted(fitted[0]) == sorted(set(fitted[0]))
+    assert len(fitted[0]) == train_count // 16 * 16  # the training batches' (remainder dropped)
     model = load_serving_model(result.export_path)
     assert model.metadata["frame"] == "learned"
     with open_stack(stack["stack"]) as opened:
