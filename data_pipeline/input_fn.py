@@ -17,7 +17,7 @@ import tensorflow as tf
 from data_pipeline import datasets, rotation
 from data_pipeline.ctf import CTF_FEATURES
 from data_pipeline.preprocessing import Normalization
-from data_pipeline.settings import STREAMED_DATASETS
+from data_pipeline.settings import STREAM_CACHE_BYTES, STREAMED_DATASETS
 
 MODEL_KEYS = ("image", "observed", "angle", "index", *CTF_FEATURES)
 IMAGE_KEYS = ("image", "observed")
@@ -33,18 +33,33 @@ def _model_inputs(dataset: tf.data.Dataset, normalization: Normalization) -> tf.
     return dataset.map(select, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def _split_bytes(dataset: tf.data.Dataset) -> float:
+    """Bytes of an unbatched data set's tensors (infinite when its size or shapes are unknown)."""
+    count = int(dataset.cardinality())
+    if count < 0:
+        return math.inf
+    size = 0
+    for spec in tf.nest.flatten(dataset.element_spec):
+        if not spec.shape.is_fully_defined():
+            return math.inf
+        size += spec.shape.num_elements() * spec.dtype.size
+    return float(count * size)
+
+
 def train_input(name: str, batch_size: int, *, data_dir: str | None = None, seed: int = 0,
                 shuffle_buffer: int = 10_000, drop_remainder: bool = True,
                 **dataset_options: Any) -> tuple[tf.data.Dataset, Normalization]:
     """The training split: normalised, shuffled (seeded, anew each epoch), batched; cached in
     memory after the first epoch, but for the data sets streamed from their files every epoch
-    (`settings.STREAMED_DATASETS`: a particle stack may be larger than memory).
+    (`settings.STREAMED_DATASETS`: a particle stack may be larger than memory) whose split is
+    larger than `settings.STREAM_CACHE_BYTES`. Caching changes no batch: the shuffle sees the
+    same elements in the same order either way.
 
     `dataset_options` go to `datasets.load` (mnist_dir, manual_dir, stack, star, simulation).
     """
     dataset, normalization = datasets.load(name, "train", data_dir, **dataset_options)
     dataset = _model_inputs(dataset, normalization)
-    if name not in STREAMED_DATASETS:
+    if name not in STREAMED_DATASETS or _split_bytes(dataset) <= STREAM_CACHE_BYTES:
         dataset = dataset.cache()
     dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)

@@ -1,6 +1,6 @@
 """Training on a user's particle stack: with a RELION STAR file (the crash of issue 10) or a
 cryoSPARC .cs file, on the held-out splits (fit validates on `validation`, `evaluate` scores
-`test`), the stack streamed rather than cached; logs with one line per epoch off a terminal; and
+`test`), a large stack streamed rather than cached (a small one cached, the same batches); logs with one line per epoch off a terminal; and
 the export canonicalizing the .cs file's particles."""
 import csv
 import io
@@ -15,6 +15,8 @@ from data_pipeline import datasets, input_fn, simulator
 from data_pipeline.datasets.particle_stack import split_positions
 from data_pipeline.formats.mrc import open_stack, write_stack
 from data_pipeline.formats.star import StarBlock, angle_to_psi_degrees, read_star, write_star
+from data_pipeline.settings import DEFAULT_HOLDOUT_FRACTION
+from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.training import train_lib
 from rotinv_tf.config import Config, resolved_frame
 from rotinv_tf.serving.inference import canonicalize_particles
@@ -81,9 +83,10 @@ def test_library_trains_on_a_stack_with_a_star_file(stack, tmp_path, monkeypatch
     assert os.path.exists(os.path.join(result.export_path, "saved_model.pb"))
     assert load_serving_model(result.export_path).image_size == SIZE
     assert len(result.history["val_angle_error_deg"]) == 1
-    # Streamed, not cached in RAM; validated on the held-out validation particles.
+    # A small stack is cached in RAM (a larger one streamed, test below); validated on the
+    # held-out validation particles.
     (train_name, train_kwargs), (eval_name, eval_kwargs) = calls
-    assert train_name == "train_input" and "CacheDataset" not in _pipeline(
+    assert train_name == "train_input" and "CacheDataset" in _pipeline(
         input_fn.train_input("particle_stack", 16, data_dir=str(tmp_path / "tfds"),
                              stack=stack["stack"])[0])
     assert "CacheDataset" in _pipeline(input_fn.train_input(
@@ -91,6 +94,25 @@ def test_library_trains_on_a_stack_with_a_star_file(stack, tmp_path, monkeypatch
         simulation={"image_size": 8, "num_conformations": 2, "images_per_conformation": 4,
                     "test_conformations": 1})[0])
     assert (eval_name, eval_kwargs["split"]) == ("eval_input", "validation")
+
+
+def test_a_stack_over_the_cache_limit_streams_the_same_batches(stack, tmp_path, monkeypatch):
+    def epochs(dataset) -> list[np.ndarray]:
+        return [np.concatenate([batch["image"] for batch in dataset.as_numpy_iterator()])
+                for _ in range(2)]
+
+    def train_data():
+        return input_fn.train_input("particle_stack", 16, data_dir=str(tmp_path / "tfds"),
+                                    stack=stack["stack"])[0]
+
+    cached = train_data()
+    monkeypatch.setattr(input_fn, "STREAM_CACHE_BYTES", COUNT * SIZE * SIZE * 4 // 2)
+    streamed = train_data()
+    assert "CacheDataset" in _pipeline(cached) and "CacheDataset" not in _pipeline(streamed)
+    first, second = epochs(cached)
+    assert not np.array_equal(first, second)  # reshuffled each epoch, cached or not
+    for a, b in zip((first, second), epochs(streamed)):
+        np.testing.assert_array_equal(a, b)
 
 
 def _pipeline(dataset) -> list[str]:
@@ -147,9 +169,14 @@ def test_fit_prints_a_bar_on_a_terminal_and_one_line_per_epoch_elsewhere():
     assert train_lib.fit_verbosity(object()) == 2  # a stream without isatty
 
 
-def test_a_stack_without_angles_trains_in_a_learned_frame(stack, tmp_path):
+def test_a_stack_without_angles_trains_in_a_learned_frame(stack, tmp_path, monkeypatch):
     """No STAR file: the frame is learned. The exported angles agree with the truth after one
-    global rotation, a quarter-turned particle's angle moves by 90°, and the STAR says the frame."""
+    global rotation, a quarter-turned particle's angle moves by 90°, and the STAR says the frame.
+    Its features are fitted on each training particle once (training repeats the data)."""
+    fitted = []
+    real_fit = RotationInvariantAutoencoder.fit_features
+    monkeypatch.setattr(RotationInvariantAutoencoder, "fit_features", lambda self, batch: (
+        fitted.append(batch["index"].numpy()), real_fit(self, batch)))
     config = Config().replace(
         name="learned", dataset="particle_stack", stack=stack["stack"],
         data_dir=str(tmp_path / "tfds"), epochs=3, batch_size=16, latent_dim=4, filters=4,
@@ -157,6 +184,9 @@ def test_a_stack_without_angles_trains_in_a_learned_frame(stack, tmp_path):
         model_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "saved_models"))
     assert resolved_frame(config) == "learned"
     result = train_lib.train(config, verbose=0)
+    train_count = len(split_positions(COUNT, "train", DEFAULT_HOLDOUT_FRACTION, stack["stack"]))
+    assert len(fitted) == 1 and sorted(fitted[0]) == sorted(set(fitted[0]))
+    assert len(fitted[0]) == train_count // 16 * 16  # the training batches' (remainder dropped)
     model = load_serving_model(result.export_path)
     assert model.metadata["frame"] == "learned"
     with open_stack(stack["stack"]) as opened:

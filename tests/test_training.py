@@ -128,3 +128,19 @@ def test_spatial_vae_size_comes_from_the_config():
     model = train_lib.build_model(config, image_size=8)
     assert (model.settings.hidden_units, model.settings.num_hidden_layers) == (16, 1)
     assert Config().model.spatial_vae.hidden_units == 500  # the original's default
+
+
+def test_one_iterator_gives_each_epoch_the_batches_of_a_fresh_iterator():
+    def shuffled() -> tf.data.Dataset:
+        return (tf.data.Dataset.range(40).shuffle(100, seed=3, reshuffle_each_iteration=True)
+                .batch(8, drop_remainder=True).prefetch(2))
+
+    data = shuffled()
+    fresh = [batch.numpy().tolist() for _ in range(3) for batch in data]
+    repeated, steps = train_lib.one_iterator(shuffled(), None)
+    assert steps == 5
+    assert [batch.numpy().tolist() for batch in repeated.take(3 * steps)] == fresh
+    assert fresh[:5] != fresh[5:10]  # each epoch reshuffled
+    assert train_lib.one_iterator(data, 3) == (data, 3)  # as asked
+    unknown = data.filter(lambda batch: True)
+    assert train_lib.one_iterator(unknown, None) == (unknown, None)

@@ -228,6 +228,21 @@ def _adapt_to_multi_worker(model: keras.Model, strategy: tf.distribute.Strategy)
     model.test_step = as_vectors(model.test_step)
 
 
+def one_iterator(train_data: tf.data.Dataset, steps_per_epoch: int | None
+                 ) -> tuple[tf.data.Dataset, int | None]:
+    """(data, steps per epoch) for `fit` to read every epoch from one iterator: a data set of
+    known length is repeated and an epoch is its length (unless `steps_per_epoch` says); each
+    repetition is reshuffled as a fresh iterator would be. Without steps, Keras (3.15) makes two
+    iterators at each epoch boundary and drops the first, whose prefetch has already started
+    filling the shuffle buffer: on a busy 2-core machine that cost 1-10 s per epoch (of 5-10 s
+    epochs of 1,000 particles; issue 15). The dropped iterator also drew a shuffle seed, so epochs
+    after the first now see the seeded shuffle's next orders rather than every other one."""
+    count = int(train_data.cardinality())
+    if steps_per_epoch or count <= 0:
+        return train_data, steps_per_epoch or None
+    return train_data.repeat(), count
+
+
 def _start_frame(config: Config, model: keras.Model, train_data: tf.data.Dataset) -> None:
     """A learned frame with several templates starts them from classical alignment of the first
     `frame_start_particles` training particles (a resumed run's checkpoint then replaces them)."""
@@ -277,9 +292,9 @@ def _fit_and_export(config: Config, strategy: tf.distribute.Strategy,
     if schedule.max_train_cpu_seconds:
         callbacks.append(CpuBudget(schedule.max_train_cpu_seconds))
     callbacks += list(extra_callbacks)
+    epochs_data, steps_per_epoch = one_iterator(train_data, schedule.steps_per_epoch)
     start = time.perf_counter()
-    history = model.fit(train_data, epochs=schedule.epochs,
-                        steps_per_epoch=schedule.steps_per_epoch or None,
+    history = model.fit(epochs_data, epochs=schedule.epochs, steps_per_epoch=steps_per_epoch,
                         validation_data=eval_data, callbacks=callbacks, shuffle=False,
                         verbose=fit_verbosity(sys.stdout) if verbose is None else verbose)
     seconds = time.perf_counter() - start
