@@ -489,7 +489,11 @@ def train_unit(config: Config, scorer: Scorer) -> dict:
     model = load_serving_model(result.export_path)
     psi = scorer.frame_rotations([model])
     (parts,), _ = scorer.score([model], psi)
+    # Per-epoch losses, validation's included: whether a run (spatial-VAE's ELBO) had flattened.
+    history = {name: [float(v) for v in values] for name, values in result.history.items()
+               if name.removeprefix("val_") in ("loss", "reconstruction_mse", "angle_error_deg")}
     return {"parts": parts, "psi_rad": psi[0], "export_path": result.export_path,
+            "history": history,
             "train_seconds": result.seconds,
             "images_per_second": float(sorted(steady)[len(steady) // 2]) if steady else None,
             "wall_seconds": time.perf_counter() - start}
