@@ -166,7 +166,7 @@ def main(argv: list[str]) -> None:
     sizes = {"train": [int(n) for n in (quick if FLAGS.quick else FLAGS.train_sizes)],
              "canonicalize": [int(n) for n in (quick if FLAGS.quick else
                                                FLAGS.canonicalize_sizes)]}
-    rows = []
+    rows, saved_model = [], None
     for command in ("train", "canonicalize"):
         for star in [name == "star" for name in FLAGS.inputs]:
             for count in sizes[command]:

@@ -1,6 +1,4 @@
 """The polar resampler: rotations become circular shifts along the angle axis."""
-import math
-
 import numpy as np
 import pytest
 
