@@ -14,6 +14,9 @@ homogeneous (one view, one conformation) and heterogeneous (hinge positions draw
 Scores (`pose_metrics`): psi error after one rotation per view; for heterogeneous stacks, k-means
 ARI of each method's features (PCA to at most 20 dimensions) against the 15 (conformation bin, view)
 pairs and the cross-validated |Spearman ρ| of the best linear direction within a view vs the hinge.
+Ours' features are the SavedModel's served `features` (`rotinv_tf.pose.frame_features`), its
+encoder latent a row of its own; 'truth: view + hinge' scores the true labels, the ceiling of
+k-means on a perfect one-dimensional latent.
 New particles of the same specimen (a second stack, another seed) are posed without retraining:
 ours by the SavedModel, RELION by `--iter 1 --ref` against its class averages, classical against
 its templates; particles/s of each, on the same cores.
@@ -154,9 +157,10 @@ def train(base: Config, name: str, folder: str) -> train_lib.TrainResult:
     return train_lib.train(config)
 
 
-def latents(saved_model: str, images: np.ndarray) -> np.ndarray:
+def served(saved_model: str, images: np.ndarray, output: str) -> np.ndarray:
+    """The SavedModel's `output` (latent or features) of every image."""
     model = load_serving_model(saved_model)
-    return np.concatenate([model.predict(images[i:i + 256, ..., None])["latent"]
+    return np.concatenate([model.predict(images[i:i + 256, ..., None])[output]
                            for i in range(0, len(images), 256)])
 
 
@@ -190,9 +194,20 @@ def network_rows(base, tag: str, stack, new, images: np.ndarray, heterogeneous: 
                "default": refine == refines_by_default(load_serving_model(
                    result.export_path).metadata)}
         if heterogeneous and not refine:
-            row.update(feature_scores(stack.truth, latents(result.export_path, images)))
+            row.update(feature_scores(stack.truth, served(result.export_path, images,
+                                                          "features")))
         rows.append(row)
+    if heterogeneous and model == "ours":
+        rows.append({"method": "ours: encoder latent", **feature_scores(
+            stack.truth, served(result.export_path, images, "latent"))})
     return rows
+
+
+def truth_row(truth: dict) -> dict:
+    """The scores' ceiling: features that are the true view (one-hot, far apart) and hinge."""
+    hinge = truth["hinge"] / truth["hinge"].std()
+    return {"method": "truth: view + hinge (ceiling)", **feature_scores(
+        truth, np.hstack([10 * np.eye(VIEWS)[truth["view"]], hinge[:, None]]))}
 
 
 def run_stack(tag: str, base: Config, num: int) -> dict:
@@ -209,6 +224,8 @@ def run_stack(tag: str, base: Config, num: int) -> dict:
         else:
             print("RELION 2D skipped: relion_refine is not installed", flush=True)
     rows += classical_rows(stack, new, images, new_images, views, heterogeneous)
+    if heterogeneous:
+        rows.append(truth_row(stack.truth))
     if "svae" not in FLAGS.skip:
         svae = base.replace(model="spatial_vae", frame="auto",
                             epochs=FLAGS.svae_epochs or base.schedule.epochs,
@@ -236,8 +253,8 @@ def merge(paths: list[str]) -> dict:
             kept["rows"].update({row["method"]: row for row in entry["rows"]})
     stacks = [dict(rows[tag], rows=list(rows[tag]["rows"].values())) for tag in STACKS
               if tag in rows]
-    order = ("RELION", "classical alignment,", "classical alignment +", "polar", "spatial",
-             "ours (", "ours +")
+    order = ("RELION", "classical alignment,", "classical alignment +", "polar", "truth",
+             "spatial", "ours (", "ours +", "ours:")
     for entry in stacks:
         entry["rows"].sort(key=lambda row: next(i for i, p in enumerate(order)
                                                 if row["method"].startswith(p)))

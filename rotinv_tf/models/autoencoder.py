@@ -35,6 +35,7 @@ from data_pipeline.settings import raise_problems
 from rotinv_tf.config import AutoencoderConfig
 from rotinv_tf.models import losses, replicas
 from rotinv_tf.models.networks import build_networks
+from rotinv_tf.pose.frame_features import FrameFeatures
 from rotinv_tf.pose.template_frame import TemplateFrame
 
 _GENERATOR_METRICS = ("loss", "angle_loss", "reconstruction_loss", "adversarial_loss",
@@ -96,6 +97,8 @@ class RotationInvariantAutoencoder(keras.Model):
         self.raw_zero = float(raw_zero)
         self.template_frame = (TemplateFrame(image_size, s.frame_angles, s.frame_momentum,
                                              s.frame_classes)
+                               if self.frame == "learned" else None)
+        self.frame_features = (FrameFeatures(image_size, s.frame_classes)
                                if self.frame == "learned" else None)
         self.encoder, self.decoder, self.critic = build_networks(
             s.architecture, image_size, s.latent_dim, s.filters, s.critic_filters)
@@ -189,14 +192,34 @@ class RotationInvariantAutoencoder(keras.Model):
         (benchmarks/results/learned_frame.md), and the latent is the encoder's of the particle
         turned into that frame, rotation-invariant up to the frame angle's error: the encoder's
         latent of the particle as observed is not (on benchmarks/poses.py's three-view stack it
-        predicts the cos and sin of the true psi linearly with R² 0.87-0.96, issue 15)."""
+        predicts the cos and sin of the true psi linearly with R² 0.87-0.96, issue 15). A learned
+        frame also returns "features", what it serves to cluster and order particles by
+        (`rotinv_tf.pose.frame_features`: their frame's turned particle and class)."""
         images = self._encoder_view(images, particle_ctf)
         if self.frame != "learned":
             return self._network_encode(images, training)
-        angle = self.template_frame.assign(images)[0]
-        encoded = self._network_encode(self._derotated(images, angle), training)
+        framed, angle, classes = self._framed(images)
+        encoded = self._network_encode(framed, training)
         encoded["angle"] = angle
+        encoded["features"] = self.frame_features.features(framed, classes)
         return encoded
+
+    def _framed(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Learned frame: (the particles as the frame sees them, turned into it, their frame angles
+        [B], class probabilities [B, K])."""
+        weights = self.template_frame.posterior(images)
+        angle = self.template_frame.angles(weights)[0]
+        mass = tf.reduce_sum(weights, axis=2)
+        classes = mass / tf.reduce_sum(mass, axis=1, keepdims=True)
+        return self._derotated(images, angle), angle, classes
+
+    def fit_features(self, batch: dict, chunk: int = 256) -> None:
+        """Learned frame, after training: fits `frame_features` on the `batch`'s particles."""
+        images = self._encoder_view(batch["image"], _particle_ctf(batch))
+        parts = [self._framed(images[i:i + chunk]) for i in range(0, int(tf.shape(images)[0]),
+                                                                  chunk)]
+        self.frame_features.fit(tf.concat([p[0] for p in parts], 0).numpy(),
+                                tf.concat([p[2] for p in parts], 0).numpy())
 
     def start_frame(self, batch: dict, seed: int = 0) -> None:
         """Learned frame: its templates start from classical alignment of the `batch`'s particles
@@ -219,8 +242,9 @@ class RotationInvariantAutoencoder(keras.Model):
         return self.decoder(tf.concat([zeros, content], axis=1), training=training)
 
     def canonicalize(self, images: tf.Tensor, particle_ctf: dict | None = None) -> dict:
-        """Normalised images -> {"canonical_image", "angle", "latent"} (`particle_ctf` as in
-        `encode`); the canonical image is CTF-free with `ctf_correction="model"`."""
+        """Normalised images -> {"canonical_image", "angle", "latent"} (and "features" in a
+        learned frame; `particle_ctf` as in `encode`); the canonical image is CTF-free with
+        `ctf_correction="model"`."""
         encoded = self.encode(images, particle_ctf=particle_ctf)
         return {"canonical_image": self.decode(encoded["latent"]), **encoded}
 

@@ -113,9 +113,13 @@ class TemplateFrame(keras.layers.Layer):
                          tf.reduce_sum(within * self._cos, axis=-1))
         return angle, classes
 
+    def posterior(self, images: tf.Tensor) -> tf.Tensor:
+        """Posterior weights [B, K, U·A] of normalised images [B, N, N, 1] (E step only)."""
+        return self._posterior(self._correlation(tf.signal.rfft(self.polar(images))))
+
     def assign(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(frame angles [B], classes [B]) of normalised images [B, N, N, 1] (E step only)."""
-        return self.angles(self._posterior(self._correlation(tf.signal.rfft(self.polar(images)))))
+        return self.angles(self.posterior(images))
 
     def _coarse(self, fine_correlation: tf.Tensor) -> tf.Tensor:
         """Correlations on the fine grid [B, K, U·A] -> on the template's [B, K, A]."""

@@ -12,7 +12,8 @@ Signatures (input `images`: float32 [batch, H, W, 1], dynamic batch; a model wit
 also takes `defocus_u`, `defocus_v` (Å) and `defocus_angle` (degrees), float32 [batch]):
 - `serving_default` -> `canonical_image` float32 [batch, H, W, 1] (raw units), `angle` float32 [batch]
   (`data_pipeline/angles.py`: `images ≈ rotate(canonical_image, angle)`), `latent` float32
-  [batch, D].
+  [batch, D], `features` float32 [batch, F]: what to cluster and order particles by (a learned
+  frame's `rotinv_tf.pose.frame_features`; the latent for other models).
 - `encode` -> `latent`, `angle`.
 
 `assets/metadata.json` holds the image size and normalisation statistics, so consumers (evaluation,
@@ -85,6 +86,7 @@ class _ServingModule(tf.Module):
                 "canonical_image": normalization.denormalize(out["canonical_image"]),
                 "angle": tf.reshape(tf.cast(out["angle"], tf.float32), [-1]),
                 "latent": tf.cast(out["latent"], tf.float32),
+                "features": tf.cast(out.get("features", out["latent"]), tf.float32),
             }
 
         def encode_outputs(images: tf.Tensor, particle_ctf: dict | None) -> dict:
@@ -147,7 +149,8 @@ def export_saved_model(model: keras.Model, normalization: Normalization, image_s
         # data's canonical images or angles, "learned" by its EM template
         # (rotinv_tf.models.autoencoder).
         "frame": getattr(model, "frame", None),
-        "signatures": {"serving_default": list(SERVING_OUTPUTS), "encode": list(ENCODE_OUTPUTS)},
+        "signatures": {"serving_default": list(SERVING_OUTPUTS) + ["features"],
+                       "encode": list(ENCODE_OUTPUTS)},
         # The CTF correction it was trained with (rotinv_tf.models.autoencoder) and, for one other
         # than "none", the optics of data_pipeline.ctf.Optics; the signatures then also take
         # defocus_u, defocus_v (Å) and defocus_angle (degrees) per particle.

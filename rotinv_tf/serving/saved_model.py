@@ -46,7 +46,7 @@ class ServingModel:
         `particle_ctf` ({defocus_u, defocus_v: Å, defocus_angle: degrees}, each [batch]) is
         required by a model with a CTF correction and ignored by others. Outputs:
         `canonical_image` [batch, H, W, 1] (raw units), `angle` [batch] (radians), `latent`
-        [batch, D].
+        [batch, D], `features` [batch, F] (`rotinv_tf.serving.export`).
         """
         images = np.asarray(images, dtype=np.float32)
         if images.ndim == 3:
@@ -64,7 +64,9 @@ class ServingModel:
             inputs.update({name: tf.constant(np.asarray(particle_ctf[name], np.float32))
                            for name in CTF_FEATURES})
         outputs = self._signature(**inputs)
-        return {key: outputs[key].numpy() for key in OUTPUTS}
+        # `features`: older exports have none; their latent is their features.
+        return {**{key: outputs[key].numpy() for key in OUTPUTS},
+                "features": outputs.get("features", outputs["latent"]).numpy()}
 
 
 def _read_json(path: str, relative: str) -> dict:

@@ -19,6 +19,7 @@ from rotinv_tf import config as configs
 from rotinv_tf.config import Config, resolved_frame
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.models.spatial_vae import SpatialVAE
+from rotinv_tf.pose.frame_features import FIT_PARTICLES
 from rotinv_tf.serving.export import export_saved_model
 from rotinv_tf.training import optimizers
 from rotinv_tf.training.callbacks import (AverageMovingStatistics, CpuBudget, EvalSummaries,
@@ -238,6 +239,13 @@ def _start_frame(config: Config, model: keras.Model, train_data: tf.data.Dataset
     model.start_frame(batch, seed=config.runtime.seed)
 
 
+def _fit_features(model: keras.Model, train_data: tf.data.Dataset) -> None:
+    """A learned frame fits the features it serves (`rotinv_tf.pose.frame_features`) on
+    `FIT_PARTICLES` training particles, once trained."""
+    if isinstance(model, RotationInvariantAutoencoder) and model.frame == "learned":
+        model.fit_features(next(iter(train_data.unbatch().batch(FIT_PARTICLES).take(1))))
+
+
 def _fit_and_export(config: Config, strategy: tf.distribute.Strategy,
                     train_data: tf.data.Dataset, eval_data: tf.data.Dataset,
                     normalization, scratch: str | None, verbose: int | None,
@@ -275,6 +283,7 @@ def _fit_and_export(config: Config, strategy: tf.distribute.Strategy,
                         validation_data=eval_data, callbacks=callbacks, shuffle=False,
                         verbose=fit_verbosity(sys.stdout) if verbose is None else verbose)
     seconds = time.perf_counter() - start
+    _fit_features(model, train_data)
     export_path = export_saved_model(
         model, normalization, image_size,
         os.path.join(scratch, "saved_models") if scratch else runtime.export_dir, runtime.name,
