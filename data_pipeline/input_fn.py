@@ -68,13 +68,16 @@ def train_input(name: str, batch_size: int, *, data_dir: str | None = None, seed
 
 def eval_input(name: str, batch_size: int, *, split: str = "test", data_dir: str | None = None,
                angle_seed: int = 1234, angle_distribution: str = "uniform",
-               angle_scale: float = math.pi, **dataset_options: Any
-               ) -> tuple[tf.data.Dataset, Normalization]:
+               angle_scale: float = math.pi, normalization: Normalization | None = None,
+               **dataset_options: Any) -> tuple[tf.data.Dataset, Normalization]:
     """An evaluation split in order, normalised, batched (last batch kept) and prefetched.
 
     Data without angles gets the fixed, seeded ones described in the module docstring.
+    `normalization`: another data set's training normalisation to apply instead of this one's
+    (a test set simulated apart from the training set, scored on the training set's scale).
     """
-    dataset, normalization = datasets.load(name, split, data_dir, **dataset_options)
+    dataset, own = datasets.load(name, split, data_dir, **dataset_options)
+    normalization = normalization or own
     has_angles = "angle" in dataset.element_spec
     dataset = _model_inputs(dataset, normalization).batch(batch_size)
     if not has_angles:

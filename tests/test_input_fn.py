@@ -70,3 +70,15 @@ def test_data_with_angles_keeps_its_own(tmp_path):
     images = np.concatenate([b["image"] for b in _batches(train) + _batches(validation)])
     assert images.min() == pytest.approx(0.0, abs=1e-6) and images.max() == pytest.approx(1.0)
     assert stats.min < stats.max
+
+
+def test_eval_input_applies_a_given_normalisation(fashion):
+    """A test set simulated apart from the training set is scored on the training set's scale."""
+    from data_pipeline.preprocessing import Normalization
+    own, stats = input_fn.eval_input("fashion_mnist", 13, **fashion)
+    given = Normalization(mean=0.0, std=1.0, min=0.0, max=stats.max * 2)
+    other, returned = input_fn.eval_input("fashion_mnist", 13, normalization=given, **fashion)
+    assert returned == given
+    np.testing.assert_allclose(_batches(other)[0]["image"] * 2 * stats.max,
+                               _batches(own)[0]["image"] * (stats.max - stats.min) + stats.min,
+                               rtol=1e-5, atol=1e-3)
