@@ -40,13 +40,15 @@ class AutoencoderConfig:
     """The settings of `RotationInvariantAutoencoder` (ours); see its docstring."""
 
     latent_dim: int = setting(32, "Latent size, angle slot included.")
-    filters: int = setting(32, "Width of the encoder's and decoder's first layer.")
+    filters: int = setting(32, "conv: width of the encoder's and decoder's first layer.")
     critic_filters: int = setting(
-        16, "Width of the critic's first layer (its gradient penalty is the dearest part of a "
+        16, "conv: width of the critic's first layer (its gradient penalty is the dearest part of a "
             "step).")
     architecture: str = setting(
-        "default", "default (convolutional encoder, widths above) or paper (the authors' MLP "
-                   "encoder, DCGAN decoder from 4x4x64 and 2/4/8-channel critic; widths ignored).",
+        "conv", "conv (convolutional encoder at full resolution, widths above; any even box "
+                "size) or paper (the authors' MLP encoder, DCGAN decoder from 4x4x64 and "
+                "2/4/8-channel critic, widths ignored; boxes of 26-40 px as theirs, a twelfth "
+                "of the work: configs set it where it won at equal time).",
         ARCHITECTURES)
     augment_quarter_turns: bool = setting(
         False, "Turn full-circle data that carries angles by random k x 90 degrees.")

@@ -23,7 +23,7 @@ def test_runs_differ_only_in_architecture_and_name(equal_time):
         assert config.schedule.max_train_cpu_seconds == 60.0
         assert config.runtime.seed == 1 and config.data.simulation.images_per_conformation == 20
         config.check()
-    rest = [c.replace(architecture="default", name="x", model_dir="x") for c in configs]
+    rest = [c.replace(architecture="conv", name="x", model_dir="x") for c in configs]
     assert rest[0] == rest[1]
 
 
@@ -33,11 +33,11 @@ def _row(dataset, architecture, seed, avg, mae):
 
 
 def test_summary_and_verdict_compare_the_seed_means(equal_time):
-    rows = [_row("d", "default", 0, 0.010, 5.0), _row("d", "default", 1, 0.030, 7.0),
+    rows = [_row("d", "conv", 0, 0.010, 5.0), _row("d", "conv", 1, 0.030, 7.0),
             _row("d", "paper", 0, 0.015, 4.0), _row("d", "paper", 1, 0.016, 4.0),
             _row("d", "mean_image", 0, 0.1, 90.0), _row("d", "mean_image", 1, 0.1, 90.0)]
     summary = {line["architecture"]: line for line in equal_time.summarize(rows)}
-    assert summary["default"]["avg_mse"] == "0.02 ± 0.01414"
+    assert summary["conv"]["avg_mse"] == "0.02 ± 0.01414"
     assert summary["paper"]["seeds"] == 2 and "cpu_seconds" not in summary["paper"]
     assert equal_time.verdicts(rows) == {"d": {"avg_mse": False, "angle_mae_deg": False}}
 

@@ -7,7 +7,7 @@ from keras import layers
 from rotinv_tf.models.networks import build_networks, multiply_adds
 
 
-@pytest.mark.parametrize("architecture", ["default", "paper"])
+@pytest.mark.parametrize("architecture", ["conv", "paper"])
 @pytest.mark.parametrize("size", [28, 40])
 def test_networks_map_images_to_latents_and_back(architecture, size):
     encoder, decoder, critic = build_networks(architecture, size, 8, filters=4, critic_filters=2)
@@ -30,10 +30,10 @@ def test_paper_networks_have_the_authors_sizes():
     assert critic.layers[-1].kernel.shape == (200, 1)  # 5x5x8, as theirs at 40x40
 
 
-def test_paper_architecture_does_a_tenth_of_the_default_work():
-    default = sum(multiply_adds(m) for m in build_networks("default", 40, 32))
+def test_paper_architecture_does_a_tenth_of_the_conv_work():
+    conv = sum(multiply_adds(m) for m in build_networks("conv", 40, 32))
     paper = sum(multiply_adds(m) for m in build_networks("paper", 40, 32))
-    assert 5 < default / paper < 20
+    assert 5 < conv / paper < 20
 
 
 def test_multiply_adds_of_a_hand_counted_model():

@@ -221,7 +221,7 @@ def test_every_run_is_a_valid_config(table1):
                 assert ours.adversarial_weight == (
                     0.0 if method == "ours_no_adversarial"
                     else table1.PAPER_SETTINGS["adversarial_weight"])
-                assert ours.architecture == "paper"
+                assert ours.architecture == table1.PAPER_SETTINGS["architecture"]
 
 
 def test_the_papers_config_files_train_as_table1_does(table1):
@@ -230,5 +230,7 @@ def test_the_papers_config_files_train_as_table1_does(table1):
         settings.define_flags(Config, flag_values=values)
         values(["train", f"--flagfile={os.path.join(REPO, 'configs', name)}"])
         config = configs.from_flags(values)
-        assert (config.model.autoencoder.adversarial_weight, config.schedule.adam_beta_1) == (
-            table1.PAPER_SETTINGS["adversarial_weight"], table1.PAPER_SETTINGS["adam_beta_1"]), name
+        ours = config.model.autoencoder
+        assert (ours.architecture, ours.adversarial_weight, config.schedule.adam_beta_1) == (
+            table1.PAPER_SETTINGS["architecture"], table1.PAPER_SETTINGS["adversarial_weight"],
+            table1.PAPER_SETTINGS["adam_beta_1"]), name

@@ -74,8 +74,8 @@ class RotationInvariantAutoencoder(keras.Model):
         `frame_momentum`, `frame_classes` templates: one per view of a stack holding several)
         makes `rotate(image, -θ)` its canonical image and θ its angle.
 
-        `architecture`: the networks (`rotinv_tf.models.networks.build_networks`): `default`, or
-        `paper` (the authors' MLP encoder, DCGAN decoder and 2/4/8-channel critic; widths ignored).
+        `architecture`: the networks (`rotinv_tf.models.networks.build_networks`): `paper`
+        (the authors' MLP encoder, DCGAN decoder and 2/4/8-channel critic; widths ignored) or `conv`.
 
         `ctf_correction` (module docstring) other than `none` needs `optics`, the fields of a
         `data_pipeline.ctf.Optics`, and `raw_zero`, the data's normalised value of raw 0; with
