@@ -292,7 +292,9 @@ def main(argv: list[str]) -> None:
     report = {"settings": {"num_particles": num, "image_size": FLAGS.image_size,
                            "epochs": base.schedule.epochs,
                            "svae_epochs": FLAGS.svae_epochs or base.schedule.epochs,
-                           "batch_size": base.schedule.batch_size, "relion_iter": FLAGS.relion_iter,
+                           "batch_size": base.schedule.batch_size,
+                           "architecture": base.model.autoencoder.architecture,
+                           "relion_iter": FLAGS.relion_iter,
                            "relion_threads": FLAGS.relion_threads, "skip": FLAGS.skip},
               "stacks": []}
     for tag in FLAGS.stacks:
@@ -326,7 +328,9 @@ def markdown(report: dict) -> str:
     for source in sources:
         lines.append(f"- {', '.join(source.get('stacks', ['all stacks']))}: RELION "
                      f"{source['relion_iter']} iterations, ours {source['epochs']} epochs, "
-                     f"spatial-VAE {source['svae_epochs']} epochs" + (
+                     f"spatial-VAE {source['svae_epochs']} epochs"
+                     + (f", ours' networks {source['architecture']}" if "architecture" in source
+                        else "") + (
                          f", skipped: {', '.join(source['skip'])}" if source["skip"] else ""))
     lines += ["", "| stack | method | psi MAE (°) | median (°) | > 15° (%) | wall (s) "
               "| new: psi MAE (°) | new: particles/s | ARI | Spearman ρ (abs.) |",
