@@ -216,10 +216,9 @@ class RotationInvariantAutoencoder(keras.Model):
     def fit_features(self, batch: dict, chunk: int = 256) -> None:
         """Learned frame, after training: fits `frame_features` on the `batch`'s particles."""
         images = self._encoder_view(batch["image"], _particle_ctf(batch))
-        parts = [self._framed(images[i:i + chunk]) for i in range(0, int(tf.shape(images)[0]),
-                                                                  chunk)]
-        self.frame_features.fit(tf.concat([p[0] for p in parts], 0).numpy(),
-                                tf.concat([p[2] for p in parts], 0).numpy())
+        framed = [self._framed(images[i:i + chunk])[0]
+                  for i in range(0, int(tf.shape(images)[0]), chunk)]
+        self.frame_features.fit(tf.concat(framed, 0).numpy())
 
     def start_frame(self, batch: dict, seed: int = 0) -> None:
         """Learned frame: its templates start from classical alignment of the `batch`'s particles

@@ -19,7 +19,7 @@ FIT_PARTICLES = 2000  # training particles the axes are fitted on
 
 
 class FrameFeatures(keras.layers.Layer):
-    """`fit(framed, posterior)` once; `features(framed, posterior)` -> [B, AXES (+ K)]."""
+    """`fit(framed)` once; `features(framed, posterior)` -> [B, AXES (+ K)]."""
 
     def __init__(self, image_size: int, num_classes: int, **kwargs):
         super().__init__(**kwargs)
@@ -36,9 +36,8 @@ class FrameFeatures(keras.layers.Layer):
         flat = tf.reshape(tf.cast(framed, tf.float32), [tf.shape(framed)[0], -1])
         return tf.matmul(flat - self.mean, self.axes)
 
-    def fit(self, framed: np.ndarray, posterior: np.ndarray) -> None:
-        """Principal axes of `framed` particles [B, N, N, 1] and the class posterior's scale
-        (`posterior` [B, K], class probabilities)."""
+    def fit(self, framed: np.ndarray) -> None:
+        """Principal axes of `framed` particles [B, N, N, 1], and the class posterior's scale."""
         flat = np.asarray(framed, np.float64).reshape(len(framed), -1)
         mean = flat.mean(axis=0)
         _, _, axes = np.linalg.svd(flat - mean, full_matrices=False)
@@ -50,6 +49,8 @@ class FrameFeatures(keras.layers.Layer):
         self.class_scale.assign(CLASS_WEIGHT * float(np.sqrt(np.mean(np.sum(coords ** 2, 1)))))
 
     def features(self, framed: tf.Tensor, posterior: tf.Tensor) -> tf.Tensor:
+        """Projections of `framed` particles, and their class probabilities `posterior` [B, K]
+        (scaled) where there are several classes."""
         coords = self._projected(framed)
         if self.num_classes < 2:
             return coords
