@@ -1,6 +1,5 @@
-"""Is the heavier convolutional architecture worth its cost? `--architecture=conv` and `paper`
-(the default since this benchmark: issue 12)
-trained for the same CPU time on Table 1's two data sets, each scored once on test.
+"""Is the heavier convolutional architecture worth its cost? `--architecture=conv` (the default)
+and `paper` trained for the same CPU time on Table 1's two data sets, each scored once on test.
 
     python benchmarks/equal_time.py [--budget_cpu_seconds=210] [--seeds=0] \
         [--images_per_conformation=200] [--mnist_dir=../shared/datasets/mnist]

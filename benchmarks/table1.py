@@ -273,7 +273,8 @@ def schedule_text(run: Run, method: str, steps_per_epoch: int) -> str:
             f"lr {run.learning_rate:g}{decay}")
     if method == "spatial_vae":
         return text + f", Adam, MLP {run.svae_num_hidden_layers}×{run.svae_hidden_units}"
-    return text + f", {PAPER_SETTINGS['architecture']} networks, Adam β₁ 0.5, L2 1e-5, decoder:critic 4:1"
+    return text + (f", {PAPER_SETTINGS['architecture']} networks, Adam β₁ 0.5, L2 1e-5, "
+                   "decoder:critic 4:1")
 
 
 def steps_per_epoch(run: Run, train_size: int) -> int:

@@ -1,7 +1,7 @@
 """Training on a user's particle stack: with a RELION STAR file (the crash of issue 10) or a
 cryoSPARC .cs file, on the held-out splits (fit validates on `validation`, `evaluate` scores
-`test`), a large stack streamed rather than cached (a small one cached, the same batches); logs with one line per epoch off a terminal; and
-the export canonicalizing the .cs file's particles."""
+`test`), a large stack streamed rather than cached (a small one cached, the same batches); logs
+with one line per epoch off a terminal; and the export canonicalizing the .cs file's particles."""
 import csv
 import io
 import os
