@@ -9,8 +9,8 @@ homogeneous (one view, one conformation) and heterogeneous (hinge positions draw
   as features, and the rotation-invariant polar Fourier magnitudes, PCA(20),
 - spatial-VAE (content latents as features),
 - ours: the autoencoder in the learned frame (`--frame=learned`, one template per view), its
-  network angle (`canonicalize --refine=false`, its default for a learned frame) and its angle
-  refined against the decoded canonical image (`--refine=true`).
+  network angle (`canonicalize --refine=false`) and its angle refined against the frame's
+  template of the particle's class (`canonicalize`'s default).
 Scores (`pose_metrics`): psi error after one rotation per view; for heterogeneous stacks, k-means
 ARI of each method's features (PCA to at most 20 dimensions) against the 15 (conformation bin, view)
 pairs and the cross-validated |Spearman ρ| of the best linear direction within a view vs the hinge.
@@ -48,7 +48,7 @@ from data_pipeline.simulator import SimulationConfig  # noqa: E402
 from rotinv_tf import config as configs  # noqa: E402
 from rotinv_tf.training import train_lib  # noqa: E402
 from rotinv_tf.config import Config  # noqa: E402
-from rotinv_tf.serving.inference import canonicalize_particles, refines_by_default  # noqa: E402
+from rotinv_tf.serving.inference import canonicalize_particles  # noqa: E402
 from rotinv_tf.pose.classical import (align_reference_free, align_to_templates,  # noqa: E402
                                       coaligned, invariant_features, pca)
 from rotinv_tf.serving.saved_model import load_serving_model  # noqa: E402
@@ -204,8 +204,7 @@ def network_rows(base, tag: str, stack, new, images: np.ndarray, heterogeneous: 
                "wall_s": result.seconds + summary.seconds,
                "new": pose_scores(new.truth, new_angles),
                "new_particles_per_s": new_summary.particles_per_second,
-               "default": refine == refines_by_default(load_serving_model(
-                   result.export_path).metadata)}
+               "default": refine}  # canonicalize refines unless told not to
         if heterogeneous and not refine:
             row.update(feature_scores(stack.truth, served(result.export_path, images,
                                                           "features")))
