@@ -115,16 +115,19 @@ def star_angles(path: str) -> np.ndarray:
 
 def relion_row(stack, new, classes: int) -> dict:
     iterations = FLAGS.relion_iter
-    angles, labels, seconds, averages = relion_2d.run_relion(
+    angles, labels, seconds, averages, failures = relion_2d.run_relion(
         stack.folder, os.path.join(stack.folder, "relion"), FLAGS.image_size, stack.pixel_size,
         iterations, classes, FLAGS.relion_threads)
-    new_angles, _, new_seconds, _ = relion_2d.run_relion(
+    new_angles, _, new_seconds, _, new_failures = relion_2d.run_relion(
         new.folder, os.path.join(new.folder, "relion_ref"), FLAGS.image_size, new.pixel_size, 1,
         classes, FLAGS.relion_threads, averages)
-    return {"method": f"RELION 2D, K={classes}, {iterations} iterations", **pose_scores(
+    row = {"method": f"RELION 2D, K={classes}, {iterations} iterations", **pose_scores(
         stack.truth, angles), "wall_s": seconds, "classes_found": int(len(np.unique(labels))),
         "new": pose_scores(new.truth, new_angles),
         "new_particles_per_s": len(new_angles) / new_seconds}
+    if failures or new_failures:  # runs RELION stopped before the one scored (`relion_2d`)
+        row["relion_failures"] = failures + [f"new particles, {f}" for f in new_failures]
+    return row
 
 
 def classical_rows(stack, new, images: np.ndarray, new_images: np.ndarray, classes: int,
@@ -343,7 +346,10 @@ def markdown(report: dict) -> str:
                 _cell(row, "wall_s", ".1f"), _cell(new, "psi_mae_deg", ".2f"),
                 _cell(row, "new_particles_per_s", ".0f"), _cell(row, "ari", ".3f"),
                 _cell(row, "spearman", ".3f")]) + " |")
-    return "\n".join(lines + [""] + targets(report)) + "\n"
+    failed = [f"- {entry['stack']}, {row['method']}: RELION stopped, retried (wall time: the run "
+              f"that finished): {'; '.join(row['relion_failures'])}"
+              for entry in report["stacks"] for row in entry["rows"] if "relion_failures" in row]
+    return "\n".join(lines + [""] + (failed + [""] if failed else []) + targets(report)) + "\n"
 
 
 def _find(rows: list[dict], prefix: str) -> dict | None:
