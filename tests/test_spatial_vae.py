@@ -154,6 +154,33 @@ def test_model_generator_renders_rotations_in_the_project_convention():
     assert right < 0.2 * wrong
 
 
+
+def test_layers_start_as_pytorch_linear_layers():
+    """The reference's init (kernel and bias U(±1/√fan_in)), not Keras' (Glorot, zero bias)."""
+    model = small_model(16, hidden_units=200, latent_dim=2)
+    for layer, fan_in in [(model.encoder_hidden[0], 256), (model.encoder_posterior, 200),
+                          (model.generator_coordinates, 2), (model.generator_hidden[0], 200),
+                          (model.generator_output, 200)]:
+        bound = 1.0 / math.sqrt(fan_in)
+        kernel, bias = layer.get_weights()
+        assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound
+        assert np.abs(kernel).max() > 0.8 * bound, layer.name
+        assert np.all(bias != 0), layer.name
+
+
+def test_initial_generator_is_not_an_odd_function_of_position():
+    """With zero biases every layer maps 0 to 0 and tanh is odd, so the generator started as
+    f(-p) = 2b - f(p): the image and its 180° rotation summed to a constant (rotated MNIST then
+    stalled at blank outputs)."""
+    keras.utils.set_random_seed(0)
+    model = small_model(16, hidden_units=64, latent_dim=2)
+    latent, zeros = tf.zeros([1, 2]), tf.zeros([1])
+    upright = model.render(latent, zeros, tf.zeros([1, 2]))
+    turned = model.render(latent, zeros + math.pi, tf.zeros([1, 2]))
+    spread = np.std(upright)
+    assert spread > 0.01
+    assert np.std(upright + turned) > 0.01 * spread  # zero biases: ~1e-8
+
 def test_encode_angle_is_the_converted_posterior_mean():
     model = small_model()
     images = tf.random.uniform([4, 16, 16, 1])
