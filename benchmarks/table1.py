@@ -145,17 +145,18 @@ SCHEDULES = {
     # times the default conv's images/s, and better at equal CPU time on 5 of 6 figures,
     # results/equal_time.md) for 20 / 40 epochs (was 25 / 60 with the conv); particles 500 per
     # conformation bin (7,200 training, was 14,400); spatial-VAE keeps the original's 2x500 MLP
-    # but gets 4 / 8 epochs (was 8 / 20), ~29k / ~57k training images. On MNIST (seed 0, 2026-12-03)
-    # its validation loss (−ELBO) per epoch was 326.9, 315.9, 313.1, 312.6, 312.2, 312.0, 311.9,
-    # 311.7: flat from epoch 4 (< 0.2% per epoch), but on a plateau of blank outputs (test MSE
-    # 0.101, the mean image's 0.071; angle MAE 31.6°, chance 35.9°), which Bepler et al.'s
-    # hundreds of epochs may leave and this schedule cannot: its rows are a short-schedule
-    # spatial-VAE (each unit keeps its `history`).
+    # but gets 4 / 8 epochs (was 8 / 20), ~29k / ~58k training images, in batches of 32 (Bepler
+    # et al.'s 100; was 256): the same images, 8x the steps of batch 256, at about the same cost
+    # per image. Its earlier rows (batch 256, Keras' default init) sat on a plateau of blank
+    # outputs (MNIST validation −ELBO 326.9 → 311.7 over 8 epochs; the mean image scores 213.7);
+    # with the reference's init (`spatial_vae.torch_dense`) and batch 32, 5 passes over 3,500
+    # training digits gave 230.7, 201.5, 194.0, 187.7, 184.9: still falling, oriented blobs, not
+    # yet digits. Its rows are a short-schedule spatial-VAE (each unit keeps its `history`).
     "cpu": Schedule("cpu", "short CPU schedule (2 cores)", _runs(
         {"simulated_5hdb": Run(epochs=20, learning_rate=1e-3, lr_decay_epoch=16),
          "rotated_mnist": Run(epochs=40, learning_rate=1e-3, lr_decay_epoch=32)},
-        {"simulated_5hdb": Run(epochs=4, learning_rate=1e-3, lr_decay_epoch=4),
-         "rotated_mnist": Run(epochs=8, learning_rate=1e-3, lr_decay_epoch=7)}),
+        {"simulated_5hdb": Run(epochs=4, learning_rate=1e-3, lr_decay_epoch=4, batch_size=32),
+         "rotated_mnist": Run(epochs=8, learning_rate=1e-3, lr_decay_epoch=7, batch_size=32)}),
         images_per_conformation=500),
     # Smoke run: a few capped epochs on few particles; checks the plumbing only.
     "quick": Schedule("quick", "SMOKE RUN (a few capped epochs; numbers mean nothing)", _runs(
