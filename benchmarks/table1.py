@@ -146,12 +146,15 @@ SCHEDULES = {
     # results/equal_time.md) for 20 / 40 epochs (was 25 / 60 with the conv); particles 500 per
     # conformation bin (7,200 training, was 14,400); spatial-VAE keeps the original's 2x500 MLP
     # but gets 4 / 8 epochs (was 8 / 20), ~29k / ~58k training images, in batches of 32 (Bepler
-    # et al.'s 100; was 256): the same images, 8x the steps of batch 256, at about the same cost
-    # per image. Its earlier rows (batch 256, Keras' default init) sat on a plateau of blank
-    # outputs (MNIST validation −ELBO 326.9 → 311.7 over 8 epochs; the mean image scores 213.7);
-    # with the reference's init (`spatial_vae.torch_dense`) and batch 32, 5 passes over 3,500
-    # training digits gave 230.7, 201.5, 194.0, 187.7, 184.9: still falling, oriented blobs, not
-    # yet digits. Its rows are a short-schedule spatial-VAE (each unit keeps its `history`).
+    # et al.'s 100; was 256): the same images, 8x the steps of batch 256, at ~1.3x the cost per
+    # image (one 28x28 run under load 12: 6 vs 8 images/s), which ASSUMED_IMAGES_PER_SECOND
+    # (measured at batch 256) does not hold yet: ~20 min more for 3 seeds. Its earlier rows
+    # (batch 256, Keras' default init) sat on a plateau of blank outputs (MNIST validation −ELBO
+    # 326.9 → 311.7 over 8 epochs; the mean image scores 213.7). With the reference's init
+    # (`spatial_vae.torch_dense`) and batch 32: 230.7, 201.5, 194.0, 187.7, 184.9 per 3,500
+    # training digits, then 179.8, 177.4 per 7,000 (aligned angle MAE 26.8°, chance 35.9°):
+    # still falling, oriented blobs, not yet digits. Its rows are a short-schedule spatial-VAE
+    # (each unit keeps its `history`).
     "cpu": Schedule("cpu", "short CPU schedule (2 cores)", _runs(
         {"simulated_5hdb": Run(epochs=20, learning_rate=1e-3, lr_decay_epoch=16),
          "rotated_mnist": Run(epochs=40, learning_rate=1e-3, lr_decay_epoch=32)},
