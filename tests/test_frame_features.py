@@ -1,5 +1,6 @@
 """A learned frame's served features (`rotinv_tf.pose.frame_features`): they separate particles
-of different templates, do not turn with the particle, see only the central disc, and survive the SavedModel round trip."""
+of different templates, do not turn with the particle, see only the central disc, and survive
+the SavedModel round trip."""
 import keras
 import numpy as np
 import tensorflow as tf
