@@ -186,7 +186,7 @@ def psi_errors(true: np.ndarray, angles: np.ndarray, offset: float) -> np.ndarra
 def relion_row(folder: str, pixel_size: float) -> dict:
     """RELION 2D, K = 1, `--ctf` on `folder`'s particles with their CTF values (no angles)."""
     table = _table(folder)
-    angles, _, seconds, _ = relion_2d.run_relion(
+    angles, _, seconds, _, _ = relion_2d.run_relion(
         folder, os.path.join(folder, "relion_ctf"), FLAGS.image_size, pixel_size,
         FLAGS.relion_iter, 1, FLAGS.relion_threads,
         ctf={column: table.column(column) for column in CTF_COLUMNS})

@@ -5,8 +5,10 @@ no CTF; one per SNR and seed), trains `configs/stack.cfg` on the particles alone
 frame is learned), canonicalizes the stack and a second stack of new particles with the SavedModel,
 and scores the written `rlnAnglePsi` against the true psi after one global rotation (the learned
 frame is arbitrary). As a reference, the same config trains with the STAR file's true angles (the
-paper's supervised objective) and is scored alike. Angles are scored refined locally against each
-canonical image (`canonicalize --refine=true`) and with `--refine=false`.
+paper's supervised objective) and is scored alike. Angles are scored refined locally
+(`canonicalize`'s default: against the learned frame's class template, the supervised model's
+canonical image; results written before issue 15's template reference refined both against the
+canonical image) and with `--refine=false`.
 Canonical images are scored by their MSE against the clean truth turned into the model's frame,
 on the scale where clean images lie in [0, 1], over the inscribed disc (what every rotation keeps)
 and over the whole box, beside two trivial rows: the mean clean image and a zero image.

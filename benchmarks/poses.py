@@ -9,8 +9,8 @@ homogeneous (one view, one conformation) and heterogeneous (hinge positions draw
   as features, and the rotation-invariant polar Fourier magnitudes, PCA(20),
 - spatial-VAE (content latents as features),
 - ours: the autoencoder in the learned frame (`--frame=learned`, one template per view), its
-  network angle (`canonicalize --refine=false`, its default for a learned frame) and its angle
-  refined against the decoded canonical image (`--refine=true`).
+  network angle (`canonicalize --refine=false`) and its angle refined against the frame's
+  template of the particle's class (`canonicalize`'s default).
 Scores (`pose_metrics`): psi error after one rotation per view; for heterogeneous stacks, k-means
 ARI of each method's features (PCA to at most 20 dimensions) against the 15 (conformation bin, view)
 pairs and the cross-validated |Spearman ρ| of the best linear direction within a view vs the hinge.
@@ -48,7 +48,7 @@ from data_pipeline.simulator import SimulationConfig  # noqa: E402
 from rotinv_tf import config as configs  # noqa: E402
 from rotinv_tf.training import train_lib  # noqa: E402
 from rotinv_tf.config import Config  # noqa: E402
-from rotinv_tf.serving.inference import canonicalize_particles, refines_by_default  # noqa: E402
+from rotinv_tf.serving.inference import canonicalize_particles  # noqa: E402
 from rotinv_tf.pose.classical import (align_reference_free, align_to_templates,  # noqa: E402
                                       coaligned, invariant_features, pca)
 from rotinv_tf.serving.saved_model import load_serving_model  # noqa: E402
@@ -115,16 +115,19 @@ def star_angles(path: str) -> np.ndarray:
 
 def relion_row(stack, new, classes: int) -> dict:
     iterations = FLAGS.relion_iter
-    angles, labels, seconds, averages = relion_2d.run_relion(
+    angles, labels, seconds, averages, failures = relion_2d.run_relion(
         stack.folder, os.path.join(stack.folder, "relion"), FLAGS.image_size, stack.pixel_size,
         iterations, classes, FLAGS.relion_threads)
-    new_angles, _, new_seconds, _ = relion_2d.run_relion(
+    new_angles, _, new_seconds, _, new_failures = relion_2d.run_relion(
         new.folder, os.path.join(new.folder, "relion_ref"), FLAGS.image_size, new.pixel_size, 1,
         classes, FLAGS.relion_threads, averages)
-    return {"method": f"RELION 2D, K={classes}, {iterations} iterations", **pose_scores(
+    row = {"method": f"RELION 2D, K={classes}, {iterations} iterations", **pose_scores(
         stack.truth, angles), "wall_s": seconds, "classes_found": int(len(np.unique(labels))),
         "new": pose_scores(new.truth, new_angles),
         "new_particles_per_s": len(new_angles) / new_seconds}
+    if failures or new_failures:  # runs RELION stopped before the one scored (`relion_2d`)
+        row["relion_failures"] = failures + [f"new particles, {f}" for f in new_failures]
+    return row
 
 
 def classical_rows(stack, new, images: np.ndarray, new_images: np.ndarray, classes: int,
@@ -204,8 +207,7 @@ def network_rows(base, tag: str, stack, new, images: np.ndarray, heterogeneous: 
                "wall_s": result.seconds + summary.seconds,
                "new": pose_scores(new.truth, new_angles),
                "new_particles_per_s": new_summary.particles_per_second,
-               "default": refine == refines_by_default(load_serving_model(
-                   result.export_path).metadata)}
+               "default": refine}  # canonicalize refines unless told not to
         if heterogeneous and not refine:
             row.update(feature_scores(stack.truth, served(result.export_path, images,
                                                           "features")))
@@ -344,7 +346,10 @@ def markdown(report: dict) -> str:
                 _cell(row, "wall_s", ".1f"), _cell(new, "psi_mae_deg", ".2f"),
                 _cell(row, "new_particles_per_s", ".0f"), _cell(row, "ari", ".3f"),
                 _cell(row, "spearman", ".3f")]) + " |")
-    return "\n".join(lines + [""] + targets(report)) + "\n"
+    failed = [f"- {entry['stack']}, {row['method']}: RELION stopped, retried (wall time: the run "
+              f"that finished): {'; '.join(row['relion_failures'])}"
+              for entry in report["stacks"] for row in entry["rows"] if "relion_failures" in row]
+    return "\n".join(lines + [""] + (failed + [""] if failed else []) + targets(report)) + "\n"
 
 
 def _find(rows: list[dict], prefix: str) -> dict | None:

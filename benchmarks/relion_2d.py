@@ -1,5 +1,10 @@
 """RELION 2D classification (`relion_refine`, issue 15's command) of a stack, for the benchmarks
-that set it beside ours: the particles' angles and classes from its last iteration."""
+that set it beside ours: the particles' angles and classes from its last iteration.
+
+RELION 3.1.3 can stop mid-run with "zero sum of weights" (seen at iteration 13 of 25 on poses.py's
+3,000-particle one-view SNR 1 stack); its random seed then comes from the clock. A failed run is
+retried with `--random_seed` 1, 2, ... (`retries` times), and the failures are returned, so a
+table can say so."""
 import glob
 import os
 import shutil
@@ -35,13 +40,46 @@ def relion_star(folder: str, image_size: int, pixel_size: float,
 
 def run_relion(folder: str, out: str, image_size: int, pixel_size: float, iterations: int,
                classes: int, threads: int, reference: str | None = None,
-               ctf: dict[str, list[str]] | None = None
-               ) -> tuple[np.ndarray, np.ndarray, float, str]:
+               ctf: dict[str, list[str]] | None = None, retries: int = 2
+               ) -> tuple[np.ndarray, np.ndarray, float, str, list[str]]:
     """RELION 2D classification of `folder`'s stack into `out` (against `reference`'s class
     averages when given, else K = `classes`; with `ctf` as in `relion_star`, `--ctf`) ->
-    (angles [B] radians, classes [B], wall seconds, the last iteration's class averages)."""
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
+    (angles [B] radians, classes [B], wall seconds of the run that finished, the last
+    iteration's class averages, one line per failed run before it)."""
+    failures = []
+    for attempt in range(retries + 1):
+        shutil.rmtree(out, ignore_errors=True)
+        os.makedirs(out)
+        command = _command(folder, out, image_size, pixel_size, iterations, classes, threads,
+                           reference, ctf)
+        command += ["--random_seed", str(attempt)] if attempt else []
+        start = time.perf_counter()
+        try:
+            subprocess.run(command, cwd=folder, check=True, stdout=subprocess.DEVNULL)
+        except subprocess.CalledProcessError as e:
+            done = len(glob.glob(os.path.join(out, "run_it*_data.star"))) - 1
+            failures.append(f"{'clock' if not attempt else attempt} seed: exit {e.returncode} "
+                            f"after {done} of {iterations} iterations, "
+                            f"{time.perf_counter() - start:.0f} s")
+            print(f"RELION failed ({failures[-1]}) in {out}", flush=True)
+            if attempt == retries:
+                raise
+            continue
+        seconds = time.perf_counter() - start
+        break
+    data = sorted(glob.glob(os.path.join(out, "run_it*_data.star")))[-1]
+    table = star.particles_block(star.read_star(data), data)
+    order = np.array([int(name.split("@")[0]) - 1 for name in table.column(star.IMAGE_NAME)])
+    angles, labels = np.empty(len(order)), np.empty(len(order), np.int64)
+    angles[order] = star.psi_degrees_to_angle(np.array(table.column(star.ANGLE_PSI), np.float64))
+    labels[order] = np.array(table.column(star.CLASS_NUMBER), np.int64)
+    return angles, labels, seconds, data.replace("_data.star", "_classes.mrcs"), failures
+
+
+def _command(folder: str, out: str, image_size: int, pixel_size: float, iterations: int,
+             classes: int, threads: int, reference: str | None,
+             ctf: dict[str, list[str]] | None) -> list[str]:
+    """Issue 15's `relion_refine` command line."""
     diameter = 0.9 * image_size * pixel_size
     command = ["relion_refine", "--o", os.path.join(out, "run"),
                "--i", relion_star(folder, image_size, pixel_size, ctf),
@@ -52,17 +90,7 @@ def run_relion(folder: str, out: str, image_size: int, pixel_size: float, iterat
                "--j", str(threads), "--pool", "30", "--pad", "2",
                "--dont_combine_weights_via_disc"]
     command += ["--ref", reference] if reference else ["--K", str(classes)]
-    command += ["--ctf"] if ctf else []
-    start = time.perf_counter()
-    subprocess.run(command, cwd=folder, check=True, stdout=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
-    data = sorted(glob.glob(os.path.join(out, "run_it*_data.star")))[-1]
-    table = star.particles_block(star.read_star(data), data)
-    order = np.array([int(name.split("@")[0]) - 1 for name in table.column(star.IMAGE_NAME)])
-    angles, labels = np.empty(len(order)), np.empty(len(order), np.int64)
-    angles[order] = star.psi_degrees_to_angle(np.array(table.column(star.ANGLE_PSI), np.float64))
-    labels[order] = np.array(table.column(star.CLASS_NUMBER), np.int64)
-    return angles, labels, seconds, data.replace("_data.star", "_classes.mrcs")
+    return command + (["--ctf"] if ctf else [])
 
 
 def installed() -> bool:

@@ -6,10 +6,10 @@
 
 `--input` is an MRC stack, a RELION STAR file or a cryoSPARC `.cs` particle file. Writes the
 canonical images (MRC stack) and a RELION 3.1 STAR file with `rlnAnglePsi` in degrees, refined by
-a local search against each particle's canonical image (`--refine=false`: the model's angle as it
-is); unset, `--refine` refines a model with a supervised frame and keeps a learned frame's angle,
-which that search only makes worse (`rotinv_tf.serving.inference`). The STAR file's top comments say
-which, and how the model was trained: its data and objective, from the SavedModel's config.json.
+a local search against a reference per particle, a learned frame's class template or else the
+particle's canonical image (`rotinv_tf.serving.inference`; `--refine=false`: the model's angle as
+it is). The STAR file's top comments say which, and how the model was trained: its data and
+objective, from the SavedModel's config.json.
 Progress goes to stderr, that training line and a one-line summary to stdout. Bad input prints
 one `error: ...` line and exits with status 2, leaving no output.
 """
@@ -31,11 +31,10 @@ flags.DEFINE_string("star", None, "Output STAR file (rlnImageName, rlnAnglePsi i
 flags.DEFINE_integer("batch_size", 256, "Particles per model call.", lower_bound=1)
 flags.DEFINE_boolean("resample", False,
                      "Fourier-crop/pad particles whose size differs from the model's.")
-flags.DEFINE_boolean("refine", None,
+flags.DEFINE_boolean("refine", True,
                      f"Refine each network angle by a local search (+-{REFINE_WINDOW_DEGREES:g} "
-                     f"deg, {REFINE_STEP_DEGREES:g} deg steps) against the particle's canonical "
-                     "image. Unset: yes for a supervised frame, no for a learned one (unless "
-                     "--refine_max_shift asks for shifts).")
+                     f"deg, {REFINE_STEP_DEGREES:g} deg steps) against a reference: a learned "
+                     "frame's class template, otherwise the particle's canonical image.")
 flags.DEFINE_integer("refine_max_shift", 0,
                      "With --refine, also search integer shifts of up to this many pixels "
                      "(written as rlnOriginXAngst/YAngst).", lower_bound=0)

@@ -194,7 +194,10 @@ class RotationInvariantAutoencoder(keras.Model):
         latent of the particle as observed is not (on benchmarks/poses.py's three-view stack it
         predicts the cos and sin of the true psi linearly with R² 0.87-0.96, issue 15). A learned
         frame also returns "features", what it serves to cluster and order particles by
-        (`rotinv_tf.pose.frame_features`: their frame's turned particle and class)."""
+        (`rotinv_tf.pose.frame_features`: their frame's turned particle and class), and
+        "reference", the template of each particle's most probable class as an image
+        (`TemplateFrame.images`, in the units and CTF state the frame sees), what its angle is
+        refined against (`rotinv_tf.serving.inference`)."""
         images = self._encoder_view(images, particle_ctf)
         if self.frame != "learned":
             return self._network_encode(images, training)
@@ -202,6 +205,8 @@ class RotationInvariantAutoencoder(keras.Model):
         encoded = self._network_encode(framed, training)
         encoded["angle"] = angle
         encoded["features"] = self.frame_features.features(framed, classes)
+        encoded["reference"] = tf.gather(self.template_frame.images(),
+                                         tf.argmax(classes, axis=1, output_type=tf.int32))
         return encoded
 
     def _framed(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -241,9 +246,9 @@ class RotationInvariantAutoencoder(keras.Model):
         return self.decoder(tf.concat([zeros, content], axis=1), training=training)
 
     def canonicalize(self, images: tf.Tensor, particle_ctf: dict | None = None) -> dict:
-        """Normalised images -> {"canonical_image", "angle", "latent"} (and "features" in a
-        learned frame; `particle_ctf` as in `encode`); the canonical image is CTF-free with
-        `ctf_correction="model"`."""
+        """Normalised images -> {"canonical_image", "angle", "latent"} (and "features" and
+        "reference" in a learned frame; `particle_ctf` as in `encode`); the canonical image is
+        CTF-free with `ctf_correction="model"`."""
         encoded = self.encode(images, particle_ctf=particle_ctf)
         return {"canonical_image": self.decode(encoded["latent"]), **encoded}
 

@@ -13,7 +13,10 @@ also takes `defocus_u`, `defocus_v` (Å) and `defocus_angle` (degrees), float32 
 - `serving_default` -> `canonical_image` float32 [batch, H, W, 1] (raw units), `angle` float32 [batch]
   (`data_pipeline/angles.py`: `images ≈ rotate(canonical_image, angle)`), `latent` float32
   [batch, D], `features` float32 [batch, F]: what to cluster and order particles by (a learned
-  frame's `rotinv_tf.pose.frame_features`; the latent for other models).
+  frame's `rotinv_tf.pose.frame_features`; the latent for other models); a learned frame also
+  serves `reference` float32 [batch, H, W, 1] (raw units): its template of the particle's class,
+  what `rotinv_tf.canonicalize` refines the angle against (the particle phase-flipped under a CTF
+  correction, as the frame sees it).
 - `encode` -> `latent`, `angle`.
 
 `assets/metadata.json` holds the image size and normalisation statistics, so consumers (evaluation,
@@ -82,12 +85,16 @@ class _ServingModule(tf.Module):
         def serve_outputs(images: tf.Tensor, particle_ctf: dict | None) -> dict:
             out = model.canonicalize(normalization.normalize(images), **ctf_argument(particle_ctf))
             _require(out, SERVING_OUTPUTS, "canonicalize")
-            return {
+            served = {
                 "canonical_image": normalization.denormalize(out["canonical_image"]),
                 "angle": tf.reshape(tf.cast(out["angle"], tf.float32), [-1]),
                 "latent": tf.cast(out["latent"], tf.float32),
                 "features": tf.cast(out.get("features", out["latent"]), tf.float32),
             }
+            if "reference" in out:
+                served["reference"] = normalization.denormalize(
+                    tf.cast(out["reference"], tf.float32))
+            return served
 
         def encode_outputs(images: tf.Tensor, particle_ctf: dict | None) -> dict:
             out = model.encode(normalization.normalize(images), **ctf_argument(particle_ctf))
@@ -149,7 +156,8 @@ def export_saved_model(model: keras.Model, normalization: Normalization, image_s
         # data's canonical images or angles, "learned" by its EM template
         # (rotinv_tf.models.autoencoder).
         "frame": getattr(model, "frame", None),
-        "signatures": {"serving_default": list(SERVING_OUTPUTS) + ["features"],
+        "signatures": {"serving_default": list(SERVING_OUTPUTS) + ["features"] + (
+                           ["reference"] if getattr(model, "frame", None) == "learned" else []),
                        "encode": list(ENCODE_OUTPUTS)},
         # The CTF correction it was trained with (rotinv_tf.models.autoencoder) and, for one other
         # than "none", the optics of data_pipeline.ctf.Optics; the signatures then also take

@@ -23,18 +23,19 @@ fields, written out in RELION's columns); a comment line at the top of the STAR 
 correction (with `model` the canonical images are CTF-free). Refinement then compares like with
 like (`_refinement_pair`).
 
-Refinement: each network angle is refined by a local search (`rotinv_tf.pose.refine`,
-±`REFINE_WINDOW_DEGREES` in `REFINE_STEP_DEGREES` steps) against the particle's own canonical image,
-the decoder output, which is what the canonical stack holds either way; with `refine_max_shift` > 0
-also integer shifts, written as `rlnOriginXAngst/YAngst` (RELION: the particle sits at the box
-centre minus the origin, as the simulator writes them). By default (`refine=None`) a model with a
-supervised frame is refined and one with a learned frame is not, unless shifts are asked for: a
-learned frame's angle is already a sub-degree search against the frame's EM template, the mean of
-all its particles, and a decoded image is a worse reference than that mean (issue 15: psi MAE
-0.79° -> 4.37° after refinement on a one-view stack at SNR 1, 1.95° -> 2.19° with a well-trained
-decoder, benchmarks/results/learned_frame.md), while a supervised network's angle gains from it
-(3.76° -> 1.14°). A comment line at the top of the STAR file says whether and how the angles were
-refined.
+Refinement (on unless `refine=False`): each network angle is refined by a local search
+(`rotinv_tf.pose.refine`, ±`REFINE_WINDOW_DEGREES` in `REFINE_STEP_DEGREES` steps) against a
+reference image per particle: for a learned frame the template of the particle's class (the
+SavedModel's `reference` output, the mean of all the class's particles), otherwise the particle's
+own canonical image, the decoder output. A decoded image is a worse reference than that mean:
+refining a learned frame's angle against it cost accuracy (issue 15, 1,000 particles: psi MAE
+0.49° -> 0.97° at SNR 1, 1.67° -> 4.15° at SNR 0.1), against the template it does not (0.49° ->
+0.51°, benchmarks/results/poses.md), while a supervised network's angle gains from its decoded
+image (3.76° -> 1.14°). Exports from before the `reference` output are refined against their
+decoded images. With `refine_max_shift` > 0 also integer shifts, written as
+`rlnOriginXAngst/YAngst` (RELION: the particle sits at the box centre minus the origin, as the
+simulator writes them). A comment line at the top of the STAR file says whether and how the
+angles were refined.
 
 Resampling (`resample=True`, for images whose size differs from the model's): Fourier cropping
 (downsampling) or zero-padding (upsampling) of the centred 2D spectrum, which keeps the band-limited
@@ -303,12 +304,12 @@ def _nonfinite_message(bad: list[int]) -> str:
 def canonicalize_particles(saved_model: str, input_path: str, output: str, star: str,
                            batch_size: int = 256, resample: bool = False,
                            progress: Callable[[int, int], None] | None = None,
-                           refine: bool | None = None, refine_max_shift: int = 0
+                           refine: bool = True, refine_max_shift: int = 0
                            ) -> CanonicalizeSummary:
     """Runs every particle of `input_path` through the SavedModel; writes `output` and `star`.
 
     `refine`: refine the network's angles (module docstring), searching shifts of up to
-    `refine_max_shift` pixels too; None: `refines_by_default` decides. `progress(done, total)` is
+    `refine_max_shift` pixels too. `progress(done, total)` is
     called after each batch. Raises `DataError` for bad input (nothing is written then). The
     summary's time covers the streaming (read, model, refinement, write), not loading.
     """
@@ -324,18 +325,10 @@ def canonicalize_particles(saved_model: str, input_path: str, output: str, star:
         for path in (output, star):
             if path in inputs:
                 raise DataError(path, "the output would overwrite an input file")
-        if refine is None:
-            refine = refines_by_default(model.metadata, refine_max_shift)
         return _stream(model, particles, output, star, batch_size, resample, progress,
                        refine_max_shift if refine else None)
     finally:
         particles.close()
-
-
-def refines_by_default(metadata: dict, refine_max_shift: int = 0) -> bool:
-    """Whether a model's angles are refined when nobody says (module docstring): not for a learned
-    frame, unless shifts are searched."""
-    return metadata.get("frame") != "learned" or refine_max_shift > 0
 
 
 def _particle_ctf(model, particles: _Particles) -> tuple[ctf.Optics, CtfColumns] | None:
@@ -370,19 +363,17 @@ def _ctf_comment(model) -> str:
             f"{meaning[model.ctf_correction]}")
 
 
-def _refine_comment(max_shift: int | None, metadata: dict) -> str:
-    """The STAR file's comment line: how `rlnAnglePsi` was made."""
-    if max_shift is None and not refines_by_default(metadata):
-        return ("rotinv_tf: rlnAnglePsi is the learned frame's angle (a sub-degree search against "
-                "its EM template), not refined against the canonical image, a worse reference "
-                "(--refine=true forces it)")
+def _refine_comment(max_shift: int | None, served: tuple[str, ...]) -> str:
+    """The STAR file's comment line: how `rlnAnglePsi` was made (`served`: the model's outputs)."""
     if max_shift is None:
         return "rotinv_tf: rlnAnglePsi is the network's angle, not refined (--refine=false)"
     shifts = (f" and integer shifts of up to {max_shift} px (rlnOriginXAngst/YAngst)"
               if max_shift else "")
+    reference = ("its class template (the learned frame's mean of its particles)"
+                 if "reference" in served else "each particle's canonical image")
     return (f"rotinv_tf: rlnAnglePsi is the network's angle refined within "
             f"+-{REFINE_WINDOW_DEGREES:g} deg in {REFINE_STEP_DEGREES:g} deg steps{shifts} "
-            f"against each particle's canonical image (--refine)")
+            f"against {reference} (--refine)")
 
 
 def _training_comment(model) -> str:
@@ -404,19 +395,22 @@ def _frame_comment(metadata: dict) -> str:
 
 def _refinement_pair(correction: str, optics: ctf.Optics | None, batch_ctf: dict | None,
                      images: np.ndarray, result: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(particles, canonical images) that refinement compares, alike in their CTF: with
-    `model` the CTF-free canonical images through each particle's CTF (its astigmatism turned
-    into the canonical frame by the network's angle), with `phase_flip` the particles flipped."""
-    canonical = result["canonical_image"]
+    """(particles, references) that refinement compares, alike in their CTF. A learned frame's
+    reference is its class template (`reference`), an average of particles as the frame sees
+    them, phase-flipped under any CTF correction: the particles are flipped too. Otherwise the
+    canonical images: with `model` the CTF-free ones through each particle's CTF (its
+    astigmatism turned into the canonical frame by the network's angle), with `phase_flip` the
+    particles flipped."""
+    reference = result.get("reference", result["canonical_image"])
     if correction == "none":
-        return images, canonical
+        return images, reference
     u, v, angle = (batch_ctf[name] for name in ctf.CTF_FEATURES)
-    if correction == "phase_flip":
+    if correction == "phase_flip" or "reference" in result:
         flipped = ctf.apply_ctf(images.astype(np.float32), u, v, angle, optics, "phase_flip",
                                 pad_factor=2)
-        return flipped.numpy(), canonical
+        return flipped.numpy(), reference
     turned = ctf.rotated_defocus_angle(angle, -result["angle"])
-    modulated = ctf.apply_ctf(canonical, u, v, turned, optics, "model", pad_factor=2)
+    modulated = ctf.apply_ctf(reference, u, v, turned, optics, "model", pad_factor=2)
     return images, modulated.numpy()
 
 
@@ -444,7 +438,7 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
     stack_name = os.path.relpath(output, os.path.dirname(star))
     training = _training_comment(model)
     comments = [_frame_comment(model.metadata), training, _ctf_comment(model),
-                _refine_comment(refine_max_shift, model.metadata)]
+                _refine_comment(refine_max_shift, model.outputs)]
     bad: list[int] = []
     start_time = time.perf_counter()
     with StarWriter(star, comments) as star_writer, \

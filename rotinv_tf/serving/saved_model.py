@@ -33,6 +33,7 @@ class ServingModel:
         self.config = config or {}
         self._loaded = loaded  # keeps the restored variables alive while the signature is used
         self._signature = loaded.signatures[SIGNATURE]
+        self.outputs = tuple(self._signature.structured_outputs)  # what `predict` returns
 
     @property
     def ctf_correction(self) -> str:
@@ -46,7 +47,8 @@ class ServingModel:
         `particle_ctf` ({defocus_u, defocus_v: Å, defocus_angle: degrees}, each [batch]) is
         required by a model with a CTF correction and ignored by others. Outputs:
         `canonical_image` [batch, H, W, 1] (raw units), `angle` [batch] (radians), `latent`
-        [batch, D], `features` [batch, F] (`rotinv_tf.serving.export`).
+        [batch, D], `features` [batch, F] and, from a learned frame, `reference`
+        [batch, H, W, 1] (`rotinv_tf.serving.export`).
         """
         images = np.asarray(images, dtype=np.float32)
         if images.ndim == 3:
@@ -65,8 +67,11 @@ class ServingModel:
                            for name in CTF_FEATURES})
         outputs = self._signature(**inputs)
         # `features`: older exports have none; their latent is their features.
-        return {**{key: outputs[key].numpy() for key in OUTPUTS},
-                "features": outputs.get("features", outputs["latent"]).numpy()}
+        served = {**{key: outputs[key].numpy() for key in OUTPUTS},
+                  "features": outputs.get("features", outputs["latent"]).numpy()}
+        if "reference" in outputs:
+            served["reference"] = outputs["reference"].numpy()
+        return served
 
 
 def _read_json(path: str, relative: str) -> dict:
