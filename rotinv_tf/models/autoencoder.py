@@ -337,7 +337,8 @@ class RotationInvariantAutoencoder(keras.Model):
         reconstructions = forward(self.decode(encoded["latent"], training=training))
         out = {
             "angle_loss": losses.angle_loss(angles, encoded["angle"], self.wrap_angles),
-            "reconstruction_loss": losses.reconstruction_loss(images, reconstructions),
+            "reconstruction_loss": losses.reconstruction_loss(
+                images, reconstructions, self.settings.reconstruction_norm),
             "adversarial_loss": -tf.reduce_mean(self.critic(reconstructions, training=training)),
         }
         s = self.settings
