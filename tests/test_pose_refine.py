@@ -77,3 +77,21 @@ def test_bad_arguments_are_value_errors(kwargs, problem):
                  "angles": batch["angle"], **kwargs}
     with pytest.raises(ValueError, match=problem):
         refine_poses(**arguments)
+
+
+def test_a_stream_traces_the_compiled_search_once():
+    """canonicalize pads a short last batch, so its batches share one traced search, and the
+    padding does not change the padded batch's angles."""
+    from rotinv_tf.pose import refine
+    from rotinv_tf.serving import inference
+
+    batch, references = projections()
+    start = off_by_degrees(batch["angle"], 2.0, 8.0)
+    full = inference._refine(batch["observed"][:8], references[:8], start[:8], 8, 0)
+    search = refine._searcher(SIZE, inference.REFINE_WINDOW_DEGREES,
+                              inference.REFINE_STEP_DEGREES, 0)
+    traced = search.experimental_get_tracing_count()
+    short = inference._refine(batch["observed"][:5], references[:5], start[:5], 8, 0)
+    assert search.experimental_get_tracing_count() == traced
+    assert short.angles.shape == (5,) and short.shifts.shape == (5, 2)
+    np.testing.assert_allclose(short.angles, full.angles[:5], atol=1e-6)

@@ -10,6 +10,7 @@ shifts (a Cartesian FFT cross-correlation with the reference turned by ψ) and �
 Runs on an accelerator when TensorFlow has one.
 """
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -86,36 +87,53 @@ def refine_poses(particles: np.ndarray | tf.Tensor, references: np.ndarray | tf.
                          f"< {size // 2}; got {step_degrees}, {window_degrees}, {max_shift}")
     if not bool(tf.reduce_all(tf.math.is_finite(angles))):
         raise ValueError("angles contain NaN/Inf values")
+    psi, shifts, score = _searcher(size, window_degrees, step_degrees, max_shift)(
+        particles, references, angles)
+    return RefinedPoses(angles=psi.numpy(), shifts=shifts.numpy(), scores=score.numpy())
+
+
+@functools.lru_cache(maxsize=8)
+def _searcher(size: int, window_degrees: float, step_degrees: float, max_shift: int):
+    """The search of `refine_poses` for one box size and setting, as a `tf.function` over
+    (particles, references, angles) built once: eager, its many small ops and the polar
+    resampler's set-up cost more than the arithmetic (about 2x the time per batch of 64)."""
     # Samples per ring: enough for the ~π r harmonics a ring of the pixel grid carries (more only
     # cost time); ψ is interpolated onto the requested step from the spectrum anyway.
     num_angles = 8 * math.ceil((math.pi * (size / 2 - 1) + 2) / 4)
     polar = PolarSpectra(size, num_angles, _MIN_RADIUS)
-    templates = polar(references, lowpass_sigma=0.0)
-    weighted = templates * tf.cast(polar.area[:, tf.newaxis], tf.complex64)
-    template_energy = polar.energy(templates)
     steps = int(round(360 / step_degrees))
     step = 2 * math.pi / steps
     reach = int(math.floor(window_degrees / (360 / steps) + 1e-9))
-    start = tf.cast(tf.round(angles / step), tf.int32)
-    candidates = start[:, tf.newaxis] + tf.range(-reach, reach + 1)  # [B, C] grid indices
 
-    def search(shifts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """ψ within the window for the particles moved back by `shifts`, and its score."""
-        spectra = polar(_moved(particles, -shifts), lowpass_sigma=0.0)
-        # Σ over rings and angles of particle × reference turned by each grid ψ [B, steps]; the
-        # finer inverse FFT divides by `steps`, the polar sums want `num_angles`.
-        correlation = tf.signal.irfft(tf.reduce_sum(spectra * tf.math.conj(weighted), axis=1),
-                                      [steps]) * (steps / num_angles)
-        window = tf.gather(correlation, candidates % steps, batch_dims=1)
-        best = tf.argmax(window, axis=1, output_type=tf.int32)
-        psi = tf.cast(tf.gather(candidates, best, batch_dims=1), tf.float32) * step
-        score = tf.reduce_max(window, axis=1) / tf.sqrt(
-            tf.maximum(polar.energy(spectra) * template_energy, 1e-30))
-        return wrap_angle(psi), score
+    @tf.function  # traced once per batch shape: a stream has two (full batches, the last)
+    def run(particles: tf.Tensor, references: tf.Tensor, angles: tf.Tensor):
+        templates = polar(references, lowpass_sigma=0.0)
+        weighted = templates * tf.cast(polar.area[:, tf.newaxis], tf.complex64)
+        template_energy = polar.energy(templates)
+        start = tf.cast(tf.round(angles / step), tf.int32)
+        candidates = start[:, tf.newaxis] + tf.range(-reach, reach + 1)  # [B, C] grid indices
 
-    shifts = tf.zeros([count, 2], tf.int32)
-    psi, score = search(shifts)
-    for _ in range(_SHIFT_ROUNDS if max_shift else 0):
-        shifts = _best_shifts(particles, rotate(references, psi), max_shift)
+        def search(shifts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            """ψ within the window for the particles moved back by `shifts`, and its score."""
+            spectra = polar(_moved(particles, -shifts), lowpass_sigma=0.0)
+            # Σ over rings and angles of particle × reference turned by each grid ψ [B, steps];
+            # the finer inverse FFT divides by `steps`, the polar sums want `num_angles`.
+            correlation = tf.signal.irfft(
+                tf.reduce_sum(spectra * tf.math.conj(weighted), axis=1), [steps]) * (
+                    steps / num_angles)
+            window = tf.gather(correlation, candidates % steps, batch_dims=1)
+            best = tf.argmax(window, axis=1, output_type=tf.int32)
+            psi = tf.cast(tf.gather(candidates, best, batch_dims=1), tf.float32) * step
+            score = tf.reduce_max(window, axis=1) / tf.sqrt(
+                tf.maximum(polar.energy(spectra) * template_energy, 1e-30))
+            return wrap_angle(psi), score
+
+        shifts = tf.zeros_like(candidates[:, :2])
         psi, score = search(shifts)
-    return RefinedPoses(angles=psi.numpy(), shifts=shifts.numpy(), scores=score.numpy())
+        for _ in range(_SHIFT_ROUNDS if max_shift else 0):
+            shifts = _best_shifts(particles, rotate(references, psi), max_shift)
+            psi, score = search(shifts)
+        return psi, shifts, score
+
+    return run
+

@@ -60,7 +60,7 @@ from data_pipeline.formats.star import (ANGLE_PSI, DEFOCUS_COLUMNS, IMAGE_NAME, 
                                         StarBlock, StarWriter, angle_to_psi_degrees, image_name,
                                         optics_block, particles_block, read_ctf, read_star)
 from rotinv_tf.config import describe
-from rotinv_tf.pose.refine import refine_poses
+from rotinv_tf.pose.refine import RefinedPoses, refine_poses
 from rotinv_tf.serving.saved_model import load_serving_model
 
 _MAX_LISTED = 20  # bad particle numbers listed in an error message
@@ -414,6 +414,22 @@ def _refinement_pair(correction: str, optics: ctf.Optics | None, batch_ctf: dict
     return images, modulated.numpy()
 
 
+def _refine(particles: np.ndarray, references: np.ndarray, angles: np.ndarray,
+            batch_size: int, max_shift: int) -> RefinedPoses:
+    """`refine_poses` of one batch, a short last batch padded to `batch_size` (its last particle
+    repeated) so that a stream traces the compiled search once."""
+    count = len(particles)
+    padding = batch_size - count
+
+    def padded(values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values)
+        return np.concatenate([values, np.repeat(values[-1:], padding, axis=0)])
+
+    refined = refine_poses(padded(particles), padded(references), padded(angles),
+                           REFINE_WINDOW_DEGREES, REFINE_STEP_DEGREES, max_shift)
+    return RefinedPoses(refined.angles[:count], refined.shifts[:count], refined.scores[:count])
+
+
 def _stream(model, particles: _Particles, output: str, star: str, batch_size: int,
             resample: bool, progress: Callable[[int, int], None] | None,
             refine_max_shift: int | None) -> CanonicalizeSummary:
@@ -462,12 +478,9 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
                 values = {IMAGE_NAME: [image_name(i, stack_name)
                                        for i in range(start + 1, stop + 1)]}
                 if refine_max_shift is not None:
-                    refined = refine_poses(*_refinement_pair(
-                                               model.ctf_correction, optics, batch_ctf, images,
-                                               result),
-                                           result["angle"],
-                                           REFINE_WINDOW_DEGREES, REFINE_STEP_DEGREES,
-                                           refine_max_shift)
+                    refined = _refine(*_refinement_pair(model.ctf_correction, optics,
+                                                        batch_ctf, images, result),
+                                      result["angle"], batch_size, refine_max_shift)
                     angles = np.asarray(refined.angles, np.float64)
                     if refine_max_shift:  # pixels, x then y (down the rows) -> RELION origins
                         for column, shift in zip(ORIGIN_COLUMNS, np.asarray(refined.shifts).T):
