@@ -24,9 +24,9 @@ from data_pipeline import settings
 from data_pipeline.atomic import write_text
 from data_pipeline.datasets.particle_stack import ParticleStack
 from data_pipeline.settings import DataConfig, section, setting
-from rotinv_tf.training.distribution import CLUSTERS, DEFAULT_SLURM_PORT, STRATEGIES
 from rotinv_tf.models.losses import RECONSTRUCTION_NORMS
 from rotinv_tf.models.networks import ARCHITECTURES
+from rotinv_tf.training.distribution import CLUSTERS, DEFAULT_SLURM_PORT, STRATEGIES
 
 CONFIG_FILE = "config.json"
 MODELS = ("autoencoder", "spatial_vae")
