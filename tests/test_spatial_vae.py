@@ -154,7 +154,6 @@ def test_model_generator_renders_rotations_in_the_project_convention():
     assert right < 0.2 * wrong
 
 
-
 def test_layers_start_as_pytorch_linear_layers():
     """The reference's init (kernel and bias U(±1/√fan_in)), not Keras' (Glorot, zero bias)."""
     model = small_model(16, hidden_units=200, latent_dim=2)
@@ -180,6 +179,7 @@ def test_initial_generator_is_not_an_odd_function_of_position():
     spread = np.std(upright)
     assert spread > 0.01
     assert np.std(upright + turned) > 0.01 * spread  # zero biases: ~1e-8
+
 
 def test_encode_angle_is_the_converted_posterior_mean():
     model = small_model()
