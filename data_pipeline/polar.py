@@ -7,6 +7,7 @@ angle φ_a = 2π a / num_angles counter-clockwise from the +x (column) axis as t
 the polar image is rolled by +θ along its angle axis (exactly for θ a multiple of 90° when
 `num_angles` is a multiple of 4).
 """
+import functools
 import math
 
 import numpy as np
@@ -41,6 +42,27 @@ def _bilinear_taps(image_size: int, radii: np.ndarray, num_angles: int
     return np.stack(indices), np.stack(weights)
 
 
+def _image_taps(image_size: int, radii: np.ndarray, num_angles: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Flat polar-grid indices [4, N·N] and weights [4, N·N] of each pixel's four neighbours
+    (two rings, two angle bins; radii outside the rings' range clamped to it)."""
+    centre = (image_size - 1) / 2
+    y, x = np.mgrid[:image_size, :image_size].astype(np.float64)
+    dx, dy = (x - centre).ravel(), (centre - y).ravel()  # +y up, as the grid's angles
+    ring = np.interp(np.hypot(dx, dy), radii, np.arange(len(radii)))
+    r0 = np.minimum(np.floor(ring).astype(np.int64), len(radii) - 1)
+    r1 = np.minimum(r0 + 1, len(radii) - 1)
+    fr = ring - r0
+    bins = np.mod(np.arctan2(dy, dx), 2 * np.pi) / (2 * np.pi) * num_angles
+    a0 = np.floor(bins).astype(np.int64) % num_angles
+    a1 = (a0 + 1) % num_angles
+    fa = bins - np.floor(bins)
+    indices = np.stack([r0 * num_angles + a0, r0 * num_angles + a1,
+                        r1 * num_angles + a0, r1 * num_angles + a1]).astype(np.int32)
+    weights = np.stack([(1 - fr) * (1 - fa), (1 - fr) * fa, fr * (1 - fa), fr * fa])
+    return indices, weights.astype(np.float32)
+
+
 class PolarResampler:
     """`resampler(images)`: [B, N, N] or [B, N, N, 1] -> [B, R, A], bilinear, in the images' dtype.
 
@@ -66,3 +88,17 @@ class PolarResampler:
         flat = tf.reshape(images, [tf.shape(images)[0], self.image_size * self.image_size])
         taps = tf.gather(flat, self._indices, axis=1)  # [B, 4, R, A]
         return tf.reduce_sum(taps * tf.cast(self._weights, flat.dtype), axis=1)
+
+    @functools.cached_property
+    def _image_taps(self) -> tuple[np.ndarray, np.ndarray]:
+        return _image_taps(self.image_size, self.radii, self.num_angles)
+
+    def to_image(self, polar: tf.Tensor) -> tf.Tensor:
+        """Polar images [B, R, A] -> images [B, N, N, 1], the way back onto the pixel grid: each
+        pixel bilinear in radius (clamped to the rings') and angle."""
+        indices, weights = self._image_taps
+        polar = tf.convert_to_tensor(polar)
+        flat = tf.reshape(polar, [tf.shape(polar)[0], -1])
+        pixels = tf.reduce_sum(tf.gather(flat, indices, axis=1) * tf.cast(weights, flat.dtype),
+                               axis=1)
+        return tf.reshape(pixels, [-1, self.image_size, self.image_size, 1])

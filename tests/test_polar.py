@@ -47,3 +47,16 @@ def test_centre_pixel_value_and_shapes():
     assert polar.shape == (2, len(radii), 8)
     assert polar[0, :, 0].argmax() == 2  # radius 3, angle 0 (+x)
     assert polar.sum(axis=1)[0, 4] == pytest.approx(0.0)  # nothing to the left
+
+
+def test_to_image_takes_a_polar_image_back_onto_the_pixel_grid():
+    image = _blob_image(32, seed=2)
+    resampler = PolarResampler(32, num_angles=128)
+    back = resampler.to_image(resampler(image[None])).numpy()
+    assert back.shape == (1, 32, 32, 1)
+    yy, xx = np.mgrid[:32, :32]
+    inside = np.hypot(yy - 15.5, xx - 15.5) < 12
+    error = np.abs(back[0, ..., 0] - image)[inside].max()
+    assert error < 0.1 * image.max()  # two bilinear interpolations of 2-px blobs
+    turned = np.rot90(image)  # a mix-up of the grid's angle direction would show here
+    assert np.abs(back[0, ..., 0] - turned)[inside].max() > 0.2 * image.max()

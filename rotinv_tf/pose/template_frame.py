@@ -78,7 +78,6 @@ class TemplateFrame(keras.layers.Layer):
                                               name="noise_variance")
         self.initialized = self.add_weight(shape=(), initializer="zeros", trainable=False,
                                            name="initialized")
-        self._image_taps = _cartesian_taps(image_size, radii, num_angles)
 
     def polar(self, images: tf.Tensor) -> tf.Tensor:
         """Images [B, N, N, 1] -> polar images [B, R, A] (float32)."""
@@ -129,12 +128,9 @@ class TemplateFrame(keras.layers.Layer):
         return self.angles(self.posterior(images))
 
     def images(self) -> tf.Tensor:
-        """The templates as images [K, N, N, 1] (float32, the frame's units): each pixel
-        interpolated linearly in radius (clamped to the rings') and angle from the polar grid."""
-        indices, weights = self._image_taps
-        flat = tf.reshape(self.template, [self.num_classes, -1])
-        pixels = tf.reduce_sum(tf.gather(flat, indices, axis=1) * weights, axis=1)  # [K, N·N]
-        return tf.reshape(pixels, [self.num_classes, self.image_size, self.image_size, 1])
+        """The templates as images [K, N, N, 1] (float32, the frame's units), resampled back from
+        the polar grid (`PolarResampler.to_image`)."""
+        return self.resampler.to_image(self.template)
 
     def _coarse(self, fine_correlation: tf.Tensor) -> tf.Tensor:
         """Correlations on the fine grid [B, K, U·A] -> on the template's [B, K, A]."""
@@ -225,23 +221,3 @@ class TemplateFrame(keras.layers.Layer):
                 "num_angles": self.num_angles, "momentum": self.momentum,
                 "num_classes": self.num_classes}
 
-
-def _cartesian_taps(image_size: int, radii: np.ndarray, num_angles: int
-                    ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Flat polar-grid indices [4, N·N] and weights [4, N·N] of each pixel's four neighbours
-    (two rings, two angle bins; radii outside the rings' range clamped to it)."""
-    centre = (image_size - 1) / 2
-    y, x = np.mgrid[:image_size, :image_size].astype(np.float64)
-    dx, dy = (x - centre).ravel(), (centre - y).ravel()  # +y up, as `data_pipeline.polar`
-    ring = np.interp(np.hypot(dx, dy), radii, np.arange(len(radii)))
-    r0 = np.minimum(np.floor(ring).astype(np.int64), len(radii) - 1)
-    r1 = np.minimum(r0 + 1, len(radii) - 1)
-    fr = ring - r0
-    bins = np.mod(np.arctan2(dy, dx), 2 * np.pi) / (2 * np.pi) * num_angles
-    a0 = np.floor(bins).astype(np.int64) % num_angles
-    a1 = (a0 + 1) % num_angles
-    fa = bins - np.floor(bins)
-    indices = np.stack([r0 * num_angles + a0, r0 * num_angles + a1,
-                        r1 * num_angles + a0, r1 * num_angles + a1])
-    weights = np.stack([(1 - fr) * (1 - fa), (1 - fr) * fa, fr * (1 - fa), fr * fa])
-    return tf.constant(indices, tf.int32), tf.constant(weights, tf.float32)

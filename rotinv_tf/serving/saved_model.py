@@ -33,7 +33,7 @@ class ServingModel:
         self.config = config or {}
         self._loaded = loaded  # keeps the restored variables alive while the signature is used
         self._signature = loaded.signatures[SIGNATURE]
-        self.outputs = tuple(self._signature.structured_outputs)  # what `predict` returns
+        self.outputs = tuple(self._signature.structured_outputs)  # the signature's outputs
 
     @property
     def ctf_correction(self) -> str:
@@ -66,11 +66,8 @@ class ServingModel:
             inputs.update({name: tf.constant(np.asarray(particle_ctf[name], np.float32))
                            for name in CTF_FEATURES})
         outputs = self._signature(**inputs)
-        # `features`: older exports have none; their latent is their features.
-        served = {**{key: outputs[key].numpy() for key in OUTPUTS},
-                  "features": outputs.get("features", outputs["latent"]).numpy()}
-        if "reference" in outputs:
-            served["reference"] = outputs["reference"].numpy()
+        served = {key: value.numpy() for key, value in outputs.items()}
+        served.setdefault("features", served["latent"])  # older exports: the latent is theirs
         return served
 
 
