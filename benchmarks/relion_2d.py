@@ -47,12 +47,12 @@ def run_relion(folder: str, out: str, image_size: int, pixel_size: float, iterat
     (angles [B] radians, classes [B], wall seconds of the run that finished, the last
     iteration's class averages, one line per failed run before it)."""
     failures = []
+    base = _command(folder, out, image_size, pixel_size, iterations, classes, threads, reference,
+                    ctf)
     for attempt in range(retries + 1):
         shutil.rmtree(out, ignore_errors=True)
         os.makedirs(out)
-        command = _command(folder, out, image_size, pixel_size, iterations, classes, threads,
-                           reference, ctf)
-        command += ["--random_seed", str(attempt)] if attempt else []
+        command = base + (["--random_seed", str(attempt)] if attempt else [])
         start = time.perf_counter()
         try:
             subprocess.run(command, cwd=folder, check=True, stdout=subprocess.DEVNULL)

@@ -53,6 +53,17 @@ def test_the_search_stays_within_its_window():
     assert np.abs(angle_error_deg(batch["angle"], refined.angles)).min() > 15.0
 
 
+@pytest.mark.parametrize("max_shift", [0, 2])
+def test_a_window_narrower_than_a_step_keeps_the_grid_angle(max_shift):
+    batch, references = projections()
+    start = off_by_degrees(batch["angle"], 2.0, 8.0)
+    refined = refine_poses(batch["observed"], references, start, window_degrees=0.0,
+                           step_degrees=0.5, max_shift=max_shift)
+    on_grid = np.round(start / math.radians(0.5)) * math.radians(0.5)
+    assert np.abs(angle_error_deg(on_grid, refined.angles)).max() < 1e-3
+    assert refined.shifts.shape == (COUNT, 2)
+
+
 def test_shifts_are_found_with_the_angle():
     batch, references = projections(max_shift=2.0)
     start = off_by_degrees(batch["angle"], 2.0, 6.0)

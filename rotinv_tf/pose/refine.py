@@ -105,7 +105,7 @@ def _searcher(size: int, window_degrees: float, step_degrees: float, max_shift: 
     step = 2 * math.pi / steps
     reach = int(math.floor(window_degrees / (360 / steps) + 1e-9))
 
-    @tf.function  # traced once per batch shape: a stream has two (full batches, the last)
+    @tf.function  # traced once per batch shape (inference pads a stream's short last batch)
     def run(particles: tf.Tensor, references: tf.Tensor, angles: tf.Tensor):
         templates = polar(references, lowpass_sigma=0.0)
         weighted = templates * tf.cast(polar.area[:, tf.newaxis], tf.complex64)
@@ -128,7 +128,7 @@ def _searcher(size: int, window_degrees: float, step_degrees: float, max_shift: 
                 tf.maximum(polar.energy(spectra) * template_energy, 1e-30))
             return wrap_angle(psi), score
 
-        shifts = tf.zeros_like(candidates[:, :2])
+        shifts = tf.zeros([tf.shape(particles)[0], 2], tf.int32)
         psi, score = search(shifts)
         for _ in range(_SHIFT_ROUNDS if max_shift else 0):
             shifts = _best_shifts(particles, rotate(references, psi), max_shift)
@@ -136,4 +136,3 @@ def _searcher(size: int, window_degrees: float, step_degrees: float, max_shift: 
         return psi, shifts, score
 
     return run
-

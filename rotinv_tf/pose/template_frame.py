@@ -220,4 +220,3 @@ class TemplateFrame(keras.layers.Layer):
         return {**super().get_config(), "image_size": self.image_size,
                 "num_angles": self.num_angles, "momentum": self.momentum,
                 "num_classes": self.num_classes}
-
