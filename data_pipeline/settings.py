@@ -147,10 +147,11 @@ class DataConfig:
               "downloads.")
     manual_dir: str | None = setting(
         None, "five_hdb: folder holding the unpacked 5HDB archive (5HDB/<k>_/...).")
-    stack: str | None = setting(None, "particle_stack: an .mrcs/.mrc particle stack.")
+    stack: str | None = setting(
+        None, "particle_stack: an .mrcs/.mrc particle stack (with --star: only its particles).")
     star: str | None = setting(
-        None, "particle_stack: optional in-plane angles of the stack's particles: a RELION STAR "
-              "file (rlnAnglePsi) or a cryoSPARC .cs file (alignments2D/pose).")
+        None, "particle_stack: the particles' RELION STAR file (any version; stacks named as "
+              "RELION resolves them, optics groups, rlnAnglePsi, CTF) or cryoSPARC .cs file.")
     stack_holdout_fraction: float = setting(
         DEFAULT_HOLDOUT_FRACTION, "particle_stack: fraction of the particles held out, half for "
         "validation and half for test (a fixed hash of each particle's position).")
@@ -175,8 +176,8 @@ class DataConfig:
                             f"{self.stack_holdout_fraction}")
         if not self.angle_scale_deg >= 0:
             problems.append(f"angle_scale_deg must be >= 0, got {self.angle_scale_deg}")
-        if self.dataset == "particle_stack" and not self.stack:
-            problems.append("dataset particle_stack needs stack=<path to .mrcs/.mrc>")
+        if self.dataset == "particle_stack" and not (self.stack or self.star):
+            problems.append("dataset particle_stack needs stack=<.mrcs/.mrc> or star=<.star/.cs>")
         if self.dataset == "five_hdb" and not self.manual_dir:
             problems.append("dataset five_hdb needs manual_dir=<folder holding 5HDB/>")
         return problems

@@ -4,8 +4,10 @@
         --input=particles.mrcs --output=canonical.mrcs --star=angles.star \\
         [--batch_size=256] [--resample] [--refine=true|false] [--refine_max_shift=3]
 
-`--input` is an MRC stack, a RELION STAR file or a cryoSPARC `.cs` particle file. Writes the
-canonical images (MRC stack) and a RELION 3.1 STAR file with `rlnAnglePsi` in degrees, refined by
+`--input` is an MRC stack, a RELION STAR file or a cryoSPARC `.cs` particle file
+(`data_pipeline.particles`); `--pixel_size`, `--voltage`, `--spherical_aberration` and
+`--amplitude_contrast` give what it lacks (a bare stack has no optics; the output STAR needs them).
+Writes the canonical images (MRC stack) and a RELION 3.1+ STAR file with `rlnAnglePsi` in degrees, refined by
 a local search against a reference per particle, a learned frame's class template or else the
 particle's canonical image (`rotinv_tf.serving.inference`; `--refine=false`: the model's angle as
 it is). The STAR file's top comments say which, and how the model was trained: its data and
@@ -19,6 +21,7 @@ import time
 from absl import flags
 
 from data_pipeline.cli import run
+from data_pipeline.particles import OPTICS_NAMES
 from rotinv_tf.serving.inference import (REFINE_STEP_DEGREES, REFINE_WINDOW_DEGREES,
                                  canonicalize_particles)
 
@@ -38,6 +41,13 @@ flags.DEFINE_boolean("refine", True,
 flags.DEFINE_integer("refine_max_shift", 0,
                      "With --refine, also search integer shifts of up to this many pixels "
                      "(written as rlnOriginXAngst/YAngst).", lower_bound=0)
+flags.DEFINE_float("pixel_size", None, "Pixel size (Å) of the input particles, for every optics "
+                   "group: where the input has none (an MRC header of 0) or a wrong one.")
+flags.DEFINE_float("voltage", None, "Voltage (kV), for every optics group (a bare stack has none).")
+flags.DEFINE_float("spherical_aberration", None, "Spherical aberration Cs (mm), for every "
+                   "optics group.")
+flags.DEFINE_float("amplitude_contrast", None, "Amplitude contrast (fraction), for every optics "
+                   "group.")
 for _name in ("saved_model", "input", "output", "star"):
     flags.mark_flag_as_required(_name)
 
@@ -67,8 +77,11 @@ def main(argv: list[str]) -> None:
     summary = canonicalize_particles(FLAGS.saved_model, FLAGS.input, FLAGS.output, FLAGS.star,
                                      batch_size=FLAGS.batch_size, resample=FLAGS.resample,
                                      progress=_ProgressBar(), refine=FLAGS.refine,
-                                     refine_max_shift=FLAGS.refine_max_shift)
+                                     refine_max_shift=FLAGS.refine_max_shift,
+                                     optics={name: FLAGS[name].value for name in OPTICS_NAMES})
     print(summary.training)
+    for note in summary.notes:
+        print(f"note: {note}")
     print(f"canonicalized {summary.particles} particles in {summary.seconds:.2f} s "
           f"({summary.particles_per_second:.0f} particles/s): {summary.output}, {summary.star}")
 

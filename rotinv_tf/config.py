@@ -289,7 +289,7 @@ def particle_stack(config: Config) -> ParticleStack | None:
     version of its files: a run asks for it several times before training (frame, CTF, checks),
     and a STAR file of millions of rows takes seconds to parse."""
     data = config.data
-    if data.dataset != "particle_stack" or not data.stack:
+    if data.dataset != "particle_stack" or not (data.stack or data.star):
         return None
     return _read_stack(data.stack, data.star, data.stack_holdout_fraction,
                        _version(data.stack), _version(data.star))
@@ -304,7 +304,7 @@ def _version(path: str | None) -> tuple[int, int] | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _read_stack(stack: str, star: str | None, holdout_fraction: float,
+def _read_stack(stack: str | None, star: str | None, holdout_fraction: float,
                 *versions: tuple[int, int] | None) -> ParticleStack:
     """`ParticleStack(stack, star, holdout_fraction)`, cached by the files' `versions`."""
     return ParticleStack(stack, star, holdout_fraction)
@@ -323,7 +323,7 @@ def resolved_frame(config: Config) -> str:
         unknown_angles = False
     elif not data.star:
         unknown_angles = True
-    elif not (os.path.isfile(data.star) and os.path.isfile(data.stack or "")):
+    elif not (os.path.isfile(data.star) and (not data.stack or os.path.isfile(data.stack))):
         unknown_angles = False
     else:
         unknown_angles = particle_stack(config).angles is None

@@ -21,6 +21,7 @@ from data_pipeline.formats.mrc import open_stack, write_stack
 from data_pipeline.formats.star import StarBlock, read_star, write_star
 from data_pipeline.preprocessing import Normalization
 from data_pipeline.rotation import rotate
+from data_pipeline import particles as particles_module
 from rotinv_tf.serving import inference
 from rotinv_tf.serving.export import export_saved_model
 from rotinv_tf.serving.inference import canonicalize_particles, fourier_resample
@@ -30,6 +31,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 SIZE, N, PIXEL_SIZE = 24, 20, 1.7
 NORMALIZATION = Normalization(mean=10.0, std=20.0, min=0.0, max=100.0)
+# A bare stack has no optics; the output STAR needs them (RELION reads no optics table without).
+OPTICS = {"voltage": 300.0, "spherical_aberration": 2.7, "amplitude_contrast": 0.1}
+OPTICS_FLAGS = [f"--{name}={value}" for name, value in OPTICS.items()]
 
 
 def two_blobs(size: int) -> np.ndarray:
@@ -81,7 +85,7 @@ def data(tmp_path_factory):
 def test_cli_end_to_end_on_an_mrc_stack(data, tmp_path):
     result = run_cli(f"--saved_model={data['saved_model']}",
                      f"--input={data['root'] / 'particles.mrcs'}", "--output=out/canonical.mrcs",
-                     "--star=out/angles.star", "--batch_size=7", cwd=tmp_path)
+                     "--star=out/angles.star", "--batch_size=7", *OPTICS_FLAGS, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     training, summary = result.stdout.strip().splitlines()
     assert training == "the model's training config was not recorded"  # exported without one
@@ -140,7 +144,7 @@ def test_cli_on_the_simulators_star_file_recovers_its_true_angles(tmp_path):
 
 
 def test_star_input_over_several_stacks_carries_rows_and_columns(data, tmp_path, monkeypatch):
-    monkeypatch.setattr(inference, "_MAX_OPEN", 1)  # rows alternate stacks: reopen as needed
+    monkeypatch.setattr(particles_module, "MAX_OPEN_STACKS", 1)  # rows alternate stacks
     (tmp_path / "in" / "stacks").mkdir(parents=True)
     write_stack(str(tmp_path / "in" / "stacks" / "a.mrcs"), data["particles"][:12], PIXEL_SIZE)
     write_stack(str(tmp_path / "in" / "b.mrcs"), data["particles"][12:], PIXEL_SIZE)
@@ -151,18 +155,23 @@ def test_star_input_over_several_stacks_carries_rows_and_columns(data, tmp_path,
         "optics": StarBlock(["rlnOpticsGroup", "rlnImagePixelSize", "rlnImageSize"],
                             [["1", str(PIXEL_SIZE), str(SIZE)]]),
         "particles": StarBlock(["rlnImageName", "rlnAnglePsi", "rlnMicrographName",
-                                "rlnDefocusU"], rows)}
+                                "rlnCtfFigureOfMerit"], rows)}
     write_star(str(tmp_path / "in" / "particles.star"), blocks)
 
     summary = canonicalize_particles(data["saved_model"], str(tmp_path / "in" / "particles.star"),
                                      str(tmp_path / "out" / "c.mrcs"),
-                                     str(tmp_path / "out" / "c.star"), batch_size=6)
+                                     str(tmp_path / "out" / "c.star"), batch_size=6,
+                                     optics=OPTICS)
     assert summary.particles == N and summary.pixel_size == pytest.approx(PIXEL_SIZE)
     written = read_star(str(tmp_path / "out" / "c.star"))
-    assert written["optics"] == blocks["optics"]
+    optics = written["optics"]  # the input's, completed with what the flags gave
+    assert optics.columns[:3] == blocks["optics"].columns
+    assert [optics.column(c) for c in ("rlnVoltage", "rlnSphericalAberration",
+                                       "rlnAmplitudeContrast")] == [["300"], ["2.7"], ["0.1"]]
     table = written["particles"]
-    assert table.columns == ["rlnImageName", "rlnAnglePsi", "rlnMicrographName", "rlnDefocusU"]
-    assert table.column("rlnDefocusU") == [str(10000 + i) for i in order]
+    assert table.columns == ["rlnImageName", "rlnAnglePsi", "rlnMicrographName",
+                             "rlnCtfFigureOfMerit", "rlnOpticsGroup"]
+    assert table.column("rlnCtfFigureOfMerit") == [str(10000 + i) for i in order]
     assert table.column("rlnMicrographName") == [f"mic{i % 3}.mrc" for i in order]
     assert table.column("rlnImageName") == [f"{k:06d}@c.mrcs" for k in range(1, N + 1)]
     assert psi_error(psi_column(str(tmp_path / "out" / "c.star")), data["angles"][order]) < 1.0
@@ -185,7 +194,7 @@ def test_star_rows_reach_disk_batch_by_batch(data, tmp_path):
 
     canonicalize_particles(data["saved_model"], str(data["root"] / "particles.mrcs"),
                            str(out / "c.mrcs"), str(out / "c.star"), batch_size=6,
-                           progress=rows_on_disk)
+                           progress=rows_on_disk, optics=OPTICS)
     assert on_disk == [(6, 6), (12, 12), (18, 18), (20, 20)]
     assert len(read_star(str(out / "c.star"))["particles"]) == N
 
@@ -201,7 +210,8 @@ def test_cryosparc_input_gives_a_relion_star_in_its_row_order(data, tmp_path):
 
     summary = canonicalize_particles(data["saved_model"], str(tmp_path / "in" / "particles.cs"),
                                      str(tmp_path / "out" / "c.mrcs"),
-                                     str(tmp_path / "out" / "c.star"), batch_size=7)
+                                     str(tmp_path / "out" / "c.star"), batch_size=7,
+                                     optics=OPTICS)
     assert summary.particles == N and summary.pixel_size == pytest.approx(PIXEL_SIZE)
     written = read_star(summary.star)
     assert list(written) == ["optics", "particles"]  # RELION 3.1
@@ -228,14 +238,14 @@ def test_refinement_corrects_a_coarse_angle_and_refine_false_keeps_it(data, tmp_
 
     refined = canonicalize_particles(saved_model, str(data["root"] / "particles.mrcs"),
                                      str(tmp_path / "on.mrcs"), str(tmp_path / "on.star"),
-                                     batch_size=7)
+                                     batch_size=7, optics=OPTICS)
     assert psi_error(psi_column(refined.star), data["angles"]) < 1.0
     assert "refined within +-10 deg in 0.5 deg steps" in refine_comment(refined.star)
     assert "rlnOriginXAngst" not in read_star(refined.star)["particles"]
 
     result = run_cli(f"--saved_model={saved_model}",
                      f"--input={data['root'] / 'particles.mrcs'}", "--output=off.mrcs",
-                     "--star=off.star", "--refine=false", cwd=tmp_path)
+                     "--star=off.star", "--refine=false", *OPTICS_FLAGS, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert psi_error(psi_column(str(tmp_path / "off.star")), network["angle"]) < 1e-4
     assert "not refined (--refine=false)" in refine_comment(str(tmp_path / "off.star"))
@@ -272,18 +282,18 @@ def test_a_learned_frame_is_refined_against_its_template_not_its_decoded_image(d
     model = built(LearnedFrameMatcher(two_blobs(SIZE), steps=720), SIZE)
     saved_model = export_saved_model(model, NORMALIZATION, SIZE, str(tmp_path / "sm"), "learned")
     summary = canonicalize_particles(saved_model, stack, str(tmp_path / "default.mrcs"),
-                                     str(tmp_path / "default.star"))
+                                     str(tmp_path / "default.star"), optics=OPTICS)
     assert psi_error(psi_column(summary.star), data["angles"]) < 1.0
     assert "against its class template" in refine_comment(summary.star)
     kept = canonicalize_particles(saved_model, stack, str(tmp_path / "kept.mrcs"),
-                                  str(tmp_path / "kept.star"), refine=False)
+                                  str(tmp_path / "kept.star"), refine=False, optics=OPTICS)
     network = load_serving_model(saved_model).predict(data["particles"])
     assert psi_error(psi_column(kept.star), network["angle"]) < 1e-4
     # The test can fail: against the decoded image (an older export) the angles go 4° off.
     old = built(LearnedFrameMatcher(two_blobs(SIZE), steps=720, serves_reference=False), SIZE)
     old_model = export_saved_model(old, NORMALIZATION, SIZE, str(tmp_path / "sm"), "old")
     decoded = canonicalize_particles(old_model, stack, str(tmp_path / "old.mrcs"),
-                                     str(tmp_path / "old.star"))
+                                     str(tmp_path / "old.star"), optics=OPTICS)
     assert psi_error(psi_column(decoded.star), data["angles"]) > 3.0
     assert "against each particle's canonical image" in refine_comment(decoded.star)
 
@@ -355,7 +365,8 @@ def test_size_mismatch_is_an_error_unless_resampling(data, tmp_path):
 
     summary = canonicalize_particles(data["saved_model"], str(tmp_path / "large.mrcs"),
                                      str(tmp_path / "out" / "c.mrcs"),
-                                     str(tmp_path / "out" / "c.star"), resample=True)
+                                     str(tmp_path / "out" / "c.star"), resample=True,
+                                     optics=OPTICS)
     with open_stack(summary.output) as stack:
         assert stack.shape == (N, SIZE, SIZE)
         assert stack.pixel_size == pytest.approx(PIXEL_SIZE, rel=1e-5)  # (1.7/2) * 48/24
@@ -371,9 +382,10 @@ def test_nonfinite_pixels_are_reported_by_particle_number(data, tmp_path):
     particles[16, 0, 0] = np.inf
     write_stack(str(tmp_path / "bad.mrcs"), particles, PIXEL_SIZE)
     result = run_cli(f"--saved_model={data['saved_model']}", "--input=bad.mrcs",
-                     "--output=out/c.mrcs", "--star=out/c.star", "--batch_size=8", cwd=tmp_path)
-    assert_one_line_error(result, "bad.mrcs", "particles 3, 17 (1-based) contain NaN/Inf")
-    assert os.listdir(tmp_path / "out") == []  # not even temporary files
+                     "--output=out/c.mrcs", "--star=out/c.star", "--batch_size=8", *OPTICS_FLAGS,
+                     cwd=tmp_path)
+    assert_one_line_error(result, "bad.mrcs", "particles 3, 17 (1-based) have NaN/Inf")
+    assert not (tmp_path / "out").exists()  # found before anything was written
 
 
 def _missing(path, data):
@@ -401,7 +413,7 @@ def _empty(path, data):
 def _star_to_missing_stack(path, data):
     write_star(str(path / "p.star"), {"particles": StarBlock(
         ["rlnImageName"], [["000001@gone.mrcs"]])})
-    return str(path / "p.star"), "gone.mrcs: no such file"
+    return str(path / "p.star"), "stack gone.mrcs \\(rlnImageName\\) not found"
 
 
 def _star_index_beyond_stack(path, data):
@@ -436,7 +448,7 @@ def test_bad_input_is_a_data_error_and_leaves_nothing(make_input, data, tmp_path
     input_path, problem = make_input(tmp_path, data)
     with pytest.raises(DataError, match=problem) as raised:
         canonicalize_particles(data["saved_model"], input_path, str(tmp_path / "out" / "c.mrcs"),
-                               str(tmp_path / "out" / "c.star"))
+                               str(tmp_path / "out" / "c.star"), optics=OPTICS)
     assert "\n" not in str(raised.value)
     assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
 

@@ -91,8 +91,20 @@ def test_comments_are_written_at_the_top_and_skipped_when_read(tmp_path):
     out = str(tmp_path / "out.star")
     write_star(out, blocks, comments=["made by a test", "data_ and _rln in a comment"])
     lines = open(out).read().splitlines()
-    assert lines[1:4] == ["# version 30001", "# made by a test", "# data_ and _rln in a comment"]
+    assert lines[1:3] == ["# made by a test", "# data_ and _rln in a comment"]
     assert read_star(out) == blocks
+
+
+def test_the_version_tag_stands_before_each_block_only_with_an_optics_table(tmp_path):
+    """RELION 3.1 reads a tagged file as needing data_optics (0-byte outputs without it)."""
+    blocks = read_star(_write(tmp_path, RELION_31))
+    out = str(tmp_path / "out.star")
+    write_star(out, blocks)
+    lines = open(out).read().splitlines()
+    tags = [i for i, line in enumerate(lines) if line == "# version 30001"]
+    assert [lines[i + 2] for i in tags] == ["data_optics", "data_particles"]
+    write_star(out, {"particles": blocks["particles"]})
+    assert "# version 30001" not in open(out).read()
     with pytest.raises(ValueError, match="single lines"):
         write_star(out, blocks, comments=["two\nlines"])
 

@@ -12,7 +12,7 @@ from rotinv_tf.pose.refine import refine_poses
 from rotinv_tf.serving.export import export_saved_model
 from rotinv_tf.serving.inference import canonicalize_particles
 from rotinv_tf.serving.saved_model import load_serving_model
-from tests.test_canonicalize import psi_column
+from tests.test_canonicalize import OPTICS, psi_column
 
 SIZE, EACH = 16, 48
 NORMALIZATION = Normalization(mean=0.0, std=1.0, min=-1.0, max=2.0)
@@ -59,9 +59,9 @@ def test_learned_frame_refines_against_its_class_template_without_losing_accurac
     np.testing.assert_allclose(served["reference"], templates[classes.numpy()], atol=1e-4)
 
     refined = canonicalize_particles(saved_model, stack, str(tmp_path / "on.mrcs"),
-                                     str(tmp_path / "on.star"))
+                                     str(tmp_path / "on.star"), optics=OPTICS)
     kept = canonicalize_particles(saved_model, stack, str(tmp_path / "off.mrcs"),
-                                  str(tmp_path / "off.star"), refine=False)
+                                  str(tmp_path / "off.star"), refine=False, optics=OPTICS)
     unrefined = _errors(truth, np.radians(psi_column(kept.star)), labels)
     on_template = _errors(truth, np.radians(psi_column(refined.star)), labels)
     assert on_template.mean() <= 1.05 * unrefined.mean() + 0.1, (on_template.mean(),

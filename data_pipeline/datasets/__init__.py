@@ -102,8 +102,6 @@ def _simulated(split: str, data_dir: str | None, simulation: dict[str, Any] | No
 
 def _stack(split: str, data_dir: str | None, stack: str | None, star: str | None,
            holdout_fraction: float) -> tuple[tf.data.Dataset, Normalization]:
-    if stack is None:
-        raise ValueError("dataset 'particle_stack' needs stack=<path to .mrcs/.mrc>")
     particles = particle_stack.ParticleStack(stack, star, holdout_fraction)
     dataset = particles.dataset(split)
     folder = os.path.join(data_dir or tfds.core.constants.DATA_DIR, particle_stack.NAME,
@@ -124,8 +122,8 @@ def load(name: str, split: str, data_dir: str | None = None, *, mnist_dir: str |
     - `simulated_particles`: simulated by the builder of that name with settings `simulation`.
     These have splits `train`, `validation` (every 10th example of the builder's train split,
     taken out of `train`) and `test`.
-    - `particle_stack`: the MRC `stack` (with angles from `star`, a RELION STAR or cryoSPARC .cs
-      file), streamed; splits `train`/`validation`/`test` (the last two each half of
+    - `particle_stack`: the particles of `stack` and/or `star` (a RELION STAR or cryoSPARC .cs
+      file: `particle_stack.ParticleStack`), streamed; splits `train`/`validation`/`test` (the last two each half of
       `holdout_fraction`, by a fixed hash of the particle's position) and `all`.
     TFDS versions and statistics live under `data_dir` (TFDS's default folder when None).
     """

@@ -1,34 +1,25 @@
-"""A streaming `tf.data.Dataset` over any MRC particle stack (`.mrcs`/`.mrc`), optionally with the
-file that gives each particle's in-plane angle: a RELION STAR file (`rlnAnglePsi`) or a cryoSPARC
-`.cs` file (`alignments2D/pose`, see `formats.cryosparc`).
+"""A streaming `tf.data.Dataset` over particles: an MRC stack (`.mrcs`/`.mrc`), a RELION STAR file
+or a cryoSPARC `.cs` file, read by `data_pipeline.particles` (names, optics groups, CTF).
 
-The stack is read through its memory map a chunk at a time, so it never has to fit in RAM. Elements:
-`observed` float32 [H, W, 1] (raw units), `index` int64 (the particle's 0-based position in the
-stack, whatever the split), with angles `angle` float32 (radians, via
-`star.psi_degrees_to_angle`), with CTF values (`star.read_ctf`, `cryosparc.read_cs`; their optics in
-`ParticleStack.ctf`) `defocus_u`, `defocus_v` (Å) and `defocus_angle` (degrees: the astigmatism
-angle of `image`, which is the particle's own turned by -angle when `image` is derotated) float32,
-and `image`:
+Particles are read through their stacks' memory maps a chunk at a time, so they never have to fit
+in RAM. Elements: `observed` float32 [H, W, 1] (raw units), `index` int64 (the particle's 0-based
+position among the particles, whatever the split: its stack position for a stack), with angles
+`angle` float32 (radians, via `star.psi_degrees_to_angle`), with CTF values each name of
+`ctf.CTF_FEATURES` (float32; `defocus_angle` is the astigmatism angle of `image`, which is the
+particle's own turned by -angle when `image` is derotated), and `image`:
 - with angles, the canonical image `rotate(observed, -angle)`, as for every data set
   (`data_pipeline/angles.py`);
 - without them there is no ground truth, so `image` is the observed particle itself (training on it
   reconstructs what it sees, and the statistics of `image` are those of the stack).
 
 Splits: `validation` and `test` each hold half of `holdout_fraction` of the particles (at least one
-each), `train` the rest, and `all` is the whole stack. Which particle goes where depends only on
-its position in the stack and the stack's size (a fixed hash, `SPLIT_SEED`), never on the training
-seed, so every run and every program sees the same held-out particles. Each split streams in stack
-order.
-
-Metadata rows are matched to images by `rlnImageName` (`<k>@<stack>`, 1-based) or by `blob/path`
-and `blob/idx` (0-based), comparing file names; rows naming other stacks are ignored. A STAR file
-without `rlnImageName` is matched by row order. Images with NaN/Inf pixels stop the iteration with a
-`DataError` naming the stack and the particle.
+each), `train` the rest, and `all` is every particle. Which particle goes where depends only on
+its position and the particle count (a fixed hash, `SPLIT_SEED`), never on the training seed, so
+every run and every program sees the same held-out particles. Each split streams in order.
 """
-import dataclasses
 import hashlib
 import os
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -36,9 +27,8 @@ import tensorflow as tf
 from data_pipeline import ctf as ctf_lib
 from data_pipeline import rotation
 from data_pipeline.errors import DataError
-from data_pipeline.formats import cryosparc
 from data_pipeline.formats import star as star_format
-from data_pipeline.formats.mrc import open_stack
+from data_pipeline.particles import read_particles
 from data_pipeline.settings import DEFAULT_HOLDOUT_FRACTION
 
 NAME = "particle_stack"
@@ -75,105 +65,6 @@ def split_positions(count: int, split: str, holdout_fraction: float = DEFAULT_HO
     return np.sort(chosen).astype(np.int64)
 
 
-@dataclasses.dataclass
-class _MetadataRows:
-    """A metadata file's rows: each row's stack position (-1: another stack; `count`: not an image
-    of this stack), a description of a row for messages, and its per-row values."""
-
-    positions: np.ndarray
-    describe: Callable[[int], str]
-    psi: np.ndarray | None  # rlnAnglePsi, degrees
-    ctf: star_format.CtfColumns | None
-
-
-def _rows_from_star(path: str, stack_name: str, count: int) -> _MetadataRows:
-    blocks = star_format.read_star(path)
-    table = star_format.particles_block(blocks, path)
-    psi = None
-    if star_format.ANGLE_PSI in table:
-        try:
-            psi = np.array(table.column(star_format.ANGLE_PSI), dtype=np.float64)
-        except ValueError as e:
-            raise DataError(path, f"rlnAnglePsi is not numeric ({e})") from None
-    ctf = star_format.read_ctf(blocks, path)
-    if psi is None and ctf is None:
-        raise DataError(path, "no rlnAnglePsi column (the in-plane angles) and no CTF columns "
-                        f"({', '.join(star_format.DEFOCUS_COLUMNS)})")
-    if star_format.IMAGE_NAME not in table:
-        if len(table) != count:
-            raise DataError(path, f"{len(table)} particles for {count} images in {stack_name}")
-        return _MetadataRows(np.arange(count), lambda row: f"row {row + 1}", psi, ctf)
-    names = table.column(star_format.IMAGE_NAME)
-    positions = np.full(len(names), -1, np.int64)
-    for row, name in enumerate(names):
-        number, at, file = name.partition("@")
-        if at and os.path.basename(file) == stack_name:
-            valid = number.isdigit() and int(number) >= 1
-            positions[row] = int(number) - 1 if valid else count  # count: out of range
-    return _MetadataRows(positions, lambda row: f"image {names[row]!r}", psi, ctf)
-
-
-def _rows_from_cs(path: str, stack_name: str, count: int) -> _MetadataRows:
-    particles = cryosparc.read_cs(path)
-    if particles.psi_degrees is None and particles.ctf is None:
-        raise DataError(path, f"no {cryosparc.POSE} field (the in-plane angles) and no ctf/* "
-                        f"fields")
-    ours = np.array([os.path.basename(s) == stack_name for s in particles.stacks], bool)
-    mine = ours[particles.stack_ids]
-    positions = np.where(mine, particles.indices, -1)
-    return _MetadataRows(positions, lambda row: f"{cryosparc.INDEX} {particles.indices[row]}",
-                         particles.psi_degrees, particles.ctf)
-
-
-def _stack_rows(path: str, stack_path: str, count: int) -> tuple[np.ndarray, _MetadataRows]:
-    """The metadata row of each image of the stack, in stack order, and the rows themselves."""
-    stack_name = os.path.basename(stack_path)
-    read = _rows_from_cs if cryosparc.is_cs_file(path) else _rows_from_star
-    found = read(path, stack_name, count)
-    positions, describe = found.positions, found.describe
-    rows = np.flatnonzero(positions >= 0)
-    beyond = rows[positions[rows] >= count]  # also unreadable numbers, set to count
-    if len(beyond):
-        raise DataError(path, f"particle row {beyond[0] + 1}: {describe(beyond[0])} is not one "
-                        f"of the {count} images of {stack_name}")
-    distinct = len(np.unique(positions[rows]))
-    if len(rows) != count or distinct != count:
-        raise DataError(path, f"{distinct} distinct rows name {stack_name}, expected one for "
-                        f"each of its {count} images")
-    if found.psi is not None:
-        nonfinite = rows[~np.isfinite(found.psi[rows])]
-        if len(nonfinite):
-            raise DataError(path, f"particle row {nonfinite[0] + 1}: the in-plane angle is "
-                            f"NaN/Inf")
-    order = np.empty(count, np.int64)
-    order[positions[rows]] = rows
-    return order, found
-
-
-@dataclasses.dataclass(frozen=True)
-class StackCtf:
-    """Each particle's CTF in stack order (defocus U, V in Å, astigmatism angle in degrees, as
-    RELION), and the optics they were imaged with."""
-
-    defocus_u: np.ndarray
-    defocus_v: np.ndarray
-    defocus_angle: np.ndarray
-    optics: ctf_lib.Optics
-
-
-def _stack_ctf(columns: star_format.CtfColumns, order: np.ndarray, stack_pixel_size: float,
-               path: str) -> StackCtf:
-    """The CTF in stack order; the pixel size from the metadata, else from the stack's header."""
-    pixel_size = columns.pixel_size or stack_pixel_size
-    try:
-        optics = ctf_lib.Optics(columns.voltage, columns.spherical_aberration,
-                                columns.amplitude_contrast, pixel_size)
-    except ValueError as e:
-        raise DataError(path, str(e)) from None
-    return StackCtf(*(np.asarray(values[order], np.float32) for values in (
-        columns.defocus_u, columns.defocus_v, columns.defocus_angle)), optics)
-
-
 def _add_image(chunk: dict) -> dict:
     """`image`: the observed chunk rotated back by its angles, or the chunk itself without them.
 
@@ -195,25 +86,34 @@ def _fingerprint(path: str) -> str:
 
 
 class ParticleStack:
-    """A stack and its optional STAR/.cs file, checked once (bad input raises `DataError` here);
-    `dataset(split)` streams one split."""
+    """The particles of a stack and/or its STAR/.cs file (`data_pipeline.particles`), checked
+    once (bad input, NaN/Inf pixels included, raises `DataError` here); `dataset(split)` streams
+    one split.
 
-    def __init__(self, stack: str, star: str | None = None,
+    With `stack` and `star`, the file's rows for that stack in its image order; with `star` alone
+    every particle the file names, in its row order; with `stack` alone the bare stack."""
+
+    def __init__(self, stack: str | None = None, star: str | None = None,
                  holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION):
-        self.stack = os.fspath(stack)
+        if not stack and not star:
+            raise ValueError("dataset particle_stack needs stack=<.mrcs/.mrc> or star=<.star/.cs>")
+        self.stack = os.fspath(stack) if stack else None
         self.star = os.fspath(star) if star else None
         self.holdout_fraction = holdout_fraction
-        with open_stack(self.stack) as opened:
-            self.count, self.height, self.width = opened.shape
-            stack_pixel_size = opened.pixel_size
-        self.angles: np.ndarray | None = None  # float32 radians, stack order
-        self.ctf: StackCtf | None = None
-        if self.star:
-            order, rows = _stack_rows(self.star, self.stack, self.count)
-            if rows.psi is not None:
-                self.angles = star_format.psi_degrees_to_angle(rows.psi[order]).astype(np.float32)
-            if rows.ctf is not None:
-                self.ctf = _stack_ctf(rows.ctf, order, stack_pixel_size, self.star)
+        self.particles = (read_particles(self.star, self.stack) if self.star
+                          else read_particles(self.stack))
+        self.particles.check_finite()
+        self.count = len(self.particles)
+        self.height, self.width = self.particles.height, self.particles.width
+        self.angles: np.ndarray | None = (  # float32 radians
+            None if self.particles.psi is None
+            else star_format.psi_degrees_to_angle(self.particles.psi).astype(np.float32))
+        self.ctf = self.particles.ctf_values()  # name -> float32 [count], or None
+
+    @property
+    def path(self) -> str:
+        """The file that names the particles (for messages)."""
+        return self.star or self.stack
 
     def describe(self) -> str:
         """One line on what the metadata gave: angles or not, CTF or not (and why not)."""
@@ -222,32 +122,29 @@ class ParticleStack:
         angles = "in-plane angles" if self.angles is not None else "no in-plane angles"
         if self.ctf is None:
             return f"{self.star}: {angles}; no CTF (no defocus columns)"
-        o = self.ctf.optics
-        return (f"{self.star}: {angles}; CTF per particle (defocus "
-                f"{self.ctf.defocus_u.min():.0f}-{self.ctf.defocus_u.max():.0f} Å, "
-                f"{o.voltage:g} kV, Cs {o.spherical_aberration:g} mm, amplitude contrast "
-                f"{o.amplitude_contrast:g}, pixel {o.pixel_size:g} Å)")
+        groups = len(self.particles.groups)
+        ranges = ", ".join(
+            f"{name.replace('_', ' ')} {values.min():g}" + (
+                f"-{values.max():g}" if values.max() > values.min() else "")
+            for name, values in self.ctf.items() if name != "defocus_angle")
+        return (f"{self.star}: {angles}; CTF per particle, {groups} optics "
+                f"group{'s' if groups > 1 else ''} ({ranges})")
 
     def _chunks(self, positions: np.ndarray, chunk_size: int) -> Iterator[dict]:
-        with open_stack(self.stack) as stack:
+        with self.particles.open() as reader:
             for start in range(0, len(positions), chunk_size):
                 chosen = positions[start:start + chunk_size]
-                observed = stack.take(chosen)
-                finite = np.isfinite(observed).reshape(len(observed), -1).all(axis=1)
-                if not finite.all():
-                    bad = chosen[np.flatnonzero(~finite)[0]]
-                    raise DataError(self.stack, f"particle {bad} has NaN/Inf pixels")
-                chunk = {"observed": observed[..., np.newaxis], "index": chosen}
+                chunk = {"observed": reader.take(chosen)[..., np.newaxis], "index": chosen}
                 if self.angles is not None:
                     chunk["angle"] = self.angles[chosen]
                 if self.ctf is not None:
-                    for name in ctf_lib.CTF_FEATURES:
-                        chunk[name] = getattr(self.ctf, name)[chosen]
+                    for name, values in self.ctf.items():
+                        chunk[name] = values[chosen]
                 yield chunk
 
     def dataset(self, split: str = "all", chunk_size: int = 256) -> tf.data.Dataset:
         """The unbatched dataset of `split`, streamed `chunk_size` images at a time."""
-        positions = split_positions(self.count, split, self.holdout_fraction, self.stack)
+        positions = split_positions(self.count, split, self.holdout_fraction, self.path)
         image = tf.TensorSpec([None, self.height, self.width, 1], tf.float32)
         signature = {"observed": image, "index": tf.TensorSpec([None], tf.int64)}
         if self.angles is not None:
@@ -263,13 +160,14 @@ class ParticleStack:
     def statistics_key(self) -> str:
         """A folder name for the training split's statistics: it changes when the stack, the
         angle file or the split does (paths, sizes, modification times, holdout fraction)."""
-        parts = [_fingerprint(self.stack), _fingerprint(self.star) if self.star else "-",
+        parts = [*(_fingerprint(p) for p in self.particles.stacks),
+                 _fingerprint(self.star) if self.star else "-",
                  f"{self.holdout_fraction!r}|{SPLIT_SEED}"]
         digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
-        return f"{os.path.splitext(os.path.basename(self.stack))[0]}-{digest}"
+        return f"{os.path.splitext(os.path.basename(self.path))[0]}-{digest}"
 
 
-def particle_stack_dataset(stack: str, star: str | None = None, chunk_size: int = 256,
+def particle_stack_dataset(stack: str | None, star: str | None = None, chunk_size: int = 256,
                            split: str = "all",
                            holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION) -> tf.data.Dataset:
     """The unbatched dataset of one split of a stack (`ParticleStack(...).dataset(split)`)."""

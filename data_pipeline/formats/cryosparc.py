@@ -7,10 +7,11 @@ Fields used:
   as cryoDRGN does (ml-struct-bio/cryodrgn, `cryodrgn/source.py`, `CsSource`).
 - `blob/idx` (integer): the particle's 0-based index in that stack.
 - `alignments2D/pose` (float, optional): the in-plane angle from 2D classification, radians.
-- `ctf/df1_A`, `ctf/df2_A`, `ctf/df_angle_rad`, `ctf/accel_kv`, `ctf/cs_mm`, `ctf/amp_contrast`
-  (optional, all or none) and `blob/psize_A`: the CTF, as pyem converts them to RELION's
-  rlnDefocusU, rlnDefocusV, rlnDefocusAngle (degrees), rlnVoltage, rlnSphericalAberration,
-  rlnAmplitudeContrast and rlnImagePixelSize.
+- `ctf/df1_A`, `ctf/df2_A`, `ctf/df_angle_rad`, `ctf/phase_shift_rad`, `ctf/accel_kv`,
+  `ctf/cs_mm`, `ctf/amp_contrast` and `blob/psize_A` (optional, per particle): the CTF and optics,
+  as pyem converts them to RELION's rlnDefocusU, rlnDefocusV, rlnDefocusAngle (degrees),
+  rlnPhaseShift (degrees), rlnVoltage, rlnSphericalAberration, rlnAmplitudeContrast and
+  rlnImagePixelSize (`data_pipeline.particles` reads them).
 
 Angle convention: RELION's `rlnAnglePsi` is `alignments2D/pose` in degrees, same sign. That is
 pyem's cryoSPARC -> STAR conversion (asarnow/pyem, `pyem/metadata/cryosparc2.py`:
@@ -30,13 +31,12 @@ import os
 import numpy as np
 
 from data_pipeline.errors import DataError
-from data_pipeline.formats.star import CtfColumns
 
 SUFFIX = ".cs"
 PATH, INDEX, POSE = "blob/path", "blob/idx", "alignments2D/pose"
-CTF_FIELDS = ("ctf/df1_A", "ctf/df2_A", "ctf/df_angle_rad", "ctf/accel_kv", "ctf/cs_mm",
-              "ctf/amp_contrast")
-PIXEL_SIZE = "blob/psize_A"
+DEFOCUS_FIELDS = ("ctf/df1_A", "ctf/df2_A", "ctf/df_angle_rad")
+OPTICS_FIELDS = ("blob/psize_A", "ctf/accel_kv", "ctf/cs_mm", "ctf/amp_contrast")
+PHASE_SHIFT = "ctf/phase_shift_rad"
 _NPY_MAGIC = b"\x93NUMPY"
 
 
@@ -54,7 +54,7 @@ class CsParticles:
     stack_ids: np.ndarray  # int64 [n]: each particle's entry in `stacks`
     indices: np.ndarray  # int64 [n]: each particle's 0-based index in its stack
     psi_degrees: np.ndarray | None  # float64 [n] rlnAnglePsi; None without alignments2D/pose
-    ctf: CtfColumns | None = None  # None without ctf/* fields
+    array: np.ndarray  # the whole structured array, for the other fields (`numbers`)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -126,10 +126,15 @@ def read_cs(path: str) -> CsParticles:
             raise DataError(path, f"particle {row + 1}: {POSE} is NaN/Inf")
         psi = np.rad2deg(pose)
     return CsParticles(path=path, stacks=stacks, stack_ids=stack_ids, indices=indices,
-                       psi_degrees=psi, ctf=_read_ctf(array, path))
+                       psi_degrees=psi, array=array)
 
 
-def _finite_field(array: np.ndarray, name: str, path: str, non_negative: bool) -> np.ndarray:
+def numbers(array: np.ndarray, name: str, path: str, non_negative: bool = False
+            ) -> np.ndarray | None:
+    """Field `name` as float64 per particle, None when the file has no such field; `DataError`
+    naming the particle (1-based) where a value is not finite (or negative, `non_negative`)."""
+    if name not in array.dtype.names:
+        return None
     values = _column(array, name, "fiu", "one number", path).astype(np.float64)
     bad = ~np.isfinite(values) | ((values < 0) if non_negative else False)
     if bad.any():
@@ -137,34 +142,6 @@ def _finite_field(array: np.ndarray, name: str, path: str, non_negative: bool) -
         raise DataError(path, f"particle {row + 1}: {name} is {values[row]:g} (expected a "
                         f"{'non-negative ' if non_negative else ''}finite number)")
     return values
-
-
-def _shared_value(array: np.ndarray, name: str, path: str) -> float:
-    values = np.unique(_finite_field(array, name, path, non_negative=True))
-    if len(values) > 1:
-        raise DataError(path, f"{name}: different values across particles "
-                        f"({', '.join(f'{v:g}' for v in values[:4])}) are not supported")
-    return float(values[0])
-
-
-def _read_ctf(array: np.ndarray, path: str) -> CtfColumns | None:
-    """The `ctf/*` fields in RELION's units, or None when the file has none."""
-    present = [name for name in CTF_FIELDS if name in array.dtype.names]
-    if not present:
-        return None
-    missing = [name for name in CTF_FIELDS if name not in array.dtype.names]
-    if missing:
-        raise DataError(path, f"has {present[0]} but no {missing[0]} field: the CTF needs "
-                        f"{', '.join(CTF_FIELDS)}")
-    u, v, angle = (_finite_field(array, name, path, non_negative=name != "ctf/df_angle_rad")
-                   for name in CTF_FIELDS[:3])
-    return CtfColumns(
-        defocus_u=u, defocus_v=v, defocus_angle=np.rad2deg(angle),
-        voltage=_shared_value(array, "ctf/accel_kv", path),
-        spherical_aberration=_shared_value(array, "ctf/cs_mm", path),
-        amplitude_contrast=_shared_value(array, "ctf/amp_contrast", path),
-        pixel_size=(_shared_value(array, PIXEL_SIZE, path)
-                    if PIXEL_SIZE in array.dtype.names else None))
 
 
 def resolve_stack(cs_path: str, blob_path: str) -> str:

@@ -1,11 +1,14 @@
 """MRC particle stacks, read through a memory map so a stack never has to fit in RAM.
 
 A stack is `n` images of `h` x `w` pixels (MRC sections). A file with a single 2D image is a stack
-of one. Writers go through a temporary file beside the target and rename it on success, so a failed
+of one. Files are read as RELION reads them: a header without the "MAP " ID string or with an
+unknown machine stamp (older writers, RELION's own stacks among them) is accepted, and modes 0
+(int8), 1 (int16), 2 (float32), 6 (uint16) and 12 (float16) are read as float32. Writers go through a temporary file beside the target and rename it on success, so a failed
 run never leaves a half-written stack behind.
 """
 import contextlib
 import os
+import warnings
 from types import TracebackType
 
 import mrcfile
@@ -18,23 +21,43 @@ from data_pipeline.errors import DataError
 HEADER_BYTES = 1024
 
 
+READ_MODES = (0, 1, 2, 6, 12)
+
+
+def _open_permissive(path: str, header_only: bool = False) -> mrcfile.mrcfile.MrcFile:
+    """The file opened read-only as RELION would (module docstring): mrcfile's warnings about
+    the ID string and machine stamp are silenced, a bad mode or size still fails."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if header_only:
+            return mrcfile.open(path, header_only=True, permissive=True)
+        return mrcfile.mmap(path, mode="r", permissive=True)
+
+
 def _check_file(path: str) -> None:
-    """Checks that `path` is an MRC file whose data block is as long as its header says."""
+    """Checks that `path` is an MRC file of a mode we read whose data block is as long as its
+    header says."""
     if not os.path.isfile(path):
         raise DataError(path, "no such file")
     try:
-        with mrcfile.open(path, header_only=True, permissive=False) as mrc:
+        with _open_permissive(path, header_only=True) as mrc:
             header = mrc.header
+            mode = int(header.mode)
+            if mode not in READ_MODES:
+                raise DataError(path, f"not an MRC file of a mode read here (mode {mode}; "
+                                f"modes read: {', '.join(map(str, READ_MODES))})")
             dtype = data_dtype_from_header(header)
+            if min(int(header.nx), int(header.ny), int(header.nz)) < 0:
+                raise ValueError("negative dimensions in the header")
     except (ValueError, OSError) as e:
+        if isinstance(e, DataError):
+            raise
         raise DataError(path, f"not an MRC file ({e})") from None
     expected = (HEADER_BYTES + int(header.nsymbt)
                 + int(header.nx) * int(header.ny) * int(header.nz) * dtype.itemsize)
     actual = os.path.getsize(path)
     if actual < expected:
         raise DataError(path, f"truncated MRC file: {actual} bytes, the header needs {expected}")
-    if np.issubdtype(dtype, np.complexfloating):
-        raise DataError(path, f"unsupported MRC mode {int(header.mode)} (complex data)")
 
 
 class MrcStack:
@@ -44,7 +67,7 @@ class MrcStack:
         path = os.fspath(path)
         _check_file(path)
         try:
-            self._mrc = mrcfile.mmap(path, mode="r", permissive=False)
+            self._mrc = _open_permissive(path)
         except (ValueError, OSError) as e:
             raise DataError(path, f"cannot read MRC file ({e})") from None
         data = self._mrc.data
@@ -65,9 +88,11 @@ class MrcStack:
         return int(n), int(h), int(w)
 
     @property
-    def pixel_size(self) -> float:
-        """Pixel size in Å (the header's voxel size along x)."""
-        return float(self._mrc.voxel_size.x)
+    def pixel_size(self) -> float | None:
+        """Pixel size in Å (the header's voxel size along x); None where the header has 0 (or
+        less): many writers leave it unset."""
+        size = float(self._mrc.voxel_size.x)
+        return size if size > 0 else None
 
     def __len__(self) -> int:
         return self.shape[0]

@@ -26,10 +26,19 @@ ANGLE_PSI = "rlnAnglePsi"
 OPTICS_GROUP = "rlnOpticsGroup"
 IMAGE_PIXEL_SIZE = "rlnImagePixelSize"
 IMAGE_SIZE = "rlnImageSize"
+IMAGE_DIMENSIONALITY = "rlnImageDimensionality"
+OPTICS_GROUP_NAME = "rlnOpticsGroupName"
 ORIGIN_COLUMNS = ("rlnOriginXAngst", "rlnOriginYAngst")
 CLASS_NUMBER = "rlnClassNumber"
 DEFOCUS_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
+PHASE_SHIFT = "rlnPhaseShift"
 OPTICS_COLUMNS = ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
+# RELION 3.0 (no optics table): origins in pixels, the pixel size as detector pixel / magnification
+ORIGIN_PIXEL_COLUMNS = ("rlnOriginX", "rlnOriginY")
+MAGNIFICATION, DETECTOR_PIXEL_SIZE = "rlnMagnification", "rlnDetectorPixelSize"
+# RELION 3.1+ writes this tag before each block of a file that has an optics table; on a file
+# without one it makes RELION read nothing (it then expects the optics table).
+VERSION_TAG = "# version 30001"
 
 # A token is a quoted string (closed by the same quote) or a run of non-blank characters.
 _TOKEN = re.compile(r"""'([^']*)'|"([^"]*)"|(\S+)""")
@@ -233,6 +242,8 @@ class StarWriter:
         self._exit = contextlib.ExitStack()
         self._file = None
         self._columns = 0  # columns of the loop being written, 0 = none
+        self._blocks = 0  # blocks begun
+        self._tagged = False  # whether blocks get RELION's version tag
 
     def __enter__(self) -> "StarWriter":
         with contextlib.ExitStack() as opening:
@@ -240,7 +251,7 @@ class StarWriter:
             self._file = opening.enter_context(open(tmp, "w", encoding="utf-8"))
             opening.callback(self._end_loop)  # the last loop's blank line, before closing
             self._exit = opening.pop_all()
-        self._lines(["", "# version 30001", *(f"# {line}" for line in self.comments), ""])
+        self._lines(["", *(f"# {line}" for line in self.comments), ""])
         return self
 
     def __exit__(self, *exc_info: object) -> bool | None:
@@ -254,13 +265,23 @@ class StarWriter:
             self._lines([""])
             self._columns = 0
 
+    def _begin_block(self, name: str) -> None:
+        """Ends the previous loop; RELION's version tag before every block once the first one is
+        the optics table (`VERSION_TAG`)."""
+        self._end_loop()
+        if not self._blocks:
+            self._tagged = name == "optics"
+        self._blocks += 1
+        if self._tagged:
+            self._lines([VERSION_TAG, ""])
+
     def write_block(self, name: str, block: StarBlock) -> None:
         """Writes a whole block (a loop or key/value pairs)."""
         if block.loop:
             self.begin_loop(name, block.columns)
             self.write_rows(block.rows)
             return
-        self._end_loop()
+        self._begin_block(name)
         values = block.rows[0] if block.rows else []
         self._lines([f"data_{name}", "",
                      *(f"_{column} {_quote(str(v))}" for column, v in zip(block.columns, values)),
@@ -270,7 +291,7 @@ class StarWriter:
         """Starts block `name` holding a loop of `columns`; `write_rows` adds its rows."""
         if not columns:
             raise ValueError(f"loop data_{name} needs at least one column")
-        self._end_loop()
+        self._begin_block(name)
         self._lines([f"data_{name}", "", "loop_",
                      *(f"_{column} #{i}" for i, column in enumerate(columns, start=1))])
         self._columns = len(columns)
@@ -310,29 +331,14 @@ def optics_block(pixel_size: float, image_size: int, voltage: float | None = Non
                  amplitude_contrast: float | None = None) -> StarBlock:
     """A RELION 3.1 `data_optics` block of one group (`rlnOpticsGroup` 1), with the microscope's
     optics when given (kV, mm, fraction)."""
-    columns = [OPTICS_GROUP, "rlnOpticsGroupName"]
+    columns = [OPTICS_GROUP, OPTICS_GROUP_NAME]
     row = ["1", "opticsGroup1"]
     if voltage is not None:
         columns += list(OPTICS_COLUMNS)
         row += [f"{voltage:g}", f"{spherical_aberration:g}", f"{amplitude_contrast:g}"]
-    columns += [IMAGE_PIXEL_SIZE, IMAGE_SIZE, "rlnImageDimensionality"]
+    columns += [IMAGE_PIXEL_SIZE, IMAGE_SIZE, IMAGE_DIMENSIONALITY]
     row += [f"{pixel_size:.6f}", str(image_size), "2"]
     return StarBlock(columns=columns, rows=[row])
-
-
-@dataclasses.dataclass(frozen=True)
-class CtfColumns:
-    """CTF values in RELION's units (also read from cryoSPARC files): defocus U, V (Å) and
-    astigmatism angle (degrees) per row, and the optics group's voltage (kV), Cs (mm), amplitude
-    contrast and pixel size (Å, None when the file has no rlnImagePixelSize)."""
-
-    defocus_u: np.ndarray
-    defocus_v: np.ndarray
-    defocus_angle: np.ndarray
-    voltage: float
-    spherical_aberration: float
-    amplitude_contrast: float
-    pixel_size: float | None
 
 
 def numeric_column(block: StarBlock, name: str, path: str, non_negative: bool = False
@@ -351,41 +357,3 @@ def numeric_column(block: StarBlock, name: str, path: str, non_negative: bool = 
                             f"{'negative' if np.isfinite(value) else 'not finite'}")
         values[row] = value
     return values
-
-
-def _optics_value(blocks: dict[str, StarBlock], table: StarBlock, name: str, path: str
-                  ) -> float | None:
-    """One optics value shared by every particle: from the optics table (RELION 3.1), else from
-    the particles table (RELION 3.0); None when neither has the column."""
-    source = blocks.get("optics")
-    source = source if source is not None and name in source else table
-    if name not in source:
-        return None
-    values = numeric_column(source, name, path, non_negative=True)
-    if len(np.unique(values)) > 1:
-        raise DataError(path, f"column {name}: optics groups with different values "
-                        f"({', '.join(f'{v:g}' for v in np.unique(values))}) are not supported")
-    return float(values[0]) if len(values) else None
-
-
-def read_ctf(blocks: dict[str, StarBlock], path: str = "STAR file") -> CtfColumns | None:
-    """The CTF values of the file's particles table (`particles_block`); None when it has no
-    defocus column. Some CTF columns without the others, and values that are not non-negative
-    numbers (the astigmatism angle may be negative), raise `DataError` naming column and row."""
-    table = particles_block(blocks, path)
-    present = [name for name in DEFOCUS_COLUMNS if name in table]
-    if not present:
-        return None
-    optics = {name: _optics_value(blocks, table, name, path) for name in OPTICS_COLUMNS}
-    missing = [name for name in DEFOCUS_COLUMNS if name not in table]
-    missing += [name for name, value in optics.items() if value is None]
-    if missing:
-        raise DataError(path, f"has {present[0]} but no {missing[0]} column: the CTF needs "
-                        f"{', '.join(DEFOCUS_COLUMNS + OPTICS_COLUMNS)}")
-    return CtfColumns(
-        defocus_u=numeric_column(table, "rlnDefocusU", path, non_negative=True),
-        defocus_v=numeric_column(table, "rlnDefocusV", path, non_negative=True),
-        defocus_angle=numeric_column(table, "rlnDefocusAngle", path),
-        voltage=optics["rlnVoltage"], spherical_aberration=optics["rlnSphericalAberration"],
-        amplitude_contrast=optics["rlnAmplitudeContrast"],
-        pixel_size=_optics_value(blocks, table, "rlnImagePixelSize", path))

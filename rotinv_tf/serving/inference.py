@@ -1,18 +1,18 @@
-"""Stream a particle stack through an exported SavedModel: canonical images and in-plane angles.
+"""Stream particles through an exported SavedModel: canonical images and in-plane angles.
 
-Input is an MRC stack (any name not ending in `.star` or `.cs`), a RELION STAR file whose particle
-table's `rlnImageName` entries (`index@stack.mrcs`, 1-based, relative to the STAR file's folder) may
-point into several stacks, or a cryoSPARC `.cs` particle file (`blob/path`, `blob/idx`; stacks found
-by the rule of `data_pipeline.formats.cryosparc`). Particles are read through memory maps,
-`batch_size` at a time, so stacks larger than RAM work.
+Input is whatever `data_pipeline.particles` reads: an MRC stack, a RELION STAR file (any
+version; stacks named from the working directory as RELION does, optics groups) or a cryoSPARC
+`.cs` file. Particles are read through memory maps, `batch_size` at a time, so stacks larger than
+RAM work. Everything is checked before the first particle goes through: sizes, the optics the
+output needs (`optics` fills in what the input lacks), finite pixels.
 
 Outputs:
-- a float32 MRC stack of the canonical images (raw pixel units), with the pixel size of the input;
-- a STAR file with one row per particle: `rlnImageName` = `000001@canonical.mrcs` (1-based,
-  6 digits, the stack path relative to the STAR file's folder) and `rlnAnglePsi`. For a STAR input
-  every other block, row and column is carried over; for an MRC or `.cs` input a RELION 3.1
-  `data_optics` block (pixel size, image size) and a `data_particles` block are written (rows in
-  the `.cs` file's order).
+- a float32 MRC stack of the canonical images (raw pixel units), its header's pixel size the
+  output's (the first optics group's, after resampling);
+- a STAR file as RELION 3.1+ reads it (`data_pipeline.particle_star`: a complete optics table,
+  every input row and column carried over), one row per particle, with `rlnImageName` =
+  `000001@canonical.mrcs` (1-based, 6 digits, the stack path relative to the STAR file's folder)
+  and `rlnAnglePsi`.
 
 Angles: `data_pipeline/angles.py`; `rlnAnglePsi` is the model's angle in degrees, wrapped to
 (-180, 180] (`star.angle_to_psi_degrees`, as the simulator writes its true angles).
@@ -51,20 +51,17 @@ from typing import Callable
 
 import numpy as np
 
-from data_pipeline.errors import DataError
-from data_pipeline.formats import cryosparc
-from data_pipeline.formats.mrc import MrcStack, StackWriter, open_stack
 from data_pipeline import ctf
-from data_pipeline.formats.star import (ANGLE_PSI, DEFOCUS_COLUMNS, IMAGE_NAME, IMAGE_PIXEL_SIZE,
-                                        IMAGE_SIZE, OPTICS_GROUP, ORIGIN_COLUMNS, CtfColumns,
-                                        StarBlock, StarWriter, angle_to_psi_degrees, image_name,
-                                        optics_block, particles_block, read_ctf, read_star)
+from data_pipeline.errors import DataError
+from data_pipeline.formats.mrc import StackWriter
+from data_pipeline.formats.star import (ANGLE_PSI, DEFOCUS_COLUMNS, IMAGE_NAME, ORIGIN_COLUMNS,
+                                        StarWriter, angle_to_psi_degrees, image_name)
+from data_pipeline.particle_star import output_star
+from data_pipeline.particles import Particles, read_particles
 from rotinv_tf.config import describe
 from rotinv_tf.pose.refine import RefinedPoses, refine_poses
 from rotinv_tf.serving.saved_model import load_serving_model
 
-_MAX_LISTED = 20  # bad particle numbers listed in an error message
-_MAX_OPEN = 16  # input stacks memory-mapped at the same time
 REFINE_WINDOW_DEGREES = 10.0
 REFINE_STEP_DEGREES = 0.5
 
@@ -79,6 +76,7 @@ class CanonicalizeSummary:
     star: str
     pixel_size: float
     training: str  # the model's training data and objective (`rotinv_tf.config.describe`)
+    notes: tuple[str, ...] = ()  # how the input was read (`Particles.notes`)
 
     @property
     def particles_per_second(self) -> float:
@@ -104,214 +102,20 @@ def fourier_resample(images: np.ndarray, size: int) -> np.ndarray:
     return resampled.astype(np.float32)
 
 
-class _Particles:
-    """The input particles in order: which stack and which image of it each one is.
-
-    Every stack is checked when the input is opened, but at most `_MAX_OPEN` stay memory-mapped at
-    a time, so a STAR file may reference thousands of stacks.
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-        self.stack_paths: list[str] = []
-        self.blocks: dict[str, StarBlock] | None = None
-        self._cs_ctf: CtfColumns | None = None  # a .cs file's CTF fields
-        self._open: dict[int, MrcStack] = {}
-        shapes = set()
-        if path.lower().endswith(".star"):
-            self._from_star(path, shapes)
-        elif cryosparc.is_cs_file(path):
-            self._from_cs(path, shapes)
-        else:
-            n, _, _, self.pixel_size = self._check_stack(path, shapes)
-            self.count = n  # one stack read in order: nothing kept per particle
-            self.stack_ids = self.indices = None
-        if len(shapes) > 1:
-            raise DataError(path, f"the stacks hold images of different sizes: "
-                            f"{', '.join(f'{h}x{w}' for h, w in sorted(shapes))}")
-        (self.height, self.width), = shapes
-
-    def _check_stack(self, stack_path: str, shapes: set) -> tuple[int, int, int, float]:
-        """Validates a stack (DataError if bad) -> (n, h, w, pixel size); records its path."""
-        with open_stack(stack_path) as stack:
-            n, h, w = stack.shape
-            pixel_size = stack.pixel_size
-        self.stack_paths.append(stack_path)
-        shapes.add((h, w))
-        return n, h, w, pixel_size
-
-    def _from_star(self, path: str, shapes: set) -> None:
-        self.blocks = read_star(path)
-        table = particles_block(self.blocks, path)
-        if IMAGE_NAME not in table:
-            raise DataError(path, f"the particle table has no {IMAGE_NAME} column")
-        if len(table) == 0:
-            raise DataError(path, "the particle table has no rows")
-        folder = os.path.dirname(os.path.abspath(path))
-        names = table.column(IMAGE_NAME)
-        stack_paths, indices = [], []
-        for row, name in enumerate(names, start=1):
-            index, _, stack_path = name.partition("@")
-            if not stack_path or not index.isdigit() or int(index) < 1:
-                raise DataError(path, f"particle {row}: {IMAGE_NAME} {name!r} is not index@stack")
-            stack_paths.append(os.path.normpath(os.path.join(folder, stack_path)))
-            indices.append(int(index) - 1)
-        self._add_rows(path, stack_paths, indices, shapes,
-                       lambda row: f"{IMAGE_NAME} {names[row]!r}")
-
-    def _from_cs(self, path: str, shapes: set) -> None:
-        particles = cryosparc.read_cs(path)
-        resolved = [cryosparc.resolve_stack(path, stack) for stack in particles.stacks]
-        self._add_rows(path, [resolved[i] for i in particles.stack_ids], particles.indices,
-                       shapes, lambda row: f"{cryosparc.INDEX} {particles.indices[row]}")
-        self._cs_ctf = particles.ctf
-
-    def _add_rows(self, path: str, stack_paths: list[str], indices, shapes: set,
-                  describe: Callable[[int], str]) -> None:
-        """Checks each particle's stack and 0-based index (`describe(row)` names a bad one)."""
-        known: dict[str, tuple[int, int]] = {}  # stack path -> (stack id, number of images)
-        stack_ids = np.empty(len(indices), np.int64)
-        for row, (stack_path, index) in enumerate(zip(stack_paths, indices)):
-            if stack_path not in known:
-                n, _, _, pixel_size = self._check_stack(stack_path, shapes)
-                if not known:
-                    self.pixel_size = pixel_size  # the output takes the first stack's
-                known[stack_path] = (len(known), n)
-            stack_ids[row], n = known[stack_path]
-            if index >= n:
-                raise DataError(path, f"particle {row + 1}: {describe(row)} is beyond the "
-                                f"{n} images of {stack_path}")
-        self.stack_ids = stack_ids
-        self.indices = np.array(indices, np.int64)
-        self.count = len(indices)
-
-    def __len__(self) -> int:
-        return self.count
-
-    def _stack(self, stack_id: int) -> MrcStack:
-        if stack_id not in self._open:
-            if len(self._open) >= _MAX_OPEN:
-                oldest = next(iter(self._open))
-                self._open.pop(oldest).close()
-            self._open[stack_id] = open_stack(self.stack_paths[stack_id])
-        return self._open[stack_id]
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Particles start..stop-1 as float32 [k, h, w], reading contiguous runs in one go."""
-        if self.indices is None:
-            return self._stack(0).read(start, stop)
-        ids, idx = self.stack_ids[start:stop], self.indices[start:stop]
-        breaks = np.flatnonzero((np.diff(ids) != 0) | (np.diff(idx) != 1)) + 1
-        runs = zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(idx)]]))
-        return np.concatenate([self._stack(ids[a]).read(idx[a], idx[a] + (b - a))
-                               for a, b in runs])
-
-    def ctf(self) -> CtfColumns | None:
-        """Each particle's CTF, when the input has one (a STAR file's columns are checked only
-        here, so a model without a CTF correction never needs them to be valid)."""
-        if self.blocks is not None:
-            return read_ctf(self.blocks, self.path)
-        return self._cs_ctf
-
-    def output_star(self, size: int, pixel_size: float, columns: list[str]) -> "_OutputStar":
-        """The output STAR file's layout: the input's blocks (its particle table gaining
-        `columns`), or fresh RELION 3.1 optics + particles blocks (with a .cs file's CTF in
-        RELION's columns)."""
-        if self.blocks is None:
-            cs_ctf = self._cs_ctf
-            if cs_ctf is None:
-                optics = optics_block(pixel_size, size)
-                base = [IMAGE_NAME, ANGLE_PSI, OPTICS_GROUP]
-            else:  # a .cs file's CTF, in RELION's columns
-                optics = optics_block(pixel_size, size, cs_ctf.voltage,
-                                      cs_ctf.spherical_aberration, cs_ctf.amplitude_contrast)
-                base = [IMAGE_NAME, ANGLE_PSI, OPTICS_GROUP, *DEFOCUS_COLUMNS]
-            table = base + [c for c in columns if c not in base]
-            pad = [""] * (len(table) - len(base))
-
-            def fresh_row(row: int) -> list[str]:
-                defocus = [] if cs_ctf is None else [
-                    f"{values[row]:.2f}" for values in (cs_ctf.defocus_u, cs_ctf.defocus_v,
-                                                        cs_ctf.defocus_angle)]
-                return ["", "", "1"] + defocus + pad
-
-            return _OutputStar({"optics": optics}, "particles", table, {}, fresh_row)
-        source = particles_block(self.blocks, self.path)
-        blocks = {name: block if block is source else
-                  dataclasses.replace(block, columns=list(block.columns),
-                                      rows=[list(row) for row in block.rows])
-                  for name, block in self.blocks.items()}
-        optics = blocks.get("optics")
-        if size != self.height and optics is not None and optics.loop:
-            # Resampled: every optics group's images change size, and their pixels with them.
-            if IMAGE_SIZE in optics:
-                optics.set_column(IMAGE_SIZE, [size] * len(optics))
-            if IMAGE_PIXEL_SIZE in optics:
-                optics.set_column(IMAGE_PIXEL_SIZE, [
-                    f"{self._number(p, IMAGE_PIXEL_SIZE) * self.height / size:.6f}"
-                    for p in optics.column(IMAGE_PIXEL_SIZE)])
-        names = list(blocks)
-        at = next(i for i, name in enumerate(names) if blocks[name] is source)
-        table = source.columns + [c for c in columns if c not in source.columns]
-        pad = [""] * (len(table) - len(source.columns))
-        return _OutputStar({n: blocks[n] for n in names[:at]}, names[at], table,
-                           {n: blocks[n] for n in names[at + 1:]},
-                           lambda row: source.rows[row] + pad)
-
-    def _number(self, value: str, column: str) -> float:
-        try:
-            return float(value)
-        except ValueError:
-            raise DataError(self.path, f"{column} {value!r} is not a number") from None
-
-    def close(self) -> None:
-        for stack in self._open.values():
-            stack.close()
-        self._open.clear()
-
-
-@dataclasses.dataclass(frozen=True)
-class _OutputStar:
-    """The output STAR file around its particle table, whose rows are written batch by batch so
-    that a million particles' rows are never held in memory."""
-
-    before: dict[str, StarBlock]  # blocks written before the particle table
-    table: str  # its block name
-    columns: list[str]
-    after: dict[str, StarBlock]  # blocks written after it
-    base_row: Callable[[int], list[str]]  # a fresh copy of row i before the new values
-
-    def rows(self, start: int, values: dict[str, list[str]]) -> list[list[str]]:
-        """Rows start, start+1, ... with `values` (column -> one value per row) filled in."""
-        at = [self.columns.index(column) for column in values]
-        rows = []
-        for i, row_values in enumerate(zip(*values.values())):
-            row = self.base_row(start + i)
-            for j, value in zip(at, row_values):
-                row[j] = value
-            rows.append(row)
-        return rows
-
-
-def _nonfinite_message(bad: list[int]) -> str:
-    listed = ", ".join(str(i) for i in bad[:_MAX_LISTED])
-    more = f" and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
-    noun = "particle" if len(bad) == 1 else "particles"
-    verb = "contains" if len(bad) == 1 else "contain"
-    return f"{noun} {listed}{more} (1-based) {verb} NaN/Inf pixel values"
-
-
 def canonicalize_particles(saved_model: str, input_path: str, output: str, star: str,
                            batch_size: int = 256, resample: bool = False,
                            progress: Callable[[int, int], None] | None = None,
-                           refine: bool = True, refine_max_shift: int = 0
+                           refine: bool = True, refine_max_shift: int = 0,
+                           optics: dict[str, float | None] | None = None
                            ) -> CanonicalizeSummary:
     """Runs every particle of `input_path` through the SavedModel; writes `output` and `star`.
 
     `refine`: refine the network's angles (module docstring), searching shifts of up to
-    `refine_max_shift` pixels too. `progress(done, total)` is
-    called after each batch. Raises `DataError` for bad input (nothing is written then). The
-    summary's time covers the streaming (read, model, refinement, write), not loading.
+    `refine_max_shift` pixels too. `optics` (`particles.OPTICS_NAMES` -> value) gives every
+    optics group the values the input lacks or gets wrong. `progress(done, total)` is called
+    after each batch. Raises `DataError` for bad input, checked before any particle is
+    processed (nothing is written then). The summary's time covers the streaming (read, model,
+    refinement, write), not loading and checking.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -319,38 +123,27 @@ def canonicalize_particles(saved_model: str, input_path: str, output: str, star:
     if output == star:
         raise DataError(output, "the canonical stack and the STAR file need different paths")
     model = load_serving_model(saved_model)
-    particles = _Particles(input_path)
-    try:
-        inputs = {os.path.abspath(p) for p in [input_path, *particles.stack_paths]}
-        for path in (output, star):
-            if path in inputs:
-                raise DataError(path, "the output would overwrite an input file")
-        return _stream(model, particles, output, star, batch_size, resample, progress,
-                       refine_max_shift if refine else None)
-    finally:
-        particles.close()
+    particles = read_particles(input_path).with_optics(**(optics or {}))
+    inputs = {os.path.abspath(p) for p in [input_path, *particles.stacks]}
+    for path in (output, star):
+        if path in inputs:
+            raise DataError(path, "the output would overwrite an input file")
+    return _stream(model, particles, output, star, batch_size, resample, progress,
+                   refine_max_shift if refine else None)
 
 
-def _particle_ctf(model, particles: _Particles) -> tuple[ctf.Optics, CtfColumns] | None:
-    """The model's optics and the input's CTF values when the model corrects the CTF (None
-    otherwise); the input's optics must be the model's."""
+def _particle_ctf(model, particles: Particles, pixel_scale: float
+                  ) -> dict[str, np.ndarray] | None:
+    """Each particle's CTF (`Particles.ctf_values`, pixels scaled by resampling) when the model
+    corrects the CTF, None otherwise."""
     if model.ctf_correction == "none":
         return None
-    c = particles.ctf()
-    if c is None:
+    values = particles.ctf_values(pixel_scale)
+    if values is None:
         raise DataError(particles.path, f"the model corrects the CTF ({model.ctf_correction}) "
                         f"but the input has no CTF values ({', '.join(DEFOCUS_COLUMNS)} in a "
                         f"STAR file, ctf/* in a .cs file)")
-    optics = ctf.Optics(**model.metadata["optics"])
-    for name, ours, theirs in (("voltage", optics.voltage, c.voltage),
-                               ("spherical aberration", optics.spherical_aberration,
-                                c.spherical_aberration),
-                               ("amplitude contrast", optics.amplitude_contrast,
-                                c.amplitude_contrast)):
-        if abs(ours - theirs) > 1e-3 * max(abs(ours), 1e-3):
-            raise DataError(particles.path, f"{name} {theirs:g} differs from the model's "
-                            f"{ours:g}")
-    return optics, c
+    return values
 
 
 def _ctf_comment(model) -> str:
@@ -393,8 +186,8 @@ def _frame_comment(metadata: dict) -> str:
             f"{meaning.get(frame, 'not recorded')}")
 
 
-def _refinement_pair(correction: str, optics: ctf.Optics | None, batch_ctf: dict | None,
-                     images: np.ndarray, result: dict) -> tuple[np.ndarray, np.ndarray]:
+def _refinement_pair(correction: str, batch_ctf: dict | None, images: np.ndarray,
+                     result: dict) -> tuple[np.ndarray, np.ndarray]:
     """(particles, references) that refinement compares, alike in their CTF. A learned frame's
     reference is its class template (`reference`), an average of particles as the frame sees
     them, phase-flipped under any CTF correction: the particles are flipped too. Otherwise the
@@ -404,13 +197,13 @@ def _refinement_pair(correction: str, optics: ctf.Optics | None, batch_ctf: dict
     reference = result.get("reference", result["canonical_image"])
     if correction == "none":
         return images, reference
-    u, v, angle = (batch_ctf[name] for name in ctf.CTF_FEATURES)
     if correction == "phase_flip" or "reference" in result:
-        flipped = ctf.apply_ctf(images.astype(np.float32), u, v, angle, optics, "phase_flip",
+        flipped = ctf.apply_ctf(images.astype(np.float32), batch_ctf, "phase_flip",
                                 pad_factor=2)
         return flipped.numpy(), reference
-    turned = ctf.rotated_defocus_angle(angle, -result["angle"])
-    modulated = ctf.apply_ctf(reference, u, v, turned, optics, "model", pad_factor=2)
+    turned = {**batch_ctf, "defocus_angle": ctf.rotated_defocus_angle(
+        batch_ctf["defocus_angle"], -result["angle"])}
+    modulated = ctf.apply_ctf(reference, turned, "model", pad_factor=2)
     return images, modulated.numpy()
 
 
@@ -430,10 +223,10 @@ def _refine(particles: np.ndarray, references: np.ndarray, angles: np.ndarray,
     return RefinedPoses(refined.angles[:count], refined.shifts[:count], refined.scores[:count])
 
 
-def _stream(model, particles: _Particles, output: str, star: str, batch_size: int,
+def _stream(model, particles: Particles, output: str, star: str, batch_size: int,
             resample: bool, progress: Callable[[int, int], None] | None,
             refine_max_shift: int | None) -> CanonicalizeSummary:
-    """`refine_max_shift`: None = no refinement."""
+    """`refine_max_shift`: None = no refinement. Checks everything, then streams."""
     size = model.image_size
     h, w = particles.height, particles.width
     if (h, w) != (size, size):
@@ -445,54 +238,48 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
     if refine_max_shift is not None and not 0 <= refine_max_shift < size // 2:
         raise DataError(model.path, f"refine_max_shift {refine_max_shift} must be in "
                         f"[0, {size // 2}) for the model's {size}x{size} images")
-    pixel_size = particles.pixel_size * h / size
-    particle_ctf = _particle_ctf(model, particles)
-    optics, ctf_values = particle_ctf if particle_ctf is not None else (None, None)
-    n = len(particles)
+    pixel_scale = h / size
     columns = [IMAGE_NAME, ANGLE_PSI, *(ORIGIN_COLUMNS if refine_max_shift else ())]
-    layout = particles.output_star(size, pixel_size, columns)
+    layout = output_star(particles, size, pixel_scale, columns)  # checks the optics
+    pixel_sizes = particles.pixel_sizes() * pixel_scale
+    ctf_values = _particle_ctf(model, particles, pixel_scale)
+    particles.check_finite()
+    n = len(particles)
     stack_name = os.path.relpath(output, os.path.dirname(star))
     training = _training_comment(model)
     comments = [_frame_comment(model.metadata), training, _ctf_comment(model),
-                _refine_comment(refine_max_shift, model.outputs)]
-    bad: list[int] = []
+                _refine_comment(refine_max_shift, model.outputs), *particles.notes]
     start_time = time.perf_counter()
     with StarWriter(star, comments) as star_writer, \
-            StackWriter(output, n, size, size, pixel_size) as writer:
+            StackWriter(output, n, size, size, pixel_sizes[0]) as writer, \
+            particles.open() as reader:
         for name, block in layout.before.items():
             star_writer.write_block(name, block)
         star_writer.begin_loop(layout.table, layout.columns)
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            images = particles.read(start, stop)
-            finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
-            bad += [start + 1 + int(i) for i in np.flatnonzero(~finite)]
-            if not bad:  # after the first bad particle, only scan for the others
-                images = fourier_resample(images, size)
-                batch_ctf = None if optics is None else {
-                    name: values[start:stop] for name, values in zip(ctf.CTF_FEATURES, (
-                        ctf_values.defocus_u, ctf_values.defocus_v, ctf_values.defocus_angle))}
-                result = model.predict(images, batch_ctf)
-                writer.write(start, result["canonical_image"])
-                angles = np.asarray(result["angle"], np.float64)
-                values = {IMAGE_NAME: [image_name(i, stack_name)
-                                       for i in range(start + 1, stop + 1)]}
-                if refine_max_shift is not None:
-                    refined = _refine(*_refinement_pair(model.ctf_correction, optics,
-                                                        batch_ctf, images, result),
-                                      result["angle"], batch_size, refine_max_shift)
-                    angles = np.asarray(refined.angles, np.float64)
-                    if refine_max_shift:  # pixels, x then y (down the rows) -> RELION origins
-                        for column, shift in zip(ORIGIN_COLUMNS, np.asarray(refined.shifts).T):
-                            values[column] = [f"{-v * pixel_size:.6f}" for v in shift]
-                values[ANGLE_PSI] = [f"{p:.6f}" for p in angle_to_psi_degrees(angles)]
-                star_writer.write_rows(layout.rows(start, values))
+            images = fourier_resample(reader.read(start, stop), size)
+            batch_ctf = None if ctf_values is None else {
+                name: values[start:stop] for name, values in ctf_values.items()}
+            result = model.predict(images, batch_ctf)
+            writer.write(start, result["canonical_image"])
+            angles = np.asarray(result["angle"], np.float64)
+            values = {IMAGE_NAME: [image_name(i, stack_name) for i in range(start + 1, stop + 1)]}
+            if refine_max_shift is not None:
+                refined = _refine(*_refinement_pair(model.ctf_correction, batch_ctf, images,
+                                                    result),
+                                  result["angle"], batch_size, refine_max_shift)
+                angles = np.asarray(refined.angles, np.float64)
+                if refine_max_shift:  # pixels, x then y (down the rows) -> RELION origins
+                    for column, shift in zip(ORIGIN_COLUMNS, np.asarray(refined.shifts).T):
+                        values[column] = [f"{v:.6f}" for v in -shift * pixel_sizes[start:stop]]
+            values[ANGLE_PSI] = [f"{p:.6f}" for p in angle_to_psi_degrees(angles)]
+            star_writer.write_rows(layout.rows(start, values))
             if progress is not None:
                 progress(stop, n)
-        if bad:
-            raise DataError(particles.path, _nonfinite_message(bad))
         for name, block in layout.after.items():
             star_writer.write_block(name, block)
     return CanonicalizeSummary(particles=n, seconds=time.perf_counter() - start_time,
-                               output=output, star=star, pixel_size=pixel_size,
-                               training=training.removeprefix("rotinv_tf: "))
+                               output=output, star=star, pixel_size=float(pixel_sizes[0]),
+                               training=training.removeprefix("rotinv_tf: "),
+                               notes=particles.notes)

@@ -13,7 +13,6 @@ import keras
 import tensorflow as tf
 
 from data_pipeline import input_fn
-from data_pipeline.datasets.particle_stack import StackCtf
 from data_pipeline.preprocessing import Normalization
 from rotinv_tf import config as configs
 from rotinv_tf.config import Config, resolved_frame
@@ -57,7 +56,7 @@ def data_description(config: Config) -> str:
     return stack.describe() if stack is not None else f"{config.data.dataset}: no CTF values"
 
 
-def resolved_ctf(config: Config) -> tuple[str, StackCtf | None]:
+def resolved_ctf(config: Config) -> tuple[str, dict | None]:
     """The CTF correction a run trains with, and the stack's CTF: `model` for a particle stack
     whose metadata has CTF values, `none` otherwise, unless the config names one (which needs
     CTF values)."""
@@ -80,7 +79,10 @@ def _ctf_arguments(config: Config, normalization: Normalization | None) -> dict:
         return {"ctf_correction": "none"}
     if normalization is None:
         raise ValueError("a CTF correction needs the data's normalization")
-    return {"ctf_correction": correction, "optics": dataclasses.asdict(stack_ctf.optics),
+    group = configs.particle_stack(config).particles.groups[0]
+    optics = {name: getattr(group, name) for name in
+              ("voltage", "spherical_aberration", "amplitude_contrast", "pixel_size")}
+    return {"ctf_correction": correction, "optics": optics,
             "raw_zero": float(normalization.normalize(0.0))}
 
 
