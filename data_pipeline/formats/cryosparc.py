@@ -10,7 +10,7 @@ Fields used:
 - `ctf/df1_A`, `ctf/df2_A`, `ctf/df_angle_rad`, `ctf/accel_kv`, `ctf/cs_mm`, `ctf/amp_contrast`
   (optional, all or none) and `blob/psize_A`: the CTF, as pyem converts them to RELION's
   rlnDefocusU, rlnDefocusV, rlnDefocusAngle (degrees), rlnVoltage, rlnSphericalAberration,
-  rlnAmplitudeContrast and rlnImagePixelSize.
+  rlnAmplitudeContrast and rlnImagePixelSize; `ctf/phase_shift_rad` (optional) as rlnPhaseShift.
 
 Angle convention: RELION's `rlnAnglePsi` is `alignments2D/pose` in degrees, same sign. That is
 pyem's cryoSPARC -> STAR conversion (asarnow/pyem, `pyem/metadata/cryosparc2.py`:
@@ -37,6 +37,7 @@ PATH, INDEX, POSE = "blob/path", "blob/idx", "alignments2D/pose"
 CTF_FIELDS = ("ctf/df1_A", "ctf/df2_A", "ctf/df_angle_rad", "ctf/accel_kv", "ctf/cs_mm",
               "ctf/amp_contrast")
 PIXEL_SIZE = "blob/psize_A"
+PHASE_SHIFT = "ctf/phase_shift_rad"
 _NPY_MAGIC = b"\x93NUMPY"
 
 
@@ -164,7 +165,9 @@ def _read_ctf(array: np.ndarray, path: str) -> CtfColumns | None:
         spherical_aberration=_shared_value(array, "ctf/cs_mm", path),
         amplitude_contrast=_shared_value(array, "ctf/amp_contrast", path),
         pixel_size=(_shared_value(array, PIXEL_SIZE, path)
-                    if PIXEL_SIZE in array.dtype.names else None))
+                    if PIXEL_SIZE in array.dtype.names else None),
+        phase_shift=(np.rad2deg(_finite_field(array, PHASE_SHIFT, path, non_negative=False))
+                     if PHASE_SHIFT in array.dtype.names else 0.0))
 
 
 def resolve_stack(cs_path: str, blob_path: str) -> str:

@@ -29,6 +29,7 @@ IMAGE_SIZE = "rlnImageSize"
 ORIGIN_COLUMNS = ("rlnOriginXAngst", "rlnOriginYAngst")
 CLASS_NUMBER = "rlnClassNumber"
 DEFOCUS_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
+PHASE_SHIFT = "rlnPhaseShift"
 OPTICS_COLUMNS = ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
 
 # A token is a quoted string (closed by the same quote) or a run of non-blank characters.
@@ -322,9 +323,9 @@ def optics_block(pixel_size: float, image_size: int, voltage: float | None = Non
 
 @dataclasses.dataclass(frozen=True)
 class CtfColumns:
-    """CTF values in RELION's units (also read from cryoSPARC files): defocus U, V (Å) and
-    astigmatism angle (degrees) per row, and the optics group's voltage (kV), Cs (mm), amplitude
-    contrast and pixel size (Å, None when the file has no rlnImagePixelSize)."""
+    """CTF values in RELION's units (also read from cryoSPARC files): defocus U, V (Å), astigmatism
+    angle and phase shift (degrees) per row, and the optics group's voltage (kV), Cs (mm),
+    amplitude contrast and pixel size (Å, None when the file has no rlnImagePixelSize)."""
 
     defocus_u: np.ndarray
     defocus_v: np.ndarray
@@ -333,6 +334,7 @@ class CtfColumns:
     spherical_aberration: float
     amplitude_contrast: float
     pixel_size: float | None
+    phase_shift: np.ndarray | float = 0.0
 
 
 def numeric_column(block: StarBlock, name: str, path: str, non_negative: bool = False
@@ -388,4 +390,5 @@ def read_ctf(blocks: dict[str, StarBlock], path: str = "STAR file") -> CtfColumn
         defocus_angle=numeric_column(table, "rlnDefocusAngle", path),
         voltage=optics["rlnVoltage"], spherical_aberration=optics["rlnSphericalAberration"],
         amplitude_contrast=optics["rlnAmplitudeContrast"],
-        pixel_size=_optics_value(blocks, table, "rlnImagePixelSize", path))
+        pixel_size=_optics_value(blocks, table, "rlnImagePixelSize", path),
+        phase_shift=numeric_column(table, PHASE_SHIFT, path) if PHASE_SHIFT in table else 0.0)
