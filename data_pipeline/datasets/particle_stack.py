@@ -5,10 +5,10 @@ file that gives each particle's in-plane angle: a RELION STAR file (`rlnAnglePsi
 The stack is read through its memory map a chunk at a time, so it never has to fit in RAM. Elements:
 `observed` float32 [H, W, 1] (raw units), `index` int64 (the particle's 0-based position in the
 stack, whatever the split), with angles `angle` float32 (radians, via
-`star.psi_degrees_to_angle`), with CTF values (`star.read_ctf`, `cryosparc.read_cs`; their optics in
-`ParticleStack.ctf`) `defocus_u`, `defocus_v` (Å) and `defocus_angle` (degrees: the astigmatism
-angle of `image`, which is the particle's own turned by -angle when `image` is derotated) float32,
-and `image`:
+`star.psi_degrees_to_angle`), with CTF values (`star.read_ctf`, `cryosparc.read_cs`; all of them in
+`ParticleStack.ctf`) each particle's whole CTF, `ctf.CTF_FEATURES` float32 (`defocus_angle` is the
+astigmatism angle of `image`, which is the particle's own turned by -angle when `image` is
+derotated), and `image`:
 - with angles, the canonical image `rotate(observed, -angle)`, as for every data set
   (`data_pipeline/angles.py`);
 - without them there is no ground truth, so `image` is the observed particle itself (training on it
@@ -150,28 +150,19 @@ def _stack_rows(path: str, stack_path: str, count: int) -> tuple[np.ndarray, _Me
     return order, found
 
 
-@dataclasses.dataclass(frozen=True)
-class StackCtf:
-    """Each particle's CTF in stack order (defocus U, V in Å, astigmatism angle in degrees, as
-    RELION), and the optics they were imaged with."""
-
-    defocus_u: np.ndarray
-    defocus_v: np.ndarray
-    defocus_angle: np.ndarray
-    optics: ctf_lib.Optics
-
-
 def _stack_ctf(columns: star_format.CtfColumns, order: np.ndarray, stack_pixel_size: float,
-               path: str) -> StackCtf:
-    """The CTF in stack order; the pixel size from the metadata, else from the stack's header."""
+               path: str) -> dict[str, np.ndarray]:
+    """Each particle's CTF (`ctf.particle_ctf`) in stack order; the pixel size from the metadata,
+    else from the stack's header."""
     pixel_size = columns.pixel_size or stack_pixel_size
     try:
         optics = ctf_lib.Optics(columns.voltage, columns.spherical_aberration,
                                 columns.amplitude_contrast, pixel_size)
     except ValueError as e:
         raise DataError(path, str(e)) from None
-    return StackCtf(*(np.asarray(values[order], np.float32) for values in (
-        columns.defocus_u, columns.defocus_v, columns.defocus_angle)), optics)
+    phase_shift = np.broadcast_to(columns.phase_shift, columns.defocus_u.shape)[order]
+    return ctf_lib.particle_ctf(columns.defocus_u[order], columns.defocus_v[order],
+                                columns.defocus_angle[order], optics, phase_shift)
 
 
 def _add_image(chunk: dict) -> dict:
@@ -207,7 +198,7 @@ class ParticleStack:
             self.count, self.height, self.width = opened.shape
             stack_pixel_size = opened.pixel_size
         self.angles: np.ndarray | None = None  # float32 radians, stack order
-        self.ctf: StackCtf | None = None
+        self.ctf: dict[str, np.ndarray] | None = None  # `ctf.CTF_FEATURES`, stack order
         if self.star:
             order, rows = _stack_rows(self.star, self.stack, self.count)
             if rows.psi is not None:
@@ -222,11 +213,11 @@ class ParticleStack:
         angles = "in-plane angles" if self.angles is not None else "no in-plane angles"
         if self.ctf is None:
             return f"{self.star}: {angles}; no CTF (no defocus columns)"
-        o = self.ctf.optics
+        c = self.ctf
         return (f"{self.star}: {angles}; CTF per particle (defocus "
-                f"{self.ctf.defocus_u.min():.0f}-{self.ctf.defocus_u.max():.0f} Å, "
-                f"{o.voltage:g} kV, Cs {o.spherical_aberration:g} mm, amplitude contrast "
-                f"{o.amplitude_contrast:g}, pixel {o.pixel_size:g} Å)")
+                f"{c['defocus_u'].min():.0f}-{c['defocus_u'].max():.0f} Å, "
+                f"{c['voltage'][0]:g} kV, Cs {c['spherical_aberration'][0]:g} mm, amplitude "
+                f"contrast {c['amplitude_contrast'][0]:g}, pixel {c['pixel_size'][0]:g} Å)")
 
     def _chunks(self, positions: np.ndarray, chunk_size: int) -> Iterator[dict]:
         with open_stack(self.stack) as stack:
@@ -242,7 +233,7 @@ class ParticleStack:
                     chunk["angle"] = self.angles[chosen]
                 if self.ctf is not None:
                     for name in ctf_lib.CTF_FEATURES:
-                        chunk[name] = getattr(self.ctf, name)[chosen]
+                        chunk[name] = self.ctf[name][chosen]
                 yield chunk
 
     def dataset(self, split: str = "all", chunk_size: int = 256) -> tf.data.Dataset:

@@ -18,10 +18,10 @@ Angles: `data_pipeline/angles.py`; `rlnAnglePsi` is the model's angle in degrees
 (-180, 180] (`star.angle_to_psi_degrees`, as the simulator writes its true angles).
 
 CTF: a model trained with a CTF correction (`rotinv_tf.models.autoencoder`) takes each particle's
-defocus, read from the input (a STAR file's rlnDefocusU/V/Angle and optics, a `.cs` file's `ctf/*`
-fields, written out in RELION's columns); a comment line at the top of the STAR file names the
-correction (with `model` the canonical images are CTF-free). Refinement then compares like with
-like (`_refinement_pair`).
+CTF, read from the input (a STAR file's rlnDefocusU/V/Angle, rlnPhaseShift and optics, a `.cs`
+file's `ctf/*` fields, written out in RELION's columns; the pixel size is the resampled one); a
+comment line at the top of the STAR file names the correction (with `model` the canonical images
+are CTF-free). Refinement then compares like with like (`_refinement_pair`).
 
 Refinement (on unless `refine=False`): each network angle is refined by a local search
 (`rotinv_tf.pose.refine`, ±`REFINE_WINDOW_DEGREES` in `REFINE_STEP_DEGREES` steps) against a
@@ -331,9 +331,9 @@ def canonicalize_particles(saved_model: str, input_path: str, output: str, star:
         particles.close()
 
 
-def _particle_ctf(model, particles: _Particles) -> tuple[ctf.Optics, CtfColumns] | None:
-    """The model's optics and the input's CTF values when the model corrects the CTF (None
-    otherwise); the input's optics must be the model's."""
+def _particle_ctf(model, particles: _Particles) -> dict[str, np.ndarray] | None:
+    """Each input particle's CTF (`ctf.CTF_FEATURES`, at the pixel size of the images the model
+    sees, resampled) when the model corrects the CTF, else None."""
     if model.ctf_correction == "none":
         return None
     c = particles.ctf()
@@ -341,16 +341,12 @@ def _particle_ctf(model, particles: _Particles) -> tuple[ctf.Optics, CtfColumns]
         raise DataError(particles.path, f"the model corrects the CTF ({model.ctf_correction}) "
                         f"but the input has no CTF values ({', '.join(DEFOCUS_COLUMNS)} in a "
                         f"STAR file, ctf/* in a .cs file)")
-    optics = ctf.Optics(**model.metadata["optics"])
-    for name, ours, theirs in (("voltage", optics.voltage, c.voltage),
-                               ("spherical aberration", optics.spherical_aberration,
-                                c.spherical_aberration),
-                               ("amplitude contrast", optics.amplitude_contrast,
-                                c.amplitude_contrast)):
-        if abs(ours - theirs) > 1e-3 * max(abs(ours), 1e-3):
-            raise DataError(particles.path, f"{name} {theirs:g} differs from the model's "
-                            f"{ours:g}")
-    return optics, c
+    pixel_size = (c.pixel_size or particles.pixel_size) * particles.height / model.image_size
+    try:
+        optics = ctf.Optics(c.voltage, c.spherical_aberration, c.amplitude_contrast, pixel_size)
+    except ValueError as e:
+        raise DataError(particles.path, str(e)) from None
+    return ctf.particle_ctf(c.defocus_u, c.defocus_v, c.defocus_angle, optics, c.phase_shift)
 
 
 def _ctf_comment(model) -> str:
@@ -393,8 +389,8 @@ def _frame_comment(metadata: dict) -> str:
             f"{meaning.get(frame, 'not recorded')}")
 
 
-def _refinement_pair(correction: str, optics: ctf.Optics | None, batch_ctf: dict | None,
-                     images: np.ndarray, result: dict) -> tuple[np.ndarray, np.ndarray]:
+def _refinement_pair(correction: str, batch_ctf: dict | None, images: np.ndarray,
+                     result: dict) -> tuple[np.ndarray, np.ndarray]:
     """(particles, references) that refinement compares, alike in their CTF. A learned frame's
     reference is its class template (`reference`), an average of particles as the frame sees
     them, phase-flipped under any CTF correction: the particles are flipped too. Otherwise the
@@ -404,13 +400,12 @@ def _refinement_pair(correction: str, optics: ctf.Optics | None, batch_ctf: dict
     reference = result.get("reference", result["canonical_image"])
     if correction == "none":
         return images, reference
-    u, v, angle = (batch_ctf[name] for name in ctf.CTF_FEATURES)
     if correction == "phase_flip" or "reference" in result:
-        flipped = ctf.apply_ctf(images.astype(np.float32), u, v, angle, optics, "phase_flip",
-                                pad_factor=2)
+        flipped = ctf.apply_ctf(images.astype(np.float32), batch_ctf, "phase_flip", pad_factor=2)
         return flipped.numpy(), reference
-    turned = ctf.rotated_defocus_angle(angle, -result["angle"])
-    modulated = ctf.apply_ctf(reference, u, v, turned, optics, "model", pad_factor=2)
+    turned = {**batch_ctf, "defocus_angle": ctf.rotated_defocus_angle(
+        batch_ctf["defocus_angle"], -result["angle"])}
+    modulated = ctf.apply_ctf(reference, turned, "model", pad_factor=2)
     return images, modulated.numpy()
 
 
@@ -447,7 +442,6 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
                         f"[0, {size // 2}) for the model's {size}x{size} images")
     pixel_size = particles.pixel_size * h / size
     particle_ctf = _particle_ctf(model, particles)
-    optics, ctf_values = particle_ctf if particle_ctf is not None else (None, None)
     n = len(particles)
     columns = [IMAGE_NAME, ANGLE_PSI, *(ORIGIN_COLUMNS if refine_max_shift else ())]
     layout = particles.output_star(size, pixel_size, columns)
@@ -469,17 +463,16 @@ def _stream(model, particles: _Particles, output: str, star: str, batch_size: in
             bad += [start + 1 + int(i) for i in np.flatnonzero(~finite)]
             if not bad:  # after the first bad particle, only scan for the others
                 images = fourier_resample(images, size)
-                batch_ctf = None if optics is None else {
-                    name: values[start:stop] for name, values in zip(ctf.CTF_FEATURES, (
-                        ctf_values.defocus_u, ctf_values.defocus_v, ctf_values.defocus_angle))}
+                batch_ctf = None if particle_ctf is None else {
+                    name: values[start:stop] for name, values in particle_ctf.items()}
                 result = model.predict(images, batch_ctf)
                 writer.write(start, result["canonical_image"])
                 angles = np.asarray(result["angle"], np.float64)
                 values = {IMAGE_NAME: [image_name(i, stack_name)
                                        for i in range(start + 1, stop + 1)]}
                 if refine_max_shift is not None:
-                    refined = _refine(*_refinement_pair(model.ctf_correction, optics,
-                                                        batch_ctf, images, result),
+                    refined = _refine(*_refinement_pair(model.ctf_correction, batch_ctf,
+                                                        images, result),
                                       result["angle"], batch_size, refine_max_shift)
                     angles = np.asarray(refined.angles, np.float64)
                     if refine_max_shift:  # pixels, x then y (down the rows) -> RELION origins
