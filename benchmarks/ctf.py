@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import relion_2d  # noqa: E402
 from report_files import RESULTS, mean_std, write_results  # noqa: E402
+from data_pipeline.datasets.particle_stack import ParticleStack  # noqa: E402
 from data_pipeline.formats import star  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
 from rotinv_tf import config as configs  # noqa: E402
@@ -141,12 +142,8 @@ def score(saved_model: str, folder: str, truth_folder: str, defocus: np.ndarray)
     comes from `truth_folder`'s canonical images and `defocus` (Å) from the CTF stack (the same
     particles)."""
     model = load_serving_model(saved_model)
-    table = _table(folder)
     particles = _read(os.path.join(folder, PARTICLES))
-    has_ctf = "rlnDefocusU" in table
-    ctf_values = ({name: np.array(table.column(column), np.float32) for name, column in (
-        ("defocus_u", "rlnDefocusU"), ("defocus_v", "rlnDefocusV"),
-        ("defocus_angle", "rlnDefocusAngle"))} if has_ctf else None)
+    ctf_values = ParticleStack(os.path.join(folder, PARTICLES), os.path.join(folder, STAR)).ctf
     outputs = {"angle": [], "latent": [], "canonical_image": []}
     for start in range(0, len(particles), 256):
         batch = slice(start, start + 256)

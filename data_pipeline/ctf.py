@@ -3,43 +3,53 @@
 One implementation for the simulator (which writes CTF-modulated particles) and the model (whose
 forward model modulates its CTF-free reconstruction, `rotinv_tf.models.autoencoder`).
 
-RELION's CTF (`src/ctf.h`, `CTF::getCTF`), at spatial frequency k = (kx, ky) in 1/Å, kx along image
-columns and ky along rows:
+Every particle carries its whole CTF (`CTF_FEATURES`, RELION's units): defocus U, V (Å, underfocus
+positive), the astigmatism angle (degrees), the phase shift φ (degrees, rlnPhaseShift: a phase
+plate), and its optics group's voltage (kV), spherical aberration Cs (mm), amplitude contrast A
+(fraction) and pixel size p (Å). RELION's CTF (`src/ctf.h`, `CTF::getCTF`:
+-sin(K1 Δf k² + K2 k⁴ - K5 - K3) with Δf negative for underfocus, K5 = φ and K3 = asin A), at
+spatial frequency k = (kx, ky) = fftfreq / p in 1/Å, kx along image columns and ky along rows:
 
-    Δf(k) = (U + V)/2 + (U - V)/2 · cos 2(atan2(ky, kx) - angle)     (U, V: defocus in Å, underfocus
-    γ(k)  = π λ Δf k² - π/2 Cs λ³ k⁴                                  positive; angle in degrees)
-    CTF   = sin(γ + asin A) = sqrt(1 - A²) sin γ + A cos γ            (A: amplitude contrast)
+    Δf(k) = (U + V)/2 + (U - V)/2 · cos 2(atan2(ky, kx) - angle)
+    γ(k)  = π λ Δf k² - π/2 Cs λ³ k⁴
+    CTF   = sin(γ + asin A + φ)
 
-so U is the defocus along the direction `angle` (from the column axis towards the row axis) and the
-CTF is positive at low frequency: particles keep their polarity. λ is the relativistic electron
-wavelength at the voltage (kV), Cs is in mm. `tests/test_ctf.py` checks this against
-`relion_project --ctf` (fixture `tests/data/relion_ctf/`).
+so U is the defocus along the direction `angle` (from the column axis towards the row axis) and,
+without phase shift, the CTF is positive at low frequency: particles keep their polarity. λ is the
+relativistic electron wavelength at the voltage (`electron_wavelength`). `tests/test_ctf.py`
+checks this against `relion_project --ctf` (fixtures `tests/data/relion_ctf/`, one optics group,
+and `tests/data/relion_ctf_groups/`, two groups and phase shifts).
 
 Modes of `apply_ctf`: `model` multiplies a spectrum by the CTF (the microscope's forward model);
 `phase_flip` by its sign (undoes the contrast reversals, the classical correction).
 """
 import dataclasses
 import math
+from typing import Mapping
 
 import numpy as np
 import tensorflow as tf
 
 MODES = ("model", "phase_flip")
-# A particle's CTF values as data sets carry them: RELION's rlnDefocusU, rlnDefocusV (Å) and
-# rlnDefocusAngle (degrees).
-CTF_FEATURES = ("defocus_u", "defocus_v", "defocus_angle")
+# A particle's CTF as data sets carry it, each [B], in RELION's units (module docstring):
+# rlnDefocusU, rlnDefocusV (Å), rlnDefocusAngle, rlnPhaseShift (degrees), and its optics group's
+# rlnVoltage (kV), rlnSphericalAberration (mm), rlnAmplitudeContrast, rlnImagePixelSize (Å).
+CTF_FEATURES = ("defocus_u", "defocus_v", "defocus_angle", "phase_shift", "voltage",
+                "spherical_aberration", "amplitude_contrast", "pixel_size")
 
 
-def electron_wavelength(voltage_kv: float) -> float:
-    """Relativistic electron wavelength in Å at an accelerating voltage in kV (RELION's formula)."""
+def electron_wavelength(voltage_kv: float | np.ndarray | tf.Tensor
+                        ) -> float | np.ndarray | tf.Tensor:
+    """Relativistic electron wavelength in Å at an accelerating voltage in kV (RELION's formula),
+    elementwise for an array or a tensor."""
     volts = voltage_kv * 1e3
-    return 12.2643247 / math.sqrt(volts * (1 + volts * 0.978466e-6))
+    return 12.2643247 / (volts * (1 + volts * 0.978466e-6)) ** 0.5
 
 
 @dataclasses.dataclass(frozen=True)
 class Optics:
     """A RELION optics group's CTF values: voltage (kV), spherical aberration Cs (mm), amplitude
-    contrast (fraction) and the image pixel size (Å)."""
+    contrast (fraction) and the image pixel size (Å). The one place these values are checked."""
 
     voltage: float = 300.0
     spherical_aberration: float = 2.7
@@ -53,34 +63,39 @@ class Optics:
                              f"and 0 <= amplitude_contrast <= 1")
 
 
-def _frequencies(size: int, pixel_size: float, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """(ky [size, 1], kx [1, size // 2 + 1]) in 1/Å on an `rfft2` grid of a size x size image."""
-    ky = np.fft.fftfreq(size, d=pixel_size)[:, None]
-    kx = np.fft.rfftfreq(size, d=pixel_size)[None, :]
-    return ky.astype(dtype), kx.astype(dtype)
+def particle_ctf(defocus_u: np.ndarray, defocus_v: np.ndarray, defocus_angle: np.ndarray,
+                 optics: Optics, phase_shift: np.ndarray | float = 0.0) -> dict[str, np.ndarray]:
+    """The per-particle CTF (float32 [B] arrays keyed by `CTF_FEATURES`) of particles imaged in
+    one optics group."""
+    values = dict(defocus_u=defocus_u, defocus_v=defocus_v, defocus_angle=defocus_angle,
+                  phase_shift=phase_shift, **dataclasses.asdict(optics))
+    count = len(np.atleast_1d(defocus_u))
+    return {name: np.broadcast_to(np.asarray(values[name], np.float32), (count,)).copy()
+            for name in CTF_FEATURES}
 
 
-def ctf_grid(defocus_u: tf.Tensor, defocus_v: tf.Tensor, defocus_angle: tf.Tensor, size: int,
-             optics: Optics, dtype=tf.float32) -> tf.Tensor:
+def ctf_grid(particle_ctf: Mapping[str, tf.Tensor], size: int, dtype=tf.float32) -> tf.Tensor:
     """CTFs [B, size, size // 2 + 1] on the `rfft2` grid of size x size images, one per particle
-    (defocus_u, defocus_v in Å and defocus_angle in degrees, each [B])."""
+    (`particle_ctf`: the `CTF_FEATURES`, each [B])."""
     np_dtype = dtype.as_numpy_dtype
-    ky, kx = _frequencies(size, optics.pixel_size, np_dtype)
-    k2 = ky**2 + kx**2
+    ky = np.fft.fftfreq(size)[:, None].astype(np_dtype)  # cycles per pixel
+    kx = np.fft.rfftfreq(size)[None, :].astype(np_dtype)
     direction = np.arctan2(ky, kx)
-    u, v, angle = (tf.cast(x, dtype)[:, None, None]
-                   for x in (defocus_u, defocus_v, defocus_angle))
-    defocus = 0.5 * (u + v) + 0.5 * (u - v) * tf.cos(2.0 * (direction - angle * (math.pi / 180)))
-    wavelength = electron_wavelength(optics.voltage)
-    cs = optics.spherical_aberration * 1e7
+    c = {name: tf.cast(particle_ctf[name], dtype)[:, None, None] for name in CTF_FEATURES}
+    k2 = (ky**2 + kx**2) / c["pixel_size"]**2  # 1/Å²
+    u, v = c["defocus_u"], c["defocus_v"]
+    angle = c["defocus_angle"] * (math.pi / 180)
+    defocus = 0.5 * (u + v) + 0.5 * (u - v) * tf.cos(2.0 * (direction - angle))
+    wavelength = electron_wavelength(c["voltage"])
+    cs = c["spherical_aberration"] * 1e7  # Å
     gamma = math.pi * wavelength * defocus * k2 - 0.5 * math.pi * cs * wavelength**3 * k2**2
-    return tf.sin(gamma + math.asin(optics.amplitude_contrast))
+    return tf.sin(gamma + tf.asin(c["amplitude_contrast"]) + c["phase_shift"] * (math.pi / 180))
 
 
-def apply_ctf(images: tf.Tensor, defocus_u: tf.Tensor, defocus_v: tf.Tensor,
-              defocus_angle: tf.Tensor, optics: Optics, mode: str = "model",
+def apply_ctf(images: tf.Tensor, particle_ctf: Mapping[str, tf.Tensor], mode: str = "model",
               pad_factor: int = 1) -> tf.Tensor:
-    """Images [B, N, N] or [B, N, N, C] filtered by each particle's CTF (`mode` in `MODES`).
+    """Images [B, N, N] or [B, N, N, C] filtered by each particle's CTF (`particle_ctf`: the
+    `CTF_FEATURES`, each [B]; `mode` in `MODES`).
 
     `pad_factor` > 1 zero-pads to that many times the size first, so the CTF's spread does not wrap
     around the box (what a microscope does); 1 filters on the box itself (what `relion_project`
@@ -93,7 +108,7 @@ def apply_ctf(images: tf.Tensor, defocus_u: tf.Tensor, defocus_v: tf.Tensor,
     size = images.shape[1]
     padded = pad_factor * size
     real_dtype = tf.float64 if images.dtype == tf.float64 else tf.float32
-    ctf = ctf_grid(defocus_u, defocus_v, defocus_angle, padded, optics, real_dtype)
+    ctf = ctf_grid(particle_ctf, padded, real_dtype)
     if mode == "phase_flip":
         ctf = tf.where(ctf < 0, -tf.ones_like(ctf), tf.ones_like(ctf))
     if channels:

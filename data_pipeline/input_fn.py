@@ -1,7 +1,7 @@
 """Batched, prefetched `tf.data` pipelines for training and evaluation, on any data set of `load`.
 
 Both keep only the model's keys (`image`, `observed`, `angle`, `index` and a particle stack's CTF
-values `defocus_u`, `defocus_v`, `defocus_angle`, whichever exist) and apply
+values `ctf.CTF_FEATURES`, whichever exist) and apply
 the training split's `Normalization` to `image` and `observed`. Training pipelines do not rotate:
 the model samples angles and rotates on the device. Evaluation pipelines always carry `observed`
 and `angle`: when the data has no angles, `angle = fixed_angles(index, seed)` and

@@ -34,7 +34,7 @@ MAX_OPEN_STACKS = 16  # stacks memory-mapped at the same time by one reader
 OPTICS_NAMES = ("pixel_size", "voltage", "spherical_aberration", "amplitude_contrast")
 _STAR_OPTICS = dict(zip(OPTICS_NAMES, (star.IMAGE_PIXEL_SIZE, *star.OPTICS_COLUMNS)))
 _CS_OPTICS = dict(zip(OPTICS_NAMES, cryosparc.OPTICS_FIELDS))
-# How a user gives a value the input lacks (`canonicalize`'s flags).
+# How a user gives a value the input lacks (`canonicalize`'s flags; training reads the STAR).
 OPTICS_FLAGS = {name: f"--{name}" for name in OPTICS_NAMES}
 _UNITS = {"pixel_size": "Å", "voltage": "kV", "spherical_aberration": "mm",
           "amplitude_contrast": "fraction"}
@@ -105,8 +105,8 @@ class Particles:
             for name in names:
                 if getattr(group, name) is None:
                     raise DataError(self.path, f"optics group {group.number} ({group.name}) "
-                                    f"has no {name.replace('_', ' ')} ({_UNITS[name]}): give "
-                                    f"it with {OPTICS_FLAGS[name]}")
+                                    f"has no {name.replace('_', ' ')} ({_UNITS[name]}, "
+                                    f"{_STAR_OPTICS[name]}): give it with {OPTICS_FLAGS[name]}")
 
     def pixel_sizes(self) -> np.ndarray:
         """Each particle's pixel size (Å); `DataError` naming `--pixel_size` where unknown."""
@@ -120,6 +120,12 @@ class Particles:
         if self.defocus is None:
             return None
         self.missing_optics()
+        for g in self.groups:  # the one check of optics values
+            try:
+                ctf_lib.Optics(g.voltage, g.spherical_aberration, g.amplitude_contrast,
+                               g.pixel_size)
+            except ValueError as e:
+                raise DataError(self.path, f"optics group {g.number}: {e}") from None
         group = {name: np.array([getattr(g, name) for g in self.groups])[self.group_ids]
                  for name in OPTICS_NAMES}
         group["pixel_size"] = group["pixel_size"] * pixel_scale

@@ -349,8 +349,8 @@ class Simulator:
         """Images [B, N, N] through the CTF at each defocus (µm, no astigmatism), on a box padded
         to 2N so the CTF's spread does not wrap around."""
         defocus = np.asarray(defocus_um, np.float64) * 1e4
-        filtered = ctf.apply_ctf(images.astype(np.float64), defocus, defocus,
-                                 np.zeros_like(defocus), self.optics, pad_factor=2)
+        particles = ctf.particle_ctf(defocus, defocus, np.zeros_like(defocus), self.optics)
+        filtered = ctf.apply_ctf(images.astype(np.float64), particles, pad_factor=2)
         return filtered.numpy().astype(np.float32)
 
     def simulate(self, ids: np.ndarray) -> dict[str, np.ndarray]:

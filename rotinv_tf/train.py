@@ -27,7 +27,7 @@ def main(argv: list[str]) -> None:
         cli.fail(str(e))
     print(f"Frame: {configs.resolved_frame(config)}", flush=True)
     try:
-        correction, _ = train_lib.resolved_ctf(config)
+        correction = train_lib.resolved_ctf(config)
     except ValueError as e:
         cli.fail(str(e))
     print(f"CTF correction: {correction} ({train_lib.data_description(config)})", flush=True)

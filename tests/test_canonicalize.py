@@ -305,15 +305,12 @@ def test_a_template_reference_is_compared_with_phase_flipped_particles(correctio
     rng = np.random.default_rng(0)
     images = rng.standard_normal((3, SIZE, SIZE)).astype(np.float32)
     reference = rng.standard_normal((3, SIZE, SIZE, 1)).astype(np.float32)
-    optics = ctf.Optics(pixel_size=2.0)
-    batch_ctf = {"defocus_u": np.full(3, 15000.0, np.float32),
-                 "defocus_v": np.full(3, 14000.0, np.float32),
-                 "defocus_angle": np.full(3, 30.0, np.float32)}
+    batch_ctf = ctf.particle_ctf(np.full(3, 15000.0), np.full(3, 14000.0), np.full(3, 30.0),
+                                 ctf.Optics(pixel_size=2.0))
     result = {"canonical_image": np.zeros_like(reference), "reference": reference,
               "angle": np.zeros(3, np.float32)}
-    particles, references = inference._refinement_pair(correction, optics, batch_ctf, images,
-                                                       result)
-    flipped = ctf.apply_ctf(images, *batch_ctf.values(), optics, "phase_flip", pad_factor=2)
+    particles, references = inference._refinement_pair(correction, batch_ctf, images, result)
+    flipped = ctf.apply_ctf(images, batch_ctf, "phase_flip", pad_factor=2)
     np.testing.assert_allclose(particles, flipped.numpy(), atol=1e-5)
     assert not np.allclose(particles, images, atol=1e-2)
     np.testing.assert_array_equal(references, reference)

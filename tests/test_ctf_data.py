@@ -42,14 +42,31 @@ def _rewrite(star: str, path: str, edit) -> str:
 def test_particle_stack_carries_the_ctf(ctf_stack):
     stack, star, defocus = ctf_stack
     particles = ParticleStack(stack, star)
-    np.testing.assert_allclose(particles.ctf.defocus_u, defocus, rtol=1e-6)
-    optics = particles.ctf.optics
-    assert (optics.voltage, optics.spherical_aberration, optics.amplitude_contrast) == \
-        (300, 2.7, 0.1)
+    assert set(particles.ctf) == set(CTF_FEATURES)
+    assert all(v.dtype == np.float32 and v.shape == (COUNT,) for v in particles.ctf.values())
+    np.testing.assert_allclose(particles.ctf["defocus_u"], defocus, rtol=1e-6)
+    for name, value in (("voltage", 300), ("spherical_aberration", 2.7),
+                        ("amplitude_contrast", 0.1), ("phase_shift", 0)):
+        np.testing.assert_allclose(particles.ctf[name], value, rtol=1e-6)
     assert "CTF per particle" in particles.describe()
     element = next(iter(particles.dataset("all")))
     assert set(CTF_FEATURES) <= set(element)
     assert float(element["defocus_v"]) == pytest.approx(defocus[0], rel=1e-6)
+    assert float(element["voltage"]) == pytest.approx(300)
+
+
+def test_particle_stack_reads_the_phase_shift(ctf_stack, tmp_path):
+    stack, star, _ = ctf_stack
+    shifts = np.linspace(0, 100, COUNT)
+
+    def add_phase_shift(blocks):
+        blocks["particles"].set_column("rlnPhaseShift", [f"{s:g}" for s in shifts])
+
+    particles = ParticleStack(stack, _rewrite(star, str(tmp_path / "phase.star"),
+                                              add_phase_shift))
+    np.testing.assert_allclose(particles.ctf["phase_shift"], shifts, rtol=1e-6)
+    element = next(iter(particles.dataset("all")))
+    assert float(element["phase_shift"]) == pytest.approx(shifts[int(element["index"])])
 
 
 def test_star_without_defocus_has_no_ctf_and_says_so(ctf_stack, tmp_path):
@@ -108,7 +125,8 @@ def test_partly_missing_ctf_columns_are_refused(ctf_stack, tmp_path):
     stack, star, _ = ctf_stack
 
     bad = _rewrite(star, str(tmp_path / "novoltage.star"), _dropping("optics", "rlnVoltage"))
-    with pytest.raises(DataError, match=f"{bad}: has rlnDefocusU but no rlnVoltage column"):
+    with pytest.raises(DataError, match=f"{bad}: optics group 1 .* has no voltage \\(kV, "
+                       "rlnVoltage\\)"):
         ParticleStack(stack, bad)
 
 
@@ -131,10 +149,14 @@ def test_cryosparc_ctf_fields(tmp_path):
     write_cs(cs, ["J1/particles.mrcs"] * 4, np.arange(4), extra=_cs_ctf(4))
     particles = ParticleStack(stack, cs)
     assert particles.angles is None
-    np.testing.assert_allclose(particles.ctf.defocus_angle, np.degrees(0.5), rtol=1e-6)
-    np.testing.assert_allclose(particles.ctf.defocus_v, 11000.0)
-    assert particles.ctf.optics.pixel_size == pytest.approx(1.5)
-    assert particles.ctf.optics.amplitude_contrast == pytest.approx(0.07)
+    np.testing.assert_allclose(particles.ctf["defocus_angle"], np.degrees(0.5), rtol=1e-6)
+    np.testing.assert_allclose(particles.ctf["defocus_v"], 11000.0)
+    np.testing.assert_allclose(particles.ctf["pixel_size"], 1.5)
+    np.testing.assert_allclose(particles.ctf["amplitude_contrast"], 0.07, rtol=1e-6)
+    np.testing.assert_allclose(particles.ctf["phase_shift"], 0.0)
+    shifted = _cs_ctf(4, **{"ctf/phase_shift_rad": np.full(4, np.pi / 2, np.float32)})
+    write_cs(cs, ["J1/particles.mrcs"] * 4, np.arange(4), extra=shifted)
+    np.testing.assert_allclose(ParticleStack(stack, cs).ctf["phase_shift"], 90.0, rtol=1e-6)
     bad = _cs_ctf(4, **{"ctf/df1_A": np.array([1e4, 1e4, -5.0, 1e4], np.float32)})
     write_cs(cs, ["J1/particles.mrcs"] * 4, np.arange(4), extra=bad)
     with pytest.raises(DataError, match=f"{cs}: particle 3: ctf/df1_A is -5 "):
@@ -142,5 +164,5 @@ def test_cryosparc_ctf_fields(tmp_path):
     partial = _cs_ctf(4)
     del partial["ctf/cs_mm"]
     write_cs(cs, ["J1/particles.mrcs"] * 4, np.arange(4), extra=partial)
-    with pytest.raises(DataError, match=f"{cs}: has ctf/df1_A but no ctf/cs_mm field"):
+    with pytest.raises(DataError, match=f"{cs}: optics group 1 .* has no spherical aberration"):
         ParticleStack(stack, cs)

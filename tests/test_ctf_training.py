@@ -67,14 +67,14 @@ def test_forward_model_turns_the_astigmatism_with_the_frame(correction):
     With `model`, the forward model of the true CTF-free canonical image matches the target;
     with `phase_flip`, the target is the flipped particle derotated."""
     model = RotationInvariantAutoencoder(SIZE, latent_dim=4, filters=4, critic_filters=2,
-                                         ctf_correction=correction,
-                                         optics={"pixel_size": 3.0}, raw_zero=0.0)
+                                         ctf_correction=correction, raw_zero=0.0)
     truth = _blobs(3)
     u, v = np.full(3, 20000.0, np.float32), np.full(3, 6000.0, np.float32)
     astigmatism = np.array([10.0, 50.0, -30.0], np.float32)
     theta = np.array([0.7, -1.4, 2.0], np.float32)
-    particle = ctf.apply_ctf(rotate(truth, theta), u, v, astigmatism, OPTICS, pad_factor=2)
-    batch = {"image": particle, "defocus_u": u, "defocus_v": v, "defocus_angle": astigmatism}
+    particle_ctf = ctf.particle_ctf(u, v, astigmatism, OPTICS)
+    particle = ctf.apply_ctf(rotate(truth, theta), particle_ctf, pad_factor=2)
+    batch = {"image": particle, **particle_ctf}
     canonical = rotate(particle, -theta)
     target, forward = model._ctf_target(batch, canonical, -theta)
     inside = (np.hypot(*np.mgrid[:SIZE, :SIZE] - (SIZE - 1) / 2) < SIZE / 3)[None, ..., None]
@@ -90,8 +90,8 @@ def test_forward_model_turns_the_astigmatism_with_the_frame(correction):
         unturned = model._ctf_filtered(truth, batch, None, "model")
         assert (errors(unturned, target) > 2 * error).all()
     else:
-        flipped = rotate(ctf.apply_ctf(particle, u, v, astigmatism, OPTICS, "phase_flip",
-                                       pad_factor=2), -theta)
+        flipped = rotate(ctf.apply_ctf(particle, particle_ctf, "phase_flip", pad_factor=2),
+                         -theta)
         assert errors(target, flipped).max() < 0.15 * scale
 
 
@@ -123,7 +123,7 @@ def test_defocus_penalty_is_a_running_readout_r2_in_the_loss():
     np.testing.assert_allclose(features[:, 0], [-np.sqrt(2), 0, np.sqrt(2), 0], rtol=1e-5)
     np.testing.assert_allclose(features[:, 1], [2, 0, 2, 0], rtol=1e-5)
     model = RotationInvariantAutoencoder(SIZE, latent_dim=4, filters=4, critic_filters=2,
-                                         ctf_correction="model", optics={"pixel_size": 3.0},
+                                         ctf_correction="model",
                                          defocus_decorrelation_weight=3.0)
     model.compile(keras.optimizers.Adam(), keras.optimizers.Adam())
     images = _blobs(6) * np.linspace(0.5, 1.5, 6)[:, None, None, None].astype(np.float32)
@@ -158,13 +158,13 @@ def test_learned_frame_training_step_phase_flips_once(ctf_stack, correction, mon
     model = RotationInvariantAutoencoder(SIZE, latent_dim=4, filters=4, critic_filters=2,
                                          frame="learned", frame_angles=32,
                                          augment_quarter_turns=True,
-                                         ctf_correction=correction, optics={"pixel_size": 3.0})
+                                         ctf_correction=correction)
     # Smooth particles: an astigmatic CTF at an oblique angle breaks the Hermitian symmetry of
     # the Nyquist line, which is all the two orders differ in.
     particles = _blobs(6)
     u = np.linspace(1e4, 3e4, 6).astype(np.float32)
-    batch = {"image": tf.constant(particles, tf.float32), "defocus_u": u, "defocus_v": u * 0.8,
-             "defocus_angle": np.linspace(-60, 60, 6).astype(np.float32)}
+    batch = {"image": tf.constant(particles, tf.float32), **ctf.particle_ctf(
+        u, u * 0.8, np.linspace(-60, 60, 6), OPTICS)}
     calls = []
     filtered = model._ctf_filtered
     monkeypatch.setattr(model, "_ctf_filtered", lambda *args: calls.append(args[-1])
@@ -185,17 +185,17 @@ def test_learned_frame_training_step_phase_flips_once(ctf_stack, correction, mon
 
 
 def test_which_ctf_correction_a_run_takes(ctf_stack, tmp_path):
-    assert train_lib.resolved_ctf(_config(ctf_stack, ctf_stack["noangles"], tmp_path))[0] == "model"
+    assert train_lib.resolved_ctf(_config(ctf_stack, ctf_stack["noangles"], tmp_path)) == "model"
     assert resolved_frame(_config(ctf_stack, ctf_stack["noangles"], tmp_path)) == "learned"
     no_ctf = _config(ctf_stack, None, tmp_path)
-    assert train_lib.resolved_ctf(no_ctf)[0] == "none"
+    assert train_lib.resolved_ctf(no_ctf) == "none"
     with pytest.raises(ValueError, match="ctf_correction 'phase_flip' needs a particle stack"):
         train_lib.resolved_ctf(_config(ctf_stack, None, tmp_path, ctf_correction="phase_flip"))
     with pytest.raises(ValueError, match="not of spatial_vae"):
         _config(ctf_stack, ctf_stack["star"], tmp_path, model="spatial_vae",
                 ctf_correction="model").check()
     simulated = Config().replace(dataset="simulated_particles")
-    assert train_lib.resolved_ctf(simulated)[0] == "none"
+    assert train_lib.resolved_ctf(simulated) == "none"
 
 
 def test_ctf_stack_without_angles_trains_exports_and_canonicalizes(ctf_stack, tmp_path):
@@ -204,11 +204,10 @@ def test_ctf_stack_without_angles_trains_exports_and_canonicalizes(ctf_stack, tm
     assert all(math.isfinite(v[-1]) for v in result.history.values())
     model = load_serving_model(result.export_path)
     assert model.metadata["ctf_correction"] == "model"
-    assert model.metadata["optics"]["voltage"] == 300.0
     loaded = tf.saved_model.load(result.export_path)
     for name in ("serving_default", "encode"):
         inputs = loaded.signatures[name].structured_input_signature[1]
-        assert set(inputs) == {"images", "defocus_u", "defocus_v", "defocus_angle"}
+        assert set(inputs) == {"images", *ctf.CTF_FEATURES}
     with pytest.raises(ValueError, match="needs each particle's defocus_u"):
         model.predict(np.zeros((2, SIZE, SIZE), np.float32))
 

@@ -10,12 +10,13 @@ define the frame; `learned`, for stacks whose angles nobody knows, where the mod
 `TemplateFrame` learns the canonical frame by online EM during training and its frame angles stand
 in for the missing ones (`rotinv_tf.pose.template_frame`).
 
-CTF correction (`ctf_correction=`, for data carrying `defocus_u`, `defocus_v`, `defocus_angle`, the
-astigmatism angle of `image`; `data_pipeline.ctf`): with `phase_flip` and `model` the encoder sees
-phase-flipped particles; with `phase_flip` the decoder reconstructs the phase-flipped canonical
-image; with `model` (cryoDRGN's forward model) it returns the CTF-free canonical image, and the loss
-and the critic see it modulated by the particle's CTF (its astigmatism turned with the frame). The
-CTF acts on raw pixel values, so it is applied about `raw_zero`, the normalised value of raw 0.
+CTF correction (`ctf_correction=`, for data carrying each particle's CTF, `data_pipeline.ctf.
+CTF_FEATURES`, whose `defocus_angle` is the astigmatism angle of `image`): with `phase_flip` and
+`model` the encoder sees phase-flipped particles; with `phase_flip` the decoder reconstructs the
+phase-flipped canonical image; with `model` (cryoDRGN's forward model) it returns the CTF-free
+canonical image, and the loss and the critic see it modulated by the particle's CTF (its
+astigmatism turned with the frame). The CTF acts on raw pixel values, so it is applied about
+`raw_zero`, the normalised value of raw 0.
 A phase-flipped particle still shows its defocus (the CTF's zeros), which the encoder would pass
 into the latent; `defocus_decorrelation_weight` > 0 penalises the R² of the best linear read-out
 of the particles' defocus features (`defocus_features`) from the content latents (a linear
@@ -48,8 +49,8 @@ class RotationInvariantAutoencoder(keras.Model):
     """Encoder + decoder + critic, with the paper's losses and its generator:critic schedule."""
 
     def __init__(self, image_size: int, angle_distribution: str = "uniform",
-                 angle_scale: float = math.pi, seed: int = 0, optics: dict | None = None,
-                 raw_zero: float = 0.0, name: str | None = None, **settings):
+                 angle_scale: float = math.pi, seed: int = 0, raw_zero: float = 0.0,
+                 name: str | None = None, **settings):
         """`settings`: the fields of `AutoencoderConfig` (its defaults for those not given).
         `angle_distribution`, `angle_scale` (radians): how training images without angles are
         rotated on the device; `seed`: the model's random draws.
@@ -77,23 +78,20 @@ class RotationInvariantAutoencoder(keras.Model):
         `architecture`: the networks (`rotinv_tf.models.networks.build_networks`): `paper`
         (the authors' MLP encoder, DCGAN decoder and 2/4/8-channel critic; widths ignored) or `conv`.
 
-        `ctf_correction` (module docstring) other than `none` needs `optics`, the fields of a
-        `data_pipeline.ctf.Optics`, and `raw_zero`, the data's normalised value of raw 0; with
-        one, `defocus_decorrelation_weight` weighs the defocus penalty (module docstring).
+        `ctf_correction` (module docstring) other than `none` needs `raw_zero`, the data's
+        normalised value of raw 0 (the optics come with each batch's particles); with one,
+        `defocus_decorrelation_weight` weighs the defocus penalty (module docstring).
 
         (An `auto` frame or CTF correction is resolved from the data by
         `training.train_lib.build_model`; a model made with one trains `supervised`, without a
         CTF.)"""
         self.settings = AutoencoderConfig(**settings)
         raise_problems(self.settings.problems())
-        if self.ctf_correction != "none" and optics is None:
-            raise ValueError(f"ctf_correction {self.ctf_correction!r} needs the optics")
         super().__init__(name=name)
         s = self.settings
         self.image_size = image_size
         self.angle_distribution = angle_distribution
         self.angle_scale = float(angle_scale)
-        self.optics = ctf.Optics(**optics) if optics is not None else None
         self.raw_zero = float(raw_zero)
         self.template_frame = (TemplateFrame(image_size, s.frame_angles, s.frame_momentum,
                                              s.frame_classes)
@@ -163,13 +161,11 @@ class RotationInvariantAutoencoder(keras.Model):
     def _ctf_filtered(self, images: tf.Tensor, particle_ctf: dict, turn, mode: str) -> tf.Tensor:
         """Normalised images through their particles' CTF (`mode` of `ctf.apply_ctf`), the images
         being the particles turned by `turn` radians (their astigmatism turns with them)."""
-        angle = particle_ctf["defocus_angle"]
         if turn is not None:
-            angle = ctf.rotated_defocus_angle(angle, turn)
+            particle_ctf = {**particle_ctf, "defocus_angle": ctf.rotated_defocus_angle(
+                particle_ctf["defocus_angle"], turn)}
         images = tf.ensure_shape(images, [None, self.image_size, self.image_size, 1])
-        filtered = ctf.apply_ctf(images - self.raw_zero, particle_ctf["defocus_u"],
-                                 particle_ctf["defocus_v"], angle, self.optics, mode,
-                                 pad_factor=2)
+        filtered = ctf.apply_ctf(images - self.raw_zero, particle_ctf, mode, pad_factor=2)
         return filtered + self.raw_zero
 
     def _encoder_view(self, images: tf.Tensor, particle_ctf: dict | None, turn=None) -> tf.Tensor:
@@ -186,9 +182,9 @@ class RotationInvariantAutoencoder(keras.Model):
                particle_ctf: dict | None = None) -> dict:
         """Normalised images -> {"latent": content latents, "angle": θ̂ in radians}.
 
-        `particle_ctf` ({defocus_u, defocus_v: Å, defocus_angle: degrees}, each [B]) is needed by a
-        model with a CTF correction. In the learned frame the angle is the frame's own (the EM
-        template's posterior mean), which the network's θ̂ only approximates
+        `particle_ctf` (`data_pipeline.ctf.CTF_FEATURES`, each [B]) is needed by a model with a
+        CTF correction. In the learned frame the angle is the frame's own (the EM template's
+        posterior mean), which the network's θ̂ only approximates
         (benchmarks/results/learned_frame.md), and the latent is the encoder's of the particle
         turned into that frame, rotation-invariant up to the frame angle's error: the encoder's
         latent of the particle as observed is not (on benchmarks/poses.py's three-view stack it

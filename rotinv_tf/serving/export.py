@@ -9,7 +9,7 @@ The served functions take and return RAW pixel values: the dataset's `Normalizat
 inside, around the model's contract methods (see docs/architecture.md).
 
 Signatures (input `images`: float32 [batch, H, W, 1], dynamic batch; a model with a CTF correction
-also takes `defocus_u`, `defocus_v` (Å) and `defocus_angle` (degrees), float32 [batch]):
+also takes each particle's CTF, the inputs `data_pipeline.ctf.CTF_FEATURES`, float32 [batch]):
 - `serving_default` -> `canonical_image` float32 [batch, H, W, 1] (raw units), `angle` float32 [batch]
   (`data_pipeline/angles.py`: `images ≈ rotate(canonical_image, angle)`), `latent` float32
   [batch, D], `features` float32 [batch, F]: what to cluster and order particles by (a learned
@@ -23,7 +23,6 @@ also takes `defocus_u`, `defocus_v` (Å) and `defocus_angle` (degrees), float32 
 `rotinv_tf.canonicalize`) need neither the training code nor the dataset to use the model;
 `assets/config.json` the training run's config (data, model settings, schedule).
 """
-import dataclasses
 import json
 import os
 import tempfile
@@ -57,19 +56,17 @@ class _ServingModule(tf.Module):
         super().__init__(name="rotinv_serving")
         spec = tf.TensorSpec([None, image_size, image_size, 1], tf.float32, name="images")
         if uses_ctf(model):
-            # A CTF model also takes each particle's CTF (Å, Å, degrees).
+            # A CTF model also takes each particle's CTF: inputs named by `CTF_FEATURES` (the
+            # specs' names are the signatures' input names).
             ctf_specs = [tf.TensorSpec([None], tf.float32, name=n) for n in CTF_FEATURES]
 
-            def particle_ctf(values) -> dict:
-                return dict(zip(CTF_FEATURES, values))
+            @tf.function(input_signature=[spec, *ctf_specs], jit_compile=jit_compile)
+            def serve(images, *ctf_values) -> dict:
+                return serve_outputs(images, dict(zip(CTF_FEATURES, ctf_values)))
 
             @tf.function(input_signature=[spec, *ctf_specs], jit_compile=jit_compile)
-            def serve(images, defocus_u, defocus_v, defocus_angle) -> dict:
-                return serve_outputs(images, particle_ctf((defocus_u, defocus_v, defocus_angle)))
-
-            @tf.function(input_signature=[spec, *ctf_specs], jit_compile=jit_compile)
-            def encode(images, defocus_u, defocus_v, defocus_angle) -> dict:
-                return encode_outputs(images, particle_ctf((defocus_u, defocus_v, defocus_angle)))
+            def encode(images, *ctf_values) -> dict:
+                return encode_outputs(images, dict(zip(CTF_FEATURES, ctf_values)))
         else:
             @tf.function(input_signature=[spec], jit_compile=jit_compile)
             def serve(images: tf.Tensor) -> dict:
@@ -159,11 +156,9 @@ def export_saved_model(model: keras.Model, normalization: Normalization, image_s
         "signatures": {"serving_default": list(SERVING_OUTPUTS) + ["features"] + (
                            ["reference"] if getattr(model, "frame", None) == "learned" else []),
                        "encode": list(ENCODE_OUTPUTS)},
-        # The CTF correction it was trained with (rotinv_tf.models.autoencoder) and, for one other
-        # than "none", the optics of data_pipeline.ctf.Optics; the signatures then also take
-        # defocus_u, defocus_v (Å) and defocus_angle (degrees) per particle.
+        # The CTF correction it was trained with (rotinv_tf.models.autoencoder); for one other
+        # than "none" the signatures also take each particle's data_pipeline.ctf.CTF_FEATURES.
         "ctf_correction": getattr(model, "ctf_correction", "none"),
-        "optics": (dataclasses.asdict(model.optics) if uses_ctf(model) else None),
     }
     try:
         with tempfile.TemporaryDirectory() as scratch:

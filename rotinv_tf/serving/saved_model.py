@@ -44,11 +44,10 @@ class ServingModel:
                 ) -> dict[str, np.ndarray]:
         """Images [batch, H, W] or [batch, H, W, 1] in raw pixel units -> numpy outputs.
 
-        `particle_ctf` ({defocus_u, defocus_v: Å, defocus_angle: degrees}, each [batch]) is
-        required by a model with a CTF correction and ignored by others. Outputs:
-        `canonical_image` [batch, H, W, 1] (raw units), `angle` [batch] (radians), `latent`
-        [batch, D], `features` [batch, F] and, from a learned frame, `reference`
-        [batch, H, W, 1] (`rotinv_tf.serving.export`).
+        `particle_ctf` (`data_pipeline.ctf.CTF_FEATURES`, each [batch]) is required by a model
+        with a CTF correction and ignored by others. Outputs: `canonical_image` [batch, H, W, 1]
+        (raw units), `angle` [batch] (radians), `latent` [batch, D], `features` [batch, F] and,
+        from a learned frame, `reference` [batch, H, W, 1] (`rotinv_tf.serving.export`).
         """
         images = np.asarray(images, dtype=np.float32)
         if images.ndim == 3:

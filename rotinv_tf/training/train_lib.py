@@ -56,34 +56,28 @@ def data_description(config: Config) -> str:
     return stack.describe() if stack is not None else f"{config.data.dataset}: no CTF values"
 
 
-def resolved_ctf(config: Config) -> tuple[str, dict | None]:
-    """The CTF correction a run trains with, and the stack's CTF: `model` for a particle stack
-    whose metadata has CTF values, `none` otherwise, unless the config names one (which needs
-    CTF values)."""
+def resolved_ctf(config: Config) -> str:
+    """The CTF correction a run trains with: `model` for a particle stack whose metadata has CTF
+    values, `none` otherwise, unless the config names one (which needs CTF values)."""
     stack = configs.particle_stack(config)
-    stack_ctf = stack.ctf if stack is not None else None
+    has_ctf = stack is not None and stack.ctf is not None
     correction = config.model.autoencoder.ctf_correction
     if correction == "auto":
-        use = "model" if stack_ctf is not None and config.model.name == "autoencoder" else "none"
-        return use, stack_ctf
-    if correction != "none" and stack_ctf is None:
+        return "model" if has_ctf and config.model.name == "autoencoder" else "none"
+    if correction != "none" and not has_ctf:
         raise ValueError(f"ctf_correction {correction!r} needs a particle stack whose STAR/.cs "
                          f"file has CTF values")
-    return correction, stack_ctf
+    return correction
 
 
 def _ctf_arguments(config: Config, normalization: Normalization | None) -> dict:
-    """The autoencoder's CTF arguments: the correction, the optics, and raw 0 normalised."""
-    correction, stack_ctf = resolved_ctf(config)
+    """The autoencoder's CTF arguments: the correction and raw 0 normalised."""
+    correction = resolved_ctf(config)
     if correction == "none":
         return {"ctf_correction": "none"}
     if normalization is None:
         raise ValueError("a CTF correction needs the data's normalization")
-    group = configs.particle_stack(config).particles.groups[0]
-    optics = {name: getattr(group, name) for name in
-              ("voltage", "spherical_aberration", "amplitude_contrast", "pixel_size")}
-    return {"ctf_correction": correction, "optics": optics,
-            "raw_zero": float(normalization.normalize(0.0))}
+    return {"ctf_correction": correction, "raw_zero": float(normalization.normalize(0.0))}
 
 
 def build_model(config: Config, image_size: int,
