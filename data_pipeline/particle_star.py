@@ -15,6 +15,7 @@ Rows are made batch by batch (`OutputStar.rows`), so a million particles' rows a
 memory.
 """
 import dataclasses
+import os
 from typing import Callable
 
 import numpy as np
@@ -47,6 +48,15 @@ class OutputStar:
                 row[j] = value
             rows.append(row)
         return rows
+
+
+def relion_path(path: str) -> str:
+    """How a written STAR file names `path` so that RELION finds it: relative to the working
+    directory (a RELION project's root, which RELION resolves names from) when it lies below it,
+    else absolute."""
+    path = os.path.abspath(path)
+    relative = os.path.relpath(path, os.getcwd())
+    return path if relative.startswith(os.pardir) else relative
 
 
 def optics_table(particles: Particles, image_size: int, pixel_scale: float) -> star.StarBlock:

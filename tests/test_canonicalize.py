@@ -104,7 +104,7 @@ def test_cli_end_to_end_on_an_mrc_stack(data, tmp_path):
     blocks = read_star(str(tmp_path / "out" / "angles.star"))
     assert float(blocks["optics"].column("rlnImagePixelSize")[0]) == pytest.approx(PIXEL_SIZE)
     names = blocks["particles"].column("rlnImageName")
-    assert names == [f"{i:06d}@canonical.mrcs" for i in range(1, N + 1)]
+    assert names == [f"{i:06d}@out/canonical.mrcs" for i in range(1, N + 1)]  # from cwd
     # The sign convention: rlnAnglePsi is the true θ (observed = rotate(canonical, θ)) in degrees.
     assert psi_error(psi_column(str(tmp_path / "out" / "angles.star")), data["angles"]) < 1.0
 
@@ -140,7 +140,7 @@ def test_cli_on_the_simulators_star_file_recovers_its_true_angles(tmp_path):
         if column not in ("rlnImageName", "rlnAnglePsi"):
             assert written["particles"].column(column) == source["particles"].column(column)
     assert written["particles"].column("rlnImageName")[:2] == [
-        "000001@canonical.mrcs", "000002@canonical.mrcs"]
+        "000001@out/canonical.mrcs", "000002@out/canonical.mrcs"]
 
 
 def test_star_input_over_several_stacks_carries_rows_and_columns(data, tmp_path, monkeypatch):
@@ -173,7 +173,8 @@ def test_star_input_over_several_stacks_carries_rows_and_columns(data, tmp_path,
                              "rlnCtfFigureOfMerit", "rlnOpticsGroup"]
     assert table.column("rlnCtfFigureOfMerit") == [str(10000 + i) for i in order]
     assert table.column("rlnMicrographName") == [f"mic{i % 3}.mrc" for i in order]
-    assert table.column("rlnImageName") == [f"{k:06d}@c.mrcs" for k in range(1, N + 1)]
+    assert table.column("rlnImageName") == [f"{k:06d}@{tmp_path}/out/c.mrcs"
+                                            for k in range(1, N + 1)]  # outside cwd: absolute
     assert psi_error(psi_column(str(tmp_path / "out" / "c.star")), data["angles"][order]) < 1.0
     with open_stack(str(tmp_path / "out" / "c.mrcs")) as stack:
         expected = load_serving_model(data["saved_model"]).predict(data["particles"][order])
@@ -216,7 +217,7 @@ def test_cryosparc_input_gives_a_relion_star_in_its_row_order(data, tmp_path):
     written = read_star(summary.star)
     assert list(written) == ["optics", "particles"]  # RELION 3.1
     assert float(written["optics"].column("rlnImagePixelSize")[0]) == pytest.approx(PIXEL_SIZE)
-    assert written["particles"].column("rlnImageName") == [f"{k:06d}@c.mrcs"
+    assert written["particles"].column("rlnImageName") == [f"{k:06d}@{summary.output}"
                                                            for k in range(1, N + 1)]
     assert psi_error(psi_column(summary.star), data["angles"][order]) < 1.0
 

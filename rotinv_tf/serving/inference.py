@@ -11,8 +11,9 @@ Outputs:
   output's (the first optics group's, after resampling);
 - a STAR file as RELION 3.1+ reads it (`data_pipeline.particle_star`: a complete optics table,
   every input row and column carried over), one row per particle, with `rlnImageName` =
-  `000001@canonical.mrcs` (1-based, 6 digits, the stack path relative to the STAR file's folder)
-  and `rlnAnglePsi`.
+  `000001@Canonical/job003/canonical.mrcs` (1-based, 6 digits, the stack as RELION finds it:
+  relative to the working directory, a project's root, when below it, else absolute;
+  `particle_star.relion_path`) and `rlnAnglePsi`.
 
 Angles: `data_pipeline/angles.py`; `rlnAnglePsi` is the model's angle in degrees, wrapped to
 (-180, 180] (`star.angle_to_psi_degrees`, as the simulator writes its true angles).
@@ -56,7 +57,7 @@ from data_pipeline.errors import DataError
 from data_pipeline.formats.mrc import StackWriter
 from data_pipeline.formats.star import (ANGLE_PSI, DEFOCUS_COLUMNS, IMAGE_NAME, ORIGIN_COLUMNS,
                                         StarWriter, angle_to_psi_degrees, image_name)
-from data_pipeline.particle_star import output_star
+from data_pipeline.particle_star import output_star, relion_path
 from data_pipeline.particles import Particles, read_particles
 from rotinv_tf.config import describe
 from rotinv_tf.pose.refine import RefinedPoses, refine_poses
@@ -245,7 +246,7 @@ def _stream(model, particles: Particles, output: str, star: str, batch_size: int
     ctf_values = _particle_ctf(model, particles, pixel_scale)
     particles.check_finite()
     n = len(particles)
-    stack_name = os.path.relpath(output, os.path.dirname(star))
+    stack_name = relion_path(output)
     training = _training_comment(model)
     comments = [_frame_comment(model.metadata), training, _ctf_comment(model),
                 _refine_comment(refine_max_shift, model.outputs), *particles.notes]
