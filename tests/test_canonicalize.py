@@ -191,7 +191,7 @@ def test_star_rows_reach_disk_batch_by_batch(data, tmp_path):
     def rows_on_disk(done: int, total: int) -> None:
         temporary, = [f for f in os.listdir(out) if f.startswith(".c.star.")]
         lines = (out / temporary).read_text().splitlines()
-        on_disk.append((done, sum("@c.mrcs" in line for line in lines)))
+        on_disk.append((done, sum("/c.mrcs" in line for line in lines)))
 
     canonicalize_particles(data["saved_model"], str(data["root"] / "particles.mrcs"),
                            str(out / "c.mrcs"), str(out / "c.star"), batch_size=6,
