@@ -241,9 +241,9 @@ def _stream(model, particles: Particles, output: str, star: str, batch_size: int
                         f"[0, {size // 2}) for the model's {size}x{size} images")
     pixel_scale = h / size
     columns = [IMAGE_NAME, ANGLE_PSI, *(ORIGIN_COLUMNS if refine_max_shift else ())]
+    ctf_values = _particle_ctf(model, particles, pixel_scale)
     layout = output_star(particles, size, pixel_scale, columns)  # checks the optics
     pixel_sizes = particles.pixel_sizes() * pixel_scale
-    ctf_values = _particle_ctf(model, particles, pixel_scale)
     particles.check_finite()
     n = len(particles)
     stack_name = relion_path(output)
