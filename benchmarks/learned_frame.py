@@ -78,7 +78,7 @@ def score(folder: str, saved_model: str, out: str, refine: bool) -> dict:
     """Canonicalizes `folder`'s particles with `saved_model` (angles refined or not); angle and
     image scores."""
     os.makedirs(out, exist_ok=True)
-    summary = canonicalize_particles(saved_model, os.path.join(folder, PARTICLES),
+    summary = canonicalize_particles(saved_model, os.path.join(folder, STAR),  # with its optics
                                      os.path.join(out, "canonical.mrcs"),
                                      os.path.join(out, "canonical.star"), refine=refine)
     table = star.particles_block(star.read_star(summary.star))

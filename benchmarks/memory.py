@@ -149,7 +149,8 @@ def canonicalize(count: int, saved_model: str, star: bool) -> dict:
     out = os.path.join(FLAGS.work_dir, f"canonical_{count}" + ("_star" if star else ""))
     run = measure(["rotinv_tf.canonicalize", f"--saved_model={saved_model}",
                    f"--input={star_path if star else mrcs}", f"--output={out}.mrcs",
-                   f"--star={out}.star", f"--batch_size={FLAGS.batch_size}"],
+                   f"--star={out}.star", f"--batch_size={FLAGS.batch_size}",
+                   "--voltage=300", "--spherical_aberration=2.7", "--amplitude_contrast=0.1"],
                   f"{out}.log")
     summary = re.search(r"canonicalized (\d+) particles in ([\d.]+) s \((\d+) particles/s\)",
                         run["output"])

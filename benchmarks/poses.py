@@ -43,7 +43,7 @@ import pose_metrics as pm  # noqa: E402
 import relion_2d  # noqa: E402
 from data_pipeline.formats import star  # noqa: E402
 from data_pipeline.rotation import rotate  # noqa: E402
-from data_pipeline.simulated_stack import PARTICLES, write_stack  # noqa: E402
+from data_pipeline.simulated_stack import PARTICLES, STAR, write_stack  # noqa: E402
 from data_pipeline.simulator import SimulationConfig  # noqa: E402
 from rotinv_tf import config as configs  # noqa: E402
 from rotinv_tf.training import train_lib  # noqa: E402
@@ -183,7 +183,7 @@ def served(saved_model: str, images: np.ndarray, output: str) -> np.ndarray:
 def canonicalized_angles(saved_model: str, stack, name: str, refine: bool):
     out = os.path.join(FLAGS.work_dir, "out", name)
     os.makedirs(out, exist_ok=True)
-    summary = canonicalize_particles(saved_model, stack.path(PARTICLES),
+    summary = canonicalize_particles(saved_model, stack.path(STAR),  # its optics: a user's input
                                      os.path.join(out, "canonical.mrcs"),
                                      os.path.join(out, "canonical.star"), refine=refine)
     return star_angles(summary.star), summary
