@@ -1,4 +1,4 @@
-"""The STAR file written for particles (`data_pipeline.particles`), laid out as RELION 3.1+ reads it.
+"""The STAR file written for particles (`data_pipeline.particles`), as RELION 3.1+ reads it.
 
 - `data_optics`: one row per optics group, complete: rlnOpticsGroup, rlnOpticsGroupName,
   rlnVoltage, rlnSphericalAberration, rlnAmplitudeContrast, rlnImagePixelSize and rlnImageSize
@@ -61,8 +61,8 @@ def relion_path(path: str) -> str:
 
 def optics_table(particles: Particles, image_size: int, pixel_scale: float) -> star.StarBlock:
     """The complete optics table (module docstring); every group's optics must be known
-    (`Particles.missing_optics`)."""
-    particles.missing_optics()
+    (`Particles.check_optics`)."""
+    particles.check_optics()
     source = (particles.blocks or {}).get("optics")
     if source is not None:
         block = dataclasses.replace(source, columns=list(source.columns),

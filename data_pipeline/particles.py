@@ -15,10 +15,11 @@ from the STAR file's folder, and `notes` says so. A `.cs` file's `blob/path` by
 
 Per particle (each an array in the input's row order): its stack and 0-based index, its optics
 group (pixel size Å, voltage kV, Cs mm, amplitude contrast; None where the input does not say:
-`with_optics` fills them in), and where the input has them the in-plane angle (rlnAnglePsi, degrees),
-the CTF (defocus U, V in Å, astigmatism angle and phase shift in degrees: rlnPhaseShift,
-`ctf/phase_shift_rad`) and the origin (Å; RELION 3.0's rlnOriginX/Y pixels converted).
-`ctf_values` gives each particle's whole CTF as `data_pipeline.ctf` takes it.
+`with_optics` fills them in, `check_optics` checks them), and where the input has them the
+in-plane angle (rlnAnglePsi, degrees), the CTF (defocus U, V in Å, astigmatism angle and phase
+shift in degrees: rlnPhaseShift, `ctf/phase_shift_rad`) and the origin (Å; RELION 3.0's
+rlnOriginX/Y pixels converted). `ctf_values` gives each particle's whole CTF as
+`data_pipeline.ctf` takes it.
 """
 import dataclasses
 import os
@@ -75,7 +76,8 @@ class Particles:
         return len(self.indices)
 
     def select(self, rows: np.ndarray) -> "Particles":
-        """The particles at `rows` (0-based, in that order); a STAR input's table is not cut."""
+        """The particles at `rows` (0-based, in that order), without the STAR input's blocks
+        (whose rows they no longer follow)."""
         rows = np.asarray(rows, np.int64)
 
         def pick(values):
@@ -84,33 +86,37 @@ class Particles:
         return dataclasses.replace(
             self, stack_ids=self.stack_ids[rows], indices=self.indices[rows],
             group_ids=self.group_ids[rows], psi=pick(self.psi), defocus=pick(self.defocus),
-            phase_shift=pick(self.phase_shift), origins=pick(self.origins))
+            phase_shift=pick(self.phase_shift), origins=pick(self.origins), blocks=None)
 
     def with_optics(self, **values: float | None) -> "Particles":
         """Every group with the given optics values (`OPTICS_NAMES`; None leaves one as read):
-        for values the input lacks, or gets wrong."""
+        for values the input lacks, or gets wrong (`check_optics` checks them)."""
         unknown = set(values) - set(OPTICS_NAMES)
         if unknown:
             raise ValueError(f"unknown optics {sorted(unknown)}; expected {OPTICS_NAMES}")
         given = {name: value for name, value in values.items() if value is not None}
-        for name, value in given.items():
-            if not value > 0 and not (name != "pixel_size" and value == 0):
-                raise DataError(OPTICS_FLAGS[name], f"{value:g} is not a valid {name}")
         return dataclasses.replace(
             self, groups=[dataclasses.replace(group, **given) for group in self.groups])
 
-    def missing_optics(self, names: tuple[str, ...] = OPTICS_NAMES) -> None:
-        """`DataError` naming the first of `names` that a group lacks, and the flag giving it."""
+    def check_optics(self, names: tuple[str, ...] = OPTICS_NAMES) -> None:
+        """`DataError` naming the first group that lacks one of `names` (and the flag giving
+        it), or whose values `ctf.Optics` refuses."""
         for group in self.groups:
             for name in names:
                 if getattr(group, name) is None:
                     raise DataError(self.path, f"optics group {group.number} ({group.name}) "
                                     f"has no {name.replace('_', ' ')} ({_UNITS[name]}, "
                                     f"{_STAR_OPTICS[name]}): give it with {OPTICS_FLAGS[name]}")
+            known = {name: getattr(group, name) for name in OPTICS_NAMES
+                     if getattr(group, name) is not None}
+            try:
+                ctf_lib.Optics(**known)  # the one check of optics values
+            except ValueError as e:
+                raise DataError(self.path, f"optics group {group.number}: {e}") from None
 
     def pixel_sizes(self) -> np.ndarray:
         """Each particle's pixel size (Å); `DataError` naming `--pixel_size` where unknown."""
-        self.missing_optics(("pixel_size",))
+        self.check_optics(("pixel_size",))
         return np.array([g.pixel_size for g in self.groups])[self.group_ids]
 
     def ctf_values(self, pixel_scale: float = 1.0) -> dict[str, np.ndarray] | None:
@@ -119,13 +125,7 @@ class Particles:
         without defocus values; `DataError` where a group's optics are unknown."""
         if self.defocus is None:
             return None
-        self.missing_optics()
-        for g in self.groups:  # the one check of optics values
-            try:
-                ctf_lib.Optics(g.voltage, g.spherical_aberration, g.amplitude_contrast,
-                               g.pixel_size)
-            except ValueError as e:
-                raise DataError(self.path, f"optics group {g.number}: {e}") from None
+        self.check_optics()
         group = {name: np.array([getattr(g, name) for g in self.groups])[self.group_ids]
                  for name in OPTICS_NAMES}
         group["pixel_size"] = group["pixel_size"] * pixel_scale

@@ -7,8 +7,8 @@
 `--input` is an MRC stack, a RELION STAR file or a cryoSPARC `.cs` particle file
 (`data_pipeline.particles`); `--pixel_size`, `--voltage`, `--spherical_aberration` and
 `--amplitude_contrast` give what it lacks (a bare stack has no optics; the output STAR needs them).
-Writes the canonical images (MRC stack) and a RELION 3.1+ STAR file with `rlnAnglePsi` in degrees, refined by
-a local search against a reference per particle, a learned frame's class template or else the
+Writes the canonical images (MRC stack) and a RELION 3.1+ STAR file with `rlnAnglePsi` in
+degrees, refined by a local search against a reference per particle, a learned frame's class template or else the
 particle's canonical image (`rotinv_tf.serving.inference`; `--refine=false`: the model's angle as
 it is). The STAR file's top comments say which, and how the model was trained: its data and
 objective, from the SavedModel's config.json.

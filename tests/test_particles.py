@@ -164,13 +164,13 @@ def test_optics_a_bare_stack_lacks_are_named_by_their_flag(tmp_path):
     write_stack(str(tmp_path / "s.mrcs"), np.zeros((2, 8, 8), np.float32), 0.0)
     particles = read_particles(str(tmp_path / "s.mrcs"))
     with pytest.raises(DataError, match="optics group 1 .* has no pixel size .* --pixel_size"):
-        particles.missing_optics()
+        particles.check_optics()
     given = particles.with_optics(pixel_size=1.2, voltage=300, spherical_aberration=2.7,
                                   amplitude_contrast=0.1)
-    given.missing_optics()
+    given.check_optics()
     assert given.pixel_sizes().tolist() == [1.2, 1.2]
-    with pytest.raises(DataError, match="--voltage: -3 is not a valid voltage"):
-        particles.with_optics(voltage=-3)
+    with pytest.raises(DataError, match="s.mrcs: optics group 1: invalid optics .*voltage=-3"):
+        given.with_optics(voltage=-3).check_optics()
 
 
 def test_several_stacks_and_nonfinite_particles_numbered_from_one(tmp_path):

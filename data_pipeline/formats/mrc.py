@@ -3,8 +3,9 @@
 A stack is `n` images of `h` x `w` pixels (MRC sections). A file with a single 2D image is a stack
 of one. Files are read as RELION reads them: a header without the "MAP " ID string or with an
 unknown machine stamp (older writers, RELION's own stacks among them) is accepted, and modes 0
-(int8), 1 (int16), 2 (float32), 6 (uint16) and 12 (float16) are read as float32. Writers go through a temporary file beside the target and rename it on success, so a failed
-run never leaves a half-written stack behind.
+(int8), 1 (int16), 2 (float32), 6 (uint16) and 12 (float16) are read as float32. Writers go
+through a temporary file beside the target and rename it on success, so a failed run never leaves
+a half-written stack behind.
 """
 import contextlib
 import os
