@@ -10,8 +10,9 @@ a local search against a reference per particle, a learned frame's class templat
 particle's canonical image (`rotinv_tf.serving.inference`; `--refine=false`: the model's angle as
 it is). The STAR file's top comments say which, and how the model was trained: its data and
 objective, from the SavedModel's config.json.
-Progress goes to stderr, that training line and a one-line summary to stdout. Bad input prints
-one `error: ...` line and exits with status 2, leaving no output.
+Progress goes to stderr, that training line and a one-line summary to stdout. Bad input, or an
+output path that cannot be written (checked before the model loads), prints one `error: ...`
+line and exits with status 2, leaving no output.
 """
 import sys
 import time
@@ -19,6 +20,7 @@ import time
 from absl import flags
 
 from data_pipeline.cli import run
+from data_pipeline.outputs import check_output_file
 from rotinv_tf.serving.inference import (REFINE_STEP_DEGREES, REFINE_WINDOW_DEGREES,
                                  canonicalize_particles)
 
@@ -64,6 +66,8 @@ class _ProgressBar:
 
 def main(argv: list[str]) -> None:
     del argv
+    for path in (FLAGS.output, FLAGS.star):  # before the model loads
+        check_output_file(path)
     summary = canonicalize_particles(FLAGS.saved_model, FLAGS.input, FLAGS.output, FLAGS.star,
                                      batch_size=FLAGS.batch_size, resample=FLAGS.resample,
                                      progress=_ProgressBar(), refine=FLAGS.refine,
