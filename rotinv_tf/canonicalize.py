@@ -12,8 +12,9 @@ degrees, refined by a local search against a reference per particle, a learned f
 particle's canonical image (`rotinv_tf.serving.inference`; `--refine=false`: the model's angle as
 it is). The STAR file's top comments say which, and how the model was trained: its data and
 objective, from the SavedModel's config.json.
-Progress goes to stderr, that training line and a one-line summary to stdout. Bad input prints
-one `error: ...` line and exits with status 2, leaving no output.
+Progress goes to stderr, that training line and a one-line summary to stdout. Bad input, or an
+output path that cannot be written (checked before the model loads), prints one `error: ...`
+line and exits with status 2, leaving no output.
 """
 import sys
 import time

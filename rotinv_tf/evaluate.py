@@ -10,12 +10,15 @@ the command line (or in a `--flagfile`) override it; a SavedModel without that f
 flags alone. Writes metrics.json, per_image.csv and PNG figures into --output_dir (and
 baseline_metrics.json with a baseline, evaluated on the same inputs, and mean_image_metrics.json
 for the trivial baseline that always answers the mean training image); see
-`rotinv_tf.evaluation`. Bad input prints one `error: ...` line, exits with status 2 and writes
-nothing.
+`rotinv_tf.evaluation`. Bad input, or an --output_dir that cannot be written (checked before the
+models load), prints one `error: ...` line, exits with status 2 and writes nothing.
 """
+import os
+
 from absl import flags
 
 from data_pipeline import cli, datasets, input_fn, settings
+from data_pipeline.outputs import check_output_dir
 from data_pipeline.preprocessing import mean_image
 from rotinv_tf import config as configs, evaluation
 from rotinv_tf.serving.saved_model import load_serving_model
@@ -36,6 +39,9 @@ FLAGS = flags.FLAGS
 
 def main(argv: list[str]) -> None:
     del argv
+    # The report is written into --output_dir, by way of a temporary folder beside it.
+    for folder in (FLAGS.output_dir, os.path.dirname(os.path.abspath(FLAGS.output_dir))):
+        check_output_dir(folder)
     paths = [FLAGS.saved_model] + ([FLAGS.baseline_saved_model] if FLAGS.baseline_saved_model
                                    else [])
     models = [load_serving_model(path) for path in paths]

@@ -3,7 +3,9 @@
 One flag per setting of `rotinv_tf.config.Config` (`--helpfull` lists them); flags on the command
 line override the flagfile. The run's config is saved as config.json in --model_dir and in the
 SavedModel. Rerunning resumes from the latest checkpoint in --model_dir, saying which settings
-changed since. A multi-worker run that loses a worker prints one `error:` line
+changed since. A run or export folder that cannot be written, or a particle stack whose box the
+model cannot take, prints one `error:` line and exits with status 2 before any data is built
+(`train_lib.check_run`). A multi-worker run that loses a worker prints one `error:` line
 and exits with status 1 on the workers left (docs/distributed.md).
 """
 import sys

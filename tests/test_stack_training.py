@@ -22,6 +22,7 @@ from rotinv_tf.config import Config, resolved_frame
 from rotinv_tf.serving.inference import canonicalize_particles
 from rotinv_tf.serving.saved_model import load_serving_model
 from tests.cs_files import write_cs
+from tests.test_canonicalize import OPTICS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
@@ -151,7 +152,7 @@ def test_cli_on_a_cs_file_logs_epochs_evaluate_scores_test_and_it_canonicalizes(
     assert not set(scored) & set(split_positions(COUNT, "train"))
 
     summary = canonicalize_particles(saved_model, stack["cs"], str(tmp_path / "c.mrcs"),
-                                     str(tmp_path / "c.star"))
+                                     str(tmp_path / "c.star"), optics=OPTICS)
     assert summary.particles == COUNT + 1
     written = read_star(summary.star)
     assert list(written) == ["optics", "particles"] and len(written["particles"]) == COUNT + 1
@@ -200,7 +201,7 @@ def test_a_stack_without_angles_trains_in_a_learned_frame(stack, tmp_path, monke
     assert np.median(np.abs(moved - 90.0)) < 5.0, moved
 
     summary = canonicalize_particles(result.export_path, stack["stack"], str(tmp_path / "c.mrcs"),
-                                     str(tmp_path / "c.star"), refine=False)
+                                     str(tmp_path / "c.star"), refine=False, optics=OPTICS)
     assert "frame learned from the particles without angles" in open(summary.star).read()
     # canonicalize reports how the model was trained, from the SavedModel's config.json.
     assert summary.training.startswith("model trained autoencoder on particle_stack")

@@ -19,7 +19,8 @@ from keras import layers
 ARCHITECTURES = ("conv", "paper")
 
 
-def _check_image_size(image_size: int) -> None:
+def check_image_size(image_size: int) -> None:
+    """ValueError for an image size the networks cannot take (odd, or under 8 pixels)."""
     if image_size < 8 or image_size % 2:
         raise ValueError(f"image_size must be an even number >= 8, got {image_size}")
 
@@ -56,7 +57,7 @@ def build_encoder(image_size: int, latent_dim: int, filters: int = 32) -> keras.
 
 
 def _encoder_input(image_size: int, latent_dim: int) -> keras.KerasTensor:
-    _check_image_size(image_size)
+    check_image_size(image_size)
     if latent_dim < 2:
         raise ValueError(f"latent_dim must be >= 2 (one angle slot plus content), got {latent_dim}")
     return keras.Input((image_size, image_size, 1), name="images")
@@ -74,7 +75,7 @@ def _latent_heads(x: keras.KerasTensor, latent_dim: int) -> keras.KerasTensor:
 
 def build_decoder(image_size: int, latent_dim: int, filters: int = 32) -> keras.Model:
     """Latent [B, latent_dim] (angle slot already zeroed) -> canonical image [B, N, N, 1]."""
-    _check_image_size(image_size)
+    check_image_size(image_size)
     halvings = _num_halvings(image_size)
     base = image_size // 2**halvings
     top = filters * 2**halvings
@@ -95,7 +96,7 @@ def build_decoder(image_size: int, latent_dim: int, filters: int = 32) -> keras.
 def build_critic(image_size: int, filters: int = 32) -> keras.Model:
     """Image [B, N, N, 1] -> unbounded score [B, 1]. No batch norm: the gradient penalty is taken
     per sample, which batch statistics would break."""
-    _check_image_size(image_size)
+    check_image_size(image_size)
     images = keras.Input((image_size, image_size, 1), name="images")
     x = layers.Conv2D(filters, 3, padding="same")(images)
     x = layers.LeakyReLU(0.2)(x)
@@ -130,7 +131,7 @@ def build_paper_decoder(image_size: int, latent_dim: int) -> keras.Model:
     (5x5), 14x14x16 (6x6), each with batch norm and leaky ReLU, and to N x N x 1 with the kernel
     that makes the size come out (N - 22: 6 at 28, 18 at 40); linear output, as theirs for
     particles."""
-    _check_image_size(image_size)
+    check_image_size(image_size)
     if image_size < 26:
         raise ValueError(f"the paper's decoder needs image_size >= 26, got {image_size}")
     latent = keras.Input((latent_dim,), name="latent")
@@ -164,7 +165,7 @@ def _subpixel_transposed_convolution(x, filters: int, kernel: int, padding: int)
 def build_paper_critic(image_size: int) -> keras.Model:
     """The authors' critic: 5x5 stride-2 convolutions of 2, 4 and 8 channels, leaky ReLU 0.2, then
     a linear score. Their batch norm is left out (see `build_critic`)."""
-    _check_image_size(image_size)
+    check_image_size(image_size)
     images = keras.Input((image_size, image_size, 1), name="images")
     x = images
     for filters in (2, 4, 8):

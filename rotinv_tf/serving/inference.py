@@ -55,6 +55,7 @@ import numpy as np
 from data_pipeline import ctf
 from data_pipeline.errors import DataError
 from data_pipeline.formats.mrc import StackWriter
+from data_pipeline.outputs import check_output_file
 from data_pipeline.formats.star import (ANGLE_PSI, DEFOCUS_COLUMNS, IMAGE_NAME, ORIGIN_COLUMNS,
                                         StarWriter, angle_to_psi_degrees, image_name)
 from data_pipeline.particle_star import output_star, relion_path
@@ -123,6 +124,8 @@ def canonicalize_particles(saved_model: str, input_path: str, output: str, star:
     output, star = os.path.abspath(output), os.path.abspath(star)
     if output == star:
         raise DataError(output, "the canonical stack and the STAR file need different paths")
+    for path in (output, star):  # before the model loads
+        check_output_file(path)
     model = load_serving_model(saved_model)
     particles = read_particles(input_path).with_optics(**(optics or {}))
     inputs = {os.path.abspath(p) for p in [input_path, *particles.stacks]}

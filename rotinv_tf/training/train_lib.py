@@ -13,10 +13,13 @@ import keras
 import tensorflow as tf
 
 from data_pipeline import input_fn
+from data_pipeline.errors import DataError
+from data_pipeline.outputs import check_output_dir
 from data_pipeline.preprocessing import Normalization
 from rotinv_tf import config as configs
 from rotinv_tf.config import Config, resolved_frame
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
+from rotinv_tf.models.networks import check_image_size
 from rotinv_tf.models.spatial_vae import SpatialVAE
 from rotinv_tf.pose.frame_features import FIT_PARTICLES
 from rotinv_tf.serving.export import export_saved_model
@@ -145,6 +148,22 @@ def _datasets(config: Config, global_batch: int):
     return (train_data.with_options(sharding), eval_data.with_options(sharding), normalization)
 
 
+def check_run(config: Config) -> None:
+    """DataError for what would otherwise fail only once the run has started: a run or export
+    folder that cannot be written, or a particle stack whose box the autoencoder cannot take."""
+    runtime = config.runtime
+    check_output_dir(runtime.run_dir)
+    check_output_dir(os.path.join(runtime.export_dir, runtime.name))
+    stack = configs.particle_stack(config)
+    if stack is not None and config.model.name == "autoencoder":
+        try:
+            check_image_size(stack.height)
+        except ValueError:
+            raise DataError(stack.path, f"box of {stack.height}x{stack.width} pixels: the "
+                                         f"autoencoder needs an even box size of at least 8 "
+                                         f"pixels") from None
+
+
 def record_config(config: Config) -> list[str]:
     """Writes `config.json` into the run's folder; returns how it differs from the one a previous
     run left there (empty for a new run or the same config)."""
@@ -166,9 +185,10 @@ def train(config: Config, verbose: int | None = None,
     SavedModel; the others write theirs (saving may synchronise the workers) to a temporary
     folder they delete. Every worker resumes from the chief's checkpoint. A lost worker stops the
     others with `WorkerLostError`; restarting all of them resumes from the last epoch's
-    checkpoint.
+    checkpoint. `check_run` fails first, before any data is built or anything written.
     """
     config.check()
+    check_run(config)
     runtime = config.runtime
     keras.utils.set_random_seed(runtime.seed)
     keras.mixed_precision.set_global_policy(runtime.mixed_precision)
