@@ -48,8 +48,9 @@ def _check_file(path: str) -> None:
                 raise DataError(path, f"not an MRC file of a mode read here (mode {mode}; "
                                 f"modes read: {', '.join(map(str, READ_MODES))})")
             dtype = data_dtype_from_header(header)
-            if min(int(header.nx), int(header.ny), int(header.nz)) < 0:
-                raise ValueError("negative dimensions in the header")
+            if min(int(header.nx), int(header.ny)) < 1 or int(header.nz) < 0:
+                raise ValueError(f"its header gives images of {int(header.nx)} x "
+                                 f"{int(header.ny)} pixels")
     except (ValueError, OSError) as e:
         if isinstance(e, DataError):
             raise
