@@ -129,12 +129,25 @@ class TemplateFrame(keras.layers.Layer):
 
     def angles(self, weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Posterior weights on the fine grid [B, K, U·A] -> (circular mean angle [B] (radians,
-        (-π, π]) within each particle's most probable class, that class [B] int32)."""
+        (-π, π]) within each particle's most probable class and the half circle about its mode,
+        that class [B] int32). The half circle: for a view close to its own 180° turn the
+        posterior has two equal peaks, and the mean over the whole circle points between them
+        (class averages of such a view were smeared, issue 30); about one peak it is that peak."""
         classes = tf.argmax(tf.reduce_sum(weights, axis=2), axis=1, output_type=tf.int32)
         within = tf.gather(weights, classes, batch_dims=1)  # [B, A]
+        within = tf.where(self._distance_from(within, 0) < self.num_angles * ANGLE_UPSAMPLING // 4,
+                          within, 0.0)
         angle = tf.atan2(tf.reduce_sum(within * self._sin, axis=-1),
                          tf.reduce_sum(within * self._cos, axis=-1))
         return angle, classes
+
+    def _distance_from(self, within: tf.Tensor, turn: int) -> tf.Tensor:
+        """Fine-grid posteriors [B, U·A] -> each bin's circular distance in bins from the mode
+        moved by `turn` bins, [B, U·A] int32."""
+        cells = self.num_angles * ANGLE_UPSAMPLING
+        centre = tf.argmax(within, axis=1, output_type=tf.int32) + turn
+        offset = (tf.range(cells)[None] - centre[:, None]) % cells
+        return tf.minimum(offset, cells - offset)
 
     def posterior(self, images: tf.Tensor) -> tf.Tensor:
         """Posterior weights [B, K, U·A] of normalised images [B, N, N, 1] (E step only)."""
@@ -169,9 +182,7 @@ class TemplateFrame(keras.layers.Layer):
         cells = self.num_angles * ANGLE_UPSAMPLING
         classes = tf.argmax(tf.reduce_sum(weights, axis=2), axis=1, output_type=tf.int32)
         within = tf.gather(weights, classes, batch_dims=1)  # [B, U·A]
-        opposite = tf.argmax(within, axis=1, output_type=tf.int32) + cells // 2
-        offset = (tf.range(cells)[None] - opposite[:, None]) % cells
-        distance = tf.minimum(offset, cells - offset)
+        distance = self._distance_from(within, cells // 2)
         window = tf.cast(distance, tf.float32) <= FLIP_WINDOW_DEGREES / 360.0 * cells
         return (tf.reduce_sum(tf.where(window, within, 0.0), axis=1)
                 / tf.maximum(tf.reduce_sum(within, axis=1), 1e-30))
