@@ -16,7 +16,7 @@ memory.
 """
 import dataclasses
 import os
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -38,12 +38,13 @@ class OutputStar:
     after: dict[str, star.StarBlock]  # blocks written after it
     base_row: Callable[[int], list[str]]  # a fresh copy of row i before the new values
 
-    def rows(self, start: int, values: dict[str, list[str]]) -> list[list[str]]:
-        """Rows start, start+1, ... with `values` (column -> one value per row) filled in."""
+    def rows(self, particles: Sequence[int], values: dict[str, list[str]]) -> list[list[str]]:
+        """The rows of the 0-based `particles` (a batch's, or those of it kept) with `values`
+        (column -> one value per row) filled in."""
         at = [self.columns.index(column) for column in values]
         rows = []
-        for i, row_values in enumerate(zip(*values.values())):
-            row = self.base_row(start + i)
+        for i, row_values in zip(particles, zip(*values.values())):
+            row = self.base_row(i)
             for j, value in zip(at, row_values):
                 row[j] = value
             rows.append(row)

@@ -2,7 +2,8 @@
 
     python -m rotinv_tf.canonicalize --saved_model=saved_models/<name>/<version> \\
         --input=particles.mrcs --output=canonical.mrcs --star=angles.star \\
-        [--batch_size=256] [--resample] [--refine=true|false] [--refine_max_shift=3]
+        [--batch_size=256] [--resample] [--refine=true|false] [--refine_max_shift=3] \\
+        [--select_classes=1,3]
 
 `--input` is an MRC stack, a RELION STAR file or a cryoSPARC `.cs` particle file
 (`data_pipeline.particles`); `--pixel_size`, `--voltage`, `--spherical_aberration` and
@@ -12,6 +13,11 @@ degrees, refined by a local search against a reference per particle, a learned f
 particle's canonical image (`rotinv_tf.serving.inference`; `--refine=false`: the model's angle as
 it is). The STAR file's top comments say which, and how the model was trained: its data and
 objective, from the SavedModel's config.json.
+A learned frame that serves its classes (`rotinv_tf.serving.classes`) also writes each particle's
+rlnClassNumber, rlnMaxValueProbDistribution, rlnLogLikeliContribution and
+rlnRotinvFlipProbability, and beside the STAR file `<stem>_classes.mrcs` (class averages) and
+`<stem>_model.star`, as RELION's 2D classification does; `--select_classes=1,3` keeps only those
+classes' particles.
 Progress goes to stderr, that training line and a one-line summary to stdout. Bad input, or an
 output path that cannot be written (checked before the model loads), prints one `error: ...`
 line and exits with status 2, leaving no output.
@@ -23,6 +29,7 @@ from absl import flags
 
 from data_pipeline.cli import run
 from data_pipeline.particles import OPTICS_NAMES
+from rotinv_tf.serving.classes import parse_selection
 from rotinv_tf.serving.inference import (REFINE_STEP_DEGREES, REFINE_WINDOW_DEGREES,
                                  canonicalize_particles)
 
@@ -49,6 +56,18 @@ flags.DEFINE_float("spherical_aberration", None, "Spherical aberration Cs (mm), 
                    "optics group.")
 flags.DEFINE_float("amplitude_contrast", None, "Amplitude contrast (fraction), for every optics "
                    "group.")
+flags.DEFINE_string("select_classes", None, "Comma-separated 1-based classes whose particles are "
+                    "written (a model with classes, a learned frame's), e.g. 1,3; default all.")
+
+
+@flags.validator("select_classes", "expected comma-separated class numbers from 1, e.g. 1,3")
+def _valid_selection(text: str | None) -> bool:
+    try:
+        return text is None or bool(parse_selection(text))
+    except ValueError:
+        return False
+
+
 for _name in ("saved_model", "input", "output", "star"):
     flags.mark_flag_as_required(_name)
 
@@ -79,12 +98,16 @@ def main(argv: list[str]) -> None:
                                      batch_size=FLAGS.batch_size, resample=FLAGS.resample,
                                      progress=_ProgressBar(), refine=FLAGS.refine,
                                      refine_max_shift=FLAGS.refine_max_shift,
-                                     optics={name: FLAGS[name].value for name in OPTICS_NAMES})
+                                     optics={name: FLAGS[name].value for name in OPTICS_NAMES},
+                                     select_classes=(None if FLAGS.select_classes is None
+                                                     else parse_selection(FLAGS.select_classes)))
     print(summary.training)
     for note in summary.notes:
         print(f"note: {note}")
+    classes = (f", {summary.classes}, {summary.model_star}" if summary.classes else "")
     print(f"canonicalized {summary.particles} particles in {summary.seconds:.2f} s "
-          f"({summary.particles_per_second:.0f} particles/s): {summary.output}, {summary.star}")
+          f"({summary.particles_per_second:.0f} particles/s): {summary.output}, "
+          f"{summary.star}{classes}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 `TinyContractModel` is a randomly initialised conv encoder + dense decoder: its numbers are
 arbitrary but deterministic, which is all the export round-trip tests need. `TemplateMatcher` knows
 the canonical image and finds each input's angle by rotational cross-correlation, so tests can
-check angle conventions end to end without training anything.
+check angle conventions end to end without training anything; `ClassFrameMatcher` does the same
+for a learned frame with several classes and serves its grades.
 """
 import math
 
@@ -12,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_pipeline.rotation import rotate
+from rotinv_tf.pose.template_frame import TemplateFrame
 
 
 class TinyContractModel(keras.Model):
@@ -95,3 +97,36 @@ def built(model: keras.Model, image_size: int) -> keras.Model:
     """`model`, built by calling it on a batch of zeros."""
     model(np.zeros((2, image_size, image_size, 1), np.float32))
     return model
+
+
+class ClassFrameMatcher(keras.Model):
+    """A learned frame that knows its class templates (`templates` [K, N, N], normalised units):
+    a `TemplateFrame` holding them with per-pixel noise variance `noise_variance`, serving what a
+    trained learned frame serves (angle, reference, its grades of each particle), without
+    training."""
+
+    frame = "learned"
+
+    def __init__(self, templates: np.ndarray, noise_variance: float, num_angles: int = 64,
+                 **kwargs):
+        super().__init__(**kwargs)
+        templates = np.asarray(templates, np.float32)[..., None]
+        self.template_frame = TemplateFrame(templates.shape[1], num_angles,
+                                            num_classes=len(templates))
+        self.template_frame.template.assign(self.template_frame.polar(templates))
+        self.template_frame.noise_variance.assign(noise_variance)
+        self.template_frame.initialized.assign(1.0)
+
+    def encode(self, images: tf.Tensor) -> dict:
+        weights, grades = self.template_frame.assessment(images)
+        return {"latent": grades["class_probabilities"],
+                "angle": self.template_frame.angles(weights)[0], **grades}
+
+    def canonicalize(self, images: tf.Tensor) -> dict:
+        encoded = self.encode(images)
+        classes = tf.argmax(encoded["class_probabilities"], axis=1, output_type=tf.int32)
+        return {"canonical_image": rotate(images, -encoded["angle"]),
+                "reference": tf.gather(self.template_frame.images(), classes), **encoded}
+
+    def call(self, images: tf.Tensor) -> dict:
+        return self.canonicalize(images)

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import shutil
 from typing import Sequence
 
 import numpy as np
@@ -30,6 +31,12 @@ IMAGE_DIMENSIONALITY = "rlnImageDimensionality"
 OPTICS_GROUP_NAME = "rlnOpticsGroupName"
 ORIGIN_COLUMNS = ("rlnOriginXAngst", "rlnOriginYAngst")
 CLASS_NUMBER = "rlnClassNumber"
+# RELION 2D classification's grades of a particle, and its model STAR's per-class columns.
+MAX_PROBABILITY = "rlnMaxValueProbDistribution"
+LOG_LIKELIHOOD = "rlnLogLikeliContribution"
+REFERENCE_IMAGE = "rlnReferenceImage"
+CLASS_DISTRIBUTION = "rlnClassDistribution"
+PARTICLE_COUNT = "rlnParticleNumber"
 DEFOCUS_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
 PHASE_SHIFT = "rlnPhaseShift"
 OPTICS_COLUMNS = ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
@@ -239,6 +246,8 @@ class StarWriter:
         _check_comments(comments)
         self.path = os.fspath(path)
         self.comments = list(comments)
+        self._late: list[str] = []  # `add_comments`'s lines
+        self._body = 0  # where the file's blocks begin, after the comments
         self._exit = contextlib.ExitStack()
         self._file = None
         self._columns = 0  # columns of the loop being written, 0 = none
@@ -248,11 +257,31 @@ class StarWriter:
     def __enter__(self) -> "StarWriter":
         with contextlib.ExitStack() as opening:
             tmp = opening.enter_context(atomic_path(self.path))
+            opening.push(lambda exc_type, *_: exc_type is None and self._insert_late(tmp))
             self._file = opening.enter_context(open(tmp, "w", encoding="utf-8"))
             opening.callback(self._end_loop)  # the last loop's blank line, before closing
             self._exit = opening.pop_all()
-        self._lines(["", *(f"# {line}" for line in self.comments), ""])
+        self._lines(["", *(f"# {line}" for line in self.comments)])
+        self._body = self._file.tell()
+        self._lines([""])
         return self
+
+    def add_comments(self, comments: Sequence[str]) -> None:
+        """Comment lines that join the top ones when the file is complete: what is known only
+        once every row is written (a summary of them), while the rows still stream to disk."""
+        _check_comments(comments)
+        self._late.extend(comments)
+
+    def _insert_late(self, tmp: str) -> None:
+        """Rewrites the closed temporary file with `add_comments`'s lines after the first ones
+        (a streamed copy: the rows are never all in memory)."""
+        if not self._late:
+            return
+        with atomic_path(tmp) as rewritten, open(tmp, encoding="utf-8") as source, \
+                open(rewritten, "w", encoding="utf-8") as target:
+            target.write(source.read(self._body))
+            target.write("".join(f"# {line}\n" for line in self._late))
+            shutil.copyfileobj(source, target)
 
     def __exit__(self, *exc_info: object) -> bool | None:
         return self._exit.__exit__(*exc_info)

@@ -193,26 +193,28 @@ class RotationInvariantAutoencoder(keras.Model):
         (`rotinv_tf.pose.frame_features`: their frame's turned particle and class), and
         "reference", the template of each particle's most probable class as an image
         (`TemplateFrame.images`, in the units and CTF state the frame sees), what its angle is
-        refined against (`rotinv_tf.serving.inference`)."""
+        refined against (`rotinv_tf.serving.inference`), and the frame's grades of its class
+        and angle (`template_frame.CLASS_OUTPUTS`: class probabilities, assignment probability,
+        log-likelihood, flip probability)."""
         images = self._encoder_view(images, particle_ctf)
         if self.frame != "learned":
             return self._network_encode(images, training)
-        framed, angle, classes = self._framed(images)
+        framed, angle, assessment = self._framed(images)
+        classes = assessment["class_probabilities"]
         encoded = self._network_encode(framed, training)
         encoded["angle"] = angle
         encoded["features"] = self.frame_features.features(framed, classes)
         encoded["reference"] = tf.gather(self.template_frame.images(),
                                          tf.argmax(classes, axis=1, output_type=tf.int32))
-        return encoded
+        return {**encoded, **assessment}
 
-    def _framed(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def _framed(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, dict]:
         """Learned frame: (the particles as the frame sees them, turned into it, their frame angles
-        [B], class probabilities [B, K])."""
-        weights = self.template_frame.posterior(images)
+        [B], the frame's grades of each (`TemplateFrame.assessment`: class probabilities [B, K],
+        ...))."""
+        weights, assessment = self.template_frame.assessment(images)
         angle = self.template_frame.angles(weights)[0]
-        mass = tf.reduce_sum(weights, axis=2)
-        classes = mass / tf.reduce_sum(mass, axis=1, keepdims=True)
-        return self._derotated(images, angle), angle, classes
+        return self._derotated(images, angle), angle, assessment
 
     def fit_features(self, batch: dict, chunk: int = 256) -> None:
         """Learned frame, after training: fits `frame_features` on the `batch`'s particles."""
@@ -242,8 +244,9 @@ class RotationInvariantAutoencoder(keras.Model):
         return self.decoder(tf.concat([zeros, content], axis=1), training=training)
 
     def canonicalize(self, images: tf.Tensor, particle_ctf: dict | None = None) -> dict:
-        """Normalised images -> {"canonical_image", "angle", "latent"} (and "features" and
-        "reference" in a learned frame; `particle_ctf` as in `encode`); the canonical image is
+        """Normalised images -> {"canonical_image", "angle", "latent"} (and "features",
+        "reference" and the frame's grades in a learned frame, `encode`; `particle_ctf` as in
+        `encode`); the canonical image is
         CTF-free with `ctf_correction="model"`."""
         encoded = self.encode(images, particle_ctf=particle_ctf)
         return {"canonical_image": self.decode(encoded["latent"]), **encoded}

@@ -232,16 +232,24 @@ def _expectation_maximisation(polar: PolarSpectra, spectra: tf.Tensor, num_class
     return posterior, correlation, noise
 
 
-def class_angle_posterior(correlation: tf.Tensor, template_energy: tf.Tensor, noise: tf.Tensor,
-                          log_prior: tf.Tensor) -> tf.Tensor:
-    """The E step: posterior [B, K, A] over (template k, angle bin s) of each particle.
+def class_angle_logits(correlation: tf.Tensor, template_energy: tf.Tensor, noise: tf.Tensor,
+                       log_prior: tf.Tensor) -> tf.Tensor:
+    """log p(x, k, s) [B, K, A] of each particle x, template k and angle bin s, up to a
+    per-particle constant.
 
     Under white Gaussian noise of per-pixel variance σ² (`noise`), log p(x | k, s) is
-    (corr[b, k, s] - |T_k|²/2) / σ² up to a per-particle constant; `log_prior` [K] adds the class
+    (corr[b, k, s] - |T_k|²/2) / σ² - |x|²/(2σ²) (+ a constant); `log_prior` [K] adds the class
     prior. `correlation` [B, K, A] holds the image-plane inner products with each rotated template.
     """
-    logits = ((correlation - template_energy[:, tf.newaxis] / 2) / noise
-              + log_prior[:, tf.newaxis])
+    return ((correlation - template_energy[:, tf.newaxis] / 2) / noise
+            + log_prior[:, tf.newaxis])
+
+
+def class_angle_posterior(correlation: tf.Tensor, template_energy: tf.Tensor, noise: tf.Tensor,
+                          log_prior: tf.Tensor) -> tf.Tensor:
+    """The E step: posterior [B, K, A] over (template k, angle bin s) of each particle, the
+    softmax of `class_angle_logits`."""
+    logits = class_angle_logits(correlation, template_energy, noise, log_prior)
     flat = tf.nn.softmax(tf.reshape(logits, [tf.shape(logits)[0], -1]))
     return tf.reshape(flat, tf.shape(logits))
 

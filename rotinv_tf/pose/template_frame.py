@@ -27,6 +27,17 @@ arbitrary: scores compare frames after one global rotation.
 Correlations are weighted by each ring's area (r·Δr·Δφ), so they are the pixel inner products of
 the image plane.
 
+Per particle the frame also grades its assignment (`CLASS_OUTPUTS`, `assessment`), as RELION's 2D
+classification does in its data STAR: the class probabilities; the largest posterior mass of one
+(class, template angle bin) (rlnMaxValueProbDistribution); the log marginal likelihood
+log Σ_{k,s} p(x | k, s) p(k) p(s) up to a constant shared by all particles (rlnLogLikeliContribution:
+low = junk, or a particle that fits no template well); and the flip probability, the posterior
+mass, within its class, within ±`FLIP_WINDOW_DEGREES` of its best angle + 180°. A template close to
+its own 180° turn gives its particles two nearly equal angles; about half of them then take the
+wrong one (issue 30: psi MAE 66.7°, median 2.7°, on one view of a five-conformation stack), and
+their flip probability rises towards 0.5. It is taken about the posterior's mode, not its circular
+mean, since the mean of two equal peaks 180° apart points nowhere in particular.
+
 `images()` turns the templates back into images (bilinear in radius and angle), so a served
 learned frame hands each particle its class's template as the reference that
 `rotinv_tf.pose.refine` searches against: the mean of all the class's particles, a better reference
@@ -36,11 +47,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rotinv_tf.pose.classical import (PolarSpectra, align_reference_free, class_angle_posterior,
-                                      coaligned)
+from rotinv_tf.pose.classical import (PolarSpectra, align_reference_free, class_angle_logits,
+                                      class_angle_posterior, coaligned)
 
 _INITIAL_ROUNDS = 8  # batch EM rounds on the first training batch (`TemplateFrame._initialize`)
 ANGLE_UPSAMPLING = 4  # frame angles' grid per template angle bin (module docstring)
+FLIP_WINDOW_DEGREES = 45.0  # half-width of the window about the best angle + 180° (docstring)
+# What `assessment` grades each particle by (module docstring), the names a SavedModel serves.
+CLASS_OUTPUTS = ("class_probabilities", "assignment_probability", "log_likelihood",
+                 "flip_probability")
 
 
 class TemplateFrame(keras.layers.Layer):
@@ -103,25 +118,74 @@ class TemplateFrame(keras.layers.Layer):
         """|T_k|² over the disc, [K]."""
         return tf.reduce_sum(tf.square(self.template) * self._area, axis=[1, 2])
 
+    def _log_prior(self) -> tf.Tensor:
+        """log p(k) [K]: the running class masses, normalised."""
+        return tf.math.log(tf.maximum(self.class_mass / tf.reduce_sum(self.class_mass), 1e-12))
+
     def _posterior(self, corr: tf.Tensor) -> tf.Tensor:
         """Posterior weights [B, K, A] over (template, angle bin) from correlations [B, K, A]."""
-        log_prior = tf.math.log(tf.maximum(self.class_mass / tf.reduce_sum(self.class_mass),
-                                           1e-12))
         return class_angle_posterior(corr, self._template_energy(),
-                                     tf.maximum(self.noise_variance, 1e-8), log_prior)
+                                     tf.maximum(self.noise_variance, 1e-8), self._log_prior())
 
     def angles(self, weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Posterior weights on the fine grid [B, K, U·A] -> (circular mean angle [B] (radians,
-        (-π, π]) within each particle's most probable class, that class [B] int32)."""
+        (-π, π]) within each particle's most probable class and the half circle about its mode,
+        that class [B] int32). The half circle: for a view close to its own 180° turn the
+        posterior has two equal peaks, and the mean over the whole circle points between them
+        (class averages of such a view were smeared, issue 30); about one peak it is that peak."""
         classes = tf.argmax(tf.reduce_sum(weights, axis=2), axis=1, output_type=tf.int32)
         within = tf.gather(weights, classes, batch_dims=1)  # [B, A]
+        within = tf.where(self._distance_from(within, 0) < self.num_angles * ANGLE_UPSAMPLING // 4,
+                          within, 0.0)
         angle = tf.atan2(tf.reduce_sum(within * self._sin, axis=-1),
                          tf.reduce_sum(within * self._cos, axis=-1))
         return angle, classes
 
+    def _distance_from(self, within: tf.Tensor, turn: int) -> tf.Tensor:
+        """Fine-grid posteriors [B, U·A] -> each bin's circular distance in bins from the mode
+        moved by `turn` bins, [B, U·A] int32."""
+        cells = self.num_angles * ANGLE_UPSAMPLING
+        centre = tf.argmax(within, axis=1, output_type=tf.int32) + turn
+        offset = (tf.range(cells)[None] - centre[:, None]) % cells
+        return tf.minimum(offset, cells - offset)
+
     def posterior(self, images: tf.Tensor) -> tf.Tensor:
         """Posterior weights [B, K, U·A] of normalised images [B, N, N, 1] (E step only)."""
         return self._posterior(self._correlation(tf.signal.rfft(self.polar(images))))
+
+    def assessment(self, images: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """(posterior weights [B, K, U·A], `CLASS_OUTPUTS` by name) of normalised images
+        [B, N, N, 1] (module docstring): class probabilities [B, K], the others [B]."""
+        polar = self.polar(images)
+        logits = class_angle_logits(
+            self._correlation(tf.signal.rfft(polar)), self._template_energy(),
+            tf.maximum(self.noise_variance, 1e-8), self._log_prior())
+        flat = tf.reshape(logits, [tf.shape(logits)[0], -1])
+        weights = tf.reshape(tf.nn.softmax(flat), tf.shape(logits))
+        cells = self.num_angles * ANGLE_UPSAMPLING  # the uniform angle prior p(s) = 1 / cells
+        energy = tf.reduce_sum(tf.square(polar) * self._area, axis=[1, 2])
+        log_likelihood = (tf.reduce_logsumexp(flat, axis=1) - float(np.log(cells))
+                          - energy / (2.0 * tf.maximum(self.noise_variance, 1e-8)))
+        mass = tf.reduce_sum(weights, axis=2)
+        # Fine bins U·a - U/2 .. U·a + U/2 - 1 make template bin a.
+        bins = tf.reshape(tf.roll(weights, ANGLE_UPSAMPLING // 2, axis=2),
+                          [-1, self.num_classes, self.num_angles, ANGLE_UPSAMPLING])
+        return weights, {
+            "class_probabilities": mass / tf.reduce_sum(mass, axis=1, keepdims=True),
+            "assignment_probability": tf.reduce_max(tf.reduce_sum(bins, axis=3), axis=[1, 2]),
+            "log_likelihood": log_likelihood,
+            "flip_probability": self._flip_probability(weights)}
+
+    def _flip_probability(self, weights: tf.Tensor) -> tf.Tensor:
+        """Posterior weights [B, K, U·A] -> the share of each particle's most probable class's
+        mass within ±`FLIP_WINDOW_DEGREES` of its mode + 180°, [B]."""
+        cells = self.num_angles * ANGLE_UPSAMPLING
+        classes = tf.argmax(tf.reduce_sum(weights, axis=2), axis=1, output_type=tf.int32)
+        within = tf.gather(weights, classes, batch_dims=1)  # [B, U·A]
+        distance = self._distance_from(within, cells // 2)
+        window = tf.cast(distance, tf.float32) <= FLIP_WINDOW_DEGREES / 360.0 * cells
+        return (tf.reduce_sum(tf.where(window, within, 0.0), axis=1)
+                / tf.maximum(tf.reduce_sum(within, axis=1), 1e-30))
 
     def assign(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(frame angles [B], classes [B]) of normalised images [B, N, N, 1] (E step only)."""

@@ -16,7 +16,10 @@ also takes each particle's CTF, the inputs `data_pipeline.ctf.CTF_FEATURES`, flo
   frame's `rotinv_tf.pose.frame_features`; the latent for other models); a learned frame also
   serves `reference` float32 [batch, H, W, 1] (raw units): its template of the particle's class,
   what `rotinv_tf.canonicalize` refines the angle against (the particle phase-flipped under a CTF
-  correction, as the frame sees it).
+  correction, as the frame sees it), and its grades of each particle's class and angle
+  (`rotinv_tf.pose.template_frame.CLASS_OUTPUTS`): `class_probabilities` float32 [batch, K],
+  `assignment_probability`, `log_likelihood` and `flip_probability` float32 [batch]. Exports from
+  before these outputs, and other models, serve none of them.
 - `encode` -> `latent`, `angle`.
 
 `assets/metadata.json` holds the image size and normalisation statistics, so consumers (evaluation,
@@ -33,6 +36,7 @@ import tensorflow as tf
 from data_pipeline.atomic import atomic_path
 from data_pipeline.ctf import CTF_FEATURES
 from data_pipeline.preprocessing import Normalization
+from rotinv_tf.pose.template_frame import CLASS_OUTPUTS
 
 METADATA_FILE = "metadata.json"
 CONFIG_FILE = "config.json"  # the training run's config (rotinv_tf.config), when known
@@ -91,6 +95,8 @@ class _ServingModule(tf.Module):
             if "reference" in out:
                 served["reference"] = normalization.denormalize(
                     tf.cast(out["reference"], tf.float32))
+            served.update({name: tf.cast(out[name], tf.float32) for name in CLASS_OUTPUTS
+                           if name in out})
             return served
 
         def encode_outputs(images: tf.Tensor, particle_ctf: dict | None) -> dict:
@@ -153,24 +159,25 @@ def export_saved_model(model: keras.Model, normalization: Normalization, image_s
         # data's canonical images or angles, "learned" by its EM template
         # (rotinv_tf.models.autoencoder).
         "frame": getattr(model, "frame", None),
-        "signatures": {"serving_default": list(SERVING_OUTPUTS) + ["features"] + (
-                           ["reference"] if getattr(model, "frame", None) == "learned" else []),
-                       "encode": list(ENCODE_OUTPUTS)},
         # The CTF correction it was trained with (rotinv_tf.models.autoencoder); for one other
         # than "none" the signatures also take each particle's data_pipeline.ctf.CTF_FEATURES.
         "ctf_correction": getattr(model, "ctf_correction", "none"),
     }
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            assets = {METADATA_FILE: json.dumps(metadata, indent=2)}
-            if config_json is not None:
-                assets[CONFIG_FILE] = config_json
-            for file_name, text in assets.items():
-                with open(os.path.join(scratch, file_name), "w") as f:
-                    f.write(text)
+            names = [METADATA_FILE] + ([CONFIG_FILE] if config_json is not None else [])
             module = _ServingModule(model, normalization, image_size,
-                                    [os.path.join(scratch, file_name) for file_name in assets],
+                                    [os.path.join(scratch, file_name) for file_name in names],
                                     jit_compile)
+            # The outputs each signature serves, as traced (a learned frame's grades included).
+            metadata["signatures"] = {
+                name: list(function.get_concrete_function().structured_outputs)
+                for name, function in (("serving_default", module.serve),
+                                       ("encode", module.encode))}
+            texts = {METADATA_FILE: json.dumps(metadata, indent=2), CONFIG_FILE: config_json}
+            for file_name in names:
+                with open(os.path.join(scratch, file_name), "w") as f:
+                    f.write(texts[file_name])
             with atomic_path(version_dir, directory=True) as tmp:
                 tf.saved_model.save(module, tmp, signatures={
                     "serving_default": module.serve.get_concrete_function(),

@@ -42,19 +42,27 @@ Resampling (`resample=True`, for images whose size differs from the model's): Fo
 (downsampling) or zero-padding (upsampling) of the centred 2D spectrum, which keeps the band-limited
 content and the mean pixel value; the pixel size becomes `old × old_size / new_size`.
 
-Both outputs are written under temporary names and renamed only when every particle went through,
+Classes (a model that serves a learned frame's grades, `template_frame.CLASS_OUTPUTS`): the STAR
+file also gets each particle's class and grades, and beside it go the class averages and a model
+STAR, as RELION's 2D classification writes them (`rotinv_tf.serving.classes`). `select_classes`
+keeps only those classes' particles in every output. Models without the grades (supervised ones,
+exports from before them) write none of this.
+
+All outputs are written under temporary names and renamed only when every particle went through,
 so a failed run (bad input, NaN/Inf pixels, an error in the model) leaves no output behind.
 """
+import contextlib
 import dataclasses
 import os
+import tempfile
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from data_pipeline import ctf
 from data_pipeline.errors import DataError
-from data_pipeline.formats.mrc import StackWriter
+from data_pipeline.formats.mrc import StackWriter, open_stack
 from data_pipeline.outputs import check_output_file
 from data_pipeline.formats.star import (ANGLE_PSI, DEFOCUS_COLUMNS, IMAGE_NAME, ORIGIN_COLUMNS,
                                         StarWriter, angle_to_psi_degrees, image_name)
@@ -62,6 +70,8 @@ from data_pipeline.particle_star import output_star, relion_path
 from data_pipeline.particles import Particles, read_particles
 from rotinv_tf.config import describe
 from rotinv_tf.pose.refine import RefinedPoses, refine_poses
+from rotinv_tf.pose.template_frame import CLASS_OUTPUTS
+from rotinv_tf.serving.classes import COLUMNS as CLASS_COLUMNS, ClassSummary, class_paths
 from rotinv_tf.serving.saved_model import load_serving_model
 
 REFINE_WINDOW_DEGREES = 10.0
@@ -79,6 +89,8 @@ class CanonicalizeSummary:
     pixel_size: float
     training: str  # the model's training data and objective (`rotinv_tf.config.describe`)
     notes: tuple[str, ...] = ()  # how the input was read (`Particles.notes`)
+    classes: str | None = None  # the class averages stack, for a model with classes
+    model_star: str | None = None  # the model STAR beside them
 
     @property
     def particles_per_second(self) -> float:
@@ -108,32 +120,46 @@ def canonicalize_particles(saved_model: str, input_path: str, output: str, star:
                            batch_size: int = 256, resample: bool = False,
                            progress: Callable[[int, int], None] | None = None,
                            refine: bool = True, refine_max_shift: int = 0,
-                           optics: dict[str, float | None] | None = None
+                           optics: dict[str, float | None] | None = None,
+                           select_classes: Sequence[int] | None = None
                            ) -> CanonicalizeSummary:
-    """Runs every particle of `input_path` through the SavedModel; writes `output` and `star`.
+    """Runs every particle of `input_path` through the SavedModel; writes `output` and `star`
+    (and, for a model with classes, the class averages and model STAR beside `star`).
 
     `refine`: refine the network's angles (module docstring), searching shifts of up to
     `refine_max_shift` pixels too. `optics` (`particles.OPTICS_NAMES` -> value) gives every
-    optics group the values the input lacks or gets wrong. `progress(done, total)` is called
-    after each batch. Raises `DataError` for bad input, checked before any particle is
+    optics group the values the input lacks or gets wrong. `select_classes`: the 1-based classes
+    whose particles are written (None: all), for a model with classes. `progress(done, total)` is
+    called after each batch. Raises `DataError` for bad input, checked before any particle is
     processed (nothing is written then). The summary's time covers the streaming (read, model,
     refinement, write), not loading and checking.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     output, star = os.path.abspath(output), os.path.abspath(star)
-    if output == star:
-        raise DataError(output, "the canonical stack and the STAR file need different paths")
-    for path in (output, star):  # before the model loads
+    outputs = (output, star, *class_paths(star))
+    if len(set(outputs)) < len(outputs):
+        raise DataError(output, "the canonical stack and the STAR file (and the class files "
+                        "beside it) need different paths")
+    for path in outputs:  # before the model loads
         check_output_file(path)
     model = load_serving_model(saved_model)
+    if select_classes is not None and not has_classes(model):
+        raise DataError(model.path, f"the model serves no classes ({', '.join(CLASS_OUTPUTS)}"
+                        f"; a learned frame exported since issue 30 does): --select_classes "
+                        f"needs them")
     particles = read_particles(input_path).with_optics(**(optics or {}))
     inputs = {os.path.abspath(p) for p in [input_path, *particles.stacks]}
-    for path in (output, star):
+    for path in outputs:
         if path in inputs:
             raise DataError(path, "the output would overwrite an input file")
     return _stream(model, particles, output, star, batch_size, resample, progress,
-                   refine_max_shift if refine else None)
+                   refine_max_shift if refine else None, select_classes)
+
+
+def has_classes(model) -> bool:
+    """Whether a loaded SavedModel serves a learned frame's classes and grades."""
+    return all(name in model.outputs for name in CLASS_OUTPUTS)
 
 
 def _particle_ctf(model, particles: Particles, pixel_scale: float
@@ -229,8 +255,11 @@ def _refine(particles: np.ndarray, references: np.ndarray, angles: np.ndarray,
 
 def _stream(model, particles: Particles, output: str, star: str, batch_size: int,
             resample: bool, progress: Callable[[int, int], None] | None,
-            refine_max_shift: int | None) -> CanonicalizeSummary:
-    """`refine_max_shift`: None = no refinement. Checks everything, then streams."""
+            refine_max_shift: int | None, select_classes: Sequence[int] | None
+            ) -> CanonicalizeSummary:
+    """`refine_max_shift`: None = no refinement. Checks everything, then streams. With a
+    selection the canonical images go to a scratch stack first (how many are kept is known only
+    at the end), then to `output`."""
     size = model.image_size
     h, w = particles.height, particles.width
     if (h, w) != (size, size):
@@ -243,7 +272,9 @@ def _stream(model, particles: Particles, output: str, star: str, batch_size: int
         raise DataError(model.path, f"refine_max_shift {refine_max_shift} must be in "
                         f"[0, {size // 2}) for the model's {size}x{size} images")
     pixel_scale = h / size
-    columns = [IMAGE_NAME, ANGLE_PSI, *(ORIGIN_COLUMNS if refine_max_shift else ())]
+    classified = has_classes(model)
+    columns = [IMAGE_NAME, ANGLE_PSI, *(ORIGIN_COLUMNS if refine_max_shift else ()),
+               *(CLASS_COLUMNS if classified else ())]
     ctf_values = _particle_ctf(model, particles, pixel_scale)
     layout = output_star(particles, size, pixel_scale, columns)  # checks the optics
     pixel_sizes = particles.pixel_sizes() * pixel_scale
@@ -253,37 +284,91 @@ def _stream(model, particles: Particles, output: str, star: str, batch_size: int
     training = _training_comment(model)
     comments = [_frame_comment(model.metadata), training, _ctf_comment(model),
                 _refine_comment(refine_max_shift, model.outputs), *particles.notes]
+    summary = None  # the classes' ClassSummary, made on the first batch (K comes with it)
+    written = 0  # particles written so far
     start_time = time.perf_counter()
-    with StarWriter(star, comments) as star_writer, \
-            StackWriter(output, n, size, size, pixel_sizes[0]) as writer, \
-            particles.open() as reader:
-        for name, block in layout.before.items():
-            star_writer.write_block(name, block)
-        star_writer.begin_loop(layout.table, layout.columns)
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            images = fourier_resample(reader.read(start, stop), size)
-            batch_ctf = None if ctf_values is None else {
-                name: values[start:stop] for name, values in ctf_values.items()}
-            result = model.predict(images, batch_ctf)
-            writer.write(start, result["canonical_image"])
-            angles = np.asarray(result["angle"], np.float64)
-            values = {IMAGE_NAME: [image_name(i, stack_name) for i in range(start + 1, stop + 1)]}
-            if refine_max_shift is not None:
-                refined = _refine(*_refinement_pair(model.ctf_correction, batch_ctf, images,
-                                                    result),
-                                  result["angle"], batch_size, refine_max_shift)
-                angles = np.asarray(refined.angles, np.float64)
-                if refine_max_shift:  # pixels, x then y (down the rows) -> RELION origins
-                    for column, shift in zip(ORIGIN_COLUMNS, np.asarray(refined.shifts).T):
-                        values[column] = [f"{v:.6f}" for v in -shift * pixel_sizes[start:stop]]
-            values[ANGLE_PSI] = [f"{p:.6f}" for p in angle_to_psi_degrees(angles)]
-            star_writer.write_rows(layout.rows(start, values))
-            if progress is not None:
-                progress(stop, n)
-        for name, block in layout.after.items():
-            star_writer.write_block(name, block)
-    return CanonicalizeSummary(particles=n, seconds=time.perf_counter() - start_time,
+    created = [path for path in (output, *class_paths(star)) if not os.path.exists(path)]
+    try:
+        with StarWriter(star, comments) as star_writer, particles.open() as reader, \
+                (tempfile.TemporaryDirectory(dir=os.path.dirname(output), prefix=".select.")
+                 if select_classes else contextlib.nullcontext()) as scratch:
+            stack = output if scratch is None else os.path.join(scratch, "all.mrcs")
+            for name, block in layout.before.items():
+                star_writer.write_block(name, block)
+            star_writer.begin_loop(layout.table, layout.columns)
+            with StackWriter(stack, n, size, size, pixel_sizes[0]) as writer:
+                for start in range(0, n, batch_size):
+                    stop = min(start + batch_size, n)
+                    images = fourier_resample(reader.read(start, stop), size)
+                    batch_ctf = None if ctf_values is None else {
+                        name: values[start:stop] for name, values in ctf_values.items()}
+                    result = model.predict(images, batch_ctf)
+                    angles = np.asarray(result["angle"], np.float64)
+                    values, shifts = {}, None
+                    if refine_max_shift is not None:
+                        refined = _refine(*_refinement_pair(model.ctf_correction, batch_ctf,
+                                                            images, result),
+                                          result["angle"], batch_size, refine_max_shift)
+                        angles = np.asarray(refined.angles, np.float64)
+                        if refine_max_shift:  # pixels, x then y (down the rows) -> origins
+                            shifts = np.asarray(refined.shifts)
+                            for column, shift in zip(ORIGIN_COLUMNS, shifts.T):
+                                values[column] = [f"{v:.6f}"
+                                                  for v in -shift * pixel_sizes[start:stop]]
+                    values[ANGLE_PSI] = [f"{p:.6f}" for p in angle_to_psi_degrees(angles)]
+                    kept = np.ones(stop - start, bool)
+                    if classified:
+                        if summary is None:
+                            summary = _class_summary(model, result, select_classes)
+                        kept, class_values = summary.add(result, images, angles, shifts)
+                        values = {column: [v for v, keep in zip(column_values, kept) if keep]
+                                  for column, column_values in values.items()}
+                        values.update(class_values)
+                    rows = np.flatnonzero(kept)
+                    values[IMAGE_NAME] = [image_name(i, stack_name)
+                                          for i in range(written + 1, written + len(rows) + 1)]
+                    writer.write(written, result["canonical_image"][rows])
+                    star_writer.write_rows(layout.rows(start + rows, values))
+                    written += len(rows)
+                    if progress is not None:
+                        progress(stop, n)
+            for name, block in layout.after.items():
+                star_writer.write_block(name, block)
+            if summary is not None:
+                if not written:
+                    raise DataError(particles.path, f"no particle is in classes "
+                                    f"{','.join(map(str, select_classes))} (--select_classes)")
+                if scratch is not None:
+                    _copy_stack(stack, output, written, pixel_sizes[0])
+                star_writer.add_comments(summary.comments())
+                summary.write(star, float(pixel_sizes[0]))
+    except BaseException:
+        for path in created:  # a class file or a copied stack renamed before the failure
+            if os.path.exists(path):
+                os.remove(path)
+        raise
+    class_files = class_paths(star) if summary is not None else (None, None)
+    return CanonicalizeSummary(particles=written, seconds=time.perf_counter() - start_time,
                                output=output, star=star, pixel_size=float(pixel_sizes[0]),
                                training=training.removeprefix("rotinv_tf: "),
-                               notes=particles.notes)
+                               notes=particles.notes, classes=class_files[0],
+                               model_star=class_files[1])
+
+
+def _class_summary(model, result: dict, select_classes: Sequence[int] | None) -> ClassSummary:
+    """The classes' summary, for the model's number of classes (its first batch's
+    `class_probabilities`); `DataError` if `select_classes` names a class it lacks."""
+    num_classes = int(np.shape(result["class_probabilities"])[1])
+    if select_classes is not None and max(select_classes) > num_classes:
+        raise DataError(model.path, f"the model has {num_classes} classes; --select_classes "
+                        f"asked for {','.join(map(str, select_classes))}")
+    return ClassSummary(num_classes, model.image_size, select_classes)
+
+
+def _copy_stack(source: str, output: str, count: int, pixel_size: float,
+                chunk: int = 1024) -> None:
+    """The first `count` images of the stack `source` into a new stack `output`."""
+    with open_stack(source) as stack, \
+            StackWriter(output, count, stack.shape[1], stack.shape[2], pixel_size) as writer:
+        for start in range(0, count, chunk):
+            writer.write(start, stack.read(start, min(start + chunk, count)))
