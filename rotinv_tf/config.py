@@ -374,7 +374,7 @@ def describe(config: dict) -> str:
         dataset += (f" ({sim.get('image_size')}x{sim.get('image_size')}, SNR {sim.get('snr')}, "
                     f"{sim.get('num_conformations')} conformations)")
     elif dataset == "particle_stack":
-        dataset += f" ({data.get('stack')}, angles {data.get('star') or 'unknown'})"
+        dataset += f" ({', '.join(p for p in (data.get('stack'), data.get('star')) if p)})"
     name = model.get("name", "unknown model")
     if name == "autoencoder":
         ours = model.get("autoencoder", {})
