@@ -36,10 +36,10 @@ import tensorflow as tf
 from data_pipeline.atomic import atomic_path
 from data_pipeline.ctf import CTF_FEATURES
 from data_pipeline.preprocessing import Normalization
+from rotinv_tf.config import CONFIG_FILE  # the training run's config, in assets/ when known
 from rotinv_tf.pose.template_frame import CLASS_OUTPUTS
 
 METADATA_FILE = "metadata.json"
-CONFIG_FILE = "config.json"  # the training run's config (rotinv_tf.config), when known
 FORMAT_VERSION = 1
 SERVING_OUTPUTS = ("canonical_image", "angle", "latent")
 ENCODE_OUTPUTS = ("latent", "angle")

@@ -11,12 +11,13 @@ import tensorflow as tf
 
 from data_pipeline.ctf import CTF_FEATURES
 from data_pipeline.errors import DataError
+from rotinv_tf.serving.export import CONFIG_FILE, METADATA_FILE
 
 SIGNATURE = "serving_default"
 INPUT = "images"
 OUTPUTS = ("canonical_image", "angle", "latent")
-METADATA_PATH = os.path.join("assets", "metadata.json")
-CONFIG_PATH = os.path.join("assets", "config.json")  # how the model was trained, when known
+METADATA_PATH = os.path.join("assets", METADATA_FILE)
+CONFIG_PATH = os.path.join("assets", CONFIG_FILE)  # how the model was trained, when known
 _EXPECTED = (f"SavedModel has no {SIGNATURE} signature with input '{INPUT}' "
              f"float32 [batch, size, size, 1] and outputs {', '.join(OUTPUTS)}")
 
