@@ -26,6 +26,7 @@ from data_pipeline.datasets.particle_stack import ParticleStack
 from data_pipeline.settings import DataConfig, section, setting
 from rotinv_tf.models.losses import RECONSTRUCTION_NORMS
 from rotinv_tf.models.networks import ARCHITECTURES
+from rotinv_tf.pose import template_frame
 from rotinv_tf.training.distribution import CLUSTERS, DEFAULT_SLURM_PORT, STRATEGIES
 
 CONFIG_FILE = "config.json"
@@ -94,7 +95,7 @@ class AutoencoderConfig:
 
     def problems(self) -> list[str]:
         problems = settings.problems_of_choices(self)
-        for name in ("latent_dim", "filters", "critic_filters", "frame_classes",
+        for name in ("latent_dim", "filters", "critic_filters",
                      "generator_steps_per_critic_step"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -104,9 +105,8 @@ class AutoencoderConfig:
         if not self.defocus_decorrelation_weight >= 0:
             problems.append(f"defocus_decorrelation_weight must be >= 0, got "
                             f"{self.defocus_decorrelation_weight}")
-        if self.frame_angles < 4 or self.frame_angles % 4:
-            problems.append(f"frame_angles must be a positive multiple of 4, got "
-                            f"{self.frame_angles}")
+        problems += template_frame.problems(self.frame_angles, self.frame_momentum,
+                                            self.frame_classes)
         return problems
 
 

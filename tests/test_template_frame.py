@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from data_pipeline.rotation import rotate
 from rotinv_tf.evaluation import estimate_frame_rotation
+from rotinv_tf.config import Config
 from rotinv_tf.pose.template_frame import TemplateFrame
 
 SIZE = 24
@@ -139,8 +140,16 @@ def test_bad_settings():
         TemplateFrame(SIZE, num_angles=30)
     with pytest.raises(ValueError, match="momentum"):
         TemplateFrame(SIZE, momentum=0.0)
-    with pytest.raises(ValueError, match="num_classes"):
+    with pytest.raises(ValueError, match="frame_classes"):
         TemplateFrame(SIZE, num_classes=0)
+
+
+def test_the_config_refuses_what_the_frame_would_refuse_before_a_run_starts():
+    """Frame settings the constructor refuses fail `Config.check()`, before any run folder."""
+    for changes in ({"frame_angles": 4}, {"frame_momentum": 1.5}, {"frame_classes": 0}):
+        with pytest.raises(ValueError, match=next(iter(changes))):
+            Config().replace(**changes).check()
+    Config().replace(frame_angles=8).check()
 
 
 def test_weights_are_not_trainable_and_are_saved(tmp_path):

@@ -58,18 +58,28 @@ CLASS_OUTPUTS = ("class_probabilities", "assignment_probability", "log_likelihoo
                  "flip_probability")
 
 
+def problems(num_angles: int, momentum: float, num_classes: int) -> list[str]:
+    """What makes these settings unusable for a `TemplateFrame` (the config checks them with
+    this before a run starts; the constructor refuses them)."""
+    found = []
+    if num_angles < 8 or num_angles % 4:
+        found.append(f"frame_angles must be a multiple of 4 >= 8, got {num_angles}")
+    if not 0.0 < momentum <= 1.0:
+        found.append(f"frame_momentum must be in (0, 1], got {momentum}")
+    if num_classes < 1:
+        found.append(f"frame_classes must be >= 1, got {num_classes}")
+    return found
+
+
 class TemplateFrame(keras.layers.Layer):
     """The online-EM frame: `assign(images)` -> (angles, classes); `update(...)` the EM step."""
 
     def __init__(self, image_size: int, num_angles: int = 128, momentum: float = 0.1,
                  num_classes: int = 1, **kwargs):
         super().__init__(**kwargs)
-        if num_angles < 8 or num_angles % 4:
-            raise ValueError(f"num_angles must be a multiple of 4 >= 8, got {num_angles}")
-        if not 0.0 < momentum <= 1.0:
-            raise ValueError(f"momentum must be in (0, 1], got {momentum}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        found = problems(num_angles, momentum, num_classes)
+        if found:
+            raise ValueError("; ".join(found))
         self.image_size = image_size
         self.num_angles = num_angles
         self.momentum = momentum
