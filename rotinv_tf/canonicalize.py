@@ -104,7 +104,8 @@ def main(argv: list[str]) -> None:
     print(summary.training)
     for note in summary.notes:
         print(f"note: {note}")
-    classes = (f", {summary.classes}, {summary.model_star}" if summary.classes else "")
+    classes = (f", {summary.classes}, {summary.model_star}, {summary.particles_star}"
+               if summary.classes else "")
     print(f"canonicalized {summary.particles} particles in {summary.seconds:.2f} s "
           f"({summary.particles_per_second:.0f} particles/s): {summary.output}, "
           f"{summary.star}{classes}")

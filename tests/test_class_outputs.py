@@ -14,12 +14,14 @@ from data_pipeline.formats.mrc import open_stack, write_stack
 from data_pipeline.formats.star import read_star
 from data_pipeline.preprocessing import Normalization
 from data_pipeline.rotation import rotate
+from rotinv_tf.config import Config, resolved_frame
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.pose.template_frame import CLASS_OUTPUTS, TemplateFrame
 from rotinv_tf.serving.classes import FLIP_COLUMN, class_paths, parse_selection, turn_correlation
 from rotinv_tf.serving.export import export_saved_model
 from rotinv_tf.serving.inference import canonicalize_particles
 from rotinv_tf.serving.saved_model import load_serving_model
+from rotinv_tf.training import train_lib
 from tests.contract_models import ClassFrameMatcher, TemplateMatcher, built
 from tests.test_canonicalize import OPTICS, psi_error, two_blobs
 from tests.test_relion_outputs import relion
@@ -117,7 +119,7 @@ def test_a_learned_autoencoder_serves_its_frames_grades_and_a_supervised_model_d
 def test_canonicalize_writes_classes_grades_averages_and_a_model_star(stack, tmp_path):
     summary = run(stack, tmp_path / "out")
     assert sorted(os.listdir(tmp_path / "out")) == ["c.mrcs", "c.star", "c_classes.mrcs",
-                                                    "c_model.star"]
+                                                    "c_model.star", "c_particles.star"]
     table = read_star(summary.star)["particles"]
     classes = np.array(table.column("rlnClassNumber"), int)
     np.testing.assert_array_equal(classes, stack["labels"] + 1)
@@ -164,6 +166,12 @@ def test_select_classes_keeps_those_classes_particles_in_every_output(stack, tmp
                                    atol=1e-4)
     counts = read_star(summary.model_star)["model_classes"].column("rlnParticleNumber")
     assert counts == [str(EACH), "0", str(EACH)]
+    # The same rows for the input's particles: the kept classes' own images, with their psi.
+    particles = read_star(summary.particles_star)
+    assert particles["particles"].column("rlnImageName") == [
+        f"{i:06d}@{stack['input']}" for i in np.flatnonzero(kept) + 1]
+    assert particles["particles"].column("rlnAnglePsi") == table.column("rlnAnglePsi")
+    assert particles["optics"].column("rlnImageSize") == [str(SIZE)]
     assert any("kept classes 1,3 (--select_classes)" in line for line in comments(summary.star))
     assert not [f for f in os.listdir(tmp_path / "sel") if f.startswith(".")]
 
@@ -184,9 +192,10 @@ def test_bad_selections_are_data_errors_that_leave_nothing(stack, tmp_path):
 
 
 def test_a_data_star_pairs_with_its_model_star_as_relion_names_them():
-    assert class_paths("/p/run_it025_data.star") == ("/p/run_it025_classes.mrcs",
-                                                     "/p/run_it025_model.star")
-    assert class_paths("/p/c.star") == ("/p/c_classes.mrcs", "/p/c_model.star")
+    assert class_paths("/p/run_it025_data.star") == (
+        "/p/run_it025_classes.mrcs", "/p/run_it025_model.star", "/p/run_it025_particles.star")
+    assert class_paths("/p/c.star") == ("/p/c_classes.mrcs", "/p/c_model.star",
+                                        "/p/c_particles.star")
 
 
 def test_relion_selects_a_class_and_reads_the_class_averages(stack, tmp_path, monkeypatch):
@@ -203,3 +212,21 @@ def test_relion_selects_a_class_and_reads_the_class_averages(stack, tmp_path, mo
                    cwd=tmp_path)
     assert stats.count("\n") >= 3, stats  # a line per class average
     assert summary.model_star.endswith("Class2D/run_model.star")
+
+
+def test_a_selection_of_the_input_particles_trains_and_canonicalizes_again(stack, tmp_path):
+    """`<stem>_particles.star` of the kept classes names the input's own particles with their
+    angles: training on it takes those angles (the supervised frame), and the new model
+    canonicalizes it again."""
+    summary = run(stack, tmp_path / "sel", select_classes=(1,))
+    config = Config().replace(
+        name="again", dataset="particle_stack", star=summary.particles_star, epochs=1,
+        batch_size=4, latent_dim=4, filters=4, critic_filters=2,
+        data_dir=str(tmp_path / "tfds"), model_dir=str(tmp_path / "run"),
+        export_dir=str(tmp_path / "saved"))
+    assert resolved_frame(config) == "supervised"
+    result = train_lib.train(config, verbose=0)
+    again = canonicalize_particles(result.export_path, summary.particles_star,
+                                   str(tmp_path / "again.mrcs"), str(tmp_path / "again.star"))
+    assert again.particles == EACH
+    assert len(read_star(again.star)["particles"]) == EACH

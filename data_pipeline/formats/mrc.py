@@ -172,6 +172,8 @@ class StackWriter:
         if batch.shape[1:] != self.shape[1:] or not 0 <= start <= self.shape[0] - len(batch):
             raise ValueError(f"{self.path}: cannot write a batch of {batch.shape} at {start} "
                              f"into a stack of {self.shape}")
+        if not len(batch):  # nothing to write (a batch whose particles were all left out)
+            return
         self._mrc.data[start:start + len(batch)] = batch
         values = batch.astype(np.float64)
         self._count += values.size

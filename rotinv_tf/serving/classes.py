@@ -15,7 +15,10 @@ so its tools read them and users select classes as they do after a RELION run.
   of the written particles in each class). A STAR file named `<x>_data.star` gets `<x>_model.star`
   and `<x>_classes.mrcs`, so RELION's Select job, which finds `_data.star` beside `_model.star`,
   pairs them.
-- Comment lines at the top of the STAR file: what the columns mean, per class its particles and
+- `<stem>_particles.star`: the same rows for the input's own particles (their names and optics,
+  as read), as RELION's 2D classification `_data.star` holds them: what a selection of classes is
+  trained or canonicalized again from (the main STAR's rows name the canonical images).
+- Comment lines at the top of the STAR files: what the columns mean, per class its particles and
   the share flagged as 180°-ambiguous (flip probability > `FLIP_FLAG`), and, for a class whose
   average correlates > `SYMMETRY_FLAG` with its own 180° turn, a line saying its angles may be
   180° off (a template close to its own turn gives its particles two nearly equal angles; issue 30).
@@ -37,10 +40,11 @@ FLIP_FLAG = 0.3  # flip probability above which a particle is flagged 180°-ambi
 SYMMETRY_FLAG = 0.9  # a class average's correlation with its 180° turn above which it is flagged
 
 
-def class_paths(star_path: str) -> tuple[str, str]:
-    """(class averages stack, model STAR) beside the STAR file `star_path` (module docstring)."""
+def class_paths(star_path: str) -> tuple[str, str, str]:
+    """(class averages stack, model STAR, particles STAR) beside the STAR file `star_path`
+    (module docstring)."""
     stem = os.path.splitext(os.path.abspath(star_path))[0].removesuffix("_data")
-    return stem + "_classes.mrcs", stem + "_model.star"
+    return stem + "_classes.mrcs", stem + "_model.star", stem + "_particles.star"
 
 
 def parse_selection(text: str) -> tuple[int, ...]:
@@ -152,7 +156,7 @@ class ClassSummary:
 
     def write(self, star_path: str, pixel_size: float) -> tuple[str, str]:
         """Writes the class averages and the model STAR beside `star_path`; their paths."""
-        classes_path, model_path = class_paths(star_path)
+        classes_path, model_path, _ = class_paths(star_path)
         size = self.sums.shape[1]
         with StackWriter(classes_path, self.num_classes, size, size, pixel_size) as writer:
             writer.write(0, self.averages().astype(np.float32))

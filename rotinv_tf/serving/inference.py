@@ -91,6 +91,7 @@ class CanonicalizeSummary:
     notes: tuple[str, ...] = ()  # how the input was read (`Particles.notes`)
     classes: str | None = None  # the class averages stack, for a model with classes
     model_star: str | None = None  # the model STAR beside them
+    particles_star: str | None = None  # the same rows naming the input's particles
 
     @property
     def particles_per_second(self) -> float:
@@ -277,6 +278,9 @@ def _stream(model, particles: Particles, output: str, star: str, batch_size: int
                *(CLASS_COLUMNS if classified else ())]
     ctf_values = _particle_ctf(model, particles, pixel_scale)
     layout = output_star(particles, size, pixel_scale, columns)  # checks the optics
+    # With classes, the same rows for the input's own particles (`classes` module docstring).
+    particle_layout = output_star(particles, h, 1.0, columns) if classified else None
+    input_stacks = [relion_path(path) for path in particles.stacks]
     pixel_sizes = particles.pixel_sizes() * pixel_scale
     particles.check_finite()
     n = len(particles)
@@ -290,12 +294,17 @@ def _stream(model, particles: Particles, output: str, star: str, batch_size: int
     created = [path for path in (output, *class_paths(star)) if not os.path.exists(path)]
     try:
         with StarWriter(star, comments) as star_writer, particles.open() as reader, \
+                (StarWriter(class_paths(star)[2], comments) if classified
+                 else contextlib.nullcontext()) as particle_writer, \
                 (tempfile.TemporaryDirectory(dir=os.path.dirname(output), prefix=".select.")
                  if select_classes else contextlib.nullcontext()) as scratch:
             stack = output if scratch is None else os.path.join(scratch, "all.mrcs")
-            for name, block in layout.before.items():
-                star_writer.write_block(name, block)
-            star_writer.begin_loop(layout.table, layout.columns)
+            tables = [(star_writer, layout)] + ([(particle_writer, particle_layout)]
+                                                if classified else [])
+            for writer_of_star, table in tables:
+                for name, block in table.before.items():
+                    writer_of_star.write_block(name, block)
+                writer_of_star.begin_loop(table.table, table.columns)
             with StackWriter(stack, n, size, size, pixel_sizes[0]) as writer:
                 for start in range(0, n, batch_size):
                     stop = min(start + batch_size, n)
@@ -329,30 +338,43 @@ def _stream(model, particles: Particles, output: str, star: str, batch_size: int
                                           for i in range(written + 1, written + len(rows) + 1)]
                     writer.write(written, result["canonical_image"][rows])
                     star_writer.write_rows(layout.rows(start + rows, values))
+                    if particle_writer is not None:
+                        particle_writer.write_rows(particle_layout.rows(start + rows, {
+                            **values, IMAGE_NAME: _input_names(particles, input_stacks,
+                                                               start + rows)}))
                     written += len(rows)
                     if progress is not None:
                         progress(stop, n)
-            for name, block in layout.after.items():
-                star_writer.write_block(name, block)
+            for writer_of_star, table in tables:
+                for name, block in table.after.items():
+                    writer_of_star.write_block(name, block)
             if summary is not None:
                 if not written:
                     raise DataError(particles.path, f"no particle is in classes "
                                     f"{','.join(map(str, select_classes))} (--select_classes)")
                 if scratch is not None:
                     _copy_stack(stack, output, written, pixel_sizes[0])
-                star_writer.add_comments(summary.comments())
+                for writer_of_star, _ in tables:
+                    writer_of_star.add_comments(summary.comments())
                 summary.write(star, float(pixel_sizes[0]))
     except BaseException:
         for path in created:  # a class file or a copied stack renamed before the failure
             if os.path.exists(path):
                 os.remove(path)
         raise
-    class_files = class_paths(star) if summary is not None else (None, None)
+    class_files = class_paths(star) if summary is not None else (None, None, None)
     return CanonicalizeSummary(particles=written, seconds=time.perf_counter() - start_time,
                                output=output, star=star, pixel_size=float(pixel_sizes[0]),
                                training=training.removeprefix("rotinv_tf: "),
                                notes=particles.notes, classes=class_files[0],
-                               model_star=class_files[1])
+                               model_star=class_files[1], particles_star=class_files[2])
+
+
+def _input_names(particles: Particles, stacks: list[str], rows: np.ndarray) -> list[str]:
+    """`rlnImageName` of the input's particles `rows` (`stacks`: their stacks' names as RELION
+    finds them, `relion_path`)."""
+    return [image_name(int(particles.indices[i]) + 1, stacks[particles.stack_ids[i]])
+            for i in rows]
 
 
 def _class_summary(model, result: dict, select_classes: Sequence[int] | None) -> ClassSummary:
