@@ -36,7 +36,7 @@ def _fitted_model(images: np.ndarray) -> RotationInvariantAutoencoder:
     model = RotationInvariantAutoencoder(SIZE, latent_dim=8, filters=8, frame="learned",
                                          frame_angles=64, frame_classes=2)
     model.start_frame({"image": tf.constant(images)})
-    model.fit_features({"image": tf.constant(images)})
+    model.finish_frame({"image": tf.constant(images)})
     return model
 
 
@@ -55,7 +55,7 @@ def test_features_separate_templates_and_do_not_turn_with_the_particle():
 
 
 def test_features_without_the_class_do_not_separate_an_unfitted_model():
-    """The test above can fail: before `fit_features` the features are all zero."""
+    """The test above can fail: before `finish_frame` the features are all zero."""
     images, _ = _particles(8)
     keras.utils.set_random_seed(0)
     model = RotationInvariantAutoencoder(SIZE, latent_dim=8, filters=8, frame="learned",

@@ -175,8 +175,8 @@ def test_a_stack_without_angles_trains_in_a_learned_frame(stack, tmp_path, monke
     global rotation, a quarter-turned particle's angle moves by 90°, and the STAR says the frame.
     Its features are fitted on each training particle once (training repeats the data)."""
     fitted = []
-    real_fit = RotationInvariantAutoencoder.fit_features
-    monkeypatch.setattr(RotationInvariantAutoencoder, "fit_features", lambda self, batch: (
+    real_fit = RotationInvariantAutoencoder.finish_frame
+    monkeypatch.setattr(RotationInvariantAutoencoder, "finish_frame", lambda self, batch: (
         fitted.append(batch["index"].numpy()), real_fit(self, batch)))
     config = Config().replace(
         name="learned", dataset="particle_stack", stack=stack["stack"],

@@ -216,12 +216,17 @@ class RotationInvariantAutoencoder(keras.Model):
         angle = self.template_frame.angles(weights)[0]
         return self._derotated(images, angle), angle, assessment
 
-    def fit_features(self, batch: dict, chunk: int = 256) -> None:
-        """Learned frame, after training: fits `frame_features` on the `batch`'s particles."""
+    def finish_frame(self, batch: dict, chunk: int = 256) -> dict[int, float]:
+        """Learned frame, after training, on the `batch`'s particles: splits by orientation the
+        classes whose particles took both of a near-symmetric template's orientations
+        (`TemplateFrame.break_symmetry`, whose result it returns), then fits `frame_features`
+        in the frame that leaves."""
         images = self._encoder_view(batch["image"], _particle_ctf(batch))
+        turned = self.template_frame.break_symmetry(images)
         framed = [self._framed(images[i:i + chunk])[0]
                   for i in range(0, int(tf.shape(images)[0]), chunk)]
         self.frame_features.fit(tf.concat(framed, 0).numpy())
+        return turned
 
     def start_frame(self, batch: dict, seed: int = 0) -> None:
         """Learned frame: its templates start from classical alignment of the `batch`'s particles

@@ -53,6 +53,9 @@ from rotinv_tf.pose.classical import (PolarSpectra, align_reference_free, class_
 _INITIAL_ROUNDS = 8  # batch EM rounds on the first training batch (`TemplateFrame._initialize`)
 ANGLE_UPSAMPLING = 4  # frame angles' grid per template angle bin (module docstring)
 FLIP_WINDOW_DEGREES = 45.0  # half-width of the window about the best angle + 180° (docstring)
+# `break_symmetry` leaves a class alone unless this share of its particles took the other
+# orientation (a correctly oriented asymmetric class has none).
+MIN_FLIPPED_SHARE = 0.05
 # What `assessment` grades each particle by (module docstring), the names a SavedModel serves.
 CLASS_OUTPUTS = ("class_probabilities", "assignment_probability", "log_likelihood",
                  "flip_probability")
@@ -196,6 +199,57 @@ class TemplateFrame(keras.layers.Layer):
         window = tf.cast(distance, tf.float32) <= FLIP_WINDOW_DEGREES / 360.0 * cells
         return (tf.reduce_sum(tf.where(window, within, 0.0), axis=1)
                 / tf.maximum(tf.reduce_sum(within, axis=1), 1e-30))
+
+    def break_symmetry(self, images: tf.Tensor, rounds: int = 10,
+                       min_share: float = MIN_FLIPPED_SHARE) -> dict[int, float]:
+        """After training: a class whose particles took its template's two orientations (a view
+        close to its own 180° turn, whose EM average then blurs both into a near-symmetric
+        template) is split by orientation and its template made their common-orientation mean;
+        the posterior with it then tells a particle's orientation (issue 30: 238 of one such
+        view's 500 particles were 180° off). Normalised `images` [B, N, N, 1]; returns {class:
+        share of its particles turned}. A class where fewer than `min_share` turn is left as
+        it is.
+
+        Each particle of class k is turned into the frame at its best template angle bin; the
+        antisymmetric parts D = P - turn(P, 180°) of the aligned particles share one direction
+        up to sign (±(V - turn(V)) for the view V), their first principal axis, so the sign of
+        each D on it splits the two orientations, refined by `rounds` of: the template's own
+        antisymmetric part as the axis, the minority turned by 180°, the template their mean."""
+        polar = self.polar(images)
+        weights = self.posterior(images)
+        classes = tf.argmax(tf.reduce_sum(weights, axis=2), axis=1, output_type=tf.int32)
+        best = tf.argmax(tf.gather(weights, classes, batch_dims=1), axis=1, output_type=tf.int32)
+        shift = tf.cast(tf.round(tf.cast(best, tf.float32) / ANGLE_UPSAMPLING), tf.int32)
+        index = (tf.range(self.num_angles)[None] + shift[:, None]) % self.num_angles
+        aligned = tf.gather(polar, index, axis=2, batch_dims=1).numpy()  # P_b(r, a + s_b)
+        half = self.num_angles // 2
+        area = self._area.numpy()
+        classes = classes.numpy()
+        templates = self.template.numpy()
+        turned = {}
+        for k in range(self.num_classes):
+            mine = aligned[classes == k]
+            if len(mine) < 2:
+                continue
+            flat = (mine - np.roll(mine, half, axis=2)) * np.sqrt(area)
+            flat = flat.reshape(len(mine), -1)
+            flip = flat @ np.linalg.svd(flat, full_matrices=False)[2][0] < 0
+            for _ in range(rounds):
+                template = np.where(flip[:, None, None], np.roll(mine, half, axis=2),
+                                    mine).mean(0)
+                antisymmetric = (template - np.roll(template, half, axis=1)) * area
+                again = np.einsum("bra,ra->b", mine, antisymmetric) < 0
+                if np.array_equal(again, flip):
+                    break
+                flip = again
+            if flip.mean() > 0.5:  # the majority keeps its orientation
+                flip = ~flip
+            if flip.mean() >= min_share:
+                templates[k] = np.where(flip[:, None, None], np.roll(mine, half, axis=2),
+                                        mine).mean(0)
+                turned[k] = float(flip.mean())
+        self.template.assign(templates)
+        return turned
 
     def assign(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(frame angles [B], classes [B]) of normalised images [B, N, N, 1] (E step only)."""

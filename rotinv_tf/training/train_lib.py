@@ -270,11 +270,12 @@ def _start_frame(config: Config, model: keras.Model, train_data: tf.data.Dataset
     model.start_frame(batch, seed=config.runtime.seed)
 
 
-def _fit_features(model: keras.Model, train_data: tf.data.Dataset) -> None:
-    """A learned frame fits the features it serves (`rotinv_tf.pose.frame_features`) on
-    `FIT_PARTICLES` training particles, once trained."""
+def _finish_frame(model: keras.Model, train_data: tf.data.Dataset) -> None:
+    """A learned frame, once trained, settles near-symmetric classes' orientation and fits the
+    features it serves (`RotationInvariantAutoencoder.finish_frame`) on `FIT_PARTICLES`
+    training particles."""
     if isinstance(model, RotationInvariantAutoencoder) and model.frame == "learned":
-        model.fit_features(next(iter(train_data.unbatch().batch(FIT_PARTICLES).take(1))))
+        model.finish_frame(next(iter(train_data.unbatch().batch(FIT_PARTICLES).take(1))))
 
 
 def _fit_and_export(config: Config, strategy: tf.distribute.Strategy,
@@ -314,7 +315,7 @@ def _fit_and_export(config: Config, strategy: tf.distribute.Strategy,
                         validation_data=eval_data, callbacks=callbacks, shuffle=False,
                         verbose=fit_verbosity(sys.stdout) if verbose is None else verbose)
     seconds = time.perf_counter() - start
-    _fit_features(model, train_data)
+    _finish_frame(model, train_data)
     export_path = export_saved_model(
         model, normalization, image_size,
         os.path.join(scratch, "saved_models") if scratch else runtime.export_dir, runtime.name,
