@@ -5,7 +5,7 @@ code did not write. Per `--seed`, two density maps (48^3 voxels of 2 Å, written
 - `asymmetric`: the simulator's built-in hinged pseudo-atomic model (`data_pipeline.
   simulator.builtin_model`, middle conformation), each pseudo-atom a 3D Gaussian of the model's
   width: a rigid, asymmetric molecule (the simulator reads maps but writes none);
-- `near_symmetric`: two lobes on the x axis (±14 Å, σ 5 Å, amplitudes 1 and `--lobe_ratio`) and a
+- `near_symmetric`: two lobes on the x axis (±14 Å, σ 5 Å, amplitudes 1, `--lobe_ratio`) and a
   third on the z axis (+16 Å, σ 4 Å, amplitude 1.5): down z (tilt 0) the third lobe projects onto
   the centre, so that view is the two lobes, close to its own 180° turn; tilted views are not.
 Each map is projected by `relion_project` at three views (rot 90°, tilt 0/40/80°, each with a
