@@ -28,7 +28,8 @@ Scores:
   when its error is > 90°; detected when its rlnLogLikeliContribution is in the stack's lowest
   decile or its rlnRotinvFlipProbability > 0.3 (`FLIP_FLAG`).
 
-Writes `benchmarks/results/<--results>.{md,json}` (default `classes`).
+Writes `benchmarks/results/<--results>.{md,json}` (default `classes`); `--rescore` scores an
+earlier run's outputs again.
 """
 import glob
 import json
@@ -46,7 +47,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import pose_metrics as pm  # noqa: E402
-from report_files import write_results  # noqa: E402
+from report_files import RESULTS, write_results  # noqa: E402
 from data_pipeline.formats import star  # noqa: E402
 from data_pipeline.simulator import builtin_model  # noqa: E402
 from rotinv_tf.serving.classes import FLIP_COLUMN, FLIP_FLAG, turn_correlation  # noqa: E402
@@ -81,6 +82,8 @@ flags.DEFINE_list("maps", list(MAPS), f"Stacks to run, of {', '.join(MAPS)}.")
 flags.DEFINE_boolean("recentre", False, "Diagnosis: move the noisy particles by -0.5 px in x and y "
                      "(Fourier shift) before training, from RELION's rotation centre (N/2) to the "
                      "project's ((N-1)/2).")
+flags.DEFINE_boolean("rescore", False, "Score again the stacks of benchmarks/results/"
+                     "<results>.json (in --work_dir) without making or training anything.")
 flags.DEFINE_string("results", "classes", "benchmarks/results/<results>.{md,json}.")
 FLAGS = flags.FLAGS
 
@@ -353,7 +356,10 @@ def markdown(report: dict) -> str:
                   f"- `{s['relion_project']}` (signal variance {s['signal_variance']:.4g}, "
                   f"measured SNR {s['measured_snr']:.3f}); clean views' correlation with their "
                   f"180° turn: " + ", ".join(f"tilt {t:g}°: {c:.3f}" for t, c in
-                                             zip(TILTS, s["view_turn_correlation"])),
+                                             zip(TILTS, s["view_turn_correlation"]))
+                  + ("; particles recentred by -0.5 px (`--recentre`), clean centroid "
+                     f"{s['clean_centroid']} -> {s['recentred_clean_centroid']}"
+                     if s.get("recentred") else ""),
                   f"- `{s['train']}`: {s['train_s']:.0f} s",
                   f"- `{s['canonicalize']}`: {s['canonicalize_s']:.1f} s",
                   f"- `{s['star_handler']}` printed: " + " / ".join(s["star_handler_stdout"]),
@@ -394,6 +400,14 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str]) -> None:
     del argv
+    if FLAGS.rescore:
+        with open(os.path.join(RESULTS, f"{FLAGS.results}.json")) as f:
+            report = json.load(f)
+        for made in report["stacks"]:
+            made["scores"] = score(os.path.join(FLAGS.work_dir, f"seed{report['seed']}",
+                                                made["map"]))
+        write_results(FLAGS.results, report, markdown(report))
+        return
     stacks = []
     for name in FLAGS.maps:
         folder = os.path.join(FLAGS.work_dir, f"seed{FLAGS.seed}", name)
