@@ -338,7 +338,12 @@ def score(folder: str) -> dict:
                   if flipped.any() else None,
                   "unflipped_flagged": count(~flipped & flagged),
                   "unflipped_detected": count(~flipped & detected),
-                  "loglik_decile_threshold": float(np.percentile(loglik, 10))}}
+                  "loglik_decile_threshold": float(np.percentile(loglik, 10)),
+                  "loglik_median_flipped": float(np.median(loglik[flipped]))
+                  if flipped.any() else None,
+                  "loglik_median_unflipped": float(np.median(loglik[~flipped])),
+                  "flip_probability_max_flipped": float(flip[flipped].max())
+                  if flipped.any() else None}}
 
 
 # Report
@@ -393,7 +398,12 @@ def markdown(report: dict) -> str:
                   f"{f['flipped_lowest_decile']}, flagged (flip probability > {FLIP_FLAG:g}) "
                   f"{f['flipped_flagged']}, either: {f['flipped_detected']} ({share}). "
                   f"Unflipped particles flagged: {f['unflipped_flagged']}, flagged or in the "
-                  f"lowest decile: {f['unflipped_detected']}.", "",
+                  f"lowest decile: {f['unflipped_detected']}."
+                  + (f" Median rlnLogLikeliContribution of the flipped particles / of all others: "
+                     f"{f['loglik_median_flipped']:.1f} / {f['loglik_median_unflipped']:.1f} "
+                     f"(decile threshold {f['loglik_decile_threshold']:.1f}); largest flip "
+                     f"probability of a flipped particle: {f['flip_probability_max_flipped']:.3g}."
+                     if f["flipped"] else ""), "",
                   "STAR comments: " + " / ".join(f"`{c}`" for c in sc["star_comments"]), ""]
     return "\n".join(lines)
 
