@@ -1,0 +1,436 @@
+"""Classes out as RELION 2D writes them, on stacks RELION projected: `python benchmarks/classes.py`.
+
+Acceptance check of `canonicalize`'s class outputs (`rotinv_tf.serving.classes`) on particles our
+code did not write. Per `--seed`, two density maps (48^3 voxels of 2 Å, written here):
+- `asymmetric`: the simulator's built-in hinged pseudo-atomic model (`data_pipeline.
+  simulator.builtin_model`, middle conformation), each pseudo-atom a 3D Gaussian of the model's
+  width: a rigid, asymmetric molecule (the simulator reads maps but writes none);
+- `near_symmetric`: two lobes on the x axis (±14 Å, σ 5 Å, amplitudes 1, `--lobe_ratio`) and a
+  third on the z axis (+16 Å, σ 4 Å, amplitude 1.5): down z (tilt 0) the third lobe projects onto
+  the centre, so that view is the two lobes, close to its own 180° turn; tilted views are not.
+Each map is projected by `relion_project` at three views (rot 90°, tilt 0/40/80°, each with a
+`--spread`° normal jitter of its tilt; rot is not jittered: down z it is an in-plane turn, which
+would blur the true psi), psi uniform, 48 px boxes, 2 Å pixels, with RELION's
+white noise at the σ giving `--snr` (signal variance: the mean over particles of each clean
+projection's pixel variance over the whole box, from a noise-free `relion_project` run of the same
+angles; σ = sqrt(variance / snr)). The training STAR is RELION's STAR without rlnAngleRot/Tilt/Psi;
+the truth stays in `truth.npz`.
+Then, as a user does (subprocesses, timed, from the stack folder as a RELION project root):
+`python -m rotinv_tf.train --flagfile=configs/stack.cfg --star=... --frame_classes=3`, then
+`python -m rotinv_tf.canonicalize ... --star=Class2D/run_data.star`, then `relion_star_handler
+--select rlnClassNumber --minval 2 --maxval 2` and `relion_image_handler --stats` on the outputs.
+Scores:
+- class purity: per class, the share of its particles from its majority true view; per view, its
+  share in its majority class; what the star_handler selection kept;
+- flips: psi error after the best global rotation per class (the one minimising the class's mean
+  absolute error; `pose_metrics.psi_errors`' circular mean fails near half flipped, see
+  `best_rotation_errors`, its count of errors > 90° is reported beside); a particle is flipped
+  when its error is > 90°; detected when its rlnLogLikeliContribution is in the stack's lowest
+  decile or its rlnRotinvFlipProbability > 0.3 (`FLIP_FLAG`).
+
+Writes `benchmarks/results/<--results>.{md,json}` (default `classes`); `--rescore` scores an
+earlier run's outputs again.
+"""
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import mrcfile
+import numpy as np
+from absl import app, flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import pose_metrics as pm  # noqa: E402
+from report_files import RESULTS, write_results  # noqa: E402
+from data_pipeline.formats import star  # noqa: E402
+from data_pipeline.simulator import builtin_model  # noqa: E402
+from rotinv_tf.serving.classes import FLIP_COLUMN, FLIP_FLAG, turn_correlation  # noqa: E402
+
+SIZE, PIXEL, CLASSES = 48, 2.0, 3
+ROT, TILTS = 90.0, (0.0, 40.0, 80.0)  # degrees: rot of every view, tilt of each
+MAPS = ("asymmetric", "near_symmetric")
+ANGLES = ("rlnAngleRot", "rlnAngleTilt", star.ANGLE_PSI)
+OPTICS = f"""
+data_optics
+
+loop_
+_rlnOpticsGroup #1
+_rlnOpticsGroupName #2
+_rlnVoltage #3
+_rlnSphericalAberration #4
+_rlnAmplitudeContrast #5
+_rlnImagePixelSize #6
+_rlnImageSize #7
+_rlnImageDimensionality #8
+1 opticsGroup1 300 2.7 0.1 {PIXEL} {SIZE} 2
+"""
+
+flags.DEFINE_string("work_dir", "/tmp/rotinv_classes", "Maps, stacks, runs and SavedModels.")
+flags.DEFINE_integer("seed", 0, "Seed of the angles and of training (RELION's noise has its own).")
+flags.DEFINE_integer("num_particles", 1500, "Particles per stack.")
+flags.DEFINE_integer("epochs", 8, "Training epochs.")
+flags.DEFINE_float("snr", 1.0, "Signal variance / noise variance of the stacks.")
+flags.DEFINE_float("spread", 3.0, "Std (degrees) of the jitter of each view's tilt.")
+flags.DEFINE_float("lobe_ratio", 0.9, "near_symmetric: the second lobe's amplitude.")
+flags.DEFINE_list("maps", list(MAPS), f"Stacks to run, of {', '.join(MAPS)}.")
+flags.DEFINE_boolean("recentre", False, "Diagnosis: move the noisy particles by -0.5 px in x and y "
+                     "(Fourier shift) before training, from RELION's rotation centre (N/2) to the "
+                     "project's ((N-1)/2).")
+flags.DEFINE_boolean("rescore", False, "Score again the stacks of benchmarks/results/"
+                     "<results>.json (in --work_dir) without making or training anything.")
+flags.DEFINE_string("results", "classes", "benchmarks/results/<results>.{md,json}.")
+FLAGS = flags.FLAGS
+
+
+# Maps
+
+
+def _grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voxel coordinates in Å from RELION's centre, voxel (N/2, N/2, N/2): z, y, x [N, N, N]."""
+    return tuple((np.mgrid[:SIZE, :SIZE, :SIZE] - SIZE // 2) * PIXEL)
+
+
+def gaussians(centres, sigmas, amplitudes) -> np.ndarray:
+    """A map [z, y, x] of 3D Gaussians (centres [A, 3] x, y, z in Å), summed separably."""
+    axis = (np.arange(SIZE) - SIZE // 2) * PIXEL
+    volume = np.zeros((SIZE, SIZE, SIZE))
+    for (x, y, z), s, a in zip(np.asarray(centres), np.broadcast_to(sigmas, len(centres)),
+                               np.broadcast_to(amplitudes, len(centres))):
+        gx, gy, gz = (np.exp(-(axis - c) ** 2 / (2 * s * s)) for c in (x, y, z))
+        volume += a * gz[:, None, None] * gy[None, :, None] * gx[None, None, :]
+    return volume.astype(np.float32)
+
+
+def density(name: str) -> np.ndarray:
+    if name == "asymmetric":
+        model = builtin_model()
+        return gaussians(model.conformation(0.5), model.sigma, model.weights)
+    return gaussians([(14.0, 0.0, 0.0), (-14.0, 0.0, 0.0), (0.0, 0.0, 16.0)], [5.0, 5.0, 4.0],
+                     [1.0, FLAGS.lobe_ratio, 1.5])
+
+
+def write_map(path: str, volume: np.ndarray) -> None:
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(volume)
+        mrc.voxel_size = PIXEL
+
+
+# Stacks
+
+
+def angles_star(path: str, angles: np.ndarray) -> None:
+    """RELION 3.1 STAR of (rot, tilt, psi) rows in degrees, with the optics table RELION needs."""
+    rows = "\n".join(f"{r:.4f} {t:.4f} {p:.4f} 1" for r, t, p in angles)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(OPTICS + "\ndata_particles\n\nloop_\n_rlnAngleRot #1\n_rlnAngleTilt #2\n"
+                f"_rlnAnglePsi #3\n_rlnOpticsGroup #4\n{rows}\n")
+
+
+def relion(folder: str, *args: str) -> tuple[str, float]:
+    """Runs a RELION program in `folder`: (stdout, wall seconds); raises on failure."""
+    start = time.perf_counter()
+    done = subprocess.run(list(args), cwd=folder, check=True, capture_output=True, text=True)
+    return done.stdout, time.perf_counter() - start
+
+
+def read_stack(path: str) -> np.ndarray:
+    with mrcfile.open(path, permissive=True) as f:
+        return np.asarray(f.data, np.float32)
+
+
+def half_pixel_back(images: np.ndarray) -> np.ndarray:
+    """Images [B, N, N] moved by -0.5 px along rows and columns (Fourier shift): content centred
+    on RELION's pixel (N/2, N/2) lands on the project's ((N-1)/2, (N-1)/2)."""
+    k = np.fft.fftfreq(SIZE)
+    phase = np.exp(2j * np.pi * 0.5 * (k[:, None] + k[None, :]))
+    return np.real(np.fft.ifft2(np.fft.fft2(images) * phase)).astype(np.float32)
+
+
+def centroid(images: np.ndarray) -> list[float]:
+    """(row, column) of the mean image's centre of mass, pixels."""
+    mean = images.mean(axis=0)
+    rows, cols = np.mgrid[:SIZE, :SIZE]
+    return [float((mean * rows).sum() / mean.sum()), float((mean * cols).sum() / mean.sum())]
+
+
+def make_stack(folder: str, name: str, seed: int) -> dict:
+    """Map, angles, clean and noisy projections, the training STAR; what was made."""
+    os.makedirs(folder, exist_ok=True)
+    write_map(os.path.join(folder, "map.mrc"), density(name))
+    rng = np.random.default_rng(seed)
+    num = FLAGS.num_particles
+    views = np.arange(num) % CLASSES
+    rng.shuffle(views)
+    angles = np.stack([np.full(num, ROT),
+                       np.asarray(TILTS)[views] + rng.normal(0.0, FLAGS.spread, num),
+                       rng.uniform(-180.0, 180.0, num)], axis=1)
+    angles_star(os.path.join(folder, "angles.star"), angles)
+    angles_star(os.path.join(folder, "views.star"), [(ROT, t, 0.0) for t in TILTS])
+    project = ["relion_project", "--i", "map.mrc", "--ang", "angles.star", "--angpix", f"{PIXEL:g}"]
+    relion(folder, "relion_project", "--i", "map.mrc", "--ang", "views.star", "--o", "views",
+           "--angpix", f"{PIXEL:g}")
+    relion(folder, *project, "--o", "clean")
+    clean = read_stack(os.path.join(folder, "clean.mrcs"))
+    signal_variance = float(clean.reshape(num, -1).var(axis=1).mean())
+    sigma = float(np.sqrt(signal_variance / FLAGS.snr))
+    command = [*project, "--o", "particles", "--add_noise", "--white_noise", f"{sigma:.6g}"]
+    _, seconds = relion(folder, *command)
+    noisy = read_stack(os.path.join(folder, "particles.mrcs"))
+    measured_snr = signal_variance / float((noisy - clean).reshape(num, -1).var(axis=1).mean())
+    centres = {"clean_centroid": centroid(clean)}
+    if FLAGS.recentre:
+        with mrcfile.open(os.path.join(folder, "particles.mrcs"), "r+") as f:
+            f.set_data(half_pixel_back(noisy))
+        centres["recentred_clean_centroid"] = centroid(half_pixel_back(clean))
+    blocks = star.read_star(os.path.join(folder, "particles.star"))
+    table = blocks["particles"]
+    order = np.array([int(n.split("@")[0]) - 1 for n in table.column(star.IMAGE_NAME)])
+    written = np.array([table.column(c) for c in ANGLES], np.float64).T
+    assert np.array_equal(order, np.arange(num)) and np.allclose(written, angles, atol=1e-3)
+    np.savez(os.path.join(folder, "truth.npz"), view=views, rot=written[:, 0],
+             tilt=written[:, 1], psi=written[:, 2])
+    kept = [i for i, c in enumerate(table.columns) if c not in ANGLES]
+    blocks["particles"] = star.StarBlock([table.columns[i] for i in kept],
+                                         [[row[i] for i in kept] for row in table.rows])
+    star.write_star(os.path.join(folder, "particles_noangles.star"), blocks)
+    # About each view's own centre (RELION's), which `turn_correlation` takes as (N-1)/2.
+    view_images = half_pixel_back(read_stack(os.path.join(folder, "views.mrcs")))
+    return {"map": name, "relion_project": " ".join(command), "relion_project_s": seconds,
+            "signal_variance": signal_variance, "white_noise": sigma,
+            "measured_snr": measured_snr, "recentred": FLAGS.recentre, **centres,
+            "view_turn_correlation": [turn_correlation(v) for v in view_images],
+            "view_counts": np.bincount(views, minlength=CLASSES).tolist()}
+
+
+# Ours, as a user runs it
+
+
+def timed(folder: str, command: list[str], log: str) -> float:
+    """Runs `command` in `folder` with this worktree first on the path; wall seconds. Its output
+    goes to `log`; a failure prints the log's tail and raises."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    start = time.perf_counter()
+    with open(os.path.join(folder, log), "w") as out:
+        done = subprocess.run(command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        tail = open(os.path.join(folder, log)).read()[-3000:]
+        print(tail, file=sys.stderr)
+        raise RuntimeError(f"{' '.join(command)} exited {done.returncode} (log {log})")
+    return seconds
+
+
+def run_ours(folder: str, tag: str, seed: int) -> dict:
+    runs = os.path.join(folder, "runs")
+    train = [sys.executable, "-m", "rotinv_tf.train",
+             f"--flagfile={os.path.join(REPO, 'configs', 'stack.cfg')}",
+             "--star=particles_noangles.star", f"--frame_classes={CLASSES}",
+             f"--epochs={FLAGS.epochs}", f"--seed={seed}", f"--name={tag}",
+             f"--model_dir={runs}/{tag}", f"--export_dir={runs}/saved_models",
+             f"--data_dir={runs}/tfds"]
+    train_s = timed(folder, train, "train.log")
+    saved_model = sorted(glob.glob(os.path.join(runs, "saved_models", tag, "*")))[-1]
+    canonicalize = [sys.executable, "-m", "rotinv_tf.canonicalize", f"--saved_model={saved_model}",
+                    "--input=particles_noangles.star", "--output=Class2D/canonical.mrcs",
+                    "--star=Class2D/run_data.star"]
+    canonicalize_s = timed(folder, canonicalize, "canonicalize.log")
+    select = ["relion_star_handler", "--i", "Class2D/run_data.star", "--o", "Class2D/class2.star",
+              "--select", "rlnClassNumber", "--minval", "2", "--maxval", "2"]
+    select_out, _ = relion(folder, *select)
+    stats = ["relion_image_handler", "--i", "Class2D/run_classes.mrcs", "--stats"]
+    stats_out, _ = relion(folder, *stats)
+    short = lambda c: " ".join([os.path.basename(c[0]) if c[0] == sys.executable else c[0],  # noqa
+                                *c[1:]]).replace(REPO + "/", "").replace(folder + "/", "")
+    return {"train": short(train), "train_s": train_s, "canonicalize": short(canonicalize),
+            "canonicalize_s": canonicalize_s, "star_handler": " ".join(select),
+            "star_handler_stdout": select_out.strip().splitlines(),
+            "image_handler": " ".join(stats), "image_handler_stdout":
+            stats_out.strip().splitlines(), "saved_model": saved_model}
+
+
+# Scores
+
+
+def column(table: star.StarBlock, name: str) -> np.ndarray:
+    return np.array(table.column(name), np.float64)
+
+
+def best_rotation_errors(true: np.ndarray, predicted: np.ndarray,
+                         groups: np.ndarray) -> np.ndarray:
+    """|psi error| in degrees after the rotation per group that minimises the group's mean
+    absolute error (0.25° grid). `pose_metrics.psi_errors`' circular-mean rotation is this one
+    while few angles are 180° off, but near half flipped its mean vector shrinks (by 1 - 2 x the
+    flipped share) and points anywhere: it then puts every error near 90°."""
+    errors = np.empty(len(true))
+    offsets = np.radians(np.arange(0.0, 360.0, 0.25))
+    for group in np.unique(groups):
+        members = groups == group
+        difference = np.exp(1j * (true[members] - predicted[members]))
+        turned = np.abs(np.angle(difference[None] * np.exp(-1j * offsets)[:, None]))
+        errors[members] = np.degrees(turned[turned.mean(axis=1).argmin()])
+    return errors
+
+
+def score(folder: str) -> dict:
+    truth = np.load(os.path.join(folder, "truth.npz"))
+    view = truth["view"]
+    table = star.read_star(os.path.join(folder, "Class2D", "run_data.star"))["particles"]
+    names = table.column(star.IMAGE_NAME)
+    assert [int(n.split("@")[0]) for n in names] == list(range(1, len(view) + 1)), names[:3]
+    classes = column(table, star.CLASS_NUMBER).astype(int)
+    loglik, flip = column(table, star.LOG_LIKELIHOOD), column(table, FLIP_COLUMN)
+    true, predicted = np.radians(truth["psi"]), np.radians(column(table, star.ANGLE_PSI))
+    error = best_rotation_errors(true, predicted, classes)
+    flipped = error > 90
+    circular_mean_error = pm.psi_errors(true, predicted, classes)
+    low = loglik <= np.percentile(loglik, 10)
+    flagged = flip > FLIP_FLAG
+    detected = low | flagged
+    comments = [line[2:] for line in open(os.path.join(folder, "Class2D", "run_data.star"))
+                .read().splitlines() if line.startswith("# rotinv_tf: class")]
+    per_class = []
+    for k in range(1, CLASSES + 1):
+        members = classes == k
+        counts = np.bincount(view[members], minlength=CLASSES)
+        per_class.append({
+            "class": k, "particles": int(members.sum()),
+            "majority_view": int(counts.argmax()),
+            "purity": float(counts.max() / max(members.sum(), 1)),
+            "view_counts": counts.tolist(),
+            "psi_mae_unflipped_deg": float(error[members & ~flipped].mean())
+            if (members & ~flipped).any() else None,
+            "flipped": int((members & flipped).sum()),
+            "flagged": int((members & flagged).sum()),
+            "lowest_decile": int((members & low).sum()),
+            "flipped_detected": int((members & flipped & detected).sum())})
+    per_view = []
+    for v in range(CLASSES):
+        counts = np.bincount(classes[view == v] - 1, minlength=CLASSES)
+        per_view.append({"view": v, "tilt": TILTS[v], "particles": int((view == v).sum()),
+                         "majority_class": int(counts.argmax()) + 1,
+                         "share_in_majority_class": float(counts.max() / (view == v).sum())})
+    selected = star.read_star(os.path.join(folder, "Class2D", "class2.star"))["particles"]
+    picked = np.array([int(n.split("@")[0]) - 1 for n in selected.column(star.IMAGE_NAME)])
+    picked_views = np.bincount(view[picked], minlength=CLASSES) if len(picked) else \
+        np.zeros(CLASSES, int)
+    with mrcfile.open(os.path.join(folder, "Class2D", "run_classes.mrcs"), permissive=True) as f:
+        averages_shape = list(f.data.shape)
+    count = lambda mask: int(mask.sum())  # noqa: E731
+    return {
+        "classes": per_class, "views": per_view,
+        "selection_class2": {"particles": int(len(picked)), "view_counts": picked_views.tolist(),
+                             "majority_view_share": float(picked_views.max() / max(len(picked), 1)),
+                             "flip_column_kept": FLIP_COLUMN in selected.columns},
+        "class_averages_shape": averages_shape, "star_comments": comments,
+        "psi": pm.error_summary(error[~flipped]) if (~flipped).any() else None,
+        "flips": {"particles": len(view), "flipped": count(flipped),
+                  "over_90_after_circular_mean_rotation": count(circular_mean_error > 90),
+                  "flipped_lowest_decile": count(flipped & low),
+                  "flipped_flagged": count(flipped & flagged),
+                  "flipped_detected": count(flipped & detected),
+                  "detected_share": float(count(flipped & detected) / count(flipped))
+                  if flipped.any() else None,
+                  "unflipped_flagged": count(~flipped & flagged),
+                  "unflipped_detected": count(~flipped & detected),
+                  "loglik_decile_threshold": float(np.percentile(loglik, 10)),
+                  "loglik_median_flipped": float(np.median(loglik[flipped]))
+                  if flipped.any() else None,
+                  "loglik_median_unflipped": float(np.median(loglik[~flipped])),
+                  "flip_probability_max_flipped": float(flip[flipped].max())
+                  if flipped.any() else None}}
+
+
+# Report
+
+
+def markdown(report: dict) -> str:
+    r = report
+    lines = [f"# Classes as RELION 2D writes them: relion_project stacks, seed {r['seed']}", "",
+             f"{r['num_particles']} particles per stack, {SIZE}x{SIZE}, {PIXEL:g} Å, three views "
+             f"(rot {ROT:g}°, tilt {'/'.join(f'{t:g}' for t in TILTS)}°, tilt jitter σ "
+             f"{r['spread']:g}°), psi uniform, SNR {r['snr']:g}; `--frame_classes={CLASSES}`, "
+             f"{r['epochs']} epochs.", ""]
+    for s in r["stacks"]:
+        lines += [f"## {s['map']}", "",
+                  f"- `{s['relion_project']}` (signal variance {s['signal_variance']:.4g}, "
+                  f"measured SNR {s['measured_snr']:.3f}); clean views' correlation with their "
+                  f"180° turn: " + ", ".join(f"tilt {t:g}°: {c:.3f}" for t, c in
+                                             zip(TILTS, s["view_turn_correlation"]))
+                  + ("; particles recentred by -0.5 px (`--recentre`), clean centroid "
+                     f"{s['clean_centroid']} -> {s['recentred_clean_centroid']}"
+                     if s.get("recentred") else ""),
+                  f"- `{s['train']}`: {s['train_s']:.0f} s",
+                  f"- `{s['canonicalize']}`: {s['canonicalize_s']:.1f} s",
+                  f"- `{s['star_handler']}` printed: " + " / ".join(s["star_handler_stdout"]),
+                  f"- `{s['image_handler']}` printed {len(s['image_handler_stdout'])} lines: "
+                  + " / ".join(s["image_handler_stdout"]), ""]
+        sc = s["scores"]
+        sel = sc["selection_class2"]
+        lines += [f"class 2 selection: {sel['particles']} particles, views "
+                  f"{sel['view_counts']}, {100 * sel['majority_view_share']:.1f}% from one view; "
+                  f"{FLIP_COLUMN} kept: {sel['flip_column_kept']}", "",
+                  "| class | particles | particles per true view (tilt 0/40/80) | purity (%) "
+                  "| psi MAE unflipped (°) | flipped | flagged | lowest decile "
+                  "| flipped detected |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for c in sc["classes"]:
+            mae = "-" if c["psi_mae_unflipped_deg"] is None else f"{c['psi_mae_unflipped_deg']:.2f}"
+            lines.append(f"| {c['class']} | {c['particles']} | {c['view_counts']} | "
+                         f"{100 * c['purity']:.1f} | {mae} | {c['flipped']} | {c['flagged']} | "
+                         f"{c['lowest_decile']} | {c['flipped_detected']} |")
+        lines += ["", "| true view | particles | majority class | share in it (%) |",
+                  "| --- | --- | --- | --- |"]
+        for v in sc["views"]:
+            lines.append(f"| tilt {v['tilt']:g}° | {v['particles']} | {v['majority_class']} | "
+                         f"{100 * v['share_in_majority_class']:.1f} |")
+        f = sc["flips"]
+        share = "-" if f["detected_share"] is None else f"{100 * f['detected_share']:.1f}%"
+        lines += ["", f"Flips (psi error > 90° after each class's best rotation): "
+                  f"{f['flipped']} of {f['particles']} ("
+                  f"{f['over_90_after_circular_mean_rotation']} > 90° after the circular-mean "
+                  f"rotation); in the lowest log-likelihood decile "
+                  f"{f['flipped_lowest_decile']}, flagged (flip probability > {FLIP_FLAG:g}) "
+                  f"{f['flipped_flagged']}, either: {f['flipped_detected']} ({share}). "
+                  f"Unflipped particles flagged: {f['unflipped_flagged']}, flagged or in the "
+                  f"lowest decile: {f['unflipped_detected']}."
+                  + (f" Median rlnLogLikeliContribution of the flipped particles / of all others: "
+                     f"{f['loglik_median_flipped']:.1f} / {f['loglik_median_unflipped']:.1f} "
+                     f"(decile threshold {f['loglik_decile_threshold']:.1f}); largest flip "
+                     f"probability of a flipped particle: {f['flip_probability_max_flipped']:.3g}."
+                     if f["flipped"] else ""), "",
+                  "STAR comments: " + " / ".join(f"`{c}`" for c in sc["star_comments"]), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    if FLAGS.rescore:
+        with open(os.path.join(RESULTS, f"{FLAGS.results}.json")) as f:
+            report = json.load(f)
+        for made in report["stacks"]:
+            made["scores"] = score(os.path.join(FLAGS.work_dir, f"seed{report['seed']}",
+                                                made["map"]))
+        write_results(FLAGS.results, report, markdown(report))
+        return
+    stacks = []
+    for name in FLAGS.maps:
+        folder = os.path.join(FLAGS.work_dir, f"seed{FLAGS.seed}", name)
+        made = make_stack(folder, name, FLAGS.seed)
+        print(json.dumps(made), flush=True)
+        ours = run_ours(folder, f"classes_{name}_seed{FLAGS.seed}", FLAGS.seed)
+        stacks.append({**made, **ours, "scores": score(folder)})
+        print(json.dumps(stacks[-1]["scores"], indent=1), flush=True)
+    report = {"seed": FLAGS.seed, "num_particles": FLAGS.num_particles, "epochs": FLAGS.epochs,
+              "snr": FLAGS.snr, "spread": FLAGS.spread, "lobe_ratio": FLAGS.lobe_ratio,
+              "flip_flag": FLIP_FLAG, "stacks": stacks}
+    write_results(FLAGS.results, report, markdown(report))
+
+
+if __name__ == "__main__":
+    app.run(main)
