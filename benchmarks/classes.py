@@ -49,6 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pose_metrics as pm  # noqa: E402
 from report_files import RESULTS, write_results  # noqa: E402
 from data_pipeline.formats import star  # noqa: E402
+from data_pipeline.formats.mrc import open_stack  # noqa: E402
 from data_pipeline.simulator import builtin_model  # noqa: E402
 from rotinv_tf.serving.classes import FLIP_COLUMN, FLIP_FLAG, turn_correlation  # noqa: E402
 
@@ -56,20 +57,6 @@ SIZE, PIXEL, CLASSES = 48, 2.0, 3
 ROT, TILTS = 90.0, (0.0, 40.0, 80.0)  # degrees: rot of every view, tilt of each
 MAPS = ("asymmetric", "near_symmetric")
 ANGLES = ("rlnAngleRot", "rlnAngleTilt", star.ANGLE_PSI)
-OPTICS = f"""
-data_optics
-
-loop_
-_rlnOpticsGroup #1
-_rlnOpticsGroupName #2
-_rlnVoltage #3
-_rlnSphericalAberration #4
-_rlnAmplitudeContrast #5
-_rlnImagePixelSize #6
-_rlnImageSize #7
-_rlnImageDimensionality #8
-1 opticsGroup1 300 2.7 0.1 {PIXEL} {SIZE} 2
-"""
 
 flags.DEFINE_string("work_dir", "/tmp/rotinv_classes", "Maps, stacks, runs and SavedModels.")
 flags.DEFINE_integer("seed", 0, "Seed of the angles and of training (RELION's noise has its own).")
@@ -125,11 +112,13 @@ def write_map(path: str, volume: np.ndarray) -> None:
 
 
 def angles_star(path: str, angles: np.ndarray) -> None:
-    """RELION 3.1 STAR of (rot, tilt, psi) rows in degrees, with the optics table RELION needs."""
-    rows = "\n".join(f"{r:.4f} {t:.4f} {p:.4f} 1" for r, t, p in angles)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(OPTICS + "\ndata_particles\n\nloop_\n_rlnAngleRot #1\n_rlnAngleTilt #2\n"
-                f"_rlnAnglePsi #3\n_rlnOpticsGroup #4\n{rows}\n")
+    """RELION 3.1 STAR of (rot, tilt, psi) rows in degrees, with the optics table RELION needs
+    (its CTF values unused: no --ctf)."""
+    star.write_star(path, {
+        "optics": star.optics_block(PIXEL, SIZE, voltage=300.0, spherical_aberration=2.7,
+                                    amplitude_contrast=0.1),
+        "particles": star.StarBlock([*ANGLES, star.OPTICS_GROUP],
+                                    [[f"{a:.4f}" for a in row] + ["1"] for row in angles])})
 
 
 def relion(folder: str, *args: str) -> tuple[str, float]:
@@ -140,8 +129,8 @@ def relion(folder: str, *args: str) -> tuple[str, float]:
 
 
 def read_stack(path: str) -> np.ndarray:
-    with mrcfile.open(path, permissive=True) as f:
-        return np.asarray(f.data, np.float32)
+    with open_stack(path) as stack:
+        return stack.read(0, len(stack))
 
 
 def half_pixel_back(images: np.ndarray) -> np.ndarray:
@@ -319,8 +308,8 @@ def score(folder: str) -> dict:
     picked = np.array([int(n.split("@")[0]) - 1 for n in selected.column(star.IMAGE_NAME)])
     picked_views = np.bincount(view[picked], minlength=CLASSES) if len(picked) else \
         np.zeros(CLASSES, int)
-    with mrcfile.open(os.path.join(folder, "Class2D", "run_classes.mrcs"), permissive=True) as f:
-        averages_shape = list(f.data.shape)
+    with open_stack(os.path.join(folder, "Class2D", "run_classes.mrcs")) as averages:
+        averages_shape = list(averages.shape)
     count = lambda mask: int(mask.sum())  # noqa: E731
     return {
         "classes": per_class, "views": per_view,

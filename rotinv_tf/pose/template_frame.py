@@ -53,9 +53,13 @@ from rotinv_tf.pose.classical import (PolarSpectra, align_reference_free, class_
 _INITIAL_ROUNDS = 8  # batch EM rounds on the first training batch (`TemplateFrame._initialize`)
 ANGLE_UPSAMPLING = 4  # frame angles' grid per template angle bin (module docstring)
 FLIP_WINDOW_DEGREES = 45.0  # half-width of the window about the best angle + 180° (docstring)
-# `break_symmetry` leaves a class alone unless this share of its particles took the other
-# orientation (a correctly oriented asymmetric class has none).
-MIN_FLIPPED_SHARE = 0.05
+# A template whose correlation with its own 180° turn exceeds this is near-symmetric: its
+# particles may sit in either orientation (`break_symmetry`, canonicalize's comment lines).
+NEAR_SYMMETRIC = 0.9
+# `break_symmetry`: principal axes tried, and the excess kurtosis below which projections count
+# as the two orientations' bimodal mix (two well-separated clusters: down to -2; noise: 0).
+SPLIT_CANDIDATES = 5
+BIMODAL_KURTOSIS = -0.5
 # What `assessment` grades each particle by (module docstring), the names a SavedModel serves.
 CLASS_OUTPUTS = ("class_probabilities", "assignment_probability", "log_likelihood",
                  "flip_probability")
@@ -200,21 +204,21 @@ class TemplateFrame(keras.layers.Layer):
         return (tf.reduce_sum(tf.where(window, within, 0.0), axis=1)
                 / tf.maximum(tf.reduce_sum(within, axis=1), 1e-30))
 
-    def break_symmetry(self, images: tf.Tensor, rounds: int = 10,
-                       min_share: float = MIN_FLIPPED_SHARE) -> dict[int, float]:
-        """After training: a class whose particles took its template's two orientations (a view
-        close to its own 180° turn, whose EM average then blurs both into a near-symmetric
-        template) is split by orientation and its template made their common-orientation mean;
-        the posterior with it then tells a particle's orientation (issue 30: 238 of one such
-        view's 500 particles were 180° off). Normalised `images` [B, N, N, 1]; returns {class:
-        share of its particles turned}. A class where fewer than `min_share` turn is left as
-        it is.
+    def break_symmetry(self, images: tf.Tensor, rounds: int = 20) -> dict[int, float]:
+        """After training: a class whose template is close to its own 180° turn (correlation
+        > `NEAR_SYMMETRIC`), because its particles took both of its orientations and EM averaged
+        them into a blur, is split by orientation and its template made the mean of its
+        particles in one orientation; the posterior with it then tells a particle's orientation
+        (issue 30: 246 of a near-symmetric view's 500 particles were 180° off). Normalised
+        `images` [B, N, N, 1]; returns {class: share of its particles turned}.
 
-        Each particle of class k is turned into the frame at its best template angle bin; the
-        antisymmetric parts D = P - turn(P, 180°) of the aligned particles share one direction
-        up to sign (±(V - turn(V)) for the view V), their first principal axis, so the sign of
-        each D on it splits the two orientations, refined by `rounds` of: the template's own
-        antisymmetric part as the axis, the minority turned by 180°, the template their mean."""
+        Each particle of such a class is turned into the frame at its best template angle bin.
+        The antisymmetric parts D = P - turn(P, 180°) of particles in the two orientations are
+        ±(V - turn(V)) plus noise: along that axis their projections are bimodal, so of the
+        first `SPLIT_CANDIDATES` principal axes of the centred D the one whose projections have
+        the lowest excess kurtosis (below `BIMODAL_KURTOSIS`, else the class is left as it is)
+        splits them by its sign, refined by `rounds` of: the axis the mean of the split-signed
+        D, the split by the sign along it. The majority keeps its orientation."""
         polar = self.polar(images)
         weights = self.posterior(images)
         classes = tf.argmax(tf.reduce_sum(weights, axis=2), axis=1, output_type=tf.int32)
@@ -229,27 +233,40 @@ class TemplateFrame(keras.layers.Layer):
         turned = {}
         for k in range(self.num_classes):
             mine = aligned[classes == k]
-            if len(mine) < 2:
+            if len(mine) < 2 * SPLIT_CANDIDATES or self.turn_correlation(k) <= NEAR_SYMMETRIC:
                 continue
-            flat = (mine - np.roll(mine, half, axis=2)) * np.sqrt(area)
-            flat = flat.reshape(len(mine), -1)
-            flip = flat @ np.linalg.svd(flat, full_matrices=False)[2][0] < 0
+            flat = ((mine - np.roll(mine, half, axis=2)) * np.sqrt(area)).reshape(len(mine), -1)
+            flat -= flat.mean(axis=0)
+            axes = np.linalg.svd(flat, full_matrices=False)[2][:SPLIT_CANDIDATES]
+            projections = flat @ axes.T
+            standard = (projections - projections.mean(0)) / projections.std(0)
+            kurtosis = (standard**4).mean(0) - 3.0
+            if kurtosis.min() > BIMODAL_KURTOSIS:
+                continue
+            flip = projections[:, int(np.argmin(kurtosis))] < 0
             for _ in range(rounds):
-                template = np.where(flip[:, None, None], np.roll(mine, half, axis=2),
-                                    mine).mean(0)
-                antisymmetric = (template - np.roll(template, half, axis=1)) * area
-                again = np.einsum("bra,ra->b", mine, antisymmetric) < 0
+                again = flat @ np.where(flip[:, None], -flat, flat).mean(0) < 0
                 if np.array_equal(again, flip):
                     break
                 flip = again
-            if flip.mean() > 0.5:  # the majority keeps its orientation
+            if flip.mean() > 0.5:
                 flip = ~flip
-            if flip.mean() >= min_share:
-                templates[k] = np.where(flip[:, None, None], np.roll(mine, half, axis=2),
-                                        mine).mean(0)
-                turned[k] = float(flip.mean())
+            templates[k] = np.where(flip[:, None, None], np.roll(mine, half, axis=2),
+                                    mine).mean(0)
+            turned[k] = float(flip.mean())
         self.template.assign(templates)
         return turned
+
+    def turn_correlation(self, k: int) -> float:
+        """Pearson correlation, area-weighted over the disc, of template `k` with its own 180°
+        turn: 1 for a template symmetric under it."""
+        template = self.template.numpy()[k]
+        turned = np.roll(template, self.num_angles // 2, axis=1)
+        weights = np.broadcast_to(self._area.numpy(), template.shape)
+        a = template - np.average(template, weights=weights)
+        b = turned - np.average(turned, weights=weights)
+        denominator = np.sqrt((weights * a * a).sum() * (weights * b * b).sum())
+        return float((weights * a * b).sum() / denominator) if denominator > 0 else 1.0
 
     def assign(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(frame angles [B], classes [B]) of normalised images [B, N, N, 1] (E step only)."""

@@ -20,7 +20,7 @@ so its tools read them and users select classes as they do after a RELION run.
   trained or canonicalized again from (the main STAR's rows name the canonical images).
 - Comment lines at the top of the STAR files: what the columns mean, per class its particles and
   the share flagged as 180°-ambiguous (flip probability > `FLIP_FLAG`), and, for a class whose
-  average correlates > `SYMMETRY_FLAG` with its own 180° turn, a line saying its angles may be
+  average correlates > `NEAR_SYMMETRIC` with its own 180° turn, a line saying its angles may be
   180° off (a template close to its own turn gives its particles two nearly equal angles; issue 30).
 """
 import os
@@ -33,11 +33,11 @@ from data_pipeline.formats import star
 from data_pipeline.formats.mrc import StackWriter
 from data_pipeline.particle_star import relion_path
 from data_pipeline.rotation import rotate
+from rotinv_tf.pose.template_frame import NEAR_SYMMETRIC
 
 FLIP_COLUMN = "rlnRotinvFlipProbability"
 COLUMNS = (star.CLASS_NUMBER, star.MAX_PROBABILITY, star.LOG_LIKELIHOOD, FLIP_COLUMN)
 FLIP_FLAG = 0.3  # flip probability above which a particle is flagged 180°-ambiguous
-SYMMETRY_FLAG = 0.9  # a class average's correlation with its 180° turn above which it is flagged
 
 
 def class_paths(star_path: str) -> tuple[str, str, str]:
@@ -147,9 +147,9 @@ class ClassSummary:
                          f"({100 * count / max(total, 1):.1f}%), {100 * flagged:.1f}% flagged "
                          f"180-deg ambiguous ({FLIP_COLUMN} > {FLIP_FLAG:g})"
                          f"{'' if self.kept[k] else ', not kept'}")
-            if self.written[k] and (turn := turn_correlation(averages[k])) > SYMMETRY_FLAG:
+            if self.written[k] and (turn := turn_correlation(averages[k])) > NEAR_SYMMETRIC:
                 lines.append(f"rotinv_tf: class {k + 1}'s average correlates {turn:.2f} with its "
-                             f"own 180-deg turn (> {SYMMETRY_FLAG:g}): its particles' "
+                             f"own 180-deg turn (> {NEAR_SYMMETRIC:g}): its particles' "
                              f"{star.ANGLE_PSI} may be 180 deg off; select on "
                              f"{star.LOG_LIKELIHOOD} or {FLIP_COLUMN}, or drop the class")
         return lines
