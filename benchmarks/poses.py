@@ -8,9 +8,11 @@ homogeneous (one view, one conformation) and heterogeneous (hinge positions draw
 - classical reference-free alignment (`rotinv_tf.pose.classical`), its aligned images' PCA(20)
   as features, and the rotation-invariant polar Fourier magnitudes, PCA(20),
 - spatial-VAE (content latents as features),
-- ours: the autoencoder in the learned frame (`--frame=learned`, one template per view), its
-  network angle (`canonicalize --refine=false`) and its angle refined against the frame's
-  template of the particle's class (`canonicalize`'s default).
+- ours: the autoencoder in the learned frame (`--frame=learned`, one template per view), rows
+  named by what produced them: the EM frame's angle, which the SavedModel serves
+  (`canonicalize --refine=false`), that angle refined against the frame's template of the
+  particle's class (`canonicalize`'s default), and the network's own angle (the encoder's θ̂ of
+  the particle, served as `network_angle`).
 Scores (`pose_metrics`): psi error after one rotation per view; for heterogeneous stacks, k-means
 ARI of each method's features (PCA to at most 20 dimensions) against the 15 (conformation bin, view)
 pairs and the cross-validated |Spearman ρ| of the best linear direction within a view vs the hinge.
@@ -200,8 +202,8 @@ def network_rows(base, tag: str, stack, new, images: np.ndarray, heterogeneous: 
                                                f"{model}_{tag}{suffix}", refine)
         new_angles, new_summary = canonicalized_angles(result.export_path, new,
                                                        f"{model}_{tag}_new{suffix}", refine)
-        name = {("spatial_vae", False): "spatial-VAE", ("ours", False): "ours (network)",
-                ("ours", True): "ours + refinement"}[model, refine]
+        name = {("spatial_vae", False): "spatial-VAE", ("ours", False): "ours: EM frame",
+                ("ours", True): "ours: EM frame + refinement"}[model, refine]
         row = {"method": name, **pose_scores(stack.truth, angles),
                "train_s": result.seconds, "canonicalize_s": summary.seconds,
                "wall_s": result.seconds + summary.seconds,
@@ -212,6 +214,9 @@ def network_rows(base, tag: str, stack, new, images: np.ndarray, heterogeneous: 
             row.update(feature_scores(stack.truth, served(result.export_path, images,
                                                           "features")))
         rows.append(row)
+    if model == "ours":
+        rows.append({"method": "ours: network's own angle", **pose_scores(
+            stack.truth, served(result.export_path, images, "network_angle"))})
     if heterogeneous and model == "ours":
         rows.append({"method": "ours: encoder latent", **feature_scores(
             stack.truth, served(result.export_path, images, "latent"))})
@@ -358,7 +363,8 @@ def _find(rows: list[dict], prefix: str) -> dict | None:
 
 def targets(report: dict) -> list[str]:
     """Issue 15's targets, ratios from this report ('ours' = the row of what `canonicalize`
-    writes by default; features: ours (network)'s; RELION: its last row)."""
+    writes by default; features: the EM frame row's (older reports: 'ours (network)'); RELION:
+    its last row)."""
     lines = ["## Targets (issue 15), ratios from these rows", ""]
 
     def check(stack: str, text: str, value: float, goal: float, at_least: bool) -> None:
@@ -368,7 +374,7 @@ def targets(report: dict) -> list[str]:
 
     for entry in report["stacks"]:
         rows, tag = entry["rows"], entry["stack"]
-        network = _find(rows, "ours (")
+        network = _find(rows, "ours: EM frame") or _find(rows, "ours (")
         ours = next((row for row in rows if row["method"].startswith("ours")
                      and row.get("default", row["method"].startswith("ours +"))), None)
         relions = [row for row in rows if row["method"].startswith("RELION")]

@@ -111,6 +111,10 @@ def test_a_learned_autoencoder_serves_its_frames_grades_and_a_supervised_model_d
     for name in CLASS_OUTPUTS:
         np.testing.assert_allclose(served[name], grades[name].numpy(), rtol=1e-4, atol=1e-4)
     assert served["class_probabilities"].shape == (32, 2)
+    # The encoder's own angle is served beside the frame's, which is not the same number.
+    own = model.encoder(tf.constant(images[..., None]), training=False)[:, 0].numpy()
+    np.testing.assert_allclose(served["network_angle"], own, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(served["network_angle"], served["angle"], atol=1e-2)
     supervised = built(TemplateMatcher(two_blobs(SIZE)), SIZE)
     plain = load_serving_model(export_saved_model(supervised, UNIT, SIZE, str(tmp_path), "s"))
     assert not set(CLASS_OUTPUTS) & set(plain.outputs)

@@ -195,13 +195,16 @@ class RotationInvariantAutoencoder(keras.Model):
         (`TemplateFrame.images`, in the units and CTF state the frame sees), what its angle is
         refined against (`rotinv_tf.serving.inference`), and the frame's grades of its class
         and angle (`template_frame.CLASS_OUTPUTS`: class probabilities, assignment probability,
-        log-likelihood, flip probability)."""
+        log-likelihood, flip probability), and "network_angle", the encoder's own θ̂ of the
+        particle as observed (what training teaches it to predict: the frame angle), served
+        beside the frame's so that tables can say which produced an angle."""
         images = self._encoder_view(images, particle_ctf)
         if self.frame != "learned":
             return self._network_encode(images, training)
         framed, angle, assessment = self._framed(images)
         classes = assessment["class_probabilities"]
         encoded = self._network_encode(framed, training)
+        encoded["network_angle"] = self._network_encode(images, training)["angle"]
         encoded["angle"] = angle
         encoded["features"] = self.frame_features.features(framed, classes)
         encoded["reference"] = tf.gather(self.template_frame.images(),

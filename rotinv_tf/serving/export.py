@@ -18,8 +18,9 @@ also takes each particle's CTF, the inputs `data_pipeline.ctf.CTF_FEATURES`, flo
   what `rotinv_tf.canonicalize` refines the angle against (the particle phase-flipped under a CTF
   correction, as the frame sees it), and its grades of each particle's class and angle
   (`rotinv_tf.pose.template_frame.CLASS_OUTPUTS`): `class_probabilities` float32 [batch, K],
-  `assignment_probability`, `log_likelihood` and `flip_probability` float32 [batch]. Exports from
-  before these outputs, and other models, serve none of them.
+  `assignment_probability`, `log_likelihood` and `flip_probability` float32 [batch], and
+  `network_angle` float32 [batch], the encoder's own prediction where `angle` is the frame's.
+  Exports from before these outputs, and other models, serve none of them.
 - `encode` -> `latent`, `angle`.
 
 `assets/metadata.json` holds the image size and normalisation statistics, so consumers (evaluation,
@@ -95,6 +96,9 @@ class _ServingModule(tf.Module):
             if "reference" in out:
                 served["reference"] = normalization.denormalize(
                     tf.cast(out["reference"], tf.float32))
+            if "network_angle" in out:
+                served["network_angle"] = tf.reshape(tf.cast(out["network_angle"], tf.float32),
+                                                     [-1])
             served.update({name: tf.cast(out[name], tf.float32) for name in CLASS_OUTPUTS
                            if name in out})
             return served

@@ -188,14 +188,18 @@ def _ctf_comment(model) -> str:
 
 
 def _refine_comment(max_shift: int | None, served: tuple[str, ...]) -> str:
-    """The STAR file's comment line: how `rlnAnglePsi` was made (`served`: the model's outputs)."""
+    """The STAR file's comment line: what made `rlnAnglePsi` (`served`: the model's outputs; a
+    learned frame's angle is its EM templates', not the network's, which it serves apart)."""
+    source = ("the learned frame's angle (the posterior of its EM templates; the network's own "
+              "is served as network_angle)" if "reference" in served
+              else "the network's angle")
     if max_shift is None:
-        return "rotinv_tf: rlnAnglePsi is the network's angle, not refined (--refine=false)"
+        return f"rotinv_tf: rlnAnglePsi is {source}, not refined (--refine=false)"
     shifts = (f" and integer shifts of up to {max_shift} px (rlnOriginXAngst/YAngst)"
               if max_shift else "")
     reference = ("its class template (the learned frame's mean of its particles)"
                  if "reference" in served else "each particle's canonical image")
-    return (f"rotinv_tf: rlnAnglePsi is the network's angle refined within "
+    return (f"rotinv_tf: rlnAnglePsi is {source} refined within "
             f"+-{REFINE_WINDOW_DEGREES:g} deg in {REFINE_STEP_DEGREES:g} deg steps{shifts} "
             f"against {reference} (--refine)")
 
