@@ -108,7 +108,7 @@ def main(argv: list[str]) -> None:
                if summary.classes else "")
     print(f"canonicalized {summary.particles} particles in {summary.seconds:.2f} s "
           f"({summary.particles_per_second:.0f} particles/s): {summary.output}, "
-          f"{summary.star}{classes}")
+          f"{summary.star}{classes}, {summary.overview}")
 
 
 if __name__ == "__main__":

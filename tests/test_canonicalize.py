@@ -92,7 +92,8 @@ def test_cli_end_to_end_on_an_mrc_stack(data, tmp_path):
     assert f"{N} particles" in summary and "particles/s" in summary
     assert "out/canonical.mrcs" in summary and "out/angles.star" in summary
     assert f"{N}/{N} particles" in result.stderr  # the progress bar
-    assert sorted(os.listdir(tmp_path / "out")) == ["angles.star", "canonical.mrcs"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["angles.star", "angles_overview.png",
+                                                    "canonical.mrcs"]
 
     with open_stack(str(tmp_path / "out" / "canonical.mrcs")) as stack:
         assert stack.shape == (N, SIZE, SIZE)

@@ -123,7 +123,10 @@ def test_a_learned_autoencoder_serves_its_frames_grades_and_a_supervised_model_d
 def test_canonicalize_writes_classes_grades_averages_and_a_model_star(stack, tmp_path):
     summary = run(stack, tmp_path / "out")
     assert sorted(os.listdir(tmp_path / "out")) == ["c.mrcs", "c.star", "c_classes.mrcs",
-                                                    "c_model.star", "c_particles.star"]
+                                                    "c_model.star", "c_overview.png",
+                                                    "c_particles.star"]
+    with open(summary.overview, "rb") as picture:  # the class averages, particles, features
+        assert picture.read(8) == b"\x89PNG\r\n\x1a\n"
     table = read_star(summary.star)["particles"]
     classes = np.array(table.column("rlnClassNumber"), int)
     np.testing.assert_array_equal(classes, stack["labels"] + 1)

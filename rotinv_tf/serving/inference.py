@@ -71,6 +71,7 @@ from data_pipeline.particles import Particles, read_particles
 from rotinv_tf.config import describe
 from rotinv_tf.pose.refine import RefinedPoses, refine_poses
 from rotinv_tf.pose.template_frame import CLASS_OUTPUTS
+from rotinv_tf.serving.overview import Overview, overview_path
 from rotinv_tf.serving.classes import COLUMNS as CLASS_COLUMNS, ClassSummary, class_paths
 from rotinv_tf.serving.saved_model import load_serving_model
 
@@ -92,6 +93,7 @@ class CanonicalizeSummary:
     classes: str | None = None  # the class averages stack, for a model with classes
     model_star: str | None = None  # the model STAR beside them
     particles_star: str | None = None  # the same rows naming the input's particles
+    overview: str | None = None  # the PNG a user looks at (`rotinv_tf.serving.overview`)
 
     @property
     def particles_per_second(self) -> float:
@@ -138,7 +140,7 @@ def canonicalize_particles(saved_model: str, input_path: str, output: str, star:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     output, star = os.path.abspath(output), os.path.abspath(star)
-    outputs = (output, star, *class_paths(star))
+    outputs = (output, star, *class_paths(star), overview_path(star))
     if len(set(outputs)) < len(outputs):
         raise DataError(output, "the canonical stack and the STAR file (and the class files "
                         "beside it) need different paths")
@@ -295,7 +297,9 @@ def _stream(model, particles: Particles, output: str, star: str, batch_size: int
     summary = None  # the classes' ClassSummary, made on the first batch (K comes with it)
     written = 0  # particles written so far
     start_time = time.perf_counter()
-    created = [path for path in (output, *class_paths(star)) if not os.path.exists(path)]
+    picture = Overview()
+    created = [path for path in (output, *class_paths(star), overview_path(star))
+               if not os.path.exists(path)]
     try:
         with StarWriter(star, comments) as star_writer, particles.open() as reader, \
                 (StarWriter(class_paths(star)[2], comments) if classified
@@ -341,6 +345,10 @@ def _stream(model, particles: Particles, output: str, star: str, batch_size: int
                     values[IMAGE_NAME] = [image_name(i, stack_name)
                                           for i in range(written + 1, written + len(rows) + 1)]
                     writer.write(written, result["canonical_image"][rows])
+                    picture.add(images[rows], result["canonical_image"][rows, ..., 0],
+                                result["features"][rows],
+                                np.argmax(result["class_probabilities"][rows], axis=1)
+                                if classified else np.zeros(len(rows), int))
                     star_writer.write_rows(layout.rows(start + rows, values))
                     if particle_writer is not None:
                         particle_writer.write_rows(particle_layout.rows(start + rows, {
@@ -361,6 +369,7 @@ def _stream(model, particles: Particles, output: str, star: str, batch_size: int
                 for writer_of_star, _ in tables:
                     writer_of_star.add_comments(summary.comments())
                 summary.write(star, float(pixel_sizes[0]))
+            picture.write(overview_path(star), None if summary is None else summary.averages())
     except BaseException:
         for path in created:  # a class file or a copied stack renamed before the failure
             if os.path.exists(path):
@@ -371,7 +380,8 @@ def _stream(model, particles: Particles, output: str, star: str, batch_size: int
                                output=output, star=star, pixel_size=float(pixel_sizes[0]),
                                training=training.removeprefix("rotinv_tf: "),
                                notes=particles.notes, classes=class_files[0],
-                               model_star=class_files[1], particles_star=class_files[2])
+                               model_star=class_files[1], particles_star=class_files[2],
+                               overview=overview_path(star))
 
 
 def _input_names(particles: Particles, stacks: list[str], rows: np.ndarray) -> list[str]:
