@@ -6,6 +6,7 @@ import mrcfile
 import numpy as np
 import pytest
 
+from data_pipeline.datasets.particle_stack import ParticleStack
 from data_pipeline.errors import DataError
 from data_pipeline.formats.mrc import open_stack, write_stack
 from data_pipeline.formats.star import StarBlock, read_star, write_star
@@ -186,3 +187,22 @@ def test_several_stacks_and_nonfinite_particles_numbered_from_one(tmp_path):
     assert particles.nonfinite() == [4]
     with pytest.raises(DataError, match="p.cs: particle 4 \\(1-based\\) has NaN/Inf pixels"):
         particles.check_finite()
+
+
+def test_a_star_over_several_stacks_streams_every_particle_for_training(tmp_path, monkeypatch):
+    """Training takes a STAR file alone (`--star`): every particle it names, from any stack, in
+    its row order, with the images of the rows' own stacks."""
+    a, b = np.zeros((3, 8, 8), np.float32), np.ones((2, 8, 8), np.float32)
+    a[:, 0, 0], b[:, 0, 0] = [10, 11, 12], [20, 21]
+    os.makedirs(tmp_path / "Extract")
+    write_stack(str(tmp_path / "Extract" / "a.mrcs"), a, 1.0)
+    write_stack(str(tmp_path / "Extract" / "b.mrcs"), b, 1.0)
+    names = ["2@Extract/b.mrcs", "1@Extract/a.mrcs", "3@Extract/a.mrcs", "1@Extract/b.mrcs",
+             "2@Extract/a.mrcs"]
+    write_star(str(tmp_path / "p.star"), {"particles": StarBlock(
+        ["rlnImageName", "rlnAnglePsi"], [[n, "0"] for n in names])})
+    monkeypatch.chdir(tmp_path)
+    stack = ParticleStack(star="p.star")
+    elements = list(stack.dataset("all", chunk_size=2).as_numpy_iterator())
+    assert [int(e["observed"][0, 0, 0]) for e in elements] == [21, 10, 12, 20, 11]
+    assert [int(e["index"]) for e in elements] == [0, 1, 2, 3, 4]
