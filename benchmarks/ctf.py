@@ -142,6 +142,7 @@ def score(saved_model: str, folder: str, truth_folder: str, defocus: np.ndarray)
     comes from `truth_folder`'s canonical images and `defocus` (Å) from the CTF stack (the same
     particles)."""
     model = load_serving_model(saved_model)
+    table = _table(folder)
     particles = _read(os.path.join(folder, PARTICLES))
     ctf_values = ParticleStack(os.path.join(folder, PARTICLES), os.path.join(folder, STAR)).ctf
     outputs = {"angle": [], "latent": [], "canonical_image": []}
