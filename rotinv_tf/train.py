@@ -27,6 +27,7 @@ def main(argv: list[str]) -> None:
         config.check()
     except ValueError as e:
         cli.fail(str(e))
+    train_lib.check_run(config)  # bad paths and data: one error line before anything is printed
     print(f"Frame: {configs.resolved_frame(config)}", flush=True)
     try:
         correction = train_lib.resolved_ctf(config)
