@@ -18,7 +18,8 @@ import tensorflow as tf
 
 from data_pipeline.angles import wrap_angle
 from data_pipeline.rotation import rotate
-from rotinv_tf.pose.classical import PolarSpectra, image_batch
+from rotinv_tf.pose.classical import image_batch, normalised_spectra
+from rotinv_tf.pose.polar_em import PolarEM
 
 _MIN_RADIUS = 2.0  # pixels: the innermost rings hardly constrain ψ
 _SHIFT_ROUNDS = 2  # alternations of (shift, ψ) after the first ψ
@@ -100,14 +101,14 @@ def _searcher(size: int, window_degrees: float, step_degrees: float, max_shift: 
     # Samples per ring: enough for the ~π r harmonics a ring of the pixel grid carries (more only
     # cost time); ψ is interpolated onto the requested step from the spectrum anyway.
     num_angles = 8 * math.ceil((math.pi * (size / 2 - 1) + 2) / 4)
-    polar = PolarSpectra(size, num_angles, _MIN_RADIUS)
+    polar = PolarEM(size, num_angles, _MIN_RADIUS)
     steps = int(round(360 / step_degrees))
     step = 2 * math.pi / steps
     reach = int(math.floor(window_degrees / (360 / steps) + 1e-9))
 
     @tf.function  # traced once per batch shape (inference pads a stream's short last batch)
     def run(particles: tf.Tensor, references: tf.Tensor, angles: tf.Tensor):
-        templates = polar(references, lowpass_sigma=0.0)
+        templates = normalised_spectra(references, 0.0, polar)
         weighted = templates * tf.cast(polar.area[:, tf.newaxis], tf.complex64)
         template_energy = polar.energy(templates)
         start = tf.cast(tf.round(angles / step), tf.int32)
@@ -115,7 +116,7 @@ def _searcher(size: int, window_degrees: float, step_degrees: float, max_shift: 
 
         def search(shifts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             """ψ within the window for the particles moved back by `shifts`, and its score."""
-            spectra = polar(_moved(particles, -shifts), lowpass_sigma=0.0)
+            spectra = normalised_spectra(_moved(particles, -shifts), 0.0, polar)
             # Σ over rings and angles of particle × reference turned by each grid ψ [B, steps];
             # the finer inverse FFT divides by `steps`, the polar sums want `num_angles`.
             correlation = tf.signal.irfft(
