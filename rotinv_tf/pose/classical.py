@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from data_pipeline.angles import wrap_angle
 from data_pipeline.rotation import rotate
-from rotinv_tf.pose.polar_em import EMState, PolarEM
+from rotinv_tf.pose.polar_em import EMState, PolarEM, posterior
 
 _CHUNK = 2048  # images resampled at a time: the polar gather holds 4 taps per grid point
 _EM_CHUNK = 256  # images per E step: its posterior holds K x offsets x angles per image
@@ -156,14 +156,13 @@ def _pose(grid: PolarEM, images: tf.Tensor, state: EMState
     references, energy = grid.references(state.templates)
     logits = grid.logits(grid.correlation(grid.spectra(grid.polar(images)), references),
                          energy, state)
-    flat = tf.nn.softmax(tf.reshape(logits, [tf.shape(logits)[0], -1]))
-    posterior = tf.reshape(flat, tf.shape(logits))
-    probabilities = tf.reduce_sum(posterior, axis=[2, 3])  # [B, K]
+    weights = posterior(logits)
+    probabilities = tf.reduce_sum(weights, axis=[2, 3])  # [B, K]
     classes = tf.argmax(probabilities, axis=1)
     within = tf.gather(logits, classes, batch_dims=1)  # [B, S, A]
     best_shift = tf.argmax(tf.reduce_max(within, axis=2), axis=1)
     angles = _peak_angles(tf.gather(within, best_shift, batch_dims=1), grid.num_angles)
-    return angles, classes, probabilities, grid.offset_means(posterior)
+    return angles, classes, probabilities, grid.offset_means(weights)
 def align_to_templates(images: np.ndarray | tf.Tensor, templates: np.ndarray | tf.Tensor,
                        num_angles: int = 360, min_radius: float = 2.0,
                        lowpass_sigma: float = 0.5) -> tuple[np.ndarray, np.ndarray]:

@@ -98,13 +98,24 @@ class Statistics:
         return Statistics(self.mass * factor, self.sums * factor, self.residual * factor)
 
 
-class PolarEM:
-    """The core for one box size, polar grid and offset search (module docstring).
+def posterior(logits: tf.Tensor) -> tf.Tensor:
+    """Logits [B, ...] -> each particle's posterior over all of its cells (softmax)."""
+    flat = tf.nn.softmax(tf.reshape(logits, [tf.shape(logits)[0], -1]))
+    return tf.reshape(flat, tf.shape(logits))
 
-    `upsampling` U: correlations are also served on a grid U times finer than the templates'
-    `num_angles` bins (band-limited interpolation: the spectrum zero-padded); the EM itself
-    works on the templates' bins.
-    """
+
+def _noise(state: EMState) -> tf.Tensor:
+    """σ², kept off 0 (noiseless data)."""
+    return tf.maximum(state.noise, MIN_NOISE_VARIANCE)
+
+
+def _log_class_prior(state: EMState) -> tf.Tensor:
+    """log p(k) [K]: the class masses, normalised."""
+    return tf.math.log(tf.maximum(state.class_mass / tf.reduce_sum(state.class_mass), 1e-12))
+
+
+class PolarEM:
+    """The core for one box size, polar grid and offset search (module docstring)."""
 
     def __init__(self, image_size: int, num_angles: int, min_radius: float,
                  max_shift: float = 0.0, shift_step: float = 1.0):
@@ -175,33 +186,51 @@ class PolarEM:
                                  [count, shifts, len(self.resampler.radii), self.harmonics])
         return spectra, self.energy(spectra)
 
+    def correlation_spectra(self, spectra: tf.Tensor, references: tf.Tensor) -> tf.Tensor:
+        """The angular spectra [B, K, S, F] of `correlation`."""
+        weighted = spectra * tf.cast(self.area[:, tf.newaxis], tf.complex64)
+        return tf.einsum("brf,ksrf->bksf", weighted, tf.math.conj(references))
+
     def correlation(self, spectra: tf.Tensor, references: tf.Tensor, upsampling: int = 1
                     ) -> tf.Tensor:
         """corr[b, k, s, a]: the pixel inner product of particle b (`spectra` [B, R, F]) with
         template k moved by offset s (`references` [K, S, R, F]) and turned by a/U bins,
-        [B, K, S, U·A]."""
-        weighted = spectra * tf.cast(self.area[:, tf.newaxis], tf.complex64)
-        spectrum = tf.einsum("brf,ksrf->bksf", weighted, tf.math.conj(references))
+        [B, K, S, U·A]: U = `upsampling` interpolates between the templates' bins (band-limited:
+        the spectrum zero-padded)."""
+        return self.angular(self.correlation_spectra(spectra, references), upsampling)
+
+    def angular(self, spectrum: tf.Tensor, upsampling: int = 1) -> tf.Tensor:
+        """Correlation spectra [..., F] -> correlations over U·A angles [..., U·A]."""
         return tf.signal.irfft(spectrum, [self.num_angles * upsampling]) * upsampling
+
+    def fine_logits(self, spectrum: tf.Tensor, logits: tf.Tensor, reference_energy: tf.Tensor,
+                    state: EMState, upsampling: int) -> tf.Tensor:
+        """`logits` on a grid `upsampling` times finer in angle, [B, K, U·A], at each particle's
+        most probable offset per class (from the templates' bins: `logits` [B, K, S, A]; from
+        their correlation spectra `spectrum` [B, K, S, F]). Without offsets, all the logits."""
+        best = tf.argmax(tf.reduce_max(logits, axis=3), axis=2, output_type=tf.int32)  # [B, K]
+        correlation = self.angular(tf.gather(spectrum, best, batch_dims=2), upsampling)
+        energy = tf.gather(tf.broadcast_to(reference_energy, tf.shape(logits)[:3]), best,
+                           batch_dims=2)
+        prior = _log_class_prior(state)[tf.newaxis] + tf.gather(self.log_shift_prior, best)
+        return ((correlation - energy[..., tf.newaxis] / 2) / _noise(state)
+                + prior[..., tf.newaxis])
 
     def logits(self, correlation: tf.Tensor, reference_energy: tf.Tensor, state: EMState
                ) -> tf.Tensor:
         """log p(x, k, s, a) [B, K, S, A'] up to a per-particle constant (module docstring):
         under white noise of variance σ², log p(x | k, s, a) is (corr - |T_{k,s}|²/2) / σ²
         - |x|²/(2σ²) + a constant."""
-        noise = tf.maximum(state.noise, MIN_NOISE_VARIANCE)
-        log_class = tf.math.log(tf.maximum(
-            state.class_mass / tf.reduce_sum(state.class_mass), 1e-12))
-        return ((correlation - reference_energy[..., tf.newaxis] / 2) / noise
-                + log_class[:, tf.newaxis, tf.newaxis]
+        return ((correlation - reference_energy[..., tf.newaxis] / 2) / _noise(state)
+                + _log_class_prior(state)[:, tf.newaxis, tf.newaxis]
                 + self.log_shift_prior[:, tf.newaxis])
 
-    def offset_means(self, posterior: tf.Tensor) -> tf.Tensor:
-        """Posterior [B, K, S, A'] -> each particle's posterior-mean image-frame offset [B, 2]
-        (grid offset e turned by the angle a: `rotated_offsets`)."""
-        cells = int(posterior.shape[-1])
+    def offset_means(self, weights: tf.Tensor) -> tf.Tensor:
+        """Posterior weights [B, K, S, A'] -> each particle's posterior-mean image-frame offset
+        [B, 2] (grid offset e turned by the angle a: `rotated_offsets`)."""
+        cells = int(weights.shape[-1])
         phi = tf.constant(2 * np.pi * np.arange(cells) / cells, tf.float32)
-        by_shift_angle = tf.reduce_sum(posterior, axis=1)  # [B, S, A']
+        by_shift_angle = tf.reduce_sum(weights, axis=1)  # [B, S, A']
         turned = rotated_offsets(self.offsets[:, tf.newaxis, :], phi[tf.newaxis, :])  # [S, A', 2]
         return tf.einsum("bsa,sac->bc", by_shift_angle, turned)
 
@@ -227,22 +256,20 @@ class PolarEM:
                       ) -> tuple[Statistics, tf.Tensor]:
         """`statistics`, from the batch's spectra and its correlations on the templates' bins
         where they are at hand."""
-        logits = self.logits(correlation, reference_energy, state)
-        flat = tf.nn.softmax(tf.reshape(logits, [tf.shape(logits)[0], -1]))
-        posterior = tf.reshape(flat, tf.shape(logits))
+        weights = posterior(self.logits(correlation, reference_energy, state))
         # E_w ||x - T_{k,s,a}||² per particle.
         residual = (self.energy(spectra)
-                    - 2.0 * tf.reduce_sum(posterior * correlation, axis=[1, 2, 3])
-                    + tf.reduce_sum(tf.reduce_sum(posterior, axis=3) * reference_energy,
+                    - 2.0 * tf.reduce_sum(weights * correlation, axis=[1, 2, 3])
+                    + tf.reduce_sum(tf.reduce_sum(weights, axis=3) * reference_energy,
                                     axis=[1, 2]))
         if self.max_shift:
             spectra = self.spectra(self.polar(self.recentred(images,
-                                                             self.offset_means(posterior))))
-        aligned = self.aligned_sums(spectra, tf.reduce_sum(posterior, axis=2))
+                                                             self.offset_means(weights))))
+        aligned = self.aligned_sums(spectra, tf.reduce_sum(weights, axis=2))
         count = tf.cast(tf.shape(images)[0], tf.float32)
-        return Statistics(mass=tf.reduce_sum(posterior, axis=[0, 2, 3]) / count,
+        return Statistics(mass=tf.reduce_sum(weights, axis=[0, 2, 3]) / count,
                           sums=aligned / count,
-                          residual=tf.reduce_mean(residual) / self.disc_area), posterior
+                          residual=tf.reduce_mean(residual) / self.disc_area), weights
 
     def aligned_sums(self, spectra: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
         """Σ_b Σ_a w_b(k, a) P_b(r, · + a): the (centred) particles' spectra [B, R, F] turned

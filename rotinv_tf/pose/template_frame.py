@@ -54,7 +54,8 @@ import numpy as np
 import tensorflow as tf
 
 from rotinv_tf.pose.classical import align_reference_free, coaligned
-from rotinv_tf.pose.polar_em import MIN_NOISE_VARIANCE, EMState, PolarEM, shift_problems
+from rotinv_tf.pose.polar_em import (MIN_NOISE_VARIANCE, EMState, PolarEM, posterior,
+                                     shift_problems)
 
 _INITIAL_ROUNDS = 8  # batch EM rounds on the first training batch (`TemplateFrame._initialize`)
 ANGLE_UPSAMPLING = 4  # frame angles' grid per template angle bin (module docstring)
@@ -71,14 +72,6 @@ CLASS_OUTPUTS = ("class_probabilities", "assignment_probability", "log_likelihoo
                  "flip_probability")
 OFFSET = "offset"  # each particle's offset [B, 2], pixels (`data_pipeline.rotation`), served too
 _CHUNK = 256  # particles per correlation in `start_classical`
-
-
-def _marginals(em: PolarEM, logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """log p(x, k, s, a) [B, K, S, A'] -> (the posterior over (class, angle) [B, K, A'], summed
-    over offsets; the posterior-mean offsets [B, 2])."""
-    flat = tf.nn.softmax(tf.reshape(logits, [tf.shape(logits)[0], -1]))
-    posterior = tf.reshape(flat, tf.shape(logits))
-    return tf.reduce_sum(posterior, axis=2), em.offset_means(posterior)
 
 
 def problems(num_angles: int, momentum: float, num_classes: int, max_shift: float = 0.0,
@@ -143,13 +136,19 @@ class TemplateFrame(keras.layers.Layer):
         """Images [B, N, N, 1] -> polar images [B, R, A] (float32)."""
         return self.em.polar(images)
 
-    def _logits(self, spectra: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """(log p(x, k, s, a) [B, K, S, U·A] on the fine angle grid (U = `ANGLE_UPSAMPLING` per
-        template bin, every U-th on the template's grid), the correlations it came from, the
-        moved templates' energies [K, S])."""
+    def _scores(self, spectra: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The E step's scores of particles (their spectra [B, R, F]): on the templates' angle
+        bins, `correlation` and `logits` (log p(x, k, s, a)) [B, K, S, A] and the moved templates'
+        `energy` [K, S]; `fine`, the logits [B, K, U·A] on a grid U = `ANGLE_UPSAMPLING` times
+        finer in angle at each class's most probable offset (`PolarEM.fine_logits`), what the
+        frame angles and grades come from."""
         references, energy = self.em.references(self.template)
-        correlation = self.em.correlation(spectra, references, ANGLE_UPSAMPLING)
-        return self.em.logits(correlation, energy, self.state), correlation, energy
+        spectrum = self.em.correlation_spectra(spectra, references)
+        correlation = self.em.angular(spectrum)
+        logits = self.em.logits(correlation, energy, self.state)
+        return {"correlation": correlation, "logits": logits, "energy": energy,
+                "fine": self.em.fine_logits(spectrum, logits, energy, self.state,
+                                            ANGLE_UPSAMPLING)}
 
     def angles(self, weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Posterior weights on the fine grid [B, K, U·A] -> (circular mean angle [B] (radians,
@@ -174,23 +173,22 @@ class TemplateFrame(keras.layers.Layer):
         return tf.minimum(offset, cells - offset)
 
     def posterior(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """(posterior weights over (class, fine angle) [B, K, U·A], summed over offsets; the
-        posterior-mean offsets [B, 2] in pixels, `data_pipeline.rotation`'s convention) of
-        normalised images [B, N, N, 1] (E step only)."""
-        logits = self._logits(self.em.spectra(self.polar(images)))[0]
-        return _marginals(self.em, logits)
+        """(posterior weights over (class, fine angle) [B, K, U·A] at each class's most probable
+        offset; the posterior-mean offsets [B, 2] in pixels, `data_pipeline.rotation`'s
+        convention) of normalised images [B, N, N, 1] (E step only)."""
+        scores = self._scores(self.em.spectra(self.polar(images)))
+        return posterior(scores["fine"]), self.em.offset_means(posterior(scores["logits"]))
 
     def assessment(self, images: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         """(posterior weights [B, K, U·A], `CLASS_OUTPUTS` and `OFFSET` by name) of normalised
         images [B, N, N, 1] (module docstring): class probabilities [B, K], offsets [B, 2],
         the others [B]."""
         spectra = self.em.spectra(self.polar(images))
-        logits = self._logits(spectra)[0]
-        weights, offsets = _marginals(self.em, logits)
+        scores = self._scores(spectra)
+        weights = posterior(scores["fine"])
         cells = self.num_angles * ANGLE_UPSAMPLING  # the uniform angle prior p(s) = 1 / cells
         noise = tf.maximum(self.noise_variance, MIN_NOISE_VARIANCE)
-        log_likelihood = (tf.reduce_logsumexp(tf.reshape(logits, [tf.shape(logits)[0], -1]),
-                                              axis=1)
+        log_likelihood = (tf.reduce_logsumexp(scores["fine"], axis=[1, 2])
                           - float(np.log(cells)) - self.em.energy(spectra) / (2.0 * noise))
         mass = tf.reduce_sum(weights, axis=2)
         # Fine bins U·a - U/2 .. U·a + U/2 - 1 make template bin a.
@@ -201,7 +199,7 @@ class TemplateFrame(keras.layers.Layer):
             "assignment_probability": tf.reduce_max(tf.reduce_sum(bins, axis=3), axis=[1, 2]),
             "log_likelihood": log_likelihood,
             "flip_probability": self._flip_probability(weights),
-            OFFSET: offsets}
+            OFFSET: self.em.offset_means(posterior(scores["logits"]))}
 
     def _flip_probability(self, weights: tf.Tensor) -> tf.Tensor:
         """Posterior weights [B, K, U·A] -> the share of each particle's most probable class's
@@ -336,14 +334,12 @@ class TemplateFrame(keras.layers.Layer):
         (before the update)."""
         tf.cond(self.initialized > 0, lambda: None, lambda: self._initialize(images, seed))
         spectra = self.em.spectra(self.polar(images))  # once: the E and the M step use it
-        logits, correlation, energy = self._logits(spectra)
-        weights, offsets = _marginals(self.em, logits)
-        angles = self.angles(weights)[0]
-        # The EM works on the template's bins: every U-th fine correlation.
-        statistics = self.em.statistics_of(images, spectra, correlation[..., ::ANGLE_UPSAMPLING],
-                                           energy, self.state)[0]
+        scores = self._scores(spectra)
+        angles = self.angles(posterior(scores["fine"]))[0]
+        statistics, weights = self.em.statistics_of(
+            images, spectra, scores["correlation"], scores["energy"], self.state)
         self._hold(self.em.em_step(self.state, statistics, self.momentum))
-        return angles, offsets
+        return angles, self.em.offset_means(weights)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "image_size": self.image_size,
