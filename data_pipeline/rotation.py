@@ -77,6 +77,14 @@ def translate(images: tf.Tensor, offsets: tf.Tensor, fill_value: float | tf.Tens
                         xla_compatible) + fill
 
 
+def recentred(images: tf.Tensor, offsets: tf.Tensor, xla_compatible: bool = False) -> tf.Tensor:
+    """Images [batch, H, W, C] moved back by their `offsets` [batch, 2] (each particle to the box
+    centre), what comes in at the edges taking each image's mean."""
+    images = tf.convert_to_tensor(images)
+    mean = tf.reduce_mean(images, axis=[1, 2, 3])
+    return translate(images, -tf.cast(offsets, tf.float32), mean, xla_compatible)
+
+
 def _transformed(images: tf.Tensor, transforms: tf.Tensor, fill_value: float,
                  xla_compatible: bool) -> tf.Tensor:
     """`images` [batch, H, W, C] through projective `transforms` [batch, 8], bilinear."""

@@ -64,6 +64,15 @@ class AutoencoderConfig:
     frame_classes: int = setting(
         1, "learned frame: EM templates, one per view of a stack holding several (as K in "
            "RELION 2D classification).")
+    frame_max_shift: float = setting(
+        5.0, "learned frame: offsets searched, in pixels from the box centre (a disc, as "
+             "RELION 2D's offset range; its GUI default 5); particles are re-centred by their "
+             "offset before the network sees them, and it is written as rlnOriginXAngst/YAngst. "
+             "At most a fifth of the box width (less in small boxes); 0: particles are taken as "
+             "centred.")
+    frame_shift_step: float = setting(
+        1.0, "learned frame: step of the offset search, pixels (RELION 2D's offset step; its "
+             "GUI default 1).")
     frame_start_particles: int = setting(
         2000, "learned frame with several templates: the templates start as classical "
               "reference-free alignment's class averages (its restarts) on this many particles "
@@ -106,7 +115,8 @@ class AutoencoderConfig:
             problems.append(f"defocus_decorrelation_weight must be >= 0, got "
                             f"{self.defocus_decorrelation_weight}")
         problems += template_frame.problems(self.frame_angles, self.frame_momentum,
-                                            self.frame_classes)
+                                            self.frame_classes, self.frame_max_shift,
+                                            self.frame_shift_step)
         return problems
 
 

@@ -36,9 +36,9 @@ class Alignment:
     particle by `-angles` aligns it to its template; each template's frame is arbitrary (one global
     offset per class). `templates` [K, N, N]: the particles so re-centred and derotated, averaged
     with their class probabilities (input units). `classes` [B] int64, `class_probabilities`
-    [B, K]. `offsets` [B, 2]: each particle's posterior-mean offset in pixels
-    (`data_pipeline.rotation`'s convention: the particle is its template turned, then moved by
-    it), zeros without an offset search.
+    [B, K]. `offsets` [B, 2]: where each particle's centre is, in pixels
+    (`data_pipeline.rotation`'s convention; `PolarEM.peak_offsets`: the centre of mass of its
+    template, turned and moved as the particle), zeros without an offset search.
     """
 
     angles: np.ndarray
@@ -152,17 +152,19 @@ def _pose(grid: PolarEM, images: tf.Tensor, state: EMState
     """(angles [B], classes [B], class probabilities [B, K], offsets [B, 2]) of prepared images
     against the final templates: the class of largest posterior mass, within it the angle of
     the most probable (offset, angle), refined between grid angles (`_peak_angles`), and the
-    posterior-mean offset."""
+    offset of its centre (`PolarEM.peak_offsets`)."""
     references, energy = grid.references(state.templates)
-    logits = grid.logits(grid.correlation(grid.spectra(grid.polar(images)), references),
-                         energy, state)
-    weights = posterior(logits)
-    probabilities = tf.reduce_sum(weights, axis=[2, 3])  # [B, K]
-    classes = tf.argmax(probabilities, axis=1)
+    spectrum = grid.correlation_spectra(grid.spectra(grid.polar(images)), references)
+    logits = grid.logits(grid.angular(spectrum), energy, state)
+    probabilities = tf.reduce_sum(posterior(logits), axis=[2, 3])  # [B, K]
+    classes = tf.argmax(probabilities, axis=1, output_type=tf.int32)
     within = tf.gather(logits, classes, batch_dims=1)  # [B, S, A]
     best_shift = tf.argmax(tf.reduce_max(within, axis=2), axis=1)
     angles = _peak_angles(tf.gather(within, best_shift, batch_dims=1), grid.num_angles)
-    return angles, classes, probabilities, grid.offset_means(weights)
+    offsets = grid.peak_offsets(spectrum, energy, state, classes, angles)
+    return angles, tf.cast(classes, tf.int64), probabilities, offsets
+
+
 def align_to_templates(images: np.ndarray | tf.Tensor, templates: np.ndarray | tf.Tensor,
                        num_angles: int = 360, min_radius: float = 2.0,
                        lowpass_sigma: float = 0.5) -> tuple[np.ndarray, np.ndarray]:

@@ -54,7 +54,7 @@ import numpy as np
 import tensorflow as tf
 
 from rotinv_tf.pose.classical import align_reference_free, coaligned
-from rotinv_tf.pose.polar_em import (MIN_NOISE_VARIANCE, EMState, PolarEM, posterior,
+from rotinv_tf.pose.polar_em import (MAX_SHIFT_SHARE, MIN_NOISE_VARIANCE, EMState, PolarEM, posterior,
                                      shift_problems)
 
 _INITIAL_ROUNDS = 8  # batch EM rounds on the first training batch (`TemplateFrame._initialize`)
@@ -102,10 +102,11 @@ class TemplateFrame(keras.layers.Layer):
         self.num_angles = num_angles
         self.momentum = momentum
         self.num_classes = num_classes
-        self.max_shift = max_shift
+        # The offset search, limited to what the box allows (`polar_em.MAX_SHIFT_SHARE`).
+        self.max_shift = min(float(max_shift), MAX_SHIFT_SHARE * image_size)
         self.shift_step = shift_step
-        # The EM core on the polar grid (radii from 1 px) and the offset search.
-        self.em = PolarEM(image_size, num_angles, 1.0, max_shift, shift_step)
+        # The EM core on the polar grid (radii from 1 px).
+        self.em = PolarEM(image_size, num_angles, 1.0, self.max_shift, shift_step)
         fine = num_angles * ANGLE_UPSAMPLING
         phi = 2 * np.pi * np.arange(fine) / fine
         self._cos, self._sin = tf.constant(np.cos(phi), tf.float32), tf.constant(np.sin(phi),
@@ -146,9 +147,16 @@ class TemplateFrame(keras.layers.Layer):
         spectrum = self.em.correlation_spectra(spectra, references)
         correlation = self.em.angular(spectrum)
         logits = self.em.logits(correlation, energy, self.state)
-        return {"correlation": correlation, "logits": logits, "energy": energy,
-                "fine": self.em.fine_logits(spectrum, logits, energy, self.state,
+        return {"spectrum": spectrum, "correlation": correlation, "logits": logits,
+                "energy": energy, "fine": self.em.fine_logits(spectrum, logits, energy, self.state,
                                             ANGLE_UPSAMPLING)}
+
+    def _offsets(self, scores: dict[str, tf.Tensor], weights: tf.Tensor) -> tf.Tensor:
+        """Each particle's offset [B, 2] (`PolarEM.peak_offsets` in its class, turned by its
+        frame angle) from `_scores` and the fine posterior `weights` [B, K, U·A]."""
+        angles, classes = self.angles(weights)
+        return self.em.peak_offsets(scores["spectrum"], scores["energy"], self.state, classes,
+                                    angles)
 
     def angles(self, weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Posterior weights on the fine grid [B, K, U·A] -> (circular mean angle [B] (radians,
@@ -177,7 +185,8 @@ class TemplateFrame(keras.layers.Layer):
         offset; the posterior-mean offsets [B, 2] in pixels, `data_pipeline.rotation`'s
         convention) of normalised images [B, N, N, 1] (E step only)."""
         scores = self._scores(self.em.spectra(self.polar(images)))
-        return posterior(scores["fine"]), self.em.offset_means(posterior(scores["logits"]))
+        weights = posterior(scores["fine"])
+        return weights, self._offsets(scores, weights)
 
     def assessment(self, images: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         """(posterior weights [B, K, U·A], `CLASS_OUTPUTS` and `OFFSET` by name) of normalised
@@ -199,7 +208,7 @@ class TemplateFrame(keras.layers.Layer):
             "assignment_probability": tf.reduce_max(tf.reduce_sum(bins, axis=3), axis=[1, 2]),
             "log_likelihood": log_likelihood,
             "flip_probability": self._flip_probability(weights),
-            OFFSET: self.em.offset_means(posterior(scores["logits"]))}
+            OFFSET: self._offsets(scores, weights)}
 
     def _flip_probability(self, weights: tf.Tensor) -> tf.Tensor:
         """Posterior weights [B, K, U·A] -> the share of each particle's most probable class's
@@ -335,11 +344,12 @@ class TemplateFrame(keras.layers.Layer):
         tf.cond(self.initialized > 0, lambda: None, lambda: self._initialize(images, seed))
         spectra = self.em.spectra(self.polar(images))  # once: the E and the M step use it
         scores = self._scores(spectra)
-        angles = self.angles(posterior(scores["fine"]))[0]
-        statistics, weights = self.em.statistics_of(
-            images, spectra, scores["correlation"], scores["energy"], self.state)
+        weights = posterior(scores["fine"])
+        angles, offsets = self.angles(weights)[0], self._offsets(scores, weights)
+        statistics = self.em.statistics_of(images, spectra, scores["correlation"],
+                                           scores["energy"], self.state)[0]
         self._hold(self.em.em_step(self.state, statistics, self.momentum))
-        return angles, self.em.offset_means(weights)
+        return angles, offsets
 
     def get_config(self) -> dict:
         return {**super().get_config(), "image_size": self.image_size,
