@@ -5,7 +5,7 @@
 Offsets (`translate`, and every offset in the project) are pixels (x, y): x along the columns, y down
 the rows, the particle's centre at the box centre ((N-1)/2, (N-1)/2) plus the offset; rotating an
 image by θ moves a point at offset (x, y) to `rotated_offsets`' (x cos θ + y sin θ,
--x sin θ + y cos θ). RELION's origins differ in sign, units and centre: `formats.star.origins`.
+-x sin θ + y cos θ). RELION's origins differ in sign, units and centre: `formats.star.relion_origins`.
 
 `ImageProjectiveTransformV3` has CPU and GPU kernels, so calling `rotate` inside a compiled train
 step keeps the augmentation on the accelerator.

@@ -164,14 +164,14 @@ class PolarEM:
         log_prior = -np.sum(shift_grid(max_shift, shift_step) ** 2, axis=1) / (2 * sigma ** 2)
         self.log_shift_prior = tf.constant(log_prior - np.log(np.exp(log_prior).sum()),
                                            tf.float32)
+        distance = np.hypot(*(np.mgrid[:image_size, :image_size] - (image_size - 1) / 2))
+        self._disc = tf.constant((distance <= radii[-1] + 0.5)[None, :, :, None])
         self.shift_step = float(shift_step)
         self._neighbours = tf.constant(_lattice_neighbours(shift_grid(max_shift, shift_step),
                                                            shift_step))
         phi = 2 * np.pi * np.arange(num_angles) / num_angles  # grid points' (x, y down)
         self._positions = tf.constant(np.stack(
             [radii[:, None] * np.cos(phi), -radii[:, None] * np.sin(phi)], -1), tf.float32)
-        mask = np.hypot(*(np.mgrid[:image_size, :image_size] - (image_size - 1) / 2))
-        self._disc = tf.constant((mask <= radii[-1] + 1.0)[None, :, :, None], tf.float32)
 
     @property
     def num_shifts(self) -> int:
@@ -197,14 +197,18 @@ class PolarEM:
 
     def references(self, templates: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Templates [K, R, A] -> (spectra of each moved by each grid offset [K, S, R, F], their
-        energies [K, S]). With offsets, each template goes back onto the pixel grid (zero outside
-        its disc), is moved (`translate`) and re-sampled."""
+        energies [K, S]). With offsets, each template goes back onto the pixel grid (beyond its
+        disc, and what comes in as it moves, its outermost ring's mean: the background stays
+        level whatever the particles' units), is moved (`translate`) and re-sampled."""
         if self.num_shifts == 1 and self.max_shift == 0:
             spectra = self.spectra(templates)[:, tf.newaxis]
         else:
-            images = self.resampler.to_image(templates) * self._disc  # [K, N, N, 1]
+            edge = tf.reduce_mean(templates[:, -1], axis=1)  # [K]
+            images = tf.where(self._disc, self.resampler.to_image(templates),
+                              edge[:, None, None, None])  # [K, N, N, 1]
             count, shifts = tf.shape(images)[0], self.num_shifts
-            moved = translate(tf.repeat(images, shifts, axis=0), tf.tile(self.offsets, [count, 1]))
+            moved = translate(tf.repeat(images, shifts, axis=0), tf.tile(self.offsets, [count, 1]),
+                              tf.repeat(edge, shifts))
             spectra = tf.reshape(self.spectra(self.polar(moved)),
                                  [count, shifts, len(self.resampler.radii), self.harmonics])
         return spectra, self.energy(spectra)
