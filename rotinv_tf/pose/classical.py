@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from data_pipeline.angles import wrap_angle
 from data_pipeline.rotation import rotate
-from rotinv_tf.pose.polar_em import EMState, PolarEM, posterior
+from rotinv_tf.pose.polar_em import EMState, PolarEM, parabola_vertex, posterior
 
 _CHUNK = 2048  # images resampled at a time: the polar gather holds 4 taps per grid point
 _EM_CHUNK = 256  # images per E step: its posterior holds K x offsets x angles per image
@@ -233,10 +233,8 @@ def _peak_angles(correlation: tf.Tensor, num_angles: int) -> tf.Tensor:
     between grid points by a parabola through the peak and its two neighbours."""
     best = tf.argmax(correlation, axis=1, output_type=tf.int32)
     around = tf.stack([(best - 1) % num_angles, best, (best + 1) % num_angles], axis=1)
-    left, centre, right = tf.unstack(tf.gather(correlation, around, batch_dims=1), axis=1)
-    curvature = left - 2 * centre + right
-    offset = tf.where(curvature < 0, 0.5 * (left - right) / tf.minimum(curvature, -1e-12), 0.0)
-    steps = tf.cast(best, tf.float32) + tf.clip_by_value(offset, -0.5, 0.5)
+    steps = tf.cast(best, tf.float32) + parabola_vertex(
+        *tf.unstack(tf.gather(correlation, around, batch_dims=1), axis=1))
     return wrap_angle(steps * (2 * math.pi / num_angles))
 
 

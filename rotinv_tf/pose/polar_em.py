@@ -6,7 +6,7 @@ Gaussian noise of per-pixel variance σ². Templates are held on the polar grid 
 axis, so the correlation with every turned template is one FFT along the rings.
 
 Offsets (`data_pipeline.rotation`'s convention: pixels, x along the columns, y down the rows) are
-searched on `ShiftGrid`: the points of a square lattice of `shift_step` pixels within a disc of
+searched on `shift_grid`: the points of a square lattice of `shift_step` pixels within a disc of
 radius `max_shift` (RELION's GUI defaults: 5 px, 1 px). Rather than move every particle to every
 offset, the K templates are moved (K x S images, once per step) and re-sampled on the polar grid;
 a template moved by e and then turned by θ is the template turned and moved by R(θ) e, so the
@@ -23,11 +23,15 @@ particles to the edge of the search (RELION's 2D classification also puts a Gaus
 offsets).
 
 M step (`statistics`, `em_step`): each particle is moved back by its posterior-mean offset
-(`translate`, sub-pixel), and its posterior over (class, angle), summed over offsets, averages it
+(`recentred`, sub-pixel), and its posterior over (class, angle), summed over offsets, averages it
 into the templates, as RELION's soft assignments; σ² is the posterior-expected residual per pixel.
 `em_step(state, statistics, rate)` moves the class masses, weighted sums and σ² towards the batch's
 by `rate`: 1 is batch EM (classical alignment), a momentum is online EM (the template frame).
 With `max_shift` 0 there is one offset, (0, 0), no move, and the templates are never re-sampled.
+
+What a particle's offset is, served and written (`peak_offsets`): where its centre is, its
+template's centre of mass turned and moved as the particle, by the most probable offset refined
+between lattice points.
 """
 import dataclasses
 import math
@@ -121,6 +125,14 @@ def posterior(logits: tf.Tensor) -> tf.Tensor:
     return tf.reshape(flat, tf.shape(logits))
 
 
+def parabola_vertex(left: tf.Tensor, centre: tf.Tensor, right: tf.Tensor) -> tf.Tensor:
+    """Where a parabola through values at -1, 0 and +1 peaks, within ±0.5 (0 where it does not
+    curve down): how peaks on a grid are refined between grid points."""
+    curvature = left - 2 * centre + right
+    vertex = tf.where(curvature < 0, 0.5 * (left - right) / tf.minimum(curvature, -1e-12), 0.0)
+    return tf.clip_by_value(vertex, -0.5, 0.5)
+
+
 def _noise(state: EMState) -> tf.Tensor:
     """σ², kept off 0 (noiseless data)."""
     return tf.maximum(state.noise, MIN_NOISE_VARIANCE)
@@ -158,17 +170,16 @@ class PolarEM:
         # Each harmonic f >= 1 stands for itself and -f (Parseval, real signal).
         self.multiplicity = tf.constant(
             np.where((harmonic == 0) | (2 * harmonic == num_angles), 1.0, 2.0), tf.float32)
-        self.max_shift = float(max_shift)
-        self.offsets = tf.constant(shift_grid(max_shift, shift_step))  # [S, 2]
+        self.max_shift, self.shift_step = float(max_shift), float(shift_step)
+        offsets = shift_grid(max_shift, shift_step)
+        self.offsets = tf.constant(offsets)  # [S, 2]
+        self._neighbours = tf.constant(_lattice_neighbours(offsets, shift_step))
         sigma = SHIFT_PRIOR_WIDTH * max(max_shift, shift_step)
-        log_prior = -np.sum(shift_grid(max_shift, shift_step) ** 2, axis=1) / (2 * sigma ** 2)
+        log_prior = -np.sum(offsets ** 2, axis=1) / (2 * sigma ** 2)
         self.log_shift_prior = tf.constant(log_prior - np.log(np.exp(log_prior).sum()),
                                            tf.float32)
         distance = np.hypot(*(np.mgrid[:image_size, :image_size] - (image_size - 1) / 2))
         self._disc = tf.constant((distance <= radii[-1] + 0.5)[None, :, :, None])
-        self.shift_step = float(shift_step)
-        self._neighbours = tf.constant(_lattice_neighbours(shift_grid(max_shift, shift_step),
-                                                           shift_step))
         phi = 2 * np.pi * np.arange(num_angles) / num_angles  # grid points' (x, y down)
         self._positions = tf.constant(np.stack(
             [radii[:, None] * np.cos(phi), -radii[:, None] * np.sin(phi)], -1), tf.float32)
@@ -283,12 +294,10 @@ class PolarEM:
                   + self.log_shift_prior)
         best = tf.argmax(scores, axis=1, output_type=tf.int32)
         around = tf.gather(self._neighbours, best)  # [B, 2 axes, 2 sides]
-        centre = tf.gather(scores, best, batch_dims=1)[:, tf.newaxis]
-        below = tf.gather(scores, around[:, :, 0], batch_dims=1)  # [B, 2]
-        above = tf.gather(scores, around[:, :, 1], batch_dims=1)
-        curvature = below - 2 * centre + above
-        step = tf.where(curvature < 0, 0.5 * (below - above) / tf.minimum(curvature, -1e-12), 0.0)
-        grid = tf.gather(self.offsets, best) + tf.clip_by_value(step, -0.5, 0.5) * self.shift_step
+        step = parabola_vertex(tf.gather(scores, around[:, :, 0], batch_dims=1),  # [B, 2]
+                               tf.gather(scores, best, batch_dims=1)[:, tf.newaxis],
+                               tf.gather(scores, around[:, :, 1], batch_dims=1))
+        grid = tf.gather(self.offsets, best) + step * self.shift_step
         centre = tf.gather(self.centres_of_mass(state.templates), classes)
         return rotated_offsets(grid + centre, angles)
 

@@ -20,7 +20,7 @@ import tensorflow as tf
 from data_pipeline.angles import wrap_angle
 from data_pipeline.rotation import rotate, translate
 from rotinv_tf.pose.classical import image_batch, normalised_spectra
-from rotinv_tf.pose.polar_em import PolarEM
+from rotinv_tf.pose.polar_em import PolarEM, parabola_vertex
 
 _MIN_RADIUS = 2.0  # pixels: the innermost rings hardly constrain ψ
 _SHIFT_ROUNDS = 2  # alternations of (shift, ψ) after the first ψ
@@ -57,16 +57,13 @@ def _best_shifts(particles: tf.Tensor, references: tf.Tensor, max_shift: int) ->
     row, col = best // width, best % width
 
     def vertex(along_rows: bool) -> tf.Tensor:
-        """The parabola's peak about the best cell along one axis, [B] (0 at the window's edge)."""
+        """The parabola's peak about the best cell along one axis, [B]."""
         values = []
         for step in (-1, 0, 1):
             r = tf.clip_by_value(row + step, 0, width - 1) if along_rows else row
             c = col if along_rows else tf.clip_by_value(col + step, 0, width - 1)
             values.append(tf.gather_nd(correlation, tf.stack([r, c], axis=1), batch_dims=1))
-        left, centre, right = values
-        curvature = left - 2 * centre + right
-        return tf.clip_by_value(tf.where(curvature < 0, 0.5 * (left - right) / tf.minimum(
-            curvature, -1e-12), 0.0), -0.5, 0.5)
+        return parabola_vertex(*values)
 
     whole = tf.cast(tf.stack([col, row], axis=1) - max_shift, tf.float32)
     return whole + tf.stack([vertex(False), vertex(True)], axis=1)
