@@ -1,7 +1,7 @@
 """Is the heavier convolutional architecture worth its cost? `--architecture=conv` (the default)
 and `paper` trained for the same CPU time on Table 1's two data sets, each scored once on test.
 
-    python benchmarks/equal_time.py [--budget_cpu_seconds=210] [--seeds=0] \
+    python -m benchmarks.equal_time [--budget_cpu_seconds=210] [--seeds=0] \
         [--images_per_conformation=200] [--mnist_dir=../shared/datasets/mnist]
 
 For each seed, all four runs (two data sets, two architectures) train at once in processes of
@@ -11,41 +11,38 @@ is reported beside it). Each run keeps the weights of the epoch with the lowest 
 reconstruction MSE (a partly trained last epoch included) and exports them; then all SavedModels
 and the mean training image are scored once on the same seeded test inputs with
 `rotinv_tf.evaluation.evaluate_models`. Data sets and their settings are Table 1's
-(`benchmarks/table1.py`), with fewer simulated particles. Writes `results/equal_time.{md,json}`.
+(`benchmarks.table1`), with fewer simulated particles. Writes `results/equal_time.{md,json}`.
 """
 import datetime
 import json
 import multiprocessing
 import os
 import shutil
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import keras
+from absl import flags
 
-import keras  # noqa: E402
-from absl import flags  # noqa: E402
-
-from data_pipeline import cli, datasets, input_fn  # noqa: E402
-from data_pipeline.errors import DataError  # noqa: E402
-from data_pipeline.preprocessing import mean_image  # noqa: E402
-from rotinv_tf import evaluation  # noqa: E402
-from rotinv_tf.config import Config  # noqa: E402
-from rotinv_tf.serving.saved_model import load_serving_model  # noqa: E402
-from rotinv_tf.training import train_lib  # noqa: E402
-
-import table1  # noqa: E402
-from report_files import mean_std, write_results  # noqa: E402
+from benchmarks import driver
+from benchmarks.report_files import mean_std, write_results
+from benchmarks.table1 import plan
+from benchmarks.table1.scoring import metric_row
+from data_pipeline import cli, datasets, input_fn
+from data_pipeline.errors import DataError
+from data_pipeline.preprocessing import mean_image
+from rotinv_tf import evaluation
+from rotinv_tf.config import Config
+from rotinv_tf.serving.saved_model import load_serving_model
+from rotinv_tf.training import train_lib
 
 ARCHITECTURES = ("conv", "paper")
-DATASETS = ("simulated_5hdb", "rotated_mnist")  # keys of table1.DATA
+DATASETS = ("simulated_5hdb", "rotated_mnist")  # keys of plan.DATA
 SELECTION_METRIC = "val_reconstruction_mse"
 MAX_EPOCHS = 10_000  # the budget ends every run long before
 
 
 def define_flags() -> None:
-    """The script's flags, defined only when it runs as a program."""
+    """The driver's flags."""
     flags.DEFINE_float("budget_cpu_seconds", 210.0, "CPU seconds of training per run.")
     flags.DEFINE_list("seeds", ["0"], "Seeds; each trains both architectures on both data sets.")
     flags.DEFINE_integer("images_per_conformation", 200, "Simulated particles per conformation "
@@ -70,10 +67,10 @@ def run_config(key: str, architecture: str, seed: int, options: dict, budget: fl
                learning_rate: float, work_dir: str, data_dir: str | None,
                eval_angle_seed: int) -> Config:
     """Table 1's config of ours on `key`, with the architecture, seed and CPU budget."""
-    run = table1.Run(epochs=MAX_EPOCHS, learning_rate=learning_rate, lr_decay_epoch=0)
-    schedule = table1.Schedule("equal_time", "equal CPU time", {(key, "ours"): run})
+    run = plan.Run(epochs=MAX_EPOCHS, learning_rate=learning_rate, lr_decay_epoch=0)
+    schedule = plan.Schedule("equal_time", "equal CPU time", {(key, "ours"): run})
     name = f"{key}_{architecture}_seed{seed}"
-    return table1.train_config(key, "ours", schedule, options, work_dir, data_dir,
+    return plan.train_config(key, "ours", schedule, options, work_dir, data_dir,
                                eval_angle_seed, seed).replace(
         name=name, architecture=architecture, max_train_cpu_seconds=budget,
         model_dir=os.path.join(work_dir, name), export_dir=os.path.join(work_dir, "saved_models"))
@@ -110,9 +107,9 @@ def train_run(config_json: str) -> dict:
 
 def evaluate(key: str, runs: dict, options: dict, data_dir: str | None,
              eval_angle_seed: int) -> dict:
-    """Test metrics (`table1.metric_row`) of each architecture's SavedModel and of the mean
+    """Test metrics (`table1.scoring.metric_row`) of each architecture's SavedModel and of the mean
     training image, all on the same inputs; architecture (or "mean_image") -> row."""
-    spec = table1.DATA[key]
+    spec = plan.DATA[key]
     batches, normalization = input_fn.eval_input(
         spec.dataset, 256, split="test", data_dir=data_dir, angle_seed=eval_angle_seed,
         angle_distribution=spec.angle_distribution, angle_scale=spec.angle_scale, **options)
@@ -120,8 +117,8 @@ def evaluate(key: str, runs: dict, options: dict, data_dir: str | None,
     models = [load_serving_model(runs[a]["export_path"]) for a in ARCHITECTURES]
     models.append(evaluation.MeanImageModel(mean_image(train.map(lambda e: e["image"]))))
     results = evaluation.evaluate_models(models, batches.as_numpy_iterator(), normalization)
-    return {name: table1.metric_row(r.metrics)
-            for name, r in zip(ARCHITECTURES + (table1.MEAN_IMAGE,), results)}
+    return {name: metric_row(r.metrics)
+            for name, r in zip(ARCHITECTURES + (plan.MEAN_IMAGE,), results)}
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -131,7 +128,7 @@ def summarize(rows: list[dict]) -> list[dict]:
              "best_epoch": ".1f", "best_val_mse": ".4g", "images_per_second": ".0f"}
     lines = []
     for key in dict.fromkeys(r["dataset"] for r in rows):
-        for arch in ARCHITECTURES + (table1.MEAN_IMAGE,):
+        for arch in ARCHITECTURES + (plan.MEAN_IMAGE,):
             group = [r for r in rows if r["dataset"] == key and r["architecture"] == arch]
             line = {"dataset": key, "architecture": arch, "seeds": len(group)}
             for name, fmt in cells.items():
@@ -211,13 +208,13 @@ def main(argv: list[str]) -> None:
     earlier = load_earlier(FLAGS.add_to, settings, seeds) if FLAGS.add_to else {"rows": [],
                                                                                 "commands": []}
     start = time.perf_counter()
-    schedule = table1.Schedule("equal_time", "", {}, FLAGS.images_per_conformation)
-    options = {key: table1.data_options(key, schedule, mnist_dir) for key in DATASETS}
+    schedule = plan.Schedule("equal_time", "", {}, FLAGS.images_per_conformation)
+    options = {key: plan.data_options(key, schedule, mnist_dir) for key in DATASETS}
     # The data of results/equal_time.md: discrete conformations (Table 1 has since moved to
     # continuous ones).
     options["simulated_5hdb"]["simulation"]["continuous_conformations"] = False
     for key in DATASETS:  # built here, not by the runs at once
-        datasets.num_examples(table1.DATA[key].dataset, "train", FLAGS.data_dir, **options[key])
+        datasets.num_examples(plan.DATA[key].dataset, "train", FLAGS.data_dir, **options[key])
     rows = earlier["rows"]
     spawn = multiprocessing.get_context("spawn")  # TensorFlow does not survive a fork
     for seed in seeds:
@@ -240,12 +237,11 @@ def main(argv: list[str]) -> None:
               **settings, "seeds": sorted({r["seed"] for r in rows}),
               "selection_metric": SELECTION_METRIC,
               "wall_seconds": earlier.get("wall_seconds", 0.0) + time.perf_counter() - start,
-              "command": " && ".join(earlier["commands"] + [" ".join(["python"] + sys.argv)]),
-              "commands": earlier["commands"] + [" ".join(["python"] + sys.argv)], "rows": rows,
+              "command": " && ".join(earlier["commands"] + [driver.command()]),
+              "commands": earlier["commands"] + [driver.command()], "rows": rows,
               "summary": summarize(rows), "verdicts": verdicts(rows)}
     write_results("equal_time", report, render(report))
 
 
 if __name__ == "__main__":
-    define_flags()
-    cli.run(main)
+    driver.start(main, define_flags)

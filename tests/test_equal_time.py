@@ -1,20 +1,12 @@
-"""benchmarks/equal_time.py's configs and summary on hand-made numbers: no training."""
+"""`benchmarks.equal_time`'s configs and summary on hand-made numbers: no training."""
 import json
-import os
 
 import pytest
 
-from tests.data_fixtures import load_module
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import equal_time
 
 
-@pytest.fixture(scope="module")
-def equal_time():
-    return load_module(os.path.join(REPO, "benchmarks", "equal_time.py"), "equal_time")
-
-
-def test_runs_differ_only_in_architecture_and_name(equal_time):
+def test_runs_differ_only_in_architecture_and_name():
     options = {"simulation": {"images_per_conformation": 20}}
     configs = [equal_time.run_config("simulated_5hdb", a, 1, options, 60.0, 1e-3, "w", None, 7)
                for a in equal_time.ARCHITECTURES]
@@ -32,7 +24,7 @@ def _row(dataset, architecture, seed, avg, mae):
             "worst_mse": 2 * avg, "median_mse": avg, "angle_mae_deg": mae}
 
 
-def test_summary_and_verdict_compare_the_seed_means(equal_time):
+def test_summary_and_verdict_compare_the_seed_means():
     rows = [_row("d", "conv", 0, 0.010, 5.0), _row("d", "conv", 1, 0.030, 7.0),
             _row("d", "paper", 0, 0.015, 4.0), _row("d", "paper", 1, 0.016, 4.0),
             _row("d", "mean_image", 0, 0.1, 90.0), _row("d", "mean_image", 1, 0.1, 90.0)]
@@ -42,7 +34,7 @@ def test_summary_and_verdict_compare_the_seed_means(equal_time):
     assert equal_time.verdicts(rows) == {"d": {"avg_mse": False, "angle_mae_deg": False}}
 
 
-def test_a_later_seed_is_added_only_to_a_report_of_the_same_settings(equal_time, tmp_path):
+def test_a_later_seed_is_added_only_to_a_report_of_the_same_settings(tmp_path):
     settings = {"budget_cpu_seconds": 60.0, "learning_rate": 1e-3, "images_per_conformation": 20,
                 "eval_angle_seed": 7}
     path = tmp_path / "equal_time.json"
