@@ -5,16 +5,20 @@ and `paper` trained for the same CPU time on Table 1's two data sets, each score
         [--images_per_conformation=200] [--mnist_dir=../shared/datasets/mnist]
 
 For each seed, all four runs (two data sets, two architectures) train at once in processes of
-their own, so both architectures see the same machine load, with `rotinv_tf.training.train_lib.train` under the same
-`max_train_cpu_seconds` budget (CPU time of each training process, validation included; wall time
-is reported beside it). Each run keeps the weights of the epoch with the lowest validation
-reconstruction MSE (a partly trained last epoch included) and exports them; then all SavedModels
-and the mean training image are scored once on the same seeded test inputs with
-`rotinv_tf.evaluation.evaluate_models`. Data sets and their settings are Table 1's
-(`benchmarks.table1`), with fewer simulated particles. Writes `results/equal_time.{md,json}`.
+their own, so both architectures see the same machine load, with
+`rotinv_tf.training.train_lib.train` under the same `max_train_cpu_seconds` budget (CPU time of
+each training process, validation included; wall time is reported beside it). Each run keeps the
+weights of the epoch with the lowest validation reconstruction MSE (a partly trained last epoch
+included) and exports them; then all SavedModels and the mean training image are scored once on
+the same seeded test inputs with `rotinv_tf.evaluation.evaluate_models`. Data sets and their
+settings are Table 1's (`benchmarks.table1`), with fewer simulated particles. Writes
+`results/equal_time.{md,json}`.
+
+Each seed is a unit (`benchmarks.units`) saved in --work_dir with the settings it ran with: a
+rerun skips the seeds saved with the same settings, so `--seeds=0` then `--seeds=0,1` trains seed 1
+only, and the report holds every seed saved with the settings of the run that writes it.
 """
 import datetime
-import json
 import multiprocessing
 import os
 import shutil
@@ -27,6 +31,7 @@ from benchmarks import driver
 from benchmarks.report_files import mean_std, write_results
 from benchmarks.table1 import plan
 from benchmarks.table1.scoring import metric_row
+from benchmarks.units import load_all, record_command, run_once
 from data_pipeline import cli, datasets, input_fn
 from data_pipeline.errors import DataError
 from data_pipeline.preprocessing import mean_image
@@ -49,16 +54,16 @@ def define_flags() -> None:
                          "(20 conformations, 16 train, 4 test, 40x40).")
     flags.DEFINE_float("learning_rate", 1e-3, "Learning rate of both optimizers (Table 1's CPU "
                        "schedule), constant.")
-    flags.DEFINE_string("work_dir", "runs/equal_time", "Checkpoints and SavedModels (emptied).")
+    flags.DEFINE_string("work_dir", "runs/equal_time", "Checkpoints, SavedModels and each seed's "
+                        "saved unit (units/seed<N>.json).")
     flags.DEFINE_string("data_dir", None, "TensorFlow Datasets folder.")
     flags.DEFINE_string("mnist_dir", "../shared/datasets/mnist", "MNIST IDX files.")
     flags.DEFINE_integer("eval_angle_seed", 1234, "Seed of the fixed validation and test angles.")
-    flags.DEFINE_string("add_to", None, "An earlier equal_time.json of the same settings whose "
-                        "seeds' rows are kept beside this run's (a later seed added to a run).")
 
 
 FLAGS = flags.FLAGS
-# What runs of one comparison share; --add_to refuses an earlier report that differs in these.
+# What runs of one comparison share: each seed is a unit (`benchmarks.units`) saved with these, and
+# the report holds every seed saved with the settings it is run with.
 SHARED_SETTINGS = ("budget_cpu_seconds", "learning_rate", "images_per_conformation",
                    "eval_angle_seed")
 
@@ -180,20 +185,47 @@ def render(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_earlier(path: str, settings: dict, seeds: list[int]) -> dict:
-    """The report at `path`, checked to share `settings` and none of `seeds`; DataError if not."""
-    try:
-        with open(path) as f:
-            report = json.load(f)
-        differing = [name for name in SHARED_SETTINGS if report[name] != settings[name]]
-        repeated = sorted(set(report["seeds"]) & set(seeds))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(path, f"not an equal_time report ({e})") from None
-    if differing or repeated:
-        raise DataError(path, f"cannot add to it: settings differ ({', '.join(differing)}) or "
-                              f"seeds repeat ({repeated})")
-    return {"rows": report["rows"], "wall_seconds": report["wall_seconds"],
-            "commands": report.get("commands", [report["command"]])}
+def run_seed(seed: int, options: dict, settings: dict, work_dir: str,
+             data_dir: str | None) -> dict:
+    """One seed's unit: its four runs trained at once (processes of their own), then scored."""
+    start = time.perf_counter()
+    keys = [(key, a) for key in DATASETS for a in ARCHITECTURES]
+    configs = [run_config(key, a, seed, options[key], settings["budget_cpu_seconds"],
+                          settings["learning_rate"], work_dir, data_dir,
+                          settings["eval_angle_seed"]).to_json() for key, a in keys]
+    print(f"== seed {seed}: {len(keys)} runs at once", flush=True)
+    spawn = multiprocessing.get_context("spawn")  # TensorFlow does not survive a fork
+    with spawn.Pool(len(keys)) as pool:
+        runs = dict(zip(keys, pool.map(train_run, configs)))
+    rows = []
+    for key in DATASETS:
+        trained = {a: runs[(key, a)] for a in ARCHITECTURES}
+        scores = evaluate(key, trained, options[key], data_dir, settings["eval_angle_seed"])
+        for name, score in scores.items():
+            rows.append({"dataset": key, "architecture": name, "seed": seed, **score,
+                         **trained.get(name, {})})
+            print(f"{key} seed {seed} {name}: {rows[-1]}", flush=True)
+    return {"seed": seed, "rows": rows, "wall_seconds": time.perf_counter() - start}
+
+
+def compare(seeds: list[int], settings: dict, options: dict, work_dir: str,
+            data_dir: str | None, command: str) -> dict:
+    """Runs every seed not saved with `settings` (`run_seed`); the report of every seed saved
+    with them."""
+    folder = os.path.join(work_dir, "units")
+    commands = record_command(work_dir, command)
+    for seed in seeds:
+        run_once(os.path.join(folder, f"seed{seed}.json"), settings,
+                 lambda: run_seed(seed, options, settings, work_dir, data_dir))
+    saved = [unit for _, unit in load_all(folder) if unit["settings"] == settings]
+    rows = [row for unit in sorted(saved, key=lambda u: u["seed"]) for row in unit["rows"]]
+    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "cpu_count": os.cpu_count(), "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
+            **settings, "seeds": sorted(unit["seed"] for unit in saved),
+            "selection_metric": SELECTION_METRIC,
+            "wall_seconds": sum(unit["wall_seconds"] for unit in saved),
+            "command": " && ".join(commands), "commands": commands, "rows": rows,
+            "summary": summarize(rows), "verdicts": verdicts(rows)}
 
 
 def main(argv: list[str]) -> None:
@@ -205,9 +237,6 @@ def main(argv: list[str]) -> None:
         cli.fail(f"--budget_cpu_seconds must be > 0, got {FLAGS.budget_cpu_seconds}")
     seeds = [int(s) for s in FLAGS.seeds]
     settings = {name: getattr(FLAGS, name) for name in SHARED_SETTINGS}
-    earlier = load_earlier(FLAGS.add_to, settings, seeds) if FLAGS.add_to else {"rows": [],
-                                                                                "commands": []}
-    start = time.perf_counter()
     schedule = plan.Schedule("equal_time", "", {}, FLAGS.images_per_conformation)
     options = {key: plan.data_options(key, schedule, mnist_dir) for key in DATASETS}
     # The data of results/equal_time.md: discrete conformations (Table 1 has since moved to
@@ -215,31 +244,7 @@ def main(argv: list[str]) -> None:
     options["simulated_5hdb"]["simulation"]["continuous_conformations"] = False
     for key in DATASETS:  # built here, not by the runs at once
         datasets.num_examples(plan.DATA[key].dataset, "train", FLAGS.data_dir, **options[key])
-    rows = earlier["rows"]
-    spawn = multiprocessing.get_context("spawn")  # TensorFlow does not survive a fork
-    for seed in seeds:
-        keys = [(key, a) for key in DATASETS for a in ARCHITECTURES]
-        configs = [run_config(key, a, seed, options[key], FLAGS.budget_cpu_seconds,
-                              FLAGS.learning_rate, FLAGS.work_dir, FLAGS.data_dir,
-                              FLAGS.eval_angle_seed).to_json() for key, a in keys]
-        print(f"== seed {seed}: {len(keys)} runs at once", flush=True)
-        with spawn.Pool(len(keys)) as pool:
-            runs = dict(zip(keys, pool.map(train_run, configs)))
-        for key in DATASETS:
-            trained = {a: runs[(key, a)] for a in ARCHITECTURES}
-            scores = evaluate(key, trained, options[key], FLAGS.data_dir, FLAGS.eval_angle_seed)
-            for name, score in scores.items():
-                rows.append({"dataset": key, "architecture": name, "seed": seed, **score,
-                             **trained.get(name, {})})
-                print(f"{key} seed {seed} {name}: {rows[-1]}", flush=True)
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "cpu_count": os.cpu_count(), "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
-              **settings, "seeds": sorted({r["seed"] for r in rows}),
-              "selection_metric": SELECTION_METRIC,
-              "wall_seconds": earlier.get("wall_seconds", 0.0) + time.perf_counter() - start,
-              "command": " && ".join(earlier["commands"] + [driver.command()]),
-              "commands": earlier["commands"] + [driver.command()], "rows": rows,
-              "summary": summarize(rows), "verdicts": verdicts(rows)}
+    report = compare(seeds, settings, options, FLAGS.work_dir, FLAGS.data_dir, driver.command())
     write_results("equal_time", report, render(report))
 
 

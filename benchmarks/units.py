@@ -35,6 +35,16 @@ def run_once(path: str, settings: dict, job: Callable[[], dict]) -> dict | None:
     return record
 
 
+def record_command(folder: str, command: str) -> list[str]:
+    """The commands that ran units in `folder`, `command` added (once) and saved: what a report of
+    those units says it came from."""
+    path = os.path.join(folder, "commands.json")
+    commands = json.load(open(path)) if os.path.exists(path) else []
+    commands = list(dict.fromkeys(commands + [command]))
+    save(path, commands)
+    return commands
+
+
 def load_all(folder: str, pattern: str = "*.json") -> list[tuple[str, dict]]:
     """(path, record) of every unit under `folder` matching `pattern`, in path order."""
     records = []

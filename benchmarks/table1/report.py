@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from benchmarks.table1.estimate import minutes
 from benchmarks.table1.plan import (BASELINES, DATA, MEAN_IMAGE, METHOD_NAMES, METHODS,
                                     NEAREST_CANONICAL, PAPER_NOTE, Schedule)
-from benchmarks.table1.estimate import minutes
 from benchmarks.table1.scoring import SCORES
 from data_pipeline.atomic import write_text
 

@@ -13,7 +13,7 @@ from benchmarks.table1.plan import (METHOD_NAMES, METHODS, Schedule, data_option
                                     schedule_text, steps_per_epoch, train_config, unit_settings)
 from benchmarks.table1.report import assemble, machine_info, write_table
 from benchmarks.table1.scoring import Scorer, split_sizes
-from benchmarks.units import load_all, run_once, save
+from benchmarks.units import load_all, record_command, run_once, save
 from rotinv_tf import evaluation
 from rotinv_tf.config import Config
 from rotinv_tf.serving.saved_model import load_serving_model
@@ -151,9 +151,7 @@ def run_benchmark(schedule: Schedule, seeds: list[int], keys: list[str], output_
           f"the idle 2-core machine; split sizes {sizes}", flush=True)
     figures_path = os.path.join(work_dir, schedule.name, "figures.json")
     figures = json.load(open(figures_path)) if os.path.exists(figures_path) else {}
-    commands_path = os.path.join(work_dir, schedule.name, "commands.json")
-    commands = json.load(open(commands_path)) if os.path.exists(commands_path) else []
-    save(commands_path, list(dict.fromkeys(commands + [command])))
+    commands = record_command(os.path.join(work_dir, schedule.name), command)
     for key in keys:
         figures[key] = run_dataset(key, schedule, seeds, output_dir, prefix, work_dir, data_dir,
                                    mnist_dir, eval_angle_seed, methods)
@@ -164,7 +162,7 @@ def run_benchmark(schedule: Schedule, seeds: list[int], keys: list[str], output_
         key, schedule, data_options(key, schedule, mnist_dir), data_dir) for key in present}
     record = assemble(units, splits, schedule, seeds, machine_info(),
                       estimate_seconds(schedule, all_sizes, len(seeds)), eval_angle_seed,
-                      list(dict.fromkeys(commands + [command])),
+                      commands,
                       {name: folder for key in present for name, folder in
                        figures.get(key, {}).items()})
     paths = write_table(output_dir, prefix, record)

@@ -3,7 +3,7 @@ and in the ground truth's frame), the trivial baselines, and the split statistic
 import numpy as np
 import tensorflow as tf
 
-from benchmarks.table1.plan import (DATA, MEAN_IMAGE, NEAREST_CANONICAL, Schedule, test_parts)
+from benchmarks.table1.plan import DATA, MEAN_IMAGE, NEAREST_CANONICAL, Schedule, test_parts
 from data_pipeline import datasets, input_fn
 from data_pipeline.preprocessing import mean_image
 from data_pipeline.simulator import Simulator, SimulationConfig
