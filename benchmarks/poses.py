@@ -13,9 +13,10 @@ homogeneous (one view, one conformation) and heterogeneous (hinge positions draw
   (`canonicalize --refine=false`), that angle refined against the frame's template of the
   particle's class (`canonicalize`'s default), and the network's own angle (the encoder's θ̂ of
   the particle, served as `network_angle`).
-Scores: psi error after one rotation per view (`rotinv_tf.evaluation.frame_aligned_errors_deg`); for heterogeneous stacks, k-means
-ARI of each method's features (PCA to at most 20 dimensions) against the 15 (conformation bin, view)
-pairs and the cross-validated |Spearman ρ| of the best linear direction within a view vs the hinge.
+Scores: psi error after one rotation per view (`rotinv_tf.evaluation.frame_aligned_errors_deg`);
+for heterogeneous stacks (`pose_metrics`), k-means ARI of each method's features (PCA to at most
+20 dimensions) against the 15 (conformation bin, view) pairs and the cross-validated |Spearman ρ|
+of the best linear direction within a view vs the hinge.
 Ours' features are the SavedModel's served `features` (`rotinv_tf.pose.frame_features`), its
 encoder latent a row of its own; 'truth: view + hinge' scores the true labels, the ceiling of
 k-means on a perfect one-dimensional latent.
