@@ -1,0 +1,302 @@
+"""Stacks as a picker leaves them, projected by RELION, with RELION 2D beside us on the same stack:
+`python benchmarks/picked.py --seed=0 --snr=0.1`.
+
+Per `--seed`, `relion_project` (Debian's RELION 3.1.3) projects the simulator's hinged molecule
+(`data_pipeline.simulator.builtin_model`, its pseudo-atoms as 3D Gaussians) at `--conformations`
+hinge positions spread evenly over its range, each particle one of them at random, in three
+preferred views (rot 90°, tilt 0/40/80°, tilt jittered by a normal of `--spread`°; rot is not
+jittered: down z it is an in-plane turn, which would blur the true psi), psi uniform, picker
+offsets (`rlnOriginXAngst/YAngst`, normal σ `--offset_sigma` px per axis, at most `--max_offset`
+px from the centre), a CTF per particle (defocus U uniform 1-3 µm, V up to 0.1 µm below it, angle
+uniform; 300 kV, Cs 2.7 mm, amplitude contrast 0.1; `--ctf`), and RELION's white noise at the σ
+giving `--snr` (signal: the clean projections' mean per-image variance over the box, CTF applied).
+Both sides read the same `relion.star` (image names, optics and CTF, no angles, no origins); the
+truth stays in `truth.npz`. Then, timed as whole processes, from the stack's folder:
+
+- RELION 2D: `relion_refine` K=3, `--ctf`, offset search `--relion_offset_range` px in
+  `--relion_offset_step` steps, otherwise issue 15's command
+  (`benchmarks/relion_2d.py`), `--j 2`;
+- ours as the README gives it: `python -m rotinv_tf.train --flagfile=configs/stack.cfg
+  --star=relion.star --frame_classes=3`, then `python -m rotinv_tf.canonicalize` with its defaults.
+
+Scores per side: psi error after one rotation per true view (`pose_metrics.psi_errors`), and the
+origin error in pixels, raw and after one translation per true view in the view's own frame
+(a 2D classifier's class average may sit off the molecule's centre: each particle's origin then
+carries that offset turned by its psi), beside the trivial row that leaves every origin at 0.
+
+Writes `benchmarks/results/<--results>.{md,json}` (default `picked_snr<snr>_seed<seed>`).
+"""
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import pose_metrics as pm  # noqa: E402
+import relion_2d  # noqa: E402
+from relion_stacks import (REPO, gaussians, noise_sigma, read_stack, relion, shown,  # noqa: E402
+                           timed, write_map)
+from report_files import write_results  # noqa: E402
+from data_pipeline.formats import star  # noqa: E402
+from data_pipeline.formats.mrc import write_stack  # noqa: E402
+from data_pipeline.simulator import builtin_model  # noqa: E402
+
+SIZE, PIXEL, VIEWS = 48, 2.0, 3
+ROT, TILTS = 90.0, (0.0, 40.0, 80.0)  # degrees: rot of every view, tilt of each
+VOLTAGE, CS, AMPLITUDE_CONTRAST = 300.0, 2.7, 0.1
+DEFOCUS_RANGE = (10000.0, 30000.0)  # Å, defocus U
+ASTIGMATISM = 1000.0  # Å: V is U minus up to this
+ANGLES = ("rlnAngleRot", "rlnAngleTilt", star.ANGLE_PSI)
+
+flags.DEFINE_string("work_dir", "/tmp/rotinv_picked", "Maps, stacks, runs and SavedModels.")
+flags.DEFINE_integer("seed", 0, "Seed of the particles' parameters and of training.")
+flags.DEFINE_integer("num_particles", 3000, "Particles per stack.")
+flags.DEFINE_integer("conformations", 5, "Hinge positions (maps) projected.")
+flags.DEFINE_float("snr", 0.1, "Signal variance / noise variance.")
+flags.DEFINE_float("spread", 8.0, "Std (degrees) of the jitter of each view's tilt.")
+flags.DEFINE_float("offset_sigma", 2.0, "Std (pixels) of the picker offsets, per axis.")
+flags.DEFINE_float("max_offset", 5.0, "Largest picker offset (pixels from the centre).")
+flags.DEFINE_boolean("ctf", True, "A CTF per particle (else none, and no --ctf for RELION).")
+flags.DEFINE_integer("relion_iterations", 25, "RELION 2D iterations.")
+flags.DEFINE_float("relion_offset_range", 5.0, "RELION's offset search range (pixels).")
+flags.DEFINE_float("relion_offset_step", 2.0, "RELION's offset search step (pixels).")
+flags.DEFINE_list("sides", ["relion", "ours"], "Which of relion, ours to run.")
+flags.DEFINE_list("ours_flags", [], "Extra flags for our train command (a diagnosis, not the "
+                  "README's configuration; the table says so).")
+flags.DEFINE_string("results", None, "benchmarks/results/<results>.{md,json}.")
+FLAGS = flags.FLAGS
+
+
+# The stack
+
+
+def particle_table(rng: np.random.Generator, count: int) -> dict[str, np.ndarray]:
+    """Each particle's view, conformation, angles (degrees), origin (pixels) and CTF."""
+    views = np.arange(count) % VIEWS
+    rng.shuffle(views)
+    radius = rng.normal(0.0, FLAGS.offset_sigma, (count, 2))
+    length = np.maximum(np.hypot(*radius.T), 1e-12)
+    origins = radius * np.minimum(1.0, FLAGS.max_offset / length)[:, None]
+    defocus_u = rng.uniform(*DEFOCUS_RANGE, count)
+    return {"view": views, "conformation": rng.integers(FLAGS.conformations, size=count),
+            "rot": np.full(count, ROT),
+            "tilt": np.asarray(TILTS)[views] + rng.normal(0.0, FLAGS.spread, count),
+            "psi": rng.uniform(-180.0, 180.0, count), "origin": origins,
+            "defocus_u": defocus_u, "defocus_v": defocus_u - rng.uniform(0, ASTIGMATISM, count),
+            "defocus_angle": rng.uniform(0.0, 180.0, count)}
+
+
+def ctf_columns(truth: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, list[str]]:
+    """RELION's per-particle CTF columns of `rows`, as text."""
+    values = (truth["defocus_u"], truth["defocus_v"], truth["defocus_angle"])
+    return {name: [f"{v:.2f}" for v in column[rows]]
+            for name, column in zip(star.DEFOCUS_COLUMNS, values)}
+
+
+def projection_star(path: str, truth: dict[str, np.ndarray], rows: np.ndarray) -> None:
+    """What `relion_project --ang` reads for `rows`: angles, origins in Å, CTF, optics."""
+    columns = {name: [f"{v:.4f}" for v in truth[key][rows]]
+               for name, key in zip(ANGLES, ("rot", "tilt", "psi"))}
+    for axis, name in enumerate(star.ORIGIN_COLUMNS):
+        columns[name] = [f"{v * PIXEL:.4f}" for v in truth["origin"][rows, axis]]
+    columns.update(ctf_columns(truth, rows))
+    columns[star.OPTICS_GROUP] = ["1"] * len(rows)
+    star.write_star(path, {
+        "optics": star.optics_block(PIXEL, SIZE, VOLTAGE, CS, AMPLITUDE_CONTRAST),
+        "particles": star.StarBlock(list(columns), [list(r) for r in zip(*columns.values())])})
+
+
+def project(folder: str, truth: dict[str, np.ndarray], noise: float | None) -> np.ndarray:
+    """Every particle projected by `relion_project`, one map per conformation, with white noise
+    of σ `noise` (None: clean) -> images [B, N, N] in particle order."""
+    count = len(truth["view"])
+    images = np.zeros((count, SIZE, SIZE), np.float32)
+    for c in range(FLAGS.conformations):
+        rows = np.flatnonzero(truth["conformation"] == c)
+        name = f"conformation{c}"
+        projection_star(os.path.join(folder, f"{name}.star"), truth, rows)
+        command = ["relion_project", "--i", f"{name}.mrc", "--ang", f"{name}.star",
+                   "--angpix", f"{PIXEL:g}", "--o", f"{name}_projected",
+                   *(["--ctf"] if FLAGS.ctf else []),
+                   *(["--add_noise", "--white_noise", f"{noise:.6g}"] if noise else [])]
+        relion(folder, *command)
+        images[rows] = read_stack(os.path.join(folder, f"{name}_projected.mrcs"))
+    return images
+
+
+def make_stack(folder: str, seed: int) -> dict:
+    """Maps, the noisy stack `particles.mrcs`, `relion.star`, `truth.npz`; what was made."""
+    os.makedirs(folder, exist_ok=True)
+    model = builtin_model()
+    hinges = (np.arange(FLAGS.conformations) + 0.5) / FLAGS.conformations
+    for c, hinge in enumerate(hinges):
+        write_map(os.path.join(folder, f"conformation{c}.mrc"),
+                  gaussians(model.conformation(hinge), model.sigma, model.weights, SIZE, PIXEL),
+                  PIXEL)
+    truth = particle_table(np.random.default_rng(seed), FLAGS.num_particles)
+    clean = project(folder, truth, None)
+    sigma = noise_sigma(clean, FLAGS.snr)
+    noisy = project(folder, truth, sigma)
+    write_stack(os.path.join(folder, relion_2d.PARTICLES), noisy, PIXEL)
+    every = np.arange(FLAGS.num_particles)
+    relion_2d.relion_star(folder, SIZE, PIXEL, ctf_columns(truth, every) if FLAGS.ctf else None)
+    np.savez(os.path.join(folder, "truth.npz"), hinge=hinges[truth["conformation"]], **truth)
+    measured = float(clean.reshape(len(clean), -1).var(axis=1).mean()
+                     / (noisy - clean).reshape(len(clean), -1).var(axis=1).mean())
+    return {"white_noise": sigma, "measured_snr": measured,
+            "view_counts": np.bincount(truth["view"], minlength=VIEWS).tolist()}
+
+
+# The two sides
+
+
+def run_relion_side(folder: str) -> dict:
+    out = os.path.join(folder, "Class2D_relion")
+    truth = np.load(os.path.join(folder, "truth.npz"))
+    ctf = ctf_columns(truth, np.arange(len(truth["view"]))) if FLAGS.ctf else None
+    _, _, seconds, averages, failures = relion_2d.run_relion(
+        folder, out, SIZE, PIXEL, FLAGS.relion_iterations, VIEWS, threads=2, ctf=ctf,
+        offset_range=FLAGS.relion_offset_range, offset_step=FLAGS.relion_offset_step)
+    return {"seconds": seconds, "failures": failures,
+            "star": averages.replace("_classes.mrcs", "_data.star"),
+            "command": " ".join(relion_2d.command(
+                folder, out, SIZE, PIXEL, FLAGS.relion_iterations, VIEWS, 2, None, ctf,
+                FLAGS.relion_offset_range, FLAGS.relion_offset_step)).replace(
+                    folder + "/", "")}
+
+
+def run_ours(folder: str, seed: int) -> dict:
+    runs, tag = os.path.join(folder, "runs"), f"picked_seed{seed}"
+    train = [sys.executable, "-m", "rotinv_tf.train",
+             f"--flagfile={os.path.join(REPO, 'configs', 'stack.cfg')}",
+             "--star=relion.star", f"--frame_classes={VIEWS}", f"--seed={seed}",
+             f"--name={tag}", f"--model_dir={runs}/{tag}", f"--export_dir={runs}/saved_models",
+             f"--data_dir={runs}/tfds", *FLAGS.ours_flags]
+    train_s = timed(folder, train, "train.log")
+    saved_model = sorted(glob.glob(os.path.join(runs, "saved_models", tag, "*")))[-1]
+    canonicalize = [sys.executable, "-m", "rotinv_tf.canonicalize",
+                    f"--saved_model={saved_model}", "--input=relion.star",
+                    "--output=Ours/canonical.mrcs", "--star=Ours/run_data.star"]
+    canonicalize_s = timed(folder, canonicalize, "canonicalize.log")
+    return {"seconds": train_s + canonicalize_s, "train_s": train_s,
+            "canonicalize_s": canonicalize_s, "star": os.path.join(folder, "Ours", "run_data.star"),
+            "command": f"{shown(train, folder)} && {shown(canonicalize, folder)}"}
+
+
+# Scores
+
+
+def read_poses(path: str, count: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(psi [B] radians, origins [B, 2] pixels (zeros when the STAR has none), whether it had
+    them) of a STAR's particles, in stack order."""
+    table = star.particles_block(star.read_star(path), path)
+    order = np.array([int(n.split("@")[0]) - 1 for n in table.column(star.IMAGE_NAME)])
+    psi, origins = np.zeros(count), np.zeros((count, 2))
+    psi[order] = np.radians(np.array(table.column(star.ANGLE_PSI), np.float64))
+    has_origins = all(c in table.columns for c in star.ORIGIN_COLUMNS)
+    if has_origins:
+        origins[order] = np.array([table.column(c) for c in star.ORIGIN_COLUMNS],
+                                  np.float64).T / PIXEL
+    return psi, origins, has_origins
+
+
+def origin_errors(truth: dict, origins: np.ndarray) -> dict:
+    """RMS origin error (pixels), raw and after one translation per true view in its own frame
+    (module docstring; either sense of turning, whichever fits better)."""
+    error = origins - truth["origin"]
+    fitted = error.copy()
+    psi = np.radians(truth["psi"])
+    for view in range(VIEWS):
+        members = truth["view"] == view
+        best = None
+        for sense in (1.0, -1.0):
+            c, s = np.cos(sense * psi[members]), np.sin(sense * psi[members])
+            # error ≈ R(±psi) d: d = mean of R(∓psi) error.
+            local = np.stack([c * error[members, 0] + s * error[members, 1],
+                              -s * error[members, 0] + c * error[members, 1]], axis=1)
+            d = local.mean(axis=0)
+            residual = error[members] - np.stack([c * d[0] - s * d[1], s * d[0] + c * d[1]], 1)
+            if best is None or (residual ** 2).sum() < (best ** 2).sum():
+                best = residual
+        fitted[members] = best
+    rms = lambda e: float(np.sqrt((e ** 2).sum(axis=1).mean()))  # noqa: E731
+    return {"origin_rms_px": rms(error), "origin_rms_per_view_px": rms(fitted)}
+
+
+def score(folder: str, path: str) -> dict:
+    truth = dict(np.load(os.path.join(folder, "truth.npz")))
+    psi, origins, has_origins = read_poses(path, len(truth["view"]))
+    errors = pm.psi_errors(np.radians(truth["psi"]), psi, truth["view"])
+    return {**pm.error_summary(errors), **origin_errors(truth, origins),
+            "origins_written": has_origins}
+
+
+# Report
+
+
+def markdown(report: dict) -> str:
+    r = report
+    lines = [f"# Stacks as picked, projected by RELION: seed {r['seed']}, SNR {r['snr']:g}", "",
+             f"{r['num_particles']} particles, {SIZE}x{SIZE}, {PIXEL:g} Å, {r['conformations']} "
+             f"hinge conformations x {VIEWS} views (tilt {'/'.join(f'{t:g}' for t in TILTS)}°, "
+             f"jitter σ {r['spread']:g}°), psi uniform, picker offsets σ {r['offset_sigma']:g} px "
+             f"(≤ {r['max_offset']:g} px), "
+             + (f"CTF per particle (defocus {DEFOCUS_RANGE[0] / 1e4:g}-"
+                f"{DEFOCUS_RANGE[1] / 1e4:g} µm, astigmatic)" if r["ctf"] else "no CTF")
+             + f"; white noise σ {r['white_noise']:.4g} (measured SNR {r['measured_snr']:.3f}). "
+             "Psi error after one rotation per true view; origin error raw and after one "
+             "translation per view in its frame. Whole processes, timed in the same run on this "
+             "machine.", "",
+             "| side (what produced it) | psi MAE (°) | psi median (°) | > 15° (%) "
+             "| origin RMS (px) | origin RMS, one offset per view (px) | wall (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, side in r["sides"].items():
+        s = side["scores"]
+        origins = (f"{s['origin_rms_px']:.2f} | {s['origin_rms_per_view_px']:.2f}"
+                   if s["origins_written"] else "not written | -")
+        lines.append(f"| {side['label']} | {s['psi_mae_deg']:.2f} | {s['psi_median_deg']:.2f} | "
+                     f"{s['psi_over_15_percent']:.1f} | {origins} | {side['seconds']:.0f} |")
+    if "zero_origins" in r:
+        z = r["zero_origins"]
+        lines.append(f"| origins left at 0 (trivial) | - | - | - | {z['origin_rms_px']:.2f} | "
+                     f"{z['origin_rms_per_view_px']:.2f} | - |")
+    lines += ["", "Commands:", ""]
+    lines += [f"- {side['label']}: `{side['command']}`" for side in r["sides"].values()]
+    for name, side in r["sides"].items():
+        if side.get("failures"):
+            lines.append(f"- {name} failed first: " + "; ".join(side["failures"]))
+    return "\n".join(lines) + "\n"
+
+
+LABELS = {"relion": "RELION 2D (K=3, --ctf, offset search)",
+          "ours": "ours: EM frame + refinement, README configuration"}
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    folder = os.path.join(FLAGS.work_dir, f"snr{FLAGS.snr:g}_seed{FLAGS.seed}")
+    made = make_stack(folder, FLAGS.seed)
+    print(json.dumps(made), flush=True)
+    sides = {}
+    for name in FLAGS.sides:
+        side = run_relion_side(folder) if name == "relion" else run_ours(folder, FLAGS.seed)
+        label = LABELS[name] + (f" + {' '.join(FLAGS.ours_flags)}"
+                                if name == "ours" and FLAGS.ours_flags else "")
+        sides[name] = {**side, "label": label, "scores": score(folder, side["star"])}
+        print(json.dumps(sides[name]), flush=True)
+    truth = dict(np.load(os.path.join(folder, "truth.npz")))
+    report = {"seed": FLAGS.seed, "snr": FLAGS.snr, "num_particles": FLAGS.num_particles,
+              "conformations": FLAGS.conformations, "spread": FLAGS.spread,
+              "offset_sigma": FLAGS.offset_sigma, "max_offset": FLAGS.max_offset,
+              "ctf": FLAGS.ctf, **made, "sides": sides,
+              "zero_origins": origin_errors(truth, np.zeros_like(truth["origin"]))}
+    write_results(FLAGS.results or f"picked_snr{FLAGS.snr:g}_seed{FLAGS.seed}", report,
+                  markdown(report))
+
+
+if __name__ == "__main__":
+    app.run(main)
