@@ -1,5 +1,5 @@
 """Stacks as a picker leaves them, projected by RELION, with RELION 2D beside us on the same stack:
-`python benchmarks/picked.py --seed=0 --snr=0.1`.
+`python -m benchmarks.picked --seed=0 --snr=0.1`.
 
 Per `--seed`, `relion_project` (Debian's RELION 3.1.3) projects the simulator's hinged molecule
 (`data_pipeline.simulator.builtin_model`, its pseudo-atoms as 3D Gaussians) at `--conformations`
@@ -19,8 +19,9 @@ truth stays in `truth.npz`. Then, timed as whole processes, from the stack's fol
 - ours as the README gives it: `python -m rotinv_tf.train --flagfile=configs/stack.cfg
   --star=relion.star --frame_classes=3`, then `python -m rotinv_tf.canonicalize` with its defaults.
 
-Scores per side: psi error after one rotation per true view (`pose_metrics.psi_errors`), and the
-origin error in pixels, raw and after one translation per true view in the view's own frame
+Scores per side: psi error after one rotation per true view
+(`rotinv_tf.evaluation.frame_aligned_errors_deg`), and the origin error in pixels, raw and after
+one translation per true view in the view's own frame
 (a 2D classifier's class average may sit off the molecule's centre: each particle's origin then
 carries that offset turned by its psi), beside the trivial row that leaves every origin at 0.
 
@@ -37,18 +38,16 @@ import os
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import pose_metrics as pm  # noqa: E402
-import relion_2d  # noqa: E402
-from relion_stacks import (REPO, gaussians, noise_sigma, read_stack, relion, shown,  # noqa: E402
-                           timed, write_map)
-from report_files import write_results  # noqa: E402
-from data_pipeline.formats import star  # noqa: E402
-from data_pipeline.formats.mrc import write_stack  # noqa: E402
-from data_pipeline.simulator import builtin_model  # noqa: E402
+from benchmarks import driver, relion_2d
+from benchmarks.relion_stacks import (gaussians, noise_sigma, read_stack, relion, shown, timed,
+                                      write_map)
+from benchmarks.report_files import write_results
+from data_pipeline.formats import star
+from data_pipeline.formats.mrc import write_stack
+from data_pipeline.simulator import builtin_model
+from rotinv_tf.evaluation import frame_aligned_errors_deg, psi_error_summary
 
 SIZE, PIXEL, VIEWS = 48, 2.0, 3
 ROT, TILTS = 90.0, (0.0, 40.0, 80.0)  # degrees: rot of every view, tilt of each
@@ -60,27 +59,31 @@ ANGLES = ("rlnAngleRot", "rlnAngleTilt", star.ANGLE_PSI)
 # row unlike the hinged model.
 JUNK_MAPS = ("junk_empty", "junk_other")
 
-flags.DEFINE_string("work_dir", "/tmp/rotinv_picked", "Maps, stacks, runs and SavedModels.")
-flags.DEFINE_integer("seed", 0, "Seed of the particles' parameters and of training.")
-flags.DEFINE_integer("num_particles", 3000, "Particles per stack.")
-flags.DEFINE_integer("conformations", 5, "Hinge positions (maps) projected.")
-flags.DEFINE_integer("classes", VIEWS, "K, the classes both sides are asked for (the views are "
-                     f"{VIEWS}: users do not know that).")
-flags.DEFINE_float("junk", 0.0, "Share of junk particles: half noise-only boxes, half another "
-                   "molecule (`JUNK_MAPS`).")
-flags.DEFINE_float("snr", 0.1, "Signal variance / noise variance.")
-flags.DEFINE_float("spread", 8.0, "Std (degrees) of the jitter of each view's tilt.")
-flags.DEFINE_float("offset_sigma", 2.0, "Std (pixels) of the picker offsets, per axis.")
-flags.DEFINE_float("max_offset", 5.0, "Largest picker offset (pixels from the centre).")
-flags.DEFINE_boolean("ctf", True, "A CTF per particle (else none, and no --ctf for RELION).")
-flags.DEFINE_integer("relion_iterations", 25, "RELION 2D iterations.")
-flags.DEFINE_float("relion_offset_range", 5.0, "RELION's offset search range (pixels).")
-flags.DEFINE_float("relion_offset_step", 2.0, "RELION's offset search step (pixels).")
-flags.DEFINE_list("sides", ["relion", "ours"], "Which of relion, ours to run.")
-flags.DEFINE_list("ours_flags", [], "Extra flags for our train command (a diagnosis, not the "
-                  "README's configuration; the table says so).")
-flags.DEFINE_string("results", None, "benchmarks/results/<results>.{md,json}.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The driver's flags."""
+    flags.DEFINE_string("work_dir", "/tmp/rotinv_picked", "Maps, stacks, runs and SavedModels.")
+    flags.DEFINE_integer("seed", 0, "Seed of the particles' parameters and of training.")
+    flags.DEFINE_integer("num_particles", 3000, "Particles per stack.")
+    flags.DEFINE_integer("conformations", 5, "Hinge positions (maps) projected.")
+    flags.DEFINE_integer("classes", VIEWS, "K, the classes both sides are asked for (the views are "
+                         f"{VIEWS}: users do not know that).")
+    flags.DEFINE_float("junk", 0.0, "Share of junk particles: half noise-only boxes, half another "
+                       "molecule (`JUNK_MAPS`).")
+    flags.DEFINE_float("snr", 0.1, "Signal variance / noise variance.")
+    flags.DEFINE_float("spread", 8.0, "Std (degrees) of the jitter of each view's tilt.")
+    flags.DEFINE_float("offset_sigma", 2.0, "Std (pixels) of the picker offsets, per axis.")
+    flags.DEFINE_float("max_offset", 5.0, "Largest picker offset (pixels from the centre).")
+    flags.DEFINE_boolean("ctf", True, "A CTF per particle (else none, and no --ctf for RELION).")
+    flags.DEFINE_integer("relion_iterations", 25, "RELION 2D iterations.")
+    flags.DEFINE_float("relion_offset_range", 5.0, "RELION's offset search range (pixels).")
+    flags.DEFINE_float("relion_offset_step", 2.0, "RELION's offset search step (pixels).")
+    flags.DEFINE_list("sides", ["relion", "ours"], "Which of relion, ours to run.")
+    flags.DEFINE_list("ours_flags", [], "Extra flags for our train command (a diagnosis, not the "
+                      "README's configuration; the table says so).")
+    flags.DEFINE_string("results", None, "benchmarks/results/<results>.{md,json}.")
 
 
 # The stack
@@ -204,7 +207,7 @@ def run_relion_side(folder: str) -> dict:
 def run_ours(folder: str, seed: int) -> dict:
     runs, tag = os.path.join(folder, "runs"), f"picked_seed{seed}"
     train = [sys.executable, "-m", "rotinv_tf.train",
-             f"--flagfile={os.path.join(REPO, 'configs', 'stack.cfg')}",
+             f"--flagfile={driver.STACK_CONFIG}",
              "--star=relion.star", f"--frame_classes={FLAGS.classes}", f"--seed={seed}",
              f"--name={tag}", f"--model_dir={runs}/{tag}", f"--export_dir={runs}/saved_models",
              f"--data_dir={runs}/tfds", *FLAGS.ours_flags]
@@ -284,10 +287,10 @@ def score(folder: str, path: str) -> dict:
     truth = dict(np.load(os.path.join(folder, "truth.npz")))
     poses = read_poses(path, len(truth["view"]))
     good = ~truth["junk"]
-    errors = pm.psi_errors(np.radians(truth["psi"][good]), poses["psi"][good],
-                           truth["view"][good])
+    errors = frame_aligned_errors_deg(np.radians(truth["psi"][good]), poses["psi"][good],
+                                      truth["view"][good])
     origins = poses["origins"]
-    return {**pm.error_summary(errors), "origins_written": origins is not None,
+    return {**psi_error_summary(errors), "origins_written": origins is not None,
             **origin_errors(truth, np.zeros_like(truth["origin"]) if origins is None
                             else origins), **junk_found(truth, poses)}
 
@@ -345,6 +348,7 @@ LABELS = {"relion": "RELION 2D (--ctf, offset search)",
 
 def main(argv: list[str]) -> None:
     del argv
+    driver.check_choices("sides", FLAGS.sides, LABELS)
     folder = os.path.join(FLAGS.work_dir, f"snr{FLAGS.snr:g}_junk{FLAGS.junk:g}_seed{FLAGS.seed}")
     made = make_stack(folder, FLAGS.seed)
     print(json.dumps(made), flush=True)
@@ -368,4 +372,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    driver.start(main, define_flags)
