@@ -34,16 +34,15 @@ earlier run's outputs again.
 import glob
 import json
 import os
-import subprocess
 import sys
-import time
 
 import mrcfile
 import numpy as np
 from absl import flags
 
 from benchmarks import driver
-from benchmarks.driver import REPO
+from benchmarks.relion_stacks import (gaussians, read_stack, relion, shown, timed,
+                                      write_map)
 from benchmarks.report_files import RESULTS, write_results
 from data_pipeline.formats import star
 from data_pipeline.formats.mrc import open_stack
@@ -82,34 +81,12 @@ def define_flags() -> None:
 # Maps
 
 
-def _grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Voxel coordinates in Å from RELION's centre, voxel (N/2, N/2, N/2): z, y, x [N, N, N]."""
-    return tuple((np.mgrid[:SIZE, :SIZE, :SIZE] - SIZE // 2) * PIXEL)
-
-
-def gaussians(centres, sigmas, amplitudes) -> np.ndarray:
-    """A map [z, y, x] of 3D Gaussians (centres [A, 3] x, y, z in Å), summed separably."""
-    axis = (np.arange(SIZE) - SIZE // 2) * PIXEL
-    volume = np.zeros((SIZE, SIZE, SIZE))
-    for (x, y, z), s, a in zip(np.asarray(centres), np.broadcast_to(sigmas, len(centres)),
-                               np.broadcast_to(amplitudes, len(centres))):
-        gx, gy, gz = (np.exp(-(axis - c) ** 2 / (2 * s * s)) for c in (x, y, z))
-        volume += a * gz[:, None, None] * gy[None, :, None] * gx[None, None, :]
-    return volume.astype(np.float32)
-
-
 def density(name: str) -> np.ndarray:
     if name == "asymmetric":
         model = builtin_model()
-        return gaussians(model.conformation(0.5), model.sigma, model.weights)
+        return gaussians(model.conformation(0.5), model.sigma, model.weights, SIZE, PIXEL)
     return gaussians([(14.0, 0.0, 0.0), (-14.0, 0.0, 0.0), (0.0, 0.0, 16.0)], [5.0, 5.0, 4.0],
-                     [1.0, FLAGS.lobe_ratio, 1.5])
-
-
-def write_map(path: str, volume: np.ndarray) -> None:
-    with mrcfile.new(path, overwrite=True) as mrc:
-        mrc.set_data(volume)
-        mrc.voxel_size = PIXEL
+                     [1.0, FLAGS.lobe_ratio, 1.5], SIZE, PIXEL)
 
 
 # Stacks
@@ -123,18 +100,6 @@ def angles_star(path: str, angles: np.ndarray) -> None:
                                     amplitude_contrast=0.1),
         "particles": star.StarBlock([*ANGLES, star.OPTICS_GROUP],
                                     [[f"{a:.4f}" for a in row] + ["1"] for row in angles])})
-
-
-def relion(folder: str, *args: str) -> tuple[str, float]:
-    """Runs a RELION program in `folder`: (stdout, wall seconds); raises on failure."""
-    start = time.perf_counter()
-    done = subprocess.run(list(args), cwd=folder, check=True, capture_output=True, text=True)
-    return done.stdout, time.perf_counter() - start
-
-
-def read_stack(path: str) -> np.ndarray:
-    with open_stack(path) as stack:
-        return stack.read(0, len(stack))
 
 
 def half_pixel_back(images: np.ndarray) -> np.ndarray:
@@ -155,7 +120,7 @@ def centroid(images: np.ndarray) -> list[float]:
 def make_stack(folder: str, name: str, seed: int) -> dict:
     """Map, angles, clean and noisy projections, the training STAR; what was made."""
     os.makedirs(folder, exist_ok=True)
-    write_map(os.path.join(folder, "map.mrc"), density(name))
+    write_map(os.path.join(folder, "map.mrc"), density(name), PIXEL)
     rng = np.random.default_rng(seed)
     num = FLAGS.num_particles
     views = np.arange(num) % CLASSES
@@ -204,21 +169,6 @@ def make_stack(folder: str, name: str, seed: int) -> dict:
 # Ours, as a user runs it
 
 
-def timed(folder: str, command: list[str], log: str) -> float:
-    """Runs `command` in `folder` with this worktree first on the path; wall seconds. Its output
-    goes to `log`; a failure prints the log's tail and raises."""
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    start = time.perf_counter()
-    with open(os.path.join(folder, log), "w") as out:
-        done = subprocess.run(command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - start
-    if done.returncode:
-        tail = open(os.path.join(folder, log)).read()[-3000:]
-        print(tail, file=sys.stderr)
-        raise RuntimeError(f"{' '.join(command)} exited {done.returncode} (log {log})")
-    return seconds
-
-
 def run_ours(folder: str, tag: str, seed: int) -> dict:
     runs = os.path.join(folder, "runs")
     train = [sys.executable, "-m", "rotinv_tf.train",
@@ -238,9 +188,8 @@ def run_ours(folder: str, tag: str, seed: int) -> dict:
     select_out, _ = relion(folder, *select)
     stats = ["relion_image_handler", "--i", "Class2D/run_classes.mrcs", "--stats"]
     stats_out, _ = relion(folder, *stats)
-    short = lambda c: " ".join([os.path.basename(c[0]) if c[0] == sys.executable else c[0],  # noqa
-                                *c[1:]]).replace(REPO + "/", "").replace(folder + "/", "")
-    return {"train": short(train), "train_s": train_s, "canonicalize": short(canonicalize),
+    return {"train": shown(train, folder), "train_s": train_s,
+            "canonicalize": shown(canonicalize, folder),
             "canonicalize_s": canonicalize_s, "star_handler": " ".join(select),
             "star_handler_stdout": select_out.strip().splitlines(),
             "image_handler": " ".join(stats), "image_handler_stdout":
