@@ -1,5 +1,6 @@
-"""The training program as a library: data in, model built and compiled, `fit` with checkpoints
-and TensorBoard, SavedModel out. `rotinv_tf.train` is its command-line face."""
+"""The training program as a library: data in, model built and compiled, `fit` (`loop.fit` on
+several workers) with checkpoints and TensorBoard, SavedModel out. `rotinv_tf.train` is its
+command-line face."""
 import dataclasses
 import hashlib
 import os
