@@ -1,4 +1,4 @@
-"""Classes out as RELION 2D writes them, on stacks RELION projected: `python benchmarks/classes.py`.
+"""Classes out as RELION 2D writes them, on stacks RELION projected: `python -m benchmarks.classes`.
 
 Acceptance check of `canonicalize`'s class outputs (`rotinv_tf.serving.classes`) on particles our
 code did not write. Per `--seed`, two density maps (48^3 voxels of 2 Å, written here):
@@ -23,8 +23,8 @@ Scores:
 - class purity: per class, the share of its particles from its majority true view; per view, its
   share in its majority class; what the star_handler selection kept;
 - flips: psi error after the best global rotation per class (the one minimising the class's mean
-  absolute error; `pose_metrics.psi_errors`' circular mean fails near half flipped, see
-  `best_rotation_errors`, its count of errors > 90° is reported beside); a particle is flipped
+  absolute error, `evaluation.least_absolute_frame_rotation`: the circular mean fails near half
+  flipped; its count of errors > 90° is reported beside); a particle is flipped
   when its error is > 90°; detected when its rlnLogLikeliContribution is in the stack's lowest
   decile or its rlnRotinvFlipProbability > 0.3 (`FLIP_FLAG`).
 
@@ -34,78 +34,59 @@ earlier run's outputs again.
 import glob
 import json
 import os
-import subprocess
 import sys
-import time
 
 import mrcfile
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import pose_metrics as pm  # noqa: E402
-from report_files import RESULTS, write_results  # noqa: E402
-from data_pipeline.formats import star  # noqa: E402
-from data_pipeline.formats.mrc import open_stack  # noqa: E402
-from data_pipeline.simulator import builtin_model  # noqa: E402
-from rotinv_tf.serving.classes import FLIP_COLUMN, FLIP_FLAG, turn_correlation  # noqa: E402
+from benchmarks import driver
+from benchmarks.relion_stacks import (gaussians, read_stack, relion, shown, timed,
+                                      write_map)
+from benchmarks.report_files import RESULTS, write_results
+from data_pipeline.formats import star
+from data_pipeline.formats.mrc import open_stack
+from data_pipeline.simulator import builtin_model
+from rotinv_tf.evaluation import (frame_aligned_errors_deg, least_absolute_frame_rotation,
+                                  psi_error_summary)
+from rotinv_tf.serving.classes import FLIP_COLUMN, FLIP_FLAG, turn_correlation
 
 SIZE, PIXEL, CLASSES = 48, 2.0, 3
 ROT, TILTS = 90.0, (0.0, 40.0, 80.0)  # degrees: rot of every view, tilt of each
 MAPS = ("asymmetric", "near_symmetric")
 ANGLES = ("rlnAngleRot", "rlnAngleTilt", star.ANGLE_PSI)
 
-flags.DEFINE_string("work_dir", "/tmp/rotinv_classes", "Maps, stacks, runs and SavedModels.")
-flags.DEFINE_integer("seed", 0, "Seed of the angles and of training (RELION's noise has its own).")
-flags.DEFINE_integer("num_particles", 1500, "Particles per stack.")
-flags.DEFINE_integer("epochs", 8, "Training epochs.")
-flags.DEFINE_float("snr", 1.0, "Signal variance / noise variance of the stacks.")
-flags.DEFINE_float("spread", 3.0, "Std (degrees) of the jitter of each view's tilt.")
-flags.DEFINE_float("lobe_ratio", 0.9, "near_symmetric: the second lobe's amplitude.")
-flags.DEFINE_list("maps", list(MAPS), f"Stacks to run, of {', '.join(MAPS)}.")
-flags.DEFINE_boolean("recentre", False, "Diagnosis: move the noisy particles by -0.5 px in x and y "
-                     "(Fourier shift) before training, from RELION's rotation centre (N/2) to the "
-                     "project's ((N-1)/2).")
-flags.DEFINE_boolean("rescore", False, "Score again the stacks of benchmarks/results/"
-                     "<results>.json (in --work_dir) without making or training anything.")
-flags.DEFINE_string("results", "classes", "benchmarks/results/<results>.{md,json}.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The driver's flags."""
+    flags.DEFINE_string("work_dir", "/tmp/rotinv_classes", "Maps, stacks, runs and SavedModels.")
+    flags.DEFINE_integer("seed", 0, "Seed of the angles and of training (RELION's noise has "
+                         "its own).")
+    flags.DEFINE_integer("num_particles", 1500, "Particles per stack.")
+    flags.DEFINE_integer("epochs", 8, "Training epochs.")
+    flags.DEFINE_float("snr", 1.0, "Signal variance / noise variance of the stacks.")
+    flags.DEFINE_float("spread", 3.0, "Std (degrees) of the jitter of each view's tilt.")
+    flags.DEFINE_float("lobe_ratio", 0.9, "near_symmetric: the second lobe's amplitude.")
+    flags.DEFINE_list("maps", list(MAPS), f"Stacks to run, of {', '.join(MAPS)}.")
+    flags.DEFINE_boolean("recentre", False, "Diagnosis: move the noisy particles by -0.5 px in x "
+                         "and y (Fourier shift) before training, from RELION's rotation centre "
+                         "(N/2) to the project's ((N-1)/2).")
+    flags.DEFINE_boolean("rescore", False, "Score again the stacks of benchmarks/results/"
+                         "<results>.json (in --work_dir) without making or training anything.")
+    flags.DEFINE_string("results", "classes", "benchmarks/results/<results>.{md,json}.")
 
 
 # Maps
 
 
-def _grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Voxel coordinates in Å from RELION's centre, voxel (N/2, N/2, N/2): z, y, x [N, N, N]."""
-    return tuple((np.mgrid[:SIZE, :SIZE, :SIZE] - SIZE // 2) * PIXEL)
-
-
-def gaussians(centres, sigmas, amplitudes) -> np.ndarray:
-    """A map [z, y, x] of 3D Gaussians (centres [A, 3] x, y, z in Å), summed separably."""
-    axis = (np.arange(SIZE) - SIZE // 2) * PIXEL
-    volume = np.zeros((SIZE, SIZE, SIZE))
-    for (x, y, z), s, a in zip(np.asarray(centres), np.broadcast_to(sigmas, len(centres)),
-                               np.broadcast_to(amplitudes, len(centres))):
-        gx, gy, gz = (np.exp(-(axis - c) ** 2 / (2 * s * s)) for c in (x, y, z))
-        volume += a * gz[:, None, None] * gy[None, :, None] * gx[None, None, :]
-    return volume.astype(np.float32)
-
-
 def density(name: str) -> np.ndarray:
     if name == "asymmetric":
         model = builtin_model()
-        return gaussians(model.conformation(0.5), model.sigma, model.weights)
+        return gaussians(model.conformation(0.5), model.sigma, model.weights, SIZE, PIXEL)
     return gaussians([(14.0, 0.0, 0.0), (-14.0, 0.0, 0.0), (0.0, 0.0, 16.0)], [5.0, 5.0, 4.0],
-                     [1.0, FLAGS.lobe_ratio, 1.5])
-
-
-def write_map(path: str, volume: np.ndarray) -> None:
-    with mrcfile.new(path, overwrite=True) as mrc:
-        mrc.set_data(volume)
-        mrc.voxel_size = PIXEL
+                     [1.0, FLAGS.lobe_ratio, 1.5], SIZE, PIXEL)
 
 
 # Stacks
@@ -119,18 +100,6 @@ def angles_star(path: str, angles: np.ndarray) -> None:
                                     amplitude_contrast=0.1),
         "particles": star.StarBlock([*ANGLES, star.OPTICS_GROUP],
                                     [[f"{a:.4f}" for a in row] + ["1"] for row in angles])})
-
-
-def relion(folder: str, *args: str) -> tuple[str, float]:
-    """Runs a RELION program in `folder`: (stdout, wall seconds); raises on failure."""
-    start = time.perf_counter()
-    done = subprocess.run(list(args), cwd=folder, check=True, capture_output=True, text=True)
-    return done.stdout, time.perf_counter() - start
-
-
-def read_stack(path: str) -> np.ndarray:
-    with open_stack(path) as stack:
-        return stack.read(0, len(stack))
 
 
 def half_pixel_back(images: np.ndarray) -> np.ndarray:
@@ -151,7 +120,7 @@ def centroid(images: np.ndarray) -> list[float]:
 def make_stack(folder: str, name: str, seed: int) -> dict:
     """Map, angles, clean and noisy projections, the training STAR; what was made."""
     os.makedirs(folder, exist_ok=True)
-    write_map(os.path.join(folder, "map.mrc"), density(name))
+    write_map(os.path.join(folder, "map.mrc"), density(name), PIXEL)
     rng = np.random.default_rng(seed)
     num = FLAGS.num_particles
     views = np.arange(num) % CLASSES
@@ -200,25 +169,10 @@ def make_stack(folder: str, name: str, seed: int) -> dict:
 # Ours, as a user runs it
 
 
-def timed(folder: str, command: list[str], log: str) -> float:
-    """Runs `command` in `folder` with this worktree first on the path; wall seconds. Its output
-    goes to `log`; a failure prints the log's tail and raises."""
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    start = time.perf_counter()
-    with open(os.path.join(folder, log), "w") as out:
-        done = subprocess.run(command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - start
-    if done.returncode:
-        tail = open(os.path.join(folder, log)).read()[-3000:]
-        print(tail, file=sys.stderr)
-        raise RuntimeError(f"{' '.join(command)} exited {done.returncode} (log {log})")
-    return seconds
-
-
 def run_ours(folder: str, tag: str, seed: int) -> dict:
     runs = os.path.join(folder, "runs")
     train = [sys.executable, "-m", "rotinv_tf.train",
-             f"--flagfile={os.path.join(REPO, 'configs', 'stack.cfg')}",
+             f"--flagfile={driver.STACK_CONFIG}",
              "--star=particles_noangles.star", f"--frame_classes={CLASSES}",
              f"--epochs={FLAGS.epochs}", f"--seed={seed}", f"--name={tag}",
              f"--model_dir={runs}/{tag}", f"--export_dir={runs}/saved_models",
@@ -234,9 +188,8 @@ def run_ours(folder: str, tag: str, seed: int) -> dict:
     select_out, _ = relion(folder, *select)
     stats = ["relion_image_handler", "--i", "Class2D/run_classes.mrcs", "--stats"]
     stats_out, _ = relion(folder, *stats)
-    short = lambda c: " ".join([os.path.basename(c[0]) if c[0] == sys.executable else c[0],  # noqa
-                                *c[1:]]).replace(REPO + "/", "").replace(folder + "/", "")
-    return {"train": short(train), "train_s": train_s, "canonicalize": short(canonicalize),
+    return {"train": shown(train, folder), "train_s": train_s,
+            "canonicalize": shown(canonicalize, folder),
             "canonicalize_s": canonicalize_s, "star_handler": " ".join(select),
             "star_handler_stdout": select_out.strip().splitlines(),
             "image_handler": " ".join(stats), "image_handler_stdout":
@@ -250,22 +203,6 @@ def column(table: star.StarBlock, name: str) -> np.ndarray:
     return np.array(table.column(name), np.float64)
 
 
-def best_rotation_errors(true: np.ndarray, predicted: np.ndarray,
-                         groups: np.ndarray) -> np.ndarray:
-    """|psi error| in degrees after the rotation per group that minimises the group's mean
-    absolute error (0.25° grid). `pose_metrics.psi_errors`' circular-mean rotation is this one
-    while few angles are 180° off, but near half flipped its mean vector shrinks (by 1 - 2 x the
-    flipped share) and points anywhere: it then puts every error near 90°."""
-    errors = np.empty(len(true))
-    offsets = np.radians(np.arange(0.0, 360.0, 0.25))
-    for group in np.unique(groups):
-        members = groups == group
-        difference = np.exp(1j * (true[members] - predicted[members]))
-        turned = np.abs(np.angle(difference[None] * np.exp(-1j * offsets)[:, None]))
-        errors[members] = np.degrees(turned[turned.mean(axis=1).argmin()])
-    return errors
-
-
 def score(folder: str) -> dict:
     truth = np.load(os.path.join(folder, "truth.npz"))
     view = truth["view"]
@@ -275,9 +212,9 @@ def score(folder: str) -> dict:
     classes = column(table, star.CLASS_NUMBER).astype(int)
     loglik, flip = column(table, star.LOG_LIKELIHOOD), column(table, FLIP_COLUMN)
     true, predicted = np.radians(truth["psi"]), np.radians(column(table, star.ANGLE_PSI))
-    error = best_rotation_errors(true, predicted, classes)
+    error = frame_aligned_errors_deg(true, predicted, classes, least_absolute_frame_rotation)
     flipped = error > 90
-    circular_mean_error = pm.psi_errors(true, predicted, classes)
+    circular_mean_error = frame_aligned_errors_deg(true, predicted, classes)
     low = loglik <= np.percentile(loglik, 10)
     flagged = flip > FLIP_FLAG
     detected = low | flagged
@@ -317,7 +254,7 @@ def score(folder: str) -> dict:
                              "majority_view_share": float(picked_views.max() / max(len(picked), 1)),
                              "flip_column_kept": FLIP_COLUMN in selected.columns},
         "class_averages_shape": averages_shape, "star_comments": comments,
-        "psi": pm.error_summary(error[~flipped]) if (~flipped).any() else None,
+        "psi": psi_error_summary(error[~flipped]) if (~flipped).any() else None,
         "flips": {"particles": len(view), "flipped": count(flipped),
                   "over_90_after_circular_mean_rotation": count(circular_mean_error > 90),
                   "flipped_lowest_decile": count(flipped & low),
@@ -422,4 +359,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    driver.start(main, define_flags)

@@ -1,4 +1,4 @@
-"""CTF correction on stacks without angles: `python benchmarks/ctf.py`.
+"""CTF correction on stacks without angles: `python -m benchmarks.ctf`.
 
 For each seed, simulates a CTF stack (the project's simulator: 20 hinge conformations, uniform psi,
 defocus uniform in [1, 3] µm, 300 kV, Cs 2.7 mm, amplitude contrast 0.1) and the same particles
@@ -29,21 +29,19 @@ import time
 
 import mrcfile
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import relion_2d  # noqa: E402
-from report_files import RESULTS, mean_std, write_results  # noqa: E402
-from data_pipeline.datasets.particle_stack import ParticleStack  # noqa: E402
-from data_pipeline.formats import star  # noqa: E402
-from data_pipeline.rotation import rotate  # noqa: E402
-from rotinv_tf import config as configs  # noqa: E402
-from rotinv_tf.training import train_lib  # noqa: E402
-from rotinv_tf.config import Config, resolved_frame  # noqa: E402
-from rotinv_tf.evaluation import estimate_frame_rotation  # noqa: E402
-from rotinv_tf.serving.saved_model import load_serving_model  # noqa: E402
+from benchmarks import driver, relion_2d
+from benchmarks.report_files import mean_std, write_results
+from data_pipeline.datasets.particle_stack import ParticleStack
+from data_pipeline.formats import star
+from data_pipeline.rotation import inscribed_disc, rotate
+from rotinv_tf import config as configs
+from rotinv_tf.config import Config, resolved_frame
+from rotinv_tf.evaluation import (estimate_frame_rotation, frame_aligned_errors_deg,
+                                  psi_error_summary)
+from rotinv_tf.serving.saved_model import load_serving_model
+from rotinv_tf.training import train_lib
 
 PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star"
 NO_ANGLES = "noangles.star"
@@ -54,17 +52,22 @@ RELION = "RELION 2D --ctf"
 ROWS = (*SETTINGS, NO_PENALTY, NO_CTF, RELION)
 CTF_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
 NUM_CONFORMATIONS = 20
-configs.define_flags()
-flags.DEFINE_string("work_dir", "/tmp/rotinv_ctf", "Stacks, runs and SavedModels.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: one stack and one run per setting each.")
-flags.DEFINE_integer("num_particles", 2000, "Particles per stack.")
-flags.DEFINE_integer("image_size", 32, "Box size of the stacks.")
-flags.DEFINE_float("stack_snr", 0.5, "SNR of the stacks.")
-flags.DEFINE_integer("relion_iter", 25, "RELION 2D iterations.")
-flags.DEFINE_integer("relion_threads", 2, "RELION --j.")
-flags.DEFINE_list("skip", [], f"Rows to leave out, some of {list(ROWS)}.")
-flags.DEFINE_boolean("quick", False, "Smoke run: tiny stacks, one epoch; numbers mean nothing.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The driver's flags (`configs/stack.cfg` is read before the command line's)."""
+    configs.define_flags()
+    flags.DEFINE_string("work_dir", "/tmp/rotinv_ctf", "Stacks, runs and SavedModels.")
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: one stack and one run per setting each.")
+    flags.DEFINE_integer("num_particles", 2000, "Particles per stack.")
+    flags.DEFINE_integer("image_size", 32, "Box size of the stacks.")
+    flags.DEFINE_float("stack_snr", 0.5, "SNR of the stacks.")
+    flags.DEFINE_integer("relion_iter", 25, "RELION 2D iterations.")
+    flags.DEFINE_integer("relion_threads", 2, "RELION --j.")
+    flags.DEFINE_list("skip", [], f"Rows to leave out, some of {list(ROWS)}.")
+    flags.DEFINE_boolean("quick", False, "Smoke run: tiny stacks, one epoch; numbers mean "
+                         "nothing.")
 
 
 def _read(path: str) -> np.ndarray:
@@ -131,12 +134,6 @@ def knn_r2(features: np.ndarray, target: np.ndarray, folds: int = 5, neighbours:
     return float(1 - np.square(y - predicted).sum() / np.square(y - y.mean()).sum())
 
 
-def inscribed_disc(size: int) -> np.ndarray:
-    centre = (size - 1) / 2
-    yy, xx = np.mgrid[:size, :size]
-    return (yy - centre) ** 2 + (xx - centre) ** 2 <= (size / 2) ** 2
-
-
 def score(saved_model: str, folder: str, truth_folder: str, defocus: np.ndarray) -> dict:
     """A SavedModel's scores on every particle of `folder` (module docstring); the clean truth
     comes from `truth_folder`'s canonical images and `defocus` (Å) from the CTF stack (the same
@@ -155,7 +152,7 @@ def score(saved_model: str, folder: str, truth_folder: str, defocus: np.ndarray)
     outputs = {k: np.concatenate(v) for k, v in outputs.items()}
     true = true_angles(folder)
     offset = estimate_frame_rotation(true, outputs["angle"])
-    error = psi_errors(true, outputs["angle"], offset)
+    error = frame_aligned_errors_deg(true, outputs["angle"])
     truth = _read(os.path.join(truth_folder, CANONICAL))
     lo, scale = truth.min(), truth.max() - truth.min()
     in_frame = np.asarray(rotate(((truth - lo) / scale)[..., None],
@@ -165,8 +162,7 @@ def score(saved_model: str, folder: str, truth_folder: str, defocus: np.ndarray)
     mse = np.square(output - in_frame)[:, disc].mean(axis=1)
     conformation = (np.array(table.column("rlnClassNumber"), np.float64) - 1) / (
         NUM_CONFORMATIONS - 1)
-    return {"psi_mae_deg": float(error.mean()), "psi_median_deg": float(np.median(error)),
-            "disc_avg_mse": float(mse.mean()),
+    return {**psi_error_summary(error), "disc_avg_mse": float(mse.mean()),
             "defocus_r2": probe_r2(outputs["latent"], defocus),
             "defocus_r2_knn": knn_r2(outputs["latent"], defocus),
             "conformation_r2": probe_r2(outputs["latent"], conformation)}
@@ -176,11 +172,6 @@ def true_angles(folder: str) -> np.ndarray:
     return star.psi_degrees_to_angle(np.array(_table(folder).column("rlnAnglePsi"), np.float64))
 
 
-def psi_errors(true: np.ndarray, angles: np.ndarray, offset: float) -> np.ndarray:
-    """|psi error| (°) of `angles` after the one global rotation `offset`."""
-    return np.abs(np.degrees(np.angle(np.exp(1j * (true - angles - offset)))))
-
-
 def relion_row(folder: str, pixel_size: float) -> dict:
     """RELION 2D, K = 1, `--ctf` on `folder`'s particles with their CTF values (no angles)."""
     table = _table(folder)
@@ -188,9 +179,7 @@ def relion_row(folder: str, pixel_size: float) -> dict:
         folder, os.path.join(folder, "relion_ctf"), FLAGS.image_size, pixel_size,
         FLAGS.relion_iter, 1, FLAGS.relion_threads,
         ctf={column: table.column(column) for column in CTF_COLUMNS})
-    true = true_angles(folder)
-    error = psi_errors(true, angles, estimate_frame_rotation(true, angles))
-    return {"psi_mae_deg": float(error.mean()), "psi_median_deg": float(np.median(error)),
+    return {**psi_error_summary(frame_aligned_errors_deg(true_angles(folder), angles)),
             "train_seconds": seconds}
 
 
@@ -218,10 +207,7 @@ def train_and_score(base: Config, name: str, folder: str, correction: str,
 
 def main(argv: list[str]) -> None:
     del argv
-    unknown = set(FLAGS.skip) - set(ROWS)
-    if unknown:
-        raise app.UsageError(f"unknown rows {sorted(unknown)} in --skip; expected some of "
-                             f"{list(ROWS)}")
+    driver.check_choices("skip", FLAGS.skip, ROWS, empty=True)
     base = configs.from_flags(FLAGS)
     num = FLAGS.num_particles
     if FLAGS.quick:
@@ -297,6 +283,4 @@ def markdown(report: dict) -> str:
 
 
 if __name__ == "__main__":
-    config_file = os.path.join(os.path.dirname(RESULTS), os.pardir, "configs", "stack.cfg")
-    sys.argv = [sys.argv[0], f"--flagfile={os.path.normpath(config_file)}", *sys.argv[1:]]
-    app.run(main)
+    driver.start(main, define_flags, driver.STACK_CONFIG)

@@ -1,67 +1,69 @@
 """Is the heavier convolutional architecture worth its cost? `--architecture=conv` (the default)
 and `paper` trained for the same CPU time on Table 1's two data sets, each scored once on test.
 
-    python benchmarks/equal_time.py [--budget_cpu_seconds=210] [--seeds=0] \
+    python -m benchmarks.equal_time [--budget_cpu_seconds=210] [--seeds=0] \
         [--images_per_conformation=200] [--mnist_dir=../shared/datasets/mnist]
 
 For each seed, all four runs (two data sets, two architectures) train at once in processes of
-their own, so both architectures see the same machine load, with `rotinv_tf.training.train_lib.train` under the same
-`max_train_cpu_seconds` budget (CPU time of each training process, validation included; wall time
-is reported beside it). Each run keeps the weights of the epoch with the lowest validation
-reconstruction MSE (a partly trained last epoch included) and exports them; then all SavedModels
-and the mean training image are scored once on the same seeded test inputs with
-`rotinv_tf.evaluation.evaluate_models`. Data sets and their settings are Table 1's
-(`benchmarks/table1.py`), with fewer simulated particles. Writes `results/equal_time.{md,json}`.
+their own, so both architectures see the same machine load, with
+`rotinv_tf.training.train_lib.train` under the same `max_train_cpu_seconds` budget (CPU time of
+each training process, validation included; wall time is reported beside it). Each run keeps the
+weights of the epoch with the lowest validation reconstruction MSE (a partly trained last epoch
+included) and exports them; then all SavedModels and the mean training image are scored once on
+the same seeded test inputs with `rotinv_tf.evaluation.evaluate_models`. Data sets and their
+settings are Table 1's (`benchmarks.table1`), with fewer simulated particles. Writes
+`results/equal_time.{md,json}`.
+
+Each seed is a unit (`benchmarks.units`) saved in --work_dir with the settings it ran with: a
+rerun skips the seeds saved with the same settings, so `--seeds=0` then `--seeds=0,1` trains seed 1
+only, and the report holds every seed saved with the settings of the run that writes it.
 """
 import datetime
-import json
 import multiprocessing
 import os
 import shutil
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import keras
+from absl import flags
 
-import keras  # noqa: E402
-from absl import flags  # noqa: E402
-
-from data_pipeline import cli, datasets, input_fn  # noqa: E402
-from data_pipeline.errors import DataError  # noqa: E402
-from data_pipeline.preprocessing import mean_image  # noqa: E402
-from rotinv_tf import evaluation  # noqa: E402
-from rotinv_tf.config import Config  # noqa: E402
-from rotinv_tf.serving.saved_model import load_serving_model  # noqa: E402
-from rotinv_tf.training import train_lib  # noqa: E402
-
-import table1  # noqa: E402
-from report_files import mean_std, write_results  # noqa: E402
+from benchmarks import driver
+from benchmarks.report_files import mean_std, write_results
+from benchmarks.table1 import plan
+from benchmarks.table1.scoring import metric_row
+from benchmarks.units import load_all, record_command, run_once
+from data_pipeline import cli, datasets, input_fn
+from data_pipeline.errors import DataError
+from data_pipeline.preprocessing import mean_image
+from rotinv_tf import evaluation
+from rotinv_tf.config import Config
+from rotinv_tf.serving.saved_model import load_serving_model
+from rotinv_tf.training import train_lib
 
 ARCHITECTURES = ("conv", "paper")
-DATASETS = ("simulated_5hdb", "rotated_mnist")  # keys of table1.DATA
+DATASETS = ("simulated_5hdb", "rotated_mnist")  # keys of plan.DATA
 SELECTION_METRIC = "val_reconstruction_mse"
 MAX_EPOCHS = 10_000  # the budget ends every run long before
 
 
 def define_flags() -> None:
-    """The script's flags, defined only when it runs as a program."""
+    """The driver's flags."""
     flags.DEFINE_float("budget_cpu_seconds", 210.0, "CPU seconds of training per run.")
     flags.DEFINE_list("seeds", ["0"], "Seeds; each trains both architectures on both data sets.")
     flags.DEFINE_integer("images_per_conformation", 200, "Simulated particles per conformation "
                          "(20 conformations, 16 train, 4 test, 40x40).")
     flags.DEFINE_float("learning_rate", 1e-3, "Learning rate of both optimizers (Table 1's CPU "
                        "schedule), constant.")
-    flags.DEFINE_string("work_dir", "runs/equal_time", "Checkpoints and SavedModels (emptied).")
+    flags.DEFINE_string("work_dir", "runs/equal_time", "Checkpoints, SavedModels and each seed's "
+                        "saved unit (units/seed<N>.json).")
     flags.DEFINE_string("data_dir", None, "TensorFlow Datasets folder.")
     flags.DEFINE_string("mnist_dir", "../shared/datasets/mnist", "MNIST IDX files.")
     flags.DEFINE_integer("eval_angle_seed", 1234, "Seed of the fixed validation and test angles.")
-    flags.DEFINE_string("add_to", None, "An earlier equal_time.json of the same settings whose "
-                        "seeds' rows are kept beside this run's (a later seed added to a run).")
 
 
 FLAGS = flags.FLAGS
-# What runs of one comparison share; --add_to refuses an earlier report that differs in these.
+# What runs of one comparison share: each seed is a unit (`benchmarks.units`) saved with these, and
+# the report holds every seed saved with the settings it is run with.
 SHARED_SETTINGS = ("budget_cpu_seconds", "learning_rate", "images_per_conformation",
                    "eval_angle_seed")
 
@@ -70,10 +72,10 @@ def run_config(key: str, architecture: str, seed: int, options: dict, budget: fl
                learning_rate: float, work_dir: str, data_dir: str | None,
                eval_angle_seed: int) -> Config:
     """Table 1's config of ours on `key`, with the architecture, seed and CPU budget."""
-    run = table1.Run(epochs=MAX_EPOCHS, learning_rate=learning_rate, lr_decay_epoch=0)
-    schedule = table1.Schedule("equal_time", "equal CPU time", {(key, "ours"): run})
+    run = plan.Run(epochs=MAX_EPOCHS, learning_rate=learning_rate, lr_decay_epoch=0)
+    schedule = plan.Schedule("equal_time", "equal CPU time", {(key, "ours"): run})
     name = f"{key}_{architecture}_seed{seed}"
-    return table1.train_config(key, "ours", schedule, options, work_dir, data_dir,
+    return plan.train_config(key, "ours", schedule, options, work_dir, data_dir,
                                eval_angle_seed, seed).replace(
         name=name, architecture=architecture, max_train_cpu_seconds=budget,
         model_dir=os.path.join(work_dir, name), export_dir=os.path.join(work_dir, "saved_models"))
@@ -110,9 +112,9 @@ def train_run(config_json: str) -> dict:
 
 def evaluate(key: str, runs: dict, options: dict, data_dir: str | None,
              eval_angle_seed: int) -> dict:
-    """Test metrics (`table1.metric_row`) of each architecture's SavedModel and of the mean
+    """Test metrics (`table1.scoring.metric_row`) of each architecture's SavedModel and of the mean
     training image, all on the same inputs; architecture (or "mean_image") -> row."""
-    spec = table1.DATA[key]
+    spec = plan.DATA[key]
     batches, normalization = input_fn.eval_input(
         spec.dataset, 256, split="test", data_dir=data_dir, angle_seed=eval_angle_seed,
         angle_distribution=spec.angle_distribution, angle_scale=spec.angle_scale, **options)
@@ -120,8 +122,8 @@ def evaluate(key: str, runs: dict, options: dict, data_dir: str | None,
     models = [load_serving_model(runs[a]["export_path"]) for a in ARCHITECTURES]
     models.append(evaluation.MeanImageModel(mean_image(train.map(lambda e: e["image"]))))
     results = evaluation.evaluate_models(models, batches.as_numpy_iterator(), normalization)
-    return {name: table1.metric_row(r.metrics)
-            for name, r in zip(ARCHITECTURES + (table1.MEAN_IMAGE,), results)}
+    return {name: metric_row(r.metrics)
+            for name, r in zip(ARCHITECTURES + (plan.MEAN_IMAGE,), results)}
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -131,7 +133,7 @@ def summarize(rows: list[dict]) -> list[dict]:
              "best_epoch": ".1f", "best_val_mse": ".4g", "images_per_second": ".0f"}
     lines = []
     for key in dict.fromkeys(r["dataset"] for r in rows):
-        for arch in ARCHITECTURES + (table1.MEAN_IMAGE,):
+        for arch in ARCHITECTURES + (plan.MEAN_IMAGE,):
             group = [r for r in rows if r["dataset"] == key and r["architecture"] == arch]
             line = {"dataset": key, "architecture": arch, "seeds": len(group)}
             for name, fmt in cells.items():
@@ -183,20 +185,47 @@ def render(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_earlier(path: str, settings: dict, seeds: list[int]) -> dict:
-    """The report at `path`, checked to share `settings` and none of `seeds`; DataError if not."""
-    try:
-        with open(path) as f:
-            report = json.load(f)
-        differing = [name for name in SHARED_SETTINGS if report[name] != settings[name]]
-        repeated = sorted(set(report["seeds"]) & set(seeds))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(path, f"not an equal_time report ({e})") from None
-    if differing or repeated:
-        raise DataError(path, f"cannot add to it: settings differ ({', '.join(differing)}) or "
-                              f"seeds repeat ({repeated})")
-    return {"rows": report["rows"], "wall_seconds": report["wall_seconds"],
-            "commands": report.get("commands", [report["command"]])}
+def run_seed(seed: int, options: dict, settings: dict, work_dir: str,
+             data_dir: str | None) -> dict:
+    """One seed's unit: its four runs trained at once (processes of their own), then scored."""
+    start = time.perf_counter()
+    keys = [(key, a) for key in DATASETS for a in ARCHITECTURES]
+    configs = [run_config(key, a, seed, options[key], settings["budget_cpu_seconds"],
+                          settings["learning_rate"], work_dir, data_dir,
+                          settings["eval_angle_seed"]).to_json() for key, a in keys]
+    print(f"== seed {seed}: {len(keys)} runs at once", flush=True)
+    spawn = multiprocessing.get_context("spawn")  # TensorFlow does not survive a fork
+    with spawn.Pool(len(keys)) as pool:
+        runs = dict(zip(keys, pool.map(train_run, configs)))
+    rows = []
+    for key in DATASETS:
+        trained = {a: runs[(key, a)] for a in ARCHITECTURES}
+        scores = evaluate(key, trained, options[key], data_dir, settings["eval_angle_seed"])
+        for name, score in scores.items():
+            rows.append({"dataset": key, "architecture": name, "seed": seed, **score,
+                         **trained.get(name, {})})
+            print(f"{key} seed {seed} {name}: {rows[-1]}", flush=True)
+    return {"seed": seed, "rows": rows, "wall_seconds": time.perf_counter() - start}
+
+
+def compare(seeds: list[int], settings: dict, options: dict, work_dir: str,
+            data_dir: str | None, command: str) -> dict:
+    """Runs every seed not saved with `settings` (`run_seed`); the report of every seed saved
+    with them."""
+    folder = os.path.join(work_dir, "units")
+    commands = record_command(work_dir, command)
+    for seed in seeds:
+        run_once(os.path.join(folder, f"seed{seed}.json"), settings,
+                 lambda: run_seed(seed, options, settings, work_dir, data_dir))
+    saved = [unit for _, unit in load_all(folder) if unit["settings"] == settings]
+    rows = [row for unit in sorted(saved, key=lambda u: u["seed"]) for row in unit["rows"]]
+    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "cpu_count": os.cpu_count(), "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
+            **settings, "seeds": sorted(unit["seed"] for unit in saved),
+            "selection_metric": SELECTION_METRIC,
+            "wall_seconds": sum(unit["wall_seconds"] for unit in saved),
+            "command": " && ".join(commands), "commands": commands, "rows": rows,
+            "summary": summarize(rows), "verdicts": verdicts(rows)}
 
 
 def main(argv: list[str]) -> None:
@@ -208,44 +237,16 @@ def main(argv: list[str]) -> None:
         cli.fail(f"--budget_cpu_seconds must be > 0, got {FLAGS.budget_cpu_seconds}")
     seeds = [int(s) for s in FLAGS.seeds]
     settings = {name: getattr(FLAGS, name) for name in SHARED_SETTINGS}
-    earlier = load_earlier(FLAGS.add_to, settings, seeds) if FLAGS.add_to else {"rows": [],
-                                                                                "commands": []}
-    start = time.perf_counter()
-    schedule = table1.Schedule("equal_time", "", {}, FLAGS.images_per_conformation)
-    options = {key: table1.data_options(key, schedule, mnist_dir) for key in DATASETS}
+    schedule = plan.Schedule("equal_time", "", {}, FLAGS.images_per_conformation)
+    options = {key: plan.data_options(key, schedule, mnist_dir) for key in DATASETS}
     # The data of results/equal_time.md: discrete conformations (Table 1 has since moved to
     # continuous ones).
     options["simulated_5hdb"]["simulation"]["continuous_conformations"] = False
     for key in DATASETS:  # built here, not by the runs at once
-        datasets.num_examples(table1.DATA[key].dataset, "train", FLAGS.data_dir, **options[key])
-    rows = earlier["rows"]
-    spawn = multiprocessing.get_context("spawn")  # TensorFlow does not survive a fork
-    for seed in seeds:
-        keys = [(key, a) for key in DATASETS for a in ARCHITECTURES]
-        configs = [run_config(key, a, seed, options[key], FLAGS.budget_cpu_seconds,
-                              FLAGS.learning_rate, FLAGS.work_dir, FLAGS.data_dir,
-                              FLAGS.eval_angle_seed).to_json() for key, a in keys]
-        print(f"== seed {seed}: {len(keys)} runs at once", flush=True)
-        with spawn.Pool(len(keys)) as pool:
-            runs = dict(zip(keys, pool.map(train_run, configs)))
-        for key in DATASETS:
-            trained = {a: runs[(key, a)] for a in ARCHITECTURES}
-            scores = evaluate(key, trained, options[key], FLAGS.data_dir, FLAGS.eval_angle_seed)
-            for name, score in scores.items():
-                rows.append({"dataset": key, "architecture": name, "seed": seed, **score,
-                             **trained.get(name, {})})
-                print(f"{key} seed {seed} {name}: {rows[-1]}", flush=True)
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "cpu_count": os.cpu_count(), "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
-              **settings, "seeds": sorted({r["seed"] for r in rows}),
-              "selection_metric": SELECTION_METRIC,
-              "wall_seconds": earlier.get("wall_seconds", 0.0) + time.perf_counter() - start,
-              "command": " && ".join(earlier["commands"] + [" ".join(["python"] + sys.argv)]),
-              "commands": earlier["commands"] + [" ".join(["python"] + sys.argv)], "rows": rows,
-              "summary": summarize(rows), "verdicts": verdicts(rows)}
+        datasets.num_examples(plan.DATA[key].dataset, "train", FLAGS.data_dir, **options[key])
+    report = compare(seeds, settings, options, FLAGS.work_dir, FLAGS.data_dir, driver.command())
     write_results("equal_time", report, render(report))
 
 
 if __name__ == "__main__":
-    define_flags()
-    cli.run(main)
+    driver.start(main, define_flags)

@@ -1,4 +1,5 @@
-"""Learned canonical frame on stacks whose angles nobody knows: `python benchmarks/learned_frame.py`.
+"""The learned canonical frame on stacks whose angles nobody knows:
+`python -m benchmarks.learned_frame`.
 
 For each simulated stack (the project's simulator, 20 hinge conformations, uniform psi, no shifts,
 no CTF; one per SNR and seed), trains `configs/stack.cfg` on the particles alone (no STAR file: the
@@ -26,33 +27,38 @@ import time
 
 import mrcfile
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from report_files import RESULTS, mean_std, write_results  # noqa: E402
-from data_pipeline.formats import star  # noqa: E402
-from data_pipeline.rotation import rotate  # noqa: E402
-from rotinv_tf import config as configs  # noqa: E402
-from rotinv_tf.training import train_lib  # noqa: E402
-from rotinv_tf.config import Config  # noqa: E402
-from rotinv_tf.evaluation import estimate_frame_rotation  # noqa: E402
-from rotinv_tf.serving.inference import canonicalize_particles  # noqa: E402
+from benchmarks import driver
+from benchmarks.report_files import mean_std, write_results
+from data_pipeline.formats import star
+from data_pipeline.rotation import inscribed_disc, rotate
+from rotinv_tf import config as configs
+from rotinv_tf.config import Config
+from rotinv_tf.evaluation import (estimate_frame_rotation, frame_aligned_errors_deg,
+                                  psi_error_summary)
+from rotinv_tf.serving.inference import canonicalize_particles
+from rotinv_tf.training import train_lib
 
 # What `python -m data_pipeline.simulate` writes (run as a program: it defines flags of its own).
 PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star"
-configs.define_flags()
-flags.DEFINE_string("work_dir", "/tmp/rotinv_learned_frame", "Stacks, runs and SavedModels.")
-flags.DEFINE_list("snrs", ["1", "0.1"], "SNRs of the stacks.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: one stack and one training run each.")
-flags.DEFINE_integer("num_particles", 3000, "Particles per stack (and per new-particle stack).")
-flags.DEFINE_integer("image_size", 40, "Box size of the stacks.")
-flags.DEFINE_boolean("supervised", True, "Also train with the true angles (the reference).")
-flags.DEFINE_boolean("quick", False, "Smoke run: tiny stacks, one epoch; numbers mean nothing.")
-flags.DEFINE_string("rescore", None, "An earlier learned_frame.json: score its SavedModels again "
-                    "(in --work_dir) instead of training.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The driver's flags (`configs/stack.cfg` is read before the command line's)."""
+    configs.define_flags()
+    flags.DEFINE_string("work_dir", "/tmp/rotinv_learned_frame", "Stacks, runs and SavedModels.")
+    flags.DEFINE_list("snrs", ["1", "0.1"], "SNRs of the stacks.")
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: one stack and one training run each.")
+    flags.DEFINE_integer("num_particles", 3000, "Particles per stack (and per new-particle "
+                         "stack).")
+    flags.DEFINE_integer("image_size", 40, "Box size of the stacks.")
+    flags.DEFINE_boolean("supervised", True, "Also train with the true angles (the reference).")
+    flags.DEFINE_boolean("quick", False, "Smoke run: tiny stacks, one epoch; numbers mean "
+                         "nothing.")
+    flags.DEFINE_string("rescore", None, "An earlier learned_frame.json: score its SavedModels "
+                        "again (in --work_dir) instead of training.")
 
 
 def _stack(folder: str, snr: float, seed: int, num: int) -> str:
@@ -85,7 +91,7 @@ def score(folder: str, saved_model: str, out: str, refine: bool) -> dict:
     predicted = star.psi_degrees_to_angle(np.array(table.column(star.ANGLE_PSI), np.float64))
     true = _true_psi(folder)
     offset = estimate_frame_rotation(true, predicted)
-    error = np.abs(np.degrees(np.angle(np.exp(1j * (true - predicted - offset)))))
+    error = frame_aligned_errors_deg(true, predicted)
     truth = _read(os.path.join(folder, CANONICAL))
     lo, scale = truth.min(), truth.max() - truth.min()
     # The model's canonical image is the truth turned by the frame rotation (evaluation module).
@@ -94,20 +100,10 @@ def score(folder: str, saved_model: str, out: str, refine: bool) -> dict:
     squared = np.square(output - np.asarray(in_frame))[..., 0]
     mse = squared.reshape(len(truth), -1).mean(axis=1)
     disc_mse = squared[:, inscribed_disc(truth.shape[1])].mean(axis=1)
-    return {"psi_mae_deg": float(error.mean()), "psi_median_deg": float(np.median(error)),
-            "psi_over_15_percent": float((error > 15).mean() * 100),
-            "psi_mse_rad2": float(np.square(np.radians(error)).mean()),
+    return {**psi_error_summary(error), "psi_mse_rad2": float(np.square(np.radians(error)).mean()),
             "frame_rotation_deg": math.degrees(offset), "avg_mse": float(mse.mean()),
             "worst_mse": float(mse.max()), "disc_avg_mse": float(disc_mse.mean()),
             "disc_worst_mse": float(disc_mse.max()), "particles_per_second": summary.particles_per_second}
-
-
-def inscribed_disc(size: int) -> np.ndarray:
-    """[N, N] bool: pixels within the inscribed circle, the part of a box that every rotation
-    keeps (corners come from outside the particle box and are filled by convention)."""
-    centre = (size - 1) / 2
-    yy, xx = np.mgrid[:size, :size]
-    return (yy - centre) ** 2 + (xx - centre) ** 2 <= (size / 2) ** 2
 
 
 def trivial_rows(folder: str) -> dict:
@@ -235,6 +231,4 @@ def markdown(report: dict) -> str:
 
 
 if __name__ == "__main__":
-    config_file = os.path.join(os.path.dirname(RESULTS), os.pardir, "configs", "stack.cfg")
-    sys.argv = [sys.argv[0], f"--flagfile={os.path.normpath(config_file)}", *sys.argv[1:]]
-    app.run(main)
+    driver.start(main, define_flags, driver.STACK_CONFIG)

@@ -1,4 +1,4 @@
-"""Memory at scale: `python benchmarks/memory.py` (details in benchmarks/README.md).
+"""Memory at scale: `python -m benchmarks.memory` (details in benchmarks/README.md).
 
 Generates particle stacks by streaming (an asymmetric two-blob particle at a uniform random angle
 plus Gaussian noise, float32, `--image_size` square), trains `configs/stack.cfg` for one epoch on
@@ -23,33 +23,38 @@ import sys
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from benchmarks import driver
+from benchmarks.driver import REPO
+from benchmarks.report_files import write_results
+from data_pipeline.formats.mrc import StackWriter
+from data_pipeline.formats.star import StarBlock, StarWriter, angle_to_psi_degrees
 
-from data_pipeline.formats.mrc import StackWriter  # noqa: E402
-from data_pipeline.formats.star import StarBlock, StarWriter, angle_to_psi_degrees  # noqa: E402
-
-RESULTS = os.path.join(REPO, "benchmarks", "results")
-flags.DEFINE_string("work_dir", "/tmp/rotinv_memory", "Stacks, runs, SavedModel and outputs.")
-flags.DEFINE_list("canonicalize_sizes", ["20000", "1000000"], "Particles per canonicalize run.")
-flags.DEFINE_list("train_sizes", ["20000", "200000"], "Particles per training run.")
-flags.DEFINE_integer("image_size", 16, "Box size of the generated stacks.")
-flags.DEFINE_integer("filters", 8, "Network width of the trained model (--filters, "
-                     "--critic_filters).")
-flags.DEFINE_integer("batch_size", 256, "Training and canonicalize batch size.")
-flags.DEFINE_float("sample_seconds", 0.05, "RssAnon sampling interval.")
-flags.DEFINE_string("code", REPO, "Checkout whose code the commands run (PYTHONPATH): another "
-                    "one measures code before a change.")
-flags.DEFINE_list("inputs", ["stack"], "What each command is given: `stack` (the .mrcs alone), "
-                  "`star` (the stack's STAR file too: train --star, canonicalize --input=<.star>; "
-                  "both read it whole).")
-flags.DEFINE_string("results_name", "memory", "Writes benchmarks/results/<results_name>.{md,json}.")
-flags.DEFINE_boolean("quick", False, "Smoke run: 2,000 and 8,000 particles (results name "
-                     "memory_quick).")
 FLAGS = flags.FLAGS
 CHUNK = 10_000
+
+
+def define_flags() -> None:
+    """The driver's flags."""
+    flags.DEFINE_string("work_dir", "/tmp/rotinv_memory", "Stacks, runs, SavedModel and outputs.")
+    flags.DEFINE_list("canonicalize_sizes", ["20000", "1000000"], "Particles per canonicalize "
+                      "run.")
+    flags.DEFINE_list("train_sizes", ["20000", "200000"], "Particles per training run.")
+    flags.DEFINE_integer("image_size", 16, "Box size of the generated stacks.")
+    flags.DEFINE_integer("filters", 8, "Network width of the trained model (--filters, "
+                         "--critic_filters).")
+    flags.DEFINE_integer("batch_size", 256, "Training and canonicalize batch size.")
+    flags.DEFINE_float("sample_seconds", 0.05, "RssAnon sampling interval.")
+    flags.DEFINE_string("code", REPO, "Checkout whose code the commands run (PYTHONPATH): "
+                        "another one measures code before a change.")
+    flags.DEFINE_list("inputs", ["stack"], "What each command is given: `stack` (the .mrcs "
+                      "alone), `star` (the stack's STAR file too: train --star, canonicalize "
+                      "--input=<.star>; both read it whole).")
+    flags.DEFINE_string("results_name", "memory", "Writes benchmarks/results/"
+                        "<results_name>.{md,json}.")
+    flags.DEFINE_boolean("quick", False, "Smoke run: 2,000 and 8,000 particles (results name "
+                         "memory_quick).")
 
 
 def particles(rng: np.random.Generator, count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -186,15 +191,11 @@ def main(argv: list[str]) -> None:
               "batch_size": FLAGS.batch_size, "code": FLAGS.code, "load_average_end": load,
               "rows": rows}
     name = "memory_quick" if FLAGS.quick else FLAGS.results_name
-    with open(os.path.join(RESULTS, f"{name}.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(os.path.join(RESULTS, f"{name}.md"), "w") as f:
-        f.write(markdown(report))
-    print(markdown(report))
+    write_results(name, report, markdown(report))
 
 
 def markdown(report: dict) -> str:
-    lines = [f"Memory at scale (`python benchmarks/memory.py`): {report['image_size']}x"
+    lines = [f"Memory at scale (`python -m benchmarks.memory`): {report['image_size']}x"
              f"{report['image_size']} float32 particles, network width {report['filters']}, "
              f"batch {report['batch_size']}; 1-minute load average at the end "
              f"{report['load_average_end'][0]:.1f}.", "",
@@ -210,4 +211,4 @@ def markdown(report: dict) -> str:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    driver.start(main, define_flags)

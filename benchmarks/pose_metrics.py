@@ -1,32 +1,13 @@
-"""Scores of `benchmarks/poses.py`, NumPy only: psi error per view, k-means ARI, and the
-cross-validated Spearman ρ between a hinge angle and the best linear direction of features.
+"""Feature scores of `benchmarks.poses`, NumPy only: k-means ARI, and the cross-validated Spearman ρ
+between a hinge angle and the best linear direction of features (psi errors are
+`rotinv_tf.evaluation`'s).
 
-- `psi_errors`: |psi error| in degrees after the best single rotation per group (each view's
-  frame is arbitrary), the rotation being the circular mean of the differences.
 - `kmeans` + `adjusted_rand_index`: do features cluster by (conformation bin, view)?
 - `linear_spearman`: within each view, a least-squares fit of the hinge angle on the features on
   all folds but one, Spearman ρ of its prediction on the held-out fold; |ρ| averaged over folds
   and views (a continuum of conformations should lie along some direction of a good latent).
 """
 import numpy as np
-
-
-def psi_errors(true: np.ndarray, predicted: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """|wrap(true - predicted - offset_g)| in degrees, one offset per group (angles in radians)."""
-    true, predicted = np.asarray(true, np.float64), np.asarray(predicted, np.float64)
-    errors = np.empty(len(true))
-    for group in np.unique(groups):
-        members = groups == group
-        difference = np.exp(1j * (true[members] - predicted[members]))
-        offset = np.angle(difference.mean())
-        errors[members] = np.abs(np.degrees(np.angle(difference * np.exp(-1j * offset))))
-    return errors
-
-
-def error_summary(errors: np.ndarray) -> dict:
-    """Mean, median and share above 15° of absolute errors in degrees."""
-    return {"psi_mae_deg": float(np.mean(errors)), "psi_median_deg": float(np.median(errors)),
-            "psi_over_15_percent": float(100 * np.mean(errors > 15))}
 
 
 def kmeans(features: np.ndarray, k: int, seed: int = 0, restarts: int = 10,

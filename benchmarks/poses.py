@@ -1,4 +1,4 @@
-"""rotinv_tf beside what cryo-EM users run (issue 15): `python benchmarks/poses.py`.
+"""rotinv_tf beside what cryo-EM users run (issue 15): `python -m benchmarks.poses`.
 
 Stacks from the project's simulator (RELION's hand; uniform psi, no shifts, no CTF):
 homogeneous (one view, one conformation) and heterogeneous (hinge positions drawn from a continuum,
@@ -13,9 +13,10 @@ homogeneous (one view, one conformation) and heterogeneous (hinge positions draw
   (`canonicalize --refine=false`), that angle refined against the frame's template of the
   particle's class (`canonicalize`'s default), and the network's own angle (the encoder's θ̂ of
   the particle, served as `network_angle`).
-Scores (`pose_metrics`): psi error after one rotation per view; for heterogeneous stacks, k-means
-ARI of each method's features (PCA to at most 20 dimensions) against the 15 (conformation bin, view)
-pairs and the cross-validated |Spearman ρ| of the best linear direction within a view vs the hinge.
+Scores: psi error after one rotation per view (`rotinv_tf.evaluation.frame_aligned_errors_deg`);
+for heterogeneous stacks (`pose_metrics`), k-means ARI of each method's features (PCA to at most
+20 dimensions) against the 15 (conformation bin, view) pairs and the cross-validated |Spearman ρ|
+of the best linear direction within a view vs the hinge.
 Ours' features are the SavedModel's served `features` (`rotinv_tf.pose.frame_features`), its
 encoder latent a row of its own; 'truth: view + hinge' scores the true labels, the ceiling of
 k-means on a perfect one-dimensional latent.
@@ -31,51 +32,53 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 
 import mrcfile
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import driver, pose_metrics as pm, relion_2d
+from benchmarks.report_files import write_results
+from data_pipeline.formats import star
+from data_pipeline.rotation import rotate
+from data_pipeline.simulated_stack import PARTICLES, STAR, write_stack
+from data_pipeline.simulator import SimulationConfig
+from rotinv_tf import config as configs
+from rotinv_tf.config import Config
+from rotinv_tf.evaluation import frame_aligned_errors_deg, psi_error_summary
+from rotinv_tf.pose.classical import (align_reference_free, align_to_templates, coaligned,
+                                      invariant_features, pca)
+from rotinv_tf.serving.inference import canonicalize_particles
+from rotinv_tf.serving.saved_model import load_serving_model
+from rotinv_tf.training import train_lib
 
-import pose_metrics as pm  # noqa: E402
-import relion_2d  # noqa: E402
-from data_pipeline.formats import star  # noqa: E402
-from data_pipeline.rotation import rotate  # noqa: E402
-from data_pipeline.simulated_stack import PARTICLES, STAR, write_stack  # noqa: E402
-from data_pipeline.simulator import SimulationConfig  # noqa: E402
-from rotinv_tf import config as configs  # noqa: E402
-from rotinv_tf.training import train_lib  # noqa: E402
-from rotinv_tf.config import Config  # noqa: E402
-from rotinv_tf.serving.inference import canonicalize_particles  # noqa: E402
-from rotinv_tf.pose.classical import (align_reference_free, align_to_templates,  # noqa: E402
-                                      coaligned, invariant_features, pca)
-from rotinv_tf.serving.saved_model import load_serving_model  # noqa: E402
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 STACKS = {"homogeneous_snr1": (False, 1.0), "homogeneous_snr0.1": (False, 0.1),
           "heterogeneous_snr1": (True, 1.0), "heterogeneous_snr0.1": (True, 0.1)}
 CONFORMATION_BINS, VIEWS, FEATURE_DIMS = 5, 3, 20
-configs.define_flags()
-flags.DEFINE_string("work_dir", "/tmp/rotinv_poses", "Stacks, RELION runs and SavedModels.")
-flags.DEFINE_list("stacks", list(STACKS), f"Stacks to run, of {', '.join(STACKS)}.")
-flags.DEFINE_integer("num_particles", 3000, "Particles per stack (and per new-particle stack).")
-flags.DEFINE_integer("image_size", 40, "Box size of the stacks.")
-flags.DEFINE_integer("relion_iter", 25, "RELION 2D iterations.")
-flags.DEFINE_integer("relion_threads", 2, "RELION --j.")
-flags.DEFINE_integer("svae_epochs", None, "spatial-VAE epochs (default: --epochs).")
-flags.DEFINE_list("skip", [], "Methods to leave out: relion, svae, ours.")
-flags.DEFINE_string("results", "poses", "Results name: benchmarks/results/<results>.{md,json}.")
-flags.DEFINE_list("merge", [], "Only merge these earlier results (.json, rows of later files "
-                  "replacing the same stack and method) into --results, running nothing.")
-flags.DEFINE_boolean("quick", False, "Smoke run: 300 particles, 1 epoch, 2 RELION iterations.")
 FLAGS = flags.FLAGS
-# The authors' networks: same psi and features as conv's in the learned frame, 3-4x faster
-# (benchmarks/README.md, learned-frame speed); the stacks are their box size.
-FLAGS.set_default("architecture", "paper")
+
+
+def define_flags() -> None:
+    """The driver's flags (`configs/stack.cfg` is read before the command line's)."""
+    configs.define_flags()
+    flags.DEFINE_string("work_dir", "/tmp/rotinv_poses", "Stacks, RELION runs and SavedModels.")
+    flags.DEFINE_list("stacks", list(STACKS), f"Stacks to run, of {', '.join(STACKS)}.")
+    flags.DEFINE_integer("num_particles", 3000, "Particles per stack (and per new-particle "
+                         "stack).")
+    flags.DEFINE_integer("image_size", 40, "Box size of the stacks.")
+    flags.DEFINE_integer("relion_iter", 25, "RELION 2D iterations.")
+    flags.DEFINE_integer("relion_threads", 2, "RELION --j.")
+    flags.DEFINE_integer("svae_epochs", None, "spatial-VAE epochs (default: --epochs).")
+    flags.DEFINE_list("skip", [], "Methods to leave out: relion, svae, ours.")
+    flags.DEFINE_string("results", "poses", "Results name: benchmarks/results/<results>.{md,json}.")
+    flags.DEFINE_list("merge", [], "Only merge these earlier results (.json, rows of later files "
+                      "replacing the same stack and method) into --results, running nothing.")
+    flags.DEFINE_boolean("quick", False, "Smoke run: 300 particles, 1 epoch, 2 RELION "
+                         "iterations.")
+    # The authors' networks: same psi and features as conv's in the learned frame, 3-4x faster
+    # (benchmarks/README.md, learned-frame speed); the stacks are their box size.
+    FLAGS.set_default("architecture", "paper")
 
 
 def stack_config(heterogeneous: bool, snr: float, seed: int, num: int) -> SimulationConfig:
@@ -95,7 +98,7 @@ def read_images(path: str) -> np.ndarray:
 
 
 def pose_scores(truth: dict, angles: np.ndarray) -> dict:
-    return pm.error_summary(pm.psi_errors(truth["angle"], angles, truth["view"]))
+    return psi_error_summary(frame_aligned_errors_deg(truth["angle"], angles, truth["view"]))
 
 
 def feature_scores(truth: dict, features: np.ndarray) -> dict:
@@ -288,9 +291,7 @@ def main(argv: list[str]) -> None:
     if FLAGS.merge:
         write(merge(FLAGS.merge), "")
         return
-    unknown = set(FLAGS.stacks) - set(STACKS)
-    if unknown:
-        raise app.UsageError(f"unknown stacks {sorted(unknown)}; expected some of {list(STACKS)}")
+    driver.check_choices("stacks", FLAGS.stacks, STACKS, empty=True)
     base = configs.from_flags(FLAGS)
     num = FLAGS.num_particles
     if FLAGS.quick:
@@ -311,13 +312,7 @@ def main(argv: list[str]) -> None:
 
 def write(report: dict, suffix: str) -> None:
     """`<results><suffix>.{json,md}`."""
-    path = os.path.join(RESULTS, f"{FLAGS.results}{suffix}")
-    for name, text in ((path + ".json", json.dumps(report, indent=1)),
-                       (path + ".md", markdown(report))):
-        with open(name + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(name + ".tmp", name)
-    print(markdown(report), flush=True)
+    write_results(f"{FLAGS.results}{suffix}", report, markdown(report))
 
 
 def _cell(row: dict, key: str, fmt: str) -> str:
@@ -404,6 +399,4 @@ def targets(report: dict) -> list[str]:
 
 
 if __name__ == "__main__":
-    config_file = os.path.join(os.path.dirname(RESULTS), os.pardir, "configs", "stack.cfg")
-    sys.argv = [sys.argv[0], f"--flagfile={os.path.normpath(config_file)}", *sys.argv[1:]]
-    app.run(main)
+    driver.start(main, define_flags, driver.STACK_CONFIG)

@@ -40,22 +40,24 @@ def relion_star(folder: str, image_size: int, pixel_size: float,
 
 def run_relion(folder: str, out: str, image_size: int, pixel_size: float, iterations: int,
                classes: int, threads: int, reference: str | None = None,
-               ctf: dict[str, list[str]] | None = None, retries: int = 2
+               ctf: dict[str, list[str]] | None = None, retries: int = 2,
+               offset_range: float = 3.0, offset_step: float = 2.0
                ) -> tuple[np.ndarray, np.ndarray, float, str, list[str]]:
     """RELION 2D classification of `folder`'s stack into `out` (against `reference`'s class
-    averages when given, else K = `classes`; with `ctf` as in `relion_star`, `--ctf`) ->
+    averages when given, else K = `classes`; with `ctf` as in `relion_star`, `--ctf`; offsets
+    searched within `offset_range` pixels in `offset_step` steps) ->
     (angles [B] radians, classes [B], wall seconds of the run that finished, the last
     iteration's class averages, one line per failed run before it)."""
     failures = []
-    base = _command(folder, out, image_size, pixel_size, iterations, classes, threads, reference,
-                    ctf)
+    base = command(folder, out, image_size, pixel_size, iterations, classes, threads, reference,
+                   ctf, offset_range, offset_step)
     for attempt in range(retries + 1):
         shutil.rmtree(out, ignore_errors=True)
         os.makedirs(out)
-        command = base + (["--random_seed", str(attempt)] if attempt else [])
+        line = base + (["--random_seed", str(attempt)] if attempt else [])
         start = time.perf_counter()
         try:
-            subprocess.run(command, cwd=folder, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(line, cwd=folder, check=True, stdout=subprocess.DEVNULL)
         except subprocess.CalledProcessError as e:
             done = len(glob.glob(os.path.join(out, "run_it*_data.star"))) - 1
             failures.append(f"{'clock' if not attempt else attempt} seed: exit {e.returncode} "
@@ -76,21 +78,23 @@ def run_relion(folder: str, out: str, image_size: int, pixel_size: float, iterat
     return angles, labels, seconds, data.replace("_data.star", "_classes.mrcs"), failures
 
 
-def _command(folder: str, out: str, image_size: int, pixel_size: float, iterations: int,
-             classes: int, threads: int, reference: str | None,
-             ctf: dict[str, list[str]] | None) -> list[str]:
-    """Issue 15's `relion_refine` command line."""
+def command(folder: str, out: str, image_size: int, pixel_size: float, iterations: int,
+            classes: int, threads: int, reference: str | None,
+            ctf: dict[str, list[str]] | None, offset_range: float, offset_step: float
+            ) -> list[str]:
+    """The `relion_refine` command line of `run_relion`: issue 15's (offsets 3 px / step 2
+    there)."""
     diameter = 0.9 * image_size * pixel_size
-    command = ["relion_refine", "--o", os.path.join(out, "run"),
-               "--i", relion_star(folder, image_size, pixel_size, ctf),
-               "--iter", str(iterations),
-               "--tau2_fudge", "2", "--particle_diameter", f"{diameter:.1f}",
-               "--flatten_solvent", "--zero_mask", "--oversampling", "1", "--psi_step", "6",
-               "--offset_range", "3", "--offset_step", "2", "--norm", "--scale",
-               "--j", str(threads), "--pool", "30", "--pad", "2",
-               "--dont_combine_weights_via_disc"]
-    command += ["--ref", reference] if reference else ["--K", str(classes)]
-    return command + (["--ctf"] if ctf else [])
+    line = ["relion_refine", "--o", os.path.join(out, "run"),
+            "--i", relion_star(folder, image_size, pixel_size, ctf),
+            "--iter", str(iterations),
+            "--tau2_fudge", "2", "--particle_diameter", f"{diameter:.1f}",
+            "--flatten_solvent", "--zero_mask", "--oversampling", "1", "--psi_step", "6",
+            "--offset_range", f"{offset_range:g}", "--offset_step", f"{offset_step:g}",
+            "--norm", "--scale", "--j", str(threads), "--pool", "30", "--pad", "2",
+            "--dont_combine_weights_via_disc"]
+    line += ["--ref", reference] if reference else ["--K", str(classes)]
+    return line + (["--ctf"] if ctf else [])
 
 
 def installed() -> bool:

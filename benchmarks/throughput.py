@@ -1,7 +1,7 @@
 """Throughput of the input pipeline, the training step and SavedModel inference, in images/s, ours
 beside the authors' PyTorch step timed in the same run.
 
-    python benchmarks/throughput.py [--architectures=paper,conv] [--modes=function,xla]
+    python -m benchmarks.throughput [--architectures=paper,conv] [--modes=function,xla]
         [--precisions=float32,...] [--reference_threads=1,2] [--batch_size=256] [--steps=8]
         [--windows=5] [--widths=32:16] [--intra_op_threads=0] [--inter_op_threads=0]
         [--data_dir=...] [--output=...] [--quick]
@@ -15,7 +15,7 @@ Rows, each the median images/s over `--windows` timed windows after warm-up (min
    `--architectures`, `--modes` (tf.function, XLA `jit_compile`) and `--precisions`;
 3. inference through an exported SavedModel's `serving_default` at `--image_size`, batch 1,024,
    as exported and with its serving function compiled by XLA (`export_saved_model(jit_compile)`).
-With torch importable (`pip install .[bench]`), `benchmarks/reference_pytorch.py` (the authors'
+With torch importable (`pip install .[bench]`), `benchmarks.reference_pytorch` (the authors'
 networks and Lightning-0.7 step) is timed for rows 2 and 3 at each of `--reference_threads`, and
 the fastest thread count is the reference every ratio is taken against.
 
@@ -29,27 +29,26 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import flags
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import flags  # noqa: E402
-
-from data_pipeline import cli, datasets  # noqa: E402
-from data_pipeline.atomic import write_text  # noqa: E402
-from data_pipeline.preprocessing import Normalization  # noqa: E402
-from data_pipeline.rotation import rotate  # noqa: E402
-from rotinv_tf.training import train_lib  # noqa: E402
-from rotinv_tf.config import Config  # noqa: E402
-from rotinv_tf.serving.export import export_saved_model  # noqa: E402
-from rotinv_tf.models.networks import ARCHITECTURES, build_networks, multiply_adds  # noqa: E402
+from benchmarks import driver
+from benchmarks.report_files import RESULTS
+from data_pipeline import cli, datasets
+from data_pipeline.atomic import write_text
+from data_pipeline.preprocessing import Normalization
+from data_pipeline.rotation import rotate
+from rotinv_tf.config import Config
+from rotinv_tf.models.networks import ARCHITECTURES, build_networks, multiply_adds
+from rotinv_tf.serving.export import export_saved_model
+from rotinv_tf.training import train_lib
 
 try:
     import torch
@@ -65,28 +64,33 @@ TRAIN, INFERENCE = "training step (4:1)", "inference (SavedModel serving_default
 TARGETS = {(TRAIN, "paper"): 1.5, (INFERENCE, "paper"): 2.0, (INFERENCE, "conv"): 1.0}
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("image_size", 40, "Image size of the input-pipeline and inference rows.")
-flags.DEFINE_integer("batch_size", 256, "Training batch size.")
-flags.DEFINE_integer("inference_batch_size", 1024, "SavedModel inference batch size.")
-flags.DEFINE_integer("latent_dim", 32, "Latent size (the paper's).")
-flags.DEFINE_list("architectures", ["paper", "conv"], "Our architectures to time.")
-flags.DEFINE_list("widths", ["32:16"], "conv architecture widths to time, each "
-                  "FILTERS:CRITIC_FILTERS (--filters and --critic_filters).")
-flags.DEFINE_integer("steps", 8, "Training steps (inference calls) per timed window.")
-flags.DEFINE_integer("windows", 5, "Timed windows per row; the median is reported.")
-flags.DEFINE_list("modes", ["function"], f"Training-step settings to time, of {MODES}.")
-flags.DEFINE_list("precisions", ["float32"], "Dtype policies of the training step.")
-flags.DEFINE_list("reference_threads", ["1", "2"], "torch thread counts of the reference.")
-flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: TF's default, one "
-                     "per core); inter-op likewise with --inter_op_threads.")
-flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: TF's default).")
-flags.DEFINE_string("data_dir", None, "TFDS folder for the simulated set (default: a temp folder).")
-flags.DEFINE_string("output", None, "Markdown report (default benchmarks/results/throughput.md, "
-                    "throughput_quick.md with --quick); the JSON goes beside it.")
-flags.DEFINE_boolean("quick", False, "Smoke run: 2 short windows, 28x28 training only, a small "
-                     "inference batch.")
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+def define_flags() -> None:
+    """The driver's flags."""
+    flags.DEFINE_integer("image_size", 40, "Image size of the input-pipeline and inference "
+                         "rows.")
+    flags.DEFINE_integer("batch_size", 256, "Training batch size.")
+    flags.DEFINE_integer("inference_batch_size", 1024, "SavedModel inference batch size.")
+    flags.DEFINE_integer("latent_dim", 32, "Latent size (the paper's).")
+    flags.DEFINE_list("architectures", ["paper", "conv"], "Our architectures to time.")
+    flags.DEFINE_list("widths", ["32:16"], "conv architecture widths to time, each "
+                      "FILTERS:CRITIC_FILTERS (--filters and --critic_filters).")
+    flags.DEFINE_integer("steps", 8, "Training steps (inference calls) per timed window.")
+    flags.DEFINE_integer("windows", 5, "Timed windows per row; the median is reported.")
+    flags.DEFINE_list("modes", ["function"], f"Training-step settings to time, of {MODES}.")
+    flags.DEFINE_list("precisions", ["float32"], "Dtype policies of the training step.")
+    flags.DEFINE_list("reference_threads", ["1", "2"], "torch thread counts of the reference.")
+    flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: TF's default, "
+                         "one per core); inter-op likewise with --inter_op_threads.")
+    flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: TF's default).")
+    flags.DEFINE_string("data_dir", None, "TFDS folder for the simulated set (default: a temp "
+                        "folder).")
+    flags.DEFINE_string("output", None, "Markdown report (default benchmarks/results/"
+                        "throughput.md, throughput_quick.md with --quick); the JSON goes beside "
+                        "it.")
+    flags.DEFINE_boolean("quick", False, "Smoke run: 2 short windows, 28x28 training only, a "
+                         "small inference batch.")
 
 
 @dataclass
@@ -379,4 +383,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    driver.start(main, define_flags)

@@ -26,8 +26,9 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
         fail(str(e).removeprefix("ERROR:: "))
 
 
-def run(main: Callable[[list[str]], None]) -> None:
-    """Runs `main(argv)` under absl with one-line errors for bad flags and bad data."""
+def run(main: Callable[[list[str]], None], argv: Sequence[str] | None = None) -> None:
+    """Runs `main(argv)` under absl with one-line errors for bad flags and bad data; `argv`: the
+    command line to parse (default `sys.argv`)."""
 
     def guarded(argv: list[str]) -> None:
         if len(argv) > 1:
@@ -39,4 +40,4 @@ def run(main: Callable[[list[str]], None]) -> None:
         except (DataError, flags.ValidationError) as e:
             fail(str(e))
 
-    app.run(guarded, flags_parser=_parse_flags)
+    app.run(guarded, argv=argv, flags_parser=_parse_flags)

@@ -13,6 +13,7 @@ step keeps the augmentation on the accelerator.
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from data_pipeline.settings import ANGLE_DISTRIBUTIONS
@@ -127,6 +128,15 @@ def _bilinear_sample(images: tf.Tensor, transforms: tf.Tensor, fill_value: float
             values = tf.where(inside[..., None], values, fill_value)
             out += weight[..., None] * values
     return out
+
+
+def inscribed_disc(size: int, radius: float | None = None) -> np.ndarray:
+    """[size, size] bool: the pixels within `radius` (default size / 2: the inscribed circle) of
+    the rotation centre ((size - 1) / 2, (size - 1) / 2), the part of a box that every rotation
+    keeps (`rotate` fills the corners from outside the box)."""
+    radius = size / 2 if radius is None else radius
+    axis = np.arange(size) - (size - 1) / 2
+    return axis[:, None] ** 2 + axis[None, :] ** 2 <= radius ** 2
 
 
 def _check_distribution(distribution: str) -> None:

@@ -17,7 +17,8 @@ Metrics (all computed in `compute_metrics`):
 
 Trivial baseline: `MeanImageModel` answers every input with the mean training image and angle 0.
 `evaluate` scores it beside every model, so a report says how much of a model's score is just
-"output the average molecule".
+"output the average molecule". An oracle, `nearest_reference_metrics`, is told the true angle and
+answers the nearest training image.
 
 Frame alignment: a model whose canonical frame is learned without supervision (spatial-VAE) may
 return the ground truth turned by a constant angle ψ, which the metrics above would count as
@@ -25,6 +26,8 @@ error. With `observed = rotate(image, θ)` and a model frame `canonical = rotate
 model predicts θ̂ = θ − ψ; so `estimate_frame_rotation` takes ψ as the circular mean of θ − θ̂,
 and `evaluate_models(..., frame_rotations=[ψ, ...])` scores `rotate(canonical, −ψ)` and θ̂ + ψ
 instead (metrics then carry `frame_rotation_deg`). Apply it to every model compared, alike.
+Particles without known frames (a learned frame, a class or view each) are scored by
+`frame_aligned_errors_deg` (one ψ per group) and `psi_error_summary`, the benchmarks' psi error.
 """
 import csv
 import dataclasses
@@ -33,7 +36,7 @@ import math
 import os
 import shutil
 import tempfile
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -41,7 +44,7 @@ from matplotlib.figure import Figure
 from data_pipeline.angles import to_degrees
 from data_pipeline.errors import DataError
 from data_pipeline.preprocessing import Normalization
-from data_pipeline.rotation import rotate
+from data_pipeline.rotation import inscribed_disc, rotate
 from rotinv_tf.serving.saved_model import ServingModel
 
 METRICS_FILE = "metrics.json"
@@ -70,6 +73,29 @@ class MeanImageModel:
         count = len(images)
         return {"canonical_image": np.broadcast_to(self.image, (count, *self.image.shape)),
                 "angle": np.zeros(count, np.float32)}
+
+
+def nearest_reference_metrics(batches: Iterable[Mapping], references: np.ndarray) -> dict:
+    """`compute_metrics` of an oracle given the *true* angle: each `observed` image turned back by
+    its true angle and answered with the nearest of `references` [K, H, W] (normalised; least
+    squares within the inscribed disc) and the true angle. What a model that only recognises
+    which of the references it sees, and is told the pose, would score."""
+    size = references.shape[-1]
+    disc = inscribed_disc(size).reshape(-1)
+    flat = references.reshape(len(references), -1)
+    masked = flat[:, disc].astype(np.float64)
+    indices, angles, mse = [], [], []
+    for batch in batches:
+        derotated = np.asarray(rotate(batch["observed"], -batch["angle"]))
+        probe = derotated.reshape(len(derotated), -1)[:, disc].astype(np.float64)
+        distance = ((probe ** 2).sum(1)[:, None] - 2 * probe @ masked.T
+                    + (masked ** 2).sum(1)[None, :])
+        chosen = flat[np.argmin(distance, axis=1)].reshape(-1, size, size, 1)
+        mse.append(per_image_mse(batch["image"], chosen))
+        indices.append(batch["index"])
+        angles.append(batch["angle"])
+    angles = np.concatenate(angles)
+    return compute_metrics(np.concatenate(indices), angles, angles, np.concatenate(mse))
 
 
 def angle_error_deg(true_angle: np.ndarray, predicted_angle: np.ndarray) -> np.ndarray:
@@ -194,6 +220,50 @@ def estimate_frame_rotation(true_angle: np.ndarray, predicted_angle: np.ndarray)
     if difference.size == 0:
         raise ValueError("no angles to estimate a frame rotation from")
     return float(np.arctan2(np.sin(difference).mean(), np.cos(difference).mean()))
+
+
+def least_absolute_frame_rotation(true_angle: np.ndarray, predicted_angle: np.ndarray,
+                                  step_deg: float = 0.25) -> float:
+    """ψ in radians, (-π, π]: the rotation on a `step_deg` grid that minimises the mean absolute
+    error of predicted + ψ. Where many particles are 180° off, the circular mean
+    (`estimate_frame_rotation`) shrinks (by 1 - 2 × the flipped share) and points anywhere; this
+    one follows the unflipped majority."""
+    difference = np.exp(1j * (np.asarray(true_angle, np.float64)
+                              - np.asarray(predicted_angle, np.float64)))
+    if difference.size == 0:
+        raise ValueError("no angles to estimate a frame rotation from")
+    offsets = np.radians(np.arange(0.0, 360.0, step_deg))
+    errors = np.abs(np.angle(difference[None] * np.exp(-1j * offsets)[:, None])).mean(axis=1)
+    return float(np.angle(np.exp(1j * offsets[errors.argmin()])))
+
+
+def frame_aligned_errors_deg(true_angle: np.ndarray, predicted_angle: np.ndarray,
+                             groups: np.ndarray | None = None,
+                             estimate: Callable[[np.ndarray, np.ndarray], float]
+                             = estimate_frame_rotation) -> np.ndarray:
+    """|angle error| in degrees of each particle after its group's predicted angles are turned by
+    the group's own ψ (`estimate(true, predicted)` over the group; one group when `groups` is
+    None): the pose error of a model whose frame is arbitrary, one frame per view or class."""
+    true = np.asarray(true_angle, np.float64)
+    predicted = np.asarray(predicted_angle, np.float64)
+    if true.shape != predicted.shape:
+        raise ValueError(f"{true.size} true angles but {predicted.size} predicted ones")
+    groups = np.zeros(len(true), int) if groups is None else np.asarray(groups)
+    errors = np.empty(len(true))
+    for group in np.unique(groups):
+        members = groups == group
+        psi = estimate(true[members], predicted[members])
+        errors[members] = np.abs(angle_error_deg(true[members], predicted[members] + psi))
+    return errors
+
+
+def psi_error_summary(errors_deg: np.ndarray) -> dict:
+    """Mean, median and share (%) above 15° of absolute angle errors in degrees."""
+    errors = np.asarray(errors_deg, np.float64)
+    if errors.size == 0:
+        raise ValueError("no angle errors to summarise")
+    return {"psi_mae_deg": float(np.mean(errors)), "psi_median_deg": float(np.median(errors)),
+            "psi_over_15_percent": float(100 * np.mean(errors > 15))}
 
 
 def evaluate_models(models: Sequence[ServingModel], batches: Iterable[Mapping],

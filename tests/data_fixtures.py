@@ -49,8 +49,7 @@ def smooth_images(n: int, size: int, seed: int) -> np.ndarray:
 
 def inscribed_disc(size: int, fraction: float = 0.8) -> np.ndarray:
     """Mask [size, size] of the pixels within `fraction` of the inscribed circle's radius."""
-    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
-    return np.hypot(yy, xx) <= fraction * size / 2
+    return rotation.inscribed_disc(size, fraction * size / 2)
 
 
 def write_hdb_archive(parent: str, per_folder: int = 3, seed: int = 0) -> dict[int, tuple]:

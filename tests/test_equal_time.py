@@ -1,20 +1,8 @@
-"""benchmarks/equal_time.py's configs and summary on hand-made numbers: no training."""
-import json
-import os
-
-import pytest
-
-from tests.data_fixtures import load_module
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+"""`benchmarks.equal_time`'s configs and summary on hand-made numbers: no training."""
+from benchmarks import equal_time
 
 
-@pytest.fixture(scope="module")
-def equal_time():
-    return load_module(os.path.join(REPO, "benchmarks", "equal_time.py"), "equal_time")
-
-
-def test_runs_differ_only_in_architecture_and_name(equal_time):
+def test_runs_differ_only_in_architecture_and_name():
     options = {"simulation": {"images_per_conformation": 20}}
     configs = [equal_time.run_config("simulated_5hdb", a, 1, options, 60.0, 1e-3, "w", None, 7)
                for a in equal_time.ARCHITECTURES]
@@ -32,7 +20,7 @@ def _row(dataset, architecture, seed, avg, mae):
             "worst_mse": 2 * avg, "median_mse": avg, "angle_mae_deg": mae}
 
 
-def test_summary_and_verdict_compare_the_seed_means(equal_time):
+def test_summary_and_verdict_compare_the_seed_means():
     rows = [_row("d", "conv", 0, 0.010, 5.0), _row("d", "conv", 1, 0.030, 7.0),
             _row("d", "paper", 0, 0.015, 4.0), _row("d", "paper", 1, 0.016, 4.0),
             _row("d", "mean_image", 0, 0.1, 90.0), _row("d", "mean_image", 1, 0.1, 90.0)]
@@ -42,15 +30,26 @@ def test_summary_and_verdict_compare_the_seed_means(equal_time):
     assert equal_time.verdicts(rows) == {"d": {"avg_mse": False, "angle_mae_deg": False}}
 
 
-def test_a_later_seed_is_added_only_to_a_report_of_the_same_settings(equal_time, tmp_path):
+def test_a_later_seed_is_added_only_to_the_seeds_of_the_same_settings(tmp_path, monkeypatch):
     settings = {"budget_cpu_seconds": 60.0, "learning_rate": 1e-3, "images_per_conformation": 20,
                 "eval_angle_seed": 7}
-    path = tmp_path / "equal_time.json"
-    path.write_text(json.dumps({**settings, "seeds": [0], "rows": [_row("d", "paper", 0, 1, 2)],
-                                "wall_seconds": 5.0, "command": "python a"}))
-    earlier = equal_time.load_earlier(str(path), settings, [1])
-    assert earlier["rows"][0]["seed"] == 0 and earlier["commands"] == ["python a"]
-    with pytest.raises(equal_time.DataError, match="settings differ \\(budget_cpu_seconds\\)"):
-        equal_time.load_earlier(str(path), {**settings, "budget_cpu_seconds": 30.0}, [1])
-    with pytest.raises(equal_time.DataError, match="seeds repeat \\(\\[0\\]\\)"):
-        equal_time.load_earlier(str(path), settings, [0, 1])
+    trained = []
+
+    def fake_seed(seed, options, settings, work_dir, data_dir):
+        trained.append((seed, settings["budget_cpu_seconds"]))
+        rows = [_row("d", a, seed, 0.01 * (seed + 1), 5.0) for a in ("conv", "paper")]
+        return {"seed": seed, "rows": rows, "wall_seconds": 10.0}
+
+    monkeypatch.setattr(equal_time, "run_seed", fake_seed)
+    work = str(tmp_path)
+    equal_time.compare([0], settings, {}, work, None, "python -m benchmarks.equal_time")
+    report = equal_time.compare([0, 1], settings, {}, work, None, "python -m x --seeds=0,1")
+    assert trained == [(0, 60.0), (1, 60.0)]  # seed 0 was saved: only seed 1 trained
+    assert report["seeds"] == [0, 1] and report["wall_seconds"] == 20.0
+    assert [row["seed"] for row in report["rows"]] == [0, 0, 1, 1]
+    assert report["commands"] == ["python -m benchmarks.equal_time", "python -m x --seeds=0,1"]
+    assert report["summary"][0]["avg_mse"] == "0.015 ± 0.007071"
+    # Other settings: seed 0 trains again, and the report holds only what ran with them.
+    other = equal_time.compare([0], {**settings, "budget_cpu_seconds": 30.0}, {}, work, None, "c")
+    assert trained[2:] == [(0, 30.0)]
+    assert other["seeds"] == [0] and other["budget_cpu_seconds"] == 30.0

@@ -377,3 +377,64 @@ def test_frame_alignment_recovers_a_turned_canonical_frame():
     with pytest.raises(ValueError, match="2 frame rotations for 1 models"):
         evaluation.evaluate_models([EchoModel()], fake_batches([[0.1]]), NORMALIZATION,
                                    frame_rotations=[0.0, 0.0])
+
+
+def test_frame_aligned_errors_forgive_one_rotation_per_group_only():
+    rng = np.random.default_rng(0)
+    true = rng.uniform(-np.pi, np.pi, 200)
+    groups = np.repeat([0, 1], 100)
+    offsets = np.where(groups == 0, 1.0, -2.5)
+    np.testing.assert_allclose(evaluation.frame_aligned_errors_deg(true, true + offsets, groups),
+                               0, atol=1e-9)
+    # One rotation for both groups cannot absorb two different ones.
+    assert evaluation.frame_aligned_errors_deg(true, true + offsets).mean() > 40
+    noisy = true + offsets + np.radians(rng.normal(0, 2, 200))
+    summary = evaluation.psi_error_summary(evaluation.frame_aligned_errors_deg(true, noisy, groups))
+    assert 1 < summary["psi_mae_deg"] < 2.5
+
+
+def test_frame_aligned_errors_on_hand_made_angles():
+    # Differences of ±10° about a common 40° rotation, and of 179° / -179° (the rotation is 180°,
+    # across the wrap): each particle 10°, then 1°, off.
+    true = np.radians([50.0, 30.0, 179.0, -179.0])
+    errors = evaluation.frame_aligned_errors_deg(true, np.zeros(4), np.array([0, 0, 1, 1]))
+    np.testing.assert_allclose(errors, [10.0, 10.0, 1.0, 1.0], atol=1e-9)
+    with pytest.raises(ValueError, match="3 true angles but 2 predicted"):
+        evaluation.frame_aligned_errors_deg(np.zeros(3), np.zeros(2))
+
+
+def test_least_absolute_rotation_follows_the_unflipped_majority():
+    # 6 particles in a frame turned by 30°, 4 more turned 160° further (flipped, 20° off the
+    # flip): the circular mean is pulled ~31° away; the least-absolute rotation stays at 30°.
+    true = np.radians([-170.0, -100.0, -20.0, 40.0, 90.0, 150.0, -60.0, 10.0, 120.0, 175.0])
+    flipped = np.arange(10) >= 6
+    predicted = true - np.radians(30.0) + np.where(flipped, np.radians(160.0), 0.0)
+    psi = evaluation.least_absolute_frame_rotation(true, predicted)
+    assert math.degrees(psi) == pytest.approx(30.0, abs=1e-9)
+    errors = evaluation.frame_aligned_errors_deg(true, predicted, None,
+                                                 evaluation.least_absolute_frame_rotation)
+    np.testing.assert_allclose(errors, np.where(flipped, 160.0, 0.0), atol=1e-9)
+    assert evaluation.frame_aligned_errors_deg(true, predicted)[~flipped].min() > 25
+    with pytest.raises(ValueError, match="no angles"):
+        evaluation.least_absolute_frame_rotation(np.zeros(0), np.zeros(0))
+
+
+def test_psi_error_summary():
+    summary = evaluation.psi_error_summary(np.array([1.0, 2.0, 20.0, 30.0]))
+    assert summary == {"psi_mae_deg": 13.25, "psi_median_deg": 11.0, "psi_over_15_percent": 50.0}
+    with pytest.raises(ValueError, match="no angle errors"):
+        evaluation.psi_error_summary(np.zeros(0))
+
+
+def test_nearest_reference_oracle_answers_the_reference_the_true_angle_points_to():
+    rng = np.random.default_rng(0)
+    references = rng.uniform(size=(3, 12, 12)).astype(np.float32)
+    images = references[[2, 0, 1, 2]][..., None] + 0.05 * rng.normal(size=(4, 12, 12, 1))
+    images = images.astype(np.float32)
+    angles = np.array([0.3, -2.0, 1.0, 3.0], np.float32)
+    batch = {"image": images, "observed": np.asarray(rotate(images, angles)), "angle": angles,
+             "index": np.arange(4)}
+    metrics = evaluation.nearest_reference_metrics([batch], references)
+    expected = np.mean((images - references[[2, 0, 1, 2]][..., None]) ** 2, axis=(1, 2, 3))
+    assert metrics["avg_mse"] == pytest.approx(expected.mean(), rel=1e-5)
+    assert metrics["angle_mae_deg"] == 0.0 and metrics["num_images"] == 4

@@ -7,6 +7,7 @@ import tensorflow as tf
 from data_pipeline.formats.mrc import write_stack
 from data_pipeline.preprocessing import Normalization
 from data_pipeline.rotation import rotate
+from rotinv_tf.evaluation import frame_aligned_errors_deg
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.pose.refine import refine_poses
 from rotinv_tf.serving.export import export_saved_model
@@ -34,15 +35,6 @@ def _stack():
     return observed, angles, np.repeat([0, 1], EACH)
 
 
-def _errors(truth: np.ndarray, angles: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """|error| in degrees after one rotation per pattern (each class's frame is arbitrary)."""
-    errors = np.empty(len(truth))
-    for k in np.unique(labels):
-        d = np.angle(np.exp(1j * (truth[labels == k] - angles[labels == k])))
-        errors[labels == k] = np.abs(np.angle(np.exp(1j * (d - np.angle(np.mean(np.exp(1j * d)))))))
-    return np.degrees(errors)
-
-
 def test_learned_frame_refines_against_its_class_template_without_losing_accuracy(tmp_path):
     images, truth, labels = _stack()
     keras.utils.set_random_seed(0)
@@ -62,10 +54,10 @@ def test_learned_frame_refines_against_its_class_template_without_losing_accurac
                                      str(tmp_path / "on.star"), optics=OPTICS)
     kept = canonicalize_particles(saved_model, stack, str(tmp_path / "off.mrcs"),
                                   str(tmp_path / "off.star"), refine=False, optics=OPTICS)
-    unrefined = _errors(truth, np.radians(psi_column(kept.star)), labels)
-    on_template = _errors(truth, np.radians(psi_column(refined.star)), labels)
+    unrefined = frame_aligned_errors_deg(truth, np.radians(psi_column(kept.star)), labels)
+    on_template = frame_aligned_errors_deg(truth, np.radians(psi_column(refined.star)), labels)
     assert on_template.mean() <= 1.05 * unrefined.mean() + 0.1, (on_template.mean(),
                                                                 unrefined.mean())
     # The test can fail: the (untrained) decoded image is a far worse reference.
     on_decoded = refine_poses(images, served["canonical_image"], served["angle"]).angles
-    assert _errors(truth, on_decoded, labels).mean() > on_template.mean() + 2.0
+    assert frame_aligned_errors_deg(truth, on_decoded, labels).mean() > on_template.mean() + 2.0

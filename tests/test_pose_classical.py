@@ -6,7 +6,7 @@ import pytest
 
 from data_pipeline.rotation import rotate
 from data_pipeline.simulator import SimulationConfig, Simulator
-from rotinv_tf.evaluation import angle_error_deg, estimate_frame_rotation
+from rotinv_tf.evaluation import angle_error_deg, estimate_frame_rotation, frame_aligned_errors_deg
 from rotinv_tf.pose.classical import (Alignment, align_reference_free, align_to_templates,
                                       coaligned, invariant_features, pca)
 
@@ -25,12 +25,6 @@ def rotated_copies(image: np.ndarray, count: int, seed: int) -> tuple[np.ndarray
     return rotate(stack, angles).numpy()[..., 0], angles
 
 
-def errors_after_offset(true: np.ndarray, estimated: np.ndarray) -> np.ndarray:
-    """|estimated - true| in degrees after the one global rotation that best relates them."""
-    offset = estimate_frame_rotation(true, estimated)
-    return np.abs(angle_error_deg(true, estimated + offset))
-
-
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
@@ -40,7 +34,7 @@ def test_rotated_copies_of_one_image_are_aligned_exactly():
     image = simulator().canonical[0]
     particles, angles = rotated_copies(image, 48, seed=0)
     result = align_reference_free(particles, seed=3)
-    assert errors_after_offset(angles, result.angles).max() < 1.0
+    assert frame_aligned_errors_deg(angles, result.angles).max() < 1.0
     assert result.templates.shape == (1, SIZE, SIZE)
     assert list(result.classes) == [0] * 48
     # The contract: each particle is its template turned by its angle.
@@ -56,7 +50,7 @@ def test_noisy_projections_at_snr_1():
     sim = simulator(snr=1.0)
     batch = sim.simulate(np.arange(200))
     result = align_reference_free(batch["observed"])
-    errors = errors_after_offset(batch["angle"], result.angles)
+    errors = frame_aligned_errors_deg(batch["angle"], result.angles)
     assert errors.mean() < 3.0 and np.median(errors) < 2.5
 
 
@@ -68,8 +62,8 @@ def test_two_templates_separate_an_image_from_its_mirror():
     assert len(set(result.classes[:30])) == 1 and len(set(result.classes[30:])) == 1
     assert result.classes[0] != result.classes[30]
     np.testing.assert_allclose(result.class_probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    assert errors_after_offset(first_angles, result.angles[:30]).max() < 1.5
-    assert errors_after_offset(second_angles, result.angles[30:]).max() < 1.5
+    assert frame_aligned_errors_deg(first_angles, result.angles[:30]).max() < 1.5
+    assert frame_aligned_errors_deg(second_angles, result.angles[30:]).max() < 1.5
 
 
 def test_new_particles_are_aligned_to_given_templates_with_no_offset():

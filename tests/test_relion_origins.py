@@ -13,7 +13,7 @@ from data_pipeline.formats.star import (offsets_from_origins, particles_block, p
                                         read_star, relion_origins)
 from data_pipeline.preprocessing import Normalization
 from data_pipeline.rotation import recentred, rotate
-from rotinv_tf.evaluation import angle_error_deg, estimate_frame_rotation
+from rotinv_tf.evaluation import frame_aligned_errors_deg
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.pose.template_frame import TemplateFrame
 from rotinv_tf.serving.export import export_saved_model
@@ -82,8 +82,7 @@ def test_the_learned_frame_finds_relions_origins_and_psi():
         weights, grades = frame.assessment(normalised(images))
         found = relion_origins(grades["offset"].numpy(), SIZE, PIXEL)
         angles = frame.angles(weights)[0].numpy()
-        truth = psi_degrees_to_angle(psi)
-        errors = np.abs(angle_error_deg(truth, angles + estimate_frame_rotation(truth, angles)))
+        errors = frame_aligned_errors_deg(psi_degrees_to_angle(psi), angles)
         good = max_shift > 0
         assert (rms_pixels(found, origins) < origin_rms) == good
         assert (np.mean(errors) < psi_error) == good

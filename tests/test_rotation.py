@@ -7,12 +7,7 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline.angles import wrap_angle, wrap_degrees
-from data_pipeline.rotation import fixed_angles, rotate, sample_angles
-
-
-def _disc_mask(size, margin=2.0):
-    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
-    return np.hypot(yy, xx) <= size / 2 - margin
+from data_pipeline.rotation import fixed_angles, inscribed_disc, rotate, sample_angles
 
 
 def _smooth_images(n, size, seed=0):
@@ -40,8 +35,18 @@ def test_rotate_then_rotate_back_inside_inscribed_disc():
     x = _smooth_images(4, 32)
     angles = np.array([0.4, -1.3, 2.9, -3.0], np.float32)
     back = rotate(rotate(x, angles), -angles).numpy()
-    mask = _disc_mask(32)
+    mask = inscribed_disc(32, 32 / 2 - 2)
     assert np.abs(back - x)[:, mask].max() < 0.04  # two bilinear resamplings blur a little
+
+
+def test_inscribed_disc_is_the_circle_about_the_rotation_centre():
+    # 4x4: centre (1.5, 1.5); the corners lie 1.5·√2 > 2 away, every other pixel within 2.
+    expected = np.ones((4, 4), bool)
+    expected[[0, 0, 3, 3], [0, 3, 0, 3]] = False
+    np.testing.assert_array_equal(inscribed_disc(4), expected)
+    np.testing.assert_array_equal(inscribed_disc(4, 1.0), np.pad(np.ones((2, 2), bool), 1))
+    # 5x5 (centre pixel (2, 2)), radius 1: the centre and its four neighbours.
+    assert np.argwhere(inscribed_disc(5, 1.0)).tolist() == [[1, 2], [2, 1], [2, 2], [2, 3], [3, 2]]
 
 
 def test_each_image_gets_its_own_angle():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from data_pipeline.errors import DataError
-from data_pipeline.rotation import rotate
+from data_pipeline.rotation import inscribed_disc, rotate
 from data_pipeline.simulator import (ATOM_SIGMA_ANGSTROM, SimulationConfig, Simulator,
                                       simulate_split)
 
@@ -20,8 +20,7 @@ def small(**settings) -> SimulationConfig:
 
 def disc(size: int) -> np.ndarray:
     """Pixels well inside the inscribed disc, where rotation loses nothing."""
-    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
-    return yy**2 + xx**2 < (size / 2 - 1) ** 2
+    return inscribed_disc(size, size / 2 - 1)
 
 
 def relative_error(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:

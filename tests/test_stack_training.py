@@ -16,6 +16,7 @@ from data_pipeline.datasets.particle_stack import split_positions
 from data_pipeline.formats.mrc import open_stack, write_stack
 from data_pipeline.formats.star import StarBlock, angle_to_psi_degrees, read_star, write_star
 from data_pipeline.settings import DEFAULT_HOLDOUT_FRACTION
+from rotinv_tf.evaluation import frame_aligned_errors_deg
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.training import train_lib
 from rotinv_tf.config import Config, resolved_frame
@@ -193,8 +194,7 @@ def test_a_stack_without_angles_trains_in_a_learned_frame(stack, tmp_path, monke
     with open_stack(stack["stack"]) as opened:
         particles = opened.read(0, COUNT)
     angles = model.predict(particles)["angle"]
-    offset = np.angle(np.mean(np.exp(1j * (stack["angles"] - angles))))
-    error = np.degrees(np.abs(np.angle(np.exp(1j * (stack["angles"] - angles - offset)))))
+    error = frame_aligned_errors_deg(stack["angles"], angles)
     assert np.median(error) < 5.0, error
     turned = model.predict(np.rot90(particles, 1, axes=(1, 2)).copy())["angle"]
     moved = np.degrees(np.angle(np.exp(1j * (turned - angles))))

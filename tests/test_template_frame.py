@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline.rotation import rotate
-from rotinv_tf.evaluation import estimate_frame_rotation
+from rotinv_tf.evaluation import frame_aligned_errors_deg
 from rotinv_tf.config import Config
 from rotinv_tf.pose.template_frame import TemplateFrame
 
@@ -31,11 +31,6 @@ def _rotated_copies(count: int, noise: float, seed: int = 0, blobs=BLOBS):
     return images + noise * rng.standard_normal(images.shape).astype(np.float32), angles
 
 
-def _error_deg(true, predicted) -> np.ndarray:
-    offset = estimate_frame_rotation(true, predicted)
-    return np.abs(np.degrees(np.angle(np.exp(1j * (true - predicted - offset)))))
-
-
 @pytest.mark.parametrize("noise", [0.0, 0.3])
 def test_em_recovers_relative_angles(noise):
     images, angles = _rotated_copies(256, noise)
@@ -45,10 +40,10 @@ def test_em_recovers_relative_angles(noise):
     for _ in range(4):
         for start in range(0, len(images), 64):
             frame.update(images[start:start + 64], seed)
-    error = _error_deg(angles, frame.assign(images)[0].numpy())
+    error = frame_aligned_errors_deg(angles, frame.assign(images)[0].numpy())
     assert np.median(error) < 3.0
     assert error.max() < 15.0
-    assert _error_deg(angles, untrained).mean() > 20.0  # the frame was learned, not given
+    assert frame_aligned_errors_deg(angles, untrained).mean() > 20.0  # the frame was learned, not given
     assert 0 < float(frame.noise_variance) < 1.0
 
 
@@ -61,7 +56,7 @@ def test_frame_angles_resolve_finer_than_the_template_bins():
     for _ in range(4):
         for start in range(0, len(images), 64):
             frame.update(images[start:start + 64], seed)
-    assert _error_deg(angles, frame.assign(images)[0].numpy()).mean() < 0.7
+    assert frame_aligned_errors_deg(angles, frame.assign(images)[0].numpy()).mean() < 0.7
 
 
 def test_rotated_copy_moves_the_frame_angle_by_the_rotation():
@@ -94,7 +89,7 @@ def test_two_views_get_a_template_and_a_frame_each():
     assert max(agreement, 1 - agreement) > 0.97
     for view in (0, 1):
         member = views == view
-        assert np.median(_error_deg(angles[member], predicted[member])) < 3.0
+        assert np.median(frame_aligned_errors_deg(angles[member], predicted[member])) < 3.0
     assert np.all(frame.class_mass.numpy() > 0.3)
 
 
@@ -115,7 +110,7 @@ def test_classical_start_separates_views_before_any_update():
         for view in (0, 1, 2):
             member = views == view
             assert np.mean(classes[member] == np.bincount(classes[member]).argmax()) > 0.97
-            assert np.median(_error_deg(angles[member], predicted[member])) < 3.0
+            assert np.median(frame_aligned_errors_deg(angles[member], predicted[member])) < 3.0
         assert len(np.unique(classes)) == 3
         seed = keras.random.SeedGenerator(7)
         for start in range(0, len(images), 64):
@@ -131,8 +126,8 @@ def test_classical_start_puts_a_view_split_across_classes_in_one_frame():
     frame.start_classical(images, seed=0)
     predicted, classes = (t.numpy() for t in frame.assign(images))
     assert 0.1 < np.mean(classes) < 0.9  # the view was split
-    assert np.median(_error_deg(angles, predicted)) < 3.0
-    assert np.percentile(_error_deg(angles, predicted), 90) < 8.0
+    assert np.median(frame_aligned_errors_deg(angles, predicted)) < 3.0
+    assert np.percentile(frame_aligned_errors_deg(angles, predicted), 90) < 8.0
 
 
 def test_bad_settings():
@@ -176,10 +171,10 @@ def test_break_symmetry_gives_a_near_symmetric_class_one_orientation():
     frame = TemplateFrame(SIZE, num_angles=64)
     frame.template.assign(frame.polar(tf.constant(blurred[None])))
     frame.noise_variance.assign(0.09)
-    before = _error_deg(angles, frame.assign(tf.constant(images))[0].numpy())
+    before = frame_aligned_errors_deg(angles, frame.assign(tf.constant(images))[0].numpy())
     assert 0.25 < np.mean(before > 90) < 0.75  # the test can fail: the blur mixes them
     turned = frame.break_symmetry(tf.constant(images))
-    after = _error_deg(angles, frame.assign(tf.constant(images))[0].numpy())
+    after = frame_aligned_errors_deg(angles, frame.assign(tf.constant(images))[0].numpy())
     assert set(turned) == {0} and 0.25 < turned[0] <= 0.5
     assert np.mean(after > 90) < 0.02 and np.median(after) < 3.0
 

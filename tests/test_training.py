@@ -127,6 +127,7 @@ def test_spatial_vae_size_comes_from_the_config():
                               svae_num_hidden_layers=1)
     model = train_lib.build_model(config, image_size=8)
     assert (model.settings.hidden_units, model.settings.num_hidden_layers) == (16, 1)
+    assert model.optimizer.built  # so that restore_backup restores its state, as the autoencoder's
     assert Config().model.spatial_vae.hidden_units == 500  # the original's default
 
 

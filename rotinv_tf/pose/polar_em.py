@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_pipeline.polar import PolarResampler, default_radii
-from data_pipeline.rotation import recentred, rotated_offsets, translate
+from data_pipeline.rotation import inscribed_disc, recentred, rotated_offsets, translate
 
 MIN_NOISE_VARIANCE = 1e-6  # per pixel, relative to unit-variance particles (noiseless data)
 SHIFT_PRIOR_WIDTH = 0.5  # σ of the offset prior, as a share of the search range (docstring)
@@ -178,8 +178,7 @@ class PolarEM:
         log_prior = -np.sum(offsets ** 2, axis=1) / (2 * sigma ** 2)
         self.log_shift_prior = tf.constant(log_prior - np.log(np.exp(log_prior).sum()),
                                            tf.float32)
-        distance = np.hypot(*(np.mgrid[:image_size, :image_size] - (image_size - 1) / 2))
-        self._disc = tf.constant((distance <= radii[-1] + 0.5)[None, :, :, None])
+        self._disc = tf.constant(inscribed_disc(image_size, radii[-1] + 0.5)[None, :, :, None])
         phi = 2 * np.pi * np.arange(num_angles) / num_angles  # grid points' (x, y down)
         self._positions = tf.constant(np.stack(
             [radii[:, None] * np.cos(phi), -radii[:, None] * np.sin(phi)], -1), tf.float32)

@@ -32,7 +32,7 @@ import tensorflow as tf
 from data_pipeline.formats import star
 from data_pipeline.formats.mrc import StackWriter
 from data_pipeline.particle_star import relion_path
-from data_pipeline.rotation import recentred, rotate
+from data_pipeline.rotation import inscribed_disc, recentred, rotate
 from rotinv_tf.pose.template_frame import NEAR_SYMMETRIC
 
 FLIP_COLUMN = "rlnRotinvFlipProbability"
@@ -81,8 +81,7 @@ def turn_correlation(image: np.ndarray) -> float:
     """Pearson correlation of `image` [N, N] with itself turned by 180° (about the rotation
     centre, `data_pipeline.rotation`), over the disc of radius N/2 - 1; 1 for a symmetric image."""
     size = image.shape[0]
-    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
-    disc = np.hypot(yy, xx) <= size / 2 - 1
+    disc = inscribed_disc(size, size / 2 - 1)
     a, b = image[disc], image[::-1, ::-1][disc]
     a, b = a - a.mean(), b - b.mean()
     denominator = np.sqrt((a * a).sum() * (b * b).sum())

@@ -135,24 +135,39 @@ class EvalSummaries(keras.callbacks.Callback):
         self.writer.flush()
 
 
-class WorkerBackup(keras.callbacks.BackupAndRestore):
-    """Keras' `BackupAndRestore` for one or many workers: the run resumes from `backup_dir` (the
-    chief's) on every worker, and each worker saves its state at the end of every epoch to
-    `write_dir` (`backup_dir` itself on the chief). Each file is written under a temporary name
+BACKUP_WEIGHTS = "latest.weights.h5"  # the model's weights, its optimizers' state included
+BACKUP_METADATA = "training_metadata.json"  # {"epoch": epochs completed}
+
+
+class EpochBackup(keras.callbacks.Callback):
+    """At the end of every epoch, saves the model (weights and optimizer state) and the number of
+    epochs done to `directory`, for `restore_backup`. Each file is written under a temporary name
     and renamed, so a process killed while saving leaves the previous backup whole."""
 
-    def __init__(self, backup_dir: str, write_dir: str):
-        super().__init__(backup_dir, delete_checkpoint=False)
-        self.write_dir = write_dir
+    def __init__(self, directory: str):
+        super().__init__()
+        self.directory = directory
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        weights = os.path.join(self.write_dir, os.path.basename(self._weights_path))
-        with atomic_path(weights) as tmp:
+        with atomic_path(os.path.join(self.directory, BACKUP_WEIGHTS)) as tmp:
             # Keras insists on the `.weights.h5` ending.
             self.model.save_weights(tmp + ".weights.h5", overwrite=True)
             os.replace(tmp + ".weights.h5", tmp)
-        write_text(os.path.join(self.write_dir, os.path.basename(self._training_metadata_path)),
-                   json.dumps({"epoch": epoch + 1, "batch": 0}))
+        write_text(os.path.join(self.directory, BACKUP_METADATA),
+                   json.dumps({"epoch": epoch + 1}))
+
+
+def restore_backup(model: keras.Model, directory: str) -> int:
+    """Loads the backup an `EpochBackup` left in `directory` into `model` (built, its optimizers
+    too) and returns the epochs it had completed: the epoch to train next. 0, and the model left
+    as it is, when `directory` holds no backup."""
+    weights = os.path.join(directory, BACKUP_WEIGHTS)
+    metadata = os.path.join(directory, BACKUP_METADATA)
+    if not (os.path.isfile(weights) and os.path.isfile(metadata)):
+        return 0
+    model.load_weights(weights)
+    with open(metadata) as f:
+        return int(json.load(f)["epoch"])
 
 
 class AverageMovingStatistics(keras.callbacks.Callback):

@@ -1,5 +1,6 @@
-"""The training program as a library: data in, model built and compiled, `fit` with checkpoints
-and TensorBoard, SavedModel out. `rotinv_tf.train` is its command-line face."""
+"""The training program as a library: data in, model built and compiled, `fit` (`loop.fit` on
+several workers) with checkpoints and TensorBoard, SavedModel out. `rotinv_tf.train` is its
+command-line face."""
 import dataclasses
 import hashlib
 import os
@@ -23,9 +24,10 @@ from rotinv_tf.models.networks import check_image_size
 from rotinv_tf.models.spatial_vae import SpatialVAE
 from rotinv_tf.pose.frame_features import FIT_PARTICLES
 from rotinv_tf.serving.export import export_saved_model
-from rotinv_tf.training import optimizers
-from rotinv_tf.training.callbacks import (AverageMovingStatistics, CpuBudget, EvalSummaries,
-                                          StepDecay, StepSummaries, Throughput, WorkerBackup)
+from rotinv_tf.training import loop, optimizers
+from rotinv_tf.training.callbacks import (AverageMovingStatistics, CpuBudget, EpochBackup,
+                                          EvalSummaries, StepDecay, StepSummaries, Throughput,
+                                          restore_backup)
 from rotinv_tf.training.distribution import is_chief, make_strategy, wait_for_all_workers
 
 
@@ -104,6 +106,7 @@ def build_model(config: Config, image_size: int,
                            **dataclasses.asdict(config.model.spatial_vae))
         model.compile(optimizer=adam(schedule.learning_rate, **SpatialVAE.ADAM),
                       jit_compile=jit_compile)
+        model.optimizer.build(model.trainable_variables)  # so a restored backup finds its slots
         return model
     settings = dataclasses.asdict(dataclasses.replace(config.model.autoencoder,
                                                       frame=resolved_frame(config)))
@@ -220,30 +223,6 @@ def train(config: Config, verbose: int | None = None,
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _adapt_to_multi_worker(model: keras.Model, strategy: tf.distribute.Strategy) -> None:
-    """Works around two places where Keras (3.15) `fit` fails under MultiWorkerMirroredStrategy.
-
-    - It begins by all-reducing a first batch to build the model, which fails for a batch of
-      several tensors (our dicts). The models here are built when made, so only their optimizers
-      may be left to build, which needs no batch: build those and skip that step.
-    - It averages each step's logs over replicas with `reduce(MEAN, axis=0)`, which fails for the
-      scalars our steps return; each is returned as a vector of one value instead.
-    """
-    if not model.built:
-        raise ValueError(f"{type(model).__name__} must be built when made")
-    with strategy.scope():
-        for optimizer in optimizers_of(model):
-            if not optimizer.built:
-                optimizer.build(model.trainable_variables)
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-
-    def as_vectors(step):
-        return lambda batch: {k: tf.reshape(v, [1]) for k, v in step(batch).items()}
-
-    model.train_step = as_vectors(model.train_step)
-    model.test_step = as_vectors(model.test_step)
-
-
 def one_iterator(train_data: tf.data.Dataset, steps_per_epoch: int | None
                  ) -> tuple[tf.data.Dataset, int | None]:
     """(data, steps per epoch) for `fit` to read every epoch from one iterator: a data set of
@@ -290,9 +269,8 @@ def _fit_and_export(config: Config, strategy: tf.distribute.Strategy,
     with strategy.scope():
         model = build_model(config, image_size, normalization)
     _start_frame(config, model, train_data)
+    initial_epoch = restore_backup(model, os.path.join(runtime.run_dir, "checkpoints"))
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    if multi_worker:
-        _adapt_to_multi_worker(model, strategy)
     log_dir = os.path.join(write_dir, "logs")
     summary_batch = next(iter(eval_data.unbatch().batch(256).take(1)))
     callbacks = [AverageMovingStatistics(strategy)] if multi_worker else []
@@ -300,8 +278,7 @@ def _fit_and_export(config: Config, strategy: tf.distribute.Strategy,
         Throughput(schedule.batch_size),
         StepDecay(optimizers_of(model), [schedule.learning_rate, schedule.critic_learning_rate],
                   schedule.lr_decay_epoch, schedule.lr_decay_factor),
-        WorkerBackup(os.path.join(runtime.run_dir, "checkpoints"),
-                     os.path.join(write_dir, "checkpoints")),
+        EpochBackup(os.path.join(write_dir, "checkpoints")),
         EvalSummaries(log_dir, summary_batch),
         StepSummaries(log_dir, runtime.log_every_steps),
         keras.callbacks.TensorBoard(log_dir, update_freq="epoch"),
@@ -310,10 +287,15 @@ def _fit_and_export(config: Config, strategy: tf.distribute.Strategy,
         callbacks.append(CpuBudget(schedule.max_train_cpu_seconds))
     callbacks += list(extra_callbacks)
     epochs_data, steps_per_epoch = one_iterator(train_data, schedule.steps_per_epoch)
+    arguments = {"epochs": schedule.epochs, "steps_per_epoch": steps_per_epoch,
+                 "initial_epoch": initial_epoch, "validation_data": eval_data,
+                 "callbacks": callbacks,
+                 "verbose": fit_verbosity(sys.stdout) if verbose is None else verbose}
     start = time.perf_counter()
-    history = model.fit(epochs_data, epochs=schedule.epochs, steps_per_epoch=steps_per_epoch,
-                        validation_data=eval_data, callbacks=callbacks, shuffle=False,
-                        verbose=fit_verbosity(sys.stdout) if verbose is None else verbose)
+    if multi_worker:  # Keras fit cannot run there (see `loop`)
+        history = loop.fit(model, strategy, epochs_data, **arguments)
+    else:
+        history = model.fit(epochs_data, shuffle=False, **arguments)
     seconds = time.perf_counter() - start
     _finish_frame(model, train_data)
     export_path = export_saved_model(
