@@ -152,8 +152,8 @@ class TemplateFrame(keras.layers.Layer):
                                             ANGLE_UPSAMPLING)}
 
     def _offsets(self, scores: dict[str, tf.Tensor], weights: tf.Tensor) -> tf.Tensor:
-        """Each particle's offset [B, 2] (`PolarEM.peak_offsets` in its class, turned by its
-        frame angle) from `_scores` and the fine posterior `weights` [B, K, U·A]."""
+        """Each particle's offset [B, 2] (`PolarEM.peak_offsets` in its class, at its frame
+        angle) from `_scores` and the fine posterior `weights` [B, K, U·A]."""
         angles, classes = self.angles(weights)
         return self.em.peak_offsets(scores["spectrum"], scores["energy"], self.state, classes,
                                     angles)
@@ -182,8 +182,8 @@ class TemplateFrame(keras.layers.Layer):
 
     def posterior(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(posterior weights over (class, fine angle) [B, K, U·A] at each class's most probable
-        offset; the posterior-mean offsets [B, 2] in pixels, `data_pipeline.rotation`'s
-        convention) of normalised images [B, N, N, 1] (E step only)."""
+        offset; the offsets [B, 2] in pixels, `OFFSET`) of normalised images [B, N, N, 1] (E
+        step only)."""
         scores = self._scores(self.em.spectra(self.polar(images)))
         weights = posterior(scores["fine"])
         return weights, self._offsets(scores, weights)
