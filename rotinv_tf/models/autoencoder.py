@@ -210,7 +210,7 @@ class RotationInvariantAutoencoder(keras.Model):
         classes = assessment["class_probabilities"]
         encoded = self._network_encode(framed, training)
         encoded["network_angle"] = self._network_encode(
-            self._centred(images, assessment[OFFSET]), training)["angle"]
+            self._centred(images, assessment.get(OFFSET)), training)["angle"]
         encoded["angle"] = angle
         encoded["features"] = self.frame_features.features(framed, classes)
         encoded["reference"] = tf.gather(self.template_frame.images(),
@@ -219,11 +219,12 @@ class RotationInvariantAutoencoder(keras.Model):
 
     def _framed(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, dict]:
         """Learned frame: (the particles as the frame sees them, re-centred by their offsets and
-        turned into it, their frame angles [B], the frame's grades of each and its offset
-        (`TemplateFrame.assessment`: class probabilities [B, K], ..., offset [B, 2]))."""
+        turned into it, their frame angles [B], the frame's grades of each and, with an offset
+        search, its offset (`TemplateFrame.assessment`: class probabilities [B, K], ...,
+        offset [B, 2]))."""
         weights, assessment = self.template_frame.assessment(images)
         angle = self.template_frame.angles(weights)[0]
-        return self._derotated(images, angle, assessment[OFFSET]), angle, assessment
+        return self._derotated(images, angle, assessment.get(OFFSET)), angle, assessment
 
     def finish_frame(self, batch: dict, chunk: int = 256) -> dict[int, float]:
         """Learned frame, after training, on the `batch`'s particles: splits by orientation the
@@ -247,19 +248,19 @@ class RotationInvariantAutoencoder(keras.Model):
 
     def _derotated(self, images: tf.Tensor, angles: tf.Tensor, offsets: tf.Tensor | None = None
                    ) -> tf.Tensor:
-        """Images moved back by their `offsets` [B, 2] pixels (a learned frame's; None: none) and
-        turned by -`angles` about each one's mean, so the edges and corners a move or rotation
-        leaves empty take the background's level rather than 0 (the stack's minimum after
+        """Images moved back by their `offsets` [B, 2] pixels (`_centred`) and turned by
+        -`angles` about each one's mean, so the edges and corners a move or rotation leaves
+        empty take the background's level rather than 0 (the stack's minimum after
         normalisation)."""
         mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
-        if offsets is not None:
-            images = self._centred(images, offsets)
+        images = self._centred(images, offsets)
         return rotate(images - mean, -angles, xla_compatible=self.jit_compile is True) + mean
 
-    def _centred(self, images: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
+    def _centred(self, images: tf.Tensor, offsets: tf.Tensor | None) -> tf.Tensor:
         """Images moved back by their `offsets` [B, 2] pixels (the particle to the box centre),
-        the edge taking each one's mean."""
-        if not self.settings.frame_max_shift:
+        the edge taking each one's mean; as they are without a learned frame's offset search
+        (or `offsets` None)."""
+        if offsets is None or not self.settings.frame_max_shift:
             return images
         return recentred(images, offsets, xla_compatible=self.jit_compile is True)
 

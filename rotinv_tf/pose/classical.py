@@ -133,8 +133,9 @@ def align_reference_free(images: np.ndarray | tf.Tensor, num_classes: int = 1,
             for i in range(restarts)]
     state = min(runs, key=lambda run: float(run[1]))[0]
     angles, classes, probabilities, offsets = [], [], [], []
+    references = grid.references(state.templates)
     for start in range(0, int(prepared.shape[0]), _EM_CHUNK):
-        chunk = _pose(grid, prepared[start:start + _EM_CHUNK], state)
+        chunk = _pose(grid, prepared[start:start + _EM_CHUNK], state, references)
         for found, value in zip((angles, classes, probabilities, offsets), chunk):
             found.append(value)
     angles, classes, probabilities, offsets = (tf.concat(found, 0) for found in
@@ -147,13 +148,14 @@ def align_reference_free(images: np.ndarray | tf.Tensor, num_classes: int = 1,
                      offsets=offsets.numpy())
 
 
-def _pose(grid: PolarEM, images: tf.Tensor, state: EMState
+def _pose(grid: PolarEM, images: tf.Tensor, state: EMState,
+          references: tuple[tf.Tensor, tf.Tensor]
           ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """(angles [B], classes [B], class probabilities [B, K], offsets [B, 2]) of prepared images
-    against the final templates: the class of largest posterior mass, within it the angle of
-    the most probable (offset, angle), refined between grid angles (`_peak_angles`), and the
-    offset of its centre (`PolarEM.peak_offsets`)."""
-    references, energy = grid.references(state.templates)
+    against the final templates (their `references`): the class of largest posterior mass,
+    within it the angle of the most probable (offset, angle), refined between grid angles
+    (`_peak_angles`), and the offset of its centre (`PolarEM.peak_offsets`)."""
+    references, energy = references
     spectrum = grid.correlation_spectra(grid.spectra(grid.polar(images)), references)
     logits = grid.logits(grid.angular(spectrum), energy, state)
     probabilities = tf.reduce_sum(posterior(logits), axis=[2, 3])  # [B, K]
@@ -220,9 +222,11 @@ def _expectation_maximisation(grid: PolarEM, images: tf.Tensor, num_classes: int
                        num_classes)
     for _ in range(num_rounds):
         total = None
+        references = grid.references(state.templates)
         for start in range(0, count, _EM_CHUNK):
             chunk = images[start:start + _EM_CHUNK]
-            found = grid.statistics(chunk, state)[0].scaled(int(chunk.shape[0]) / count)
+            found = grid.statistics(chunk, state, references)[0].scaled(
+                int(chunk.shape[0]) / count)
             total = found if total is None else total + found
         state = grid.em_step(state, total, 1.0)
     return state, total.residual

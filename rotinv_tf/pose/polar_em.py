@@ -318,12 +318,14 @@ class PolarEM:
         are without an offset search)."""
         return images if self.max_shift == 0 else recentred(images, offsets)
 
-    def statistics(self, images: tf.Tensor, state: EMState) -> tuple[Statistics, tf.Tensor]:
-        """E step on a batch of images [B, N, N, 1] against `state`: (its `Statistics`, the
-        posterior [B, K, S, A])."""
-        polar = self.polar(images)
-        spectra = self.spectra(polar)
-        references, energy = self.references(state.templates)
+    def statistics(self, images: tf.Tensor, state: EMState,
+                   references: tuple[tf.Tensor, tf.Tensor] | None = None
+                   ) -> tuple[Statistics, tf.Tensor]:
+        """E step on a batch of images [B, N, N, 1] against `state` (its `references`, when a
+        caller going through chunks made them once): (its `Statistics`, the posterior
+        [B, K, S, A])."""
+        spectra = self.spectra(self.polar(images))
+        references, energy = references or self.references(state.templates)
         correlation = self.correlation(spectra, references)
         return self.statistics_of(images, spectra, correlation, energy, state)
 
