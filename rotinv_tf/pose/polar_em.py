@@ -29,6 +29,9 @@ into the templates, as RELION's soft assignments; σ² is the posterior-expected
 by `rate`: 1 is batch EM (classical alignment), a momentum is online EM (the template frame).
 With `max_shift` 0 there is one offset, (0, 0), no move, and the templates are never re-sampled.
 
+Its moves are gathers (`translate`'s `xla_compatible` path), so a train step that holds a frame
+compiles with XLA.
+
 What a particle's offset is, served and written (`peak_offsets`): where its centre is, its
 template's centre of mass turned and moved as the particle, by the most probable offset refined
 between lattice points.
@@ -218,7 +221,7 @@ class PolarEM:
                               edge[:, None, None, None])  # [K, N, N, 1]
             count, shifts = tf.shape(images)[0], self.num_shifts
             moved = translate(tf.repeat(images, shifts, axis=0), tf.tile(self.offsets, [count, 1]),
-                              tf.repeat(edge, shifts))
+                              tf.repeat(edge, shifts), xla_compatible=True)
             spectra = tf.reshape(self.spectra(self.polar(moved)),
                                  [count, shifts, len(self.resampler.radii), self.harmonics])
         return spectra, self.energy(spectra)
@@ -316,7 +319,7 @@ class PolarEM:
     def recentred(self, images: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
         """Images [B, N, N, 1] moved back by their offsets [B, 2] (`rotation.recentred`; as they
         are without an offset search)."""
-        return images if self.max_shift == 0 else recentred(images, offsets)
+        return images if self.max_shift == 0 else recentred(images, offsets, xla_compatible=True)
 
     def statistics(self, images: tf.Tensor, state: EMState,
                    references: tuple[tf.Tensor, tf.Tensor] | None = None
