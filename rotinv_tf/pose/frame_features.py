@@ -4,9 +4,9 @@ The particle turned into its learned frame is masked to a central disc (`mask_ra
 width, soft edge) and projected onto the leading `num_axes` principal axes of the training
 particles so turned and masked (fitted once after training, `fit`; the mask is folded into the
 axes, so serving is one matrix product), and, with several templates, the frame's class posterior
-is appended, scaled to `class_weight` of the projections' spread. The three are settings of the
-model (`AutoencoderConfig.feature_*`), tuned as follows. Both are rotation invariant up to the frame angle's
-error. Why not the encoder's latent: on poses.py's three-view hinge stacks (1,000 particles, 8 or
+is appended, scaled to `class_weight` of the projections' spread. Both are rotation invariant up
+to the frame angle's error. The three are settings of the model (`AutoencoderConfig.feature_*`),
+their defaults tuned as below. Why not the encoder's latent: on poses.py's three-view hinge stacks (1,000 particles, 8 or
 40 epochs, issue 15) k-means on the content latent found the (conformation bin, view) pairs with
 ARI 0.25-0.27 at SNR 1 and 0.03-0.06 at SNR 0.1, and the decoded canonical images 0.26-0.36 /
 0.02-0.09, where the frame's turned particles reached 0.63-0.65 / 0.31-0.37, as classical

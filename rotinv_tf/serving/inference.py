@@ -76,7 +76,8 @@ from rotinv_tf.serving.overview import Overview, overview_path
 from rotinv_tf.serving.classes import COLUMNS as CLASS_COLUMNS, ClassSummary, class_paths
 from rotinv_tf.serving.saved_model import load_serving_model
 
-REFINE_WINDOW_DEGREES = 10.0  # the defaults of --refine_window_degrees, --refine_step_degrees
+# The refinement's defaults (canonicalize's --refine_window_degrees, --refine_step_degrees).
+REFINE_WINDOW_DEGREES = 10.0
 REFINE_STEP_DEGREES = 0.5
 
 
@@ -155,8 +156,8 @@ def canonicalize_particles(saved_model: str, input_path: str, output: str, star:
     `optics` (`particles.OPTICS_NAMES` -> value) gives every optics group the values the input
     lacks or gets wrong. `select_classes`: the 1-based classes whose particles are written
     (None: all), for a model with classes. `progress(done, total)` is called after each batch.
-    ValueError for settings out of range; raises `DataError` for bad input, checked before any particle is
-    processed (nothing is written then). The summary's time covers the streaming (read, model,
+    Raises ValueError for settings out of range, `DataError` for bad input, checked before any
+    particle is processed (nothing is written then). The summary's time covers the streaming (read, model,
     refinement, write), not loading and checking.
     """
     if batch_size < 1:
