@@ -72,12 +72,13 @@ def _valid_selection(text: str | None) -> bool:
         return False
 
 
-@flags.multi_flags_validator(("refine_window_degrees", "refine_step_degrees"),
-                             "refinement needs 0 < refine_step_degrees <= 90 and "
-                             "refine_window_degrees >= 0")
+@flags.multi_flags_validator(("refine_window_degrees", "refine_step_degrees"))
 def _valid_refinement(values: dict) -> bool:
-    return not Refinement(values["refine_window_degrees"], values["refine_step_degrees"],
+    problems = Refinement(values["refine_window_degrees"], values["refine_step_degrees"],
                           max_shift=0).problems()
+    if problems:
+        raise flags.ValidationError("; ".join(problems))
+    return True
 
 
 for _name in ("saved_model", "input", "output", "star"):

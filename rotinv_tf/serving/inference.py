@@ -157,8 +157,8 @@ def canonicalize_particles(saved_model: str, input_path: str, output: str, star:
     lacks or gets wrong. `select_classes`: the 1-based classes whose particles are written
     (None: all), for a model with classes. `progress(done, total)` is called after each batch.
     Raises ValueError for settings out of range, `DataError` for bad input, checked before any
-    particle is processed (nothing is written then). The summary's time covers the streaming (read, model,
-    refinement, write), not loading and checking.
+    particle is processed (nothing is written then). The summary's time covers the streaming
+    (read, model, refinement, write), not loading and checking.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -230,8 +230,7 @@ def _refine_comment(refinement: Refinement | None, served: tuple[str, ...]) -> s
                  if "reference" in served else "each particle's canonical image")
     return (f"rotinv_tf: rlnAnglePsi is {source} refined within "
             f"+-{refinement.window_degrees:g} deg in {refinement.step_degrees:g} deg "
-            f"steps{shifts} "
-            f"against {reference} (--refine)")
+            f"steps{shifts} against {reference} (--refine)")
 
 
 def _training_comment(model) -> str:
@@ -293,9 +292,9 @@ def _stream(model, particles: Particles, output: str, star: str, batch_size: int
             resample: bool, progress: Callable[[int, int], None] | None,
             refinement: Refinement | None, select_classes: Sequence[int] | None
             ) -> CanonicalizeSummary:
-    """`refinement`: None = none. Checks everything, then streams. With a
-    selection the canonical images go to a scratch stack first (how many are kept is known only
-    at the end), then to `output`."""
+    """`refinement`: None = none. Checks everything, then streams. With a selection the
+    canonical images go to a scratch stack first (how many are kept is known only at the end),
+    then to `output`."""
     size = model.image_size
     h, w = particles.height, particles.width
     if (h, w) != (size, size):
