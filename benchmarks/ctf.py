@@ -37,11 +37,12 @@ from data_pipeline.datasets.particle_stack import ParticleStack
 from data_pipeline.formats import star
 from data_pipeline.rotation import inscribed_disc, rotate
 from rotinv_tf import config as configs
-from rotinv_tf.config import Config, resolved_frame
+from rotinv_tf.config import Config
 from rotinv_tf.evaluation import (estimate_frame_rotation, frame_aligned_errors_deg,
                                   psi_error_summary)
 from rotinv_tf.serving.saved_model import load_serving_model
 from rotinv_tf.training import train_lib
+from rotinv_tf.training.resolve import resolve
 
 PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star"
 NO_ANGLES = "noangles.star"
@@ -200,7 +201,7 @@ def train_and_score(base: Config, name: str, folder: str, correction: str,
         star=os.path.join(folder, NO_ANGLES) if correction != "auto" else None,
         data_dir=os.path.join(FLAGS.work_dir, "tfds"))
     result = train_lib.train(config)
-    return {"frame": resolved_frame(config), "train_seconds": result.seconds,
+    return {"frame": resolve(config).model.autoencoder.frame, "train_seconds": result.seconds,
             "saved_model": result.export_path,
             **score(result.export_path, folder, truth_folder, defocus)}
 

@@ -39,6 +39,7 @@ from rotinv_tf.evaluation import (estimate_frame_rotation, frame_aligned_errors_
                                   psi_error_summary)
 from rotinv_tf.serving.inference import canonicalize_particles
 from rotinv_tf.training import train_lib
+from rotinv_tf.training.resolve import resolve
 
 # What `python -m data_pipeline.simulate` writes (run as a program: it defines flags of its own).
 PARTICLES, CANONICAL, STAR = "particles.mrcs", "canonical.mrcs", "particles.star"
@@ -140,7 +141,7 @@ def train_and_score(base: Config, name: str, folder: str, new: str,
         stack=os.path.join(folder, PARTICLES), star=star_file,
         data_dir=os.path.join(FLAGS.work_dir, "tfds"))
     result = train_lib.train(config)
-    return {"frame": configs.resolved_frame(config), "train_seconds": result.seconds,
+    return {"frame": resolve(config).model.autoencoder.frame, "train_seconds": result.seconds,
             "saved_model": result.export_path, **scores(result.export_path, name, folder, new)}
 
 

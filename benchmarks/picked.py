@@ -44,6 +44,8 @@ from benchmarks import driver, relion_2d
 from benchmarks.relion_stacks import (gaussians, noise_sigma, read_stack, relion, shown, timed,
                                       write_map)
 from benchmarks.report_files import write_results
+from data_pipeline import cli
+from data_pipeline.atomic import write_text
 from data_pipeline.formats import star
 from data_pipeline.formats.mrc import write_stack
 from data_pipeline.simulator import builtin_model
@@ -58,6 +60,7 @@ ANGLES = ("rlnAngleRot", "rlnAngleTilt", star.ANGLE_PSI)
 # Junk particles' maps: an empty box (noise only) and another molecule, three blobs in a bent
 # row unlike the hinged model.
 JUNK_MAPS = ("junk_empty", "junk_other")
+STACK_FILE = "stack.json"  # what `make_stack` made, written last
 
 FLAGS = flags.FLAGS
 
@@ -80,6 +83,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("relion_iterations", 25, "RELION 2D iterations.")
     flags.DEFINE_float("relion_offset_range", 5.0, "RELION's offset search range (pixels).")
     flags.DEFINE_float("relion_offset_step", 2.0, "RELION's offset search step (pixels).")
+    flags.DEFINE_boolean("reuse_stack", False, "Run the sides on the stack an earlier run of the "
+                         "same settings made (RELION's noise is drawn anew otherwise).")
     flags.DEFINE_list("sides", ["relion", "ours"], "Which of relion, ours to run.")
     flags.DEFINE_list("ours_flags", [], "Extra flags for our train command (a diagnosis, not the "
                       "README's configuration; the table says so).")
@@ -157,6 +162,12 @@ def hinges() -> np.ndarray:
     return (np.arange(FLAGS.conformations) + 0.5) / FLAGS.conformations
 
 
+def stack_settings() -> dict:
+    """The flags a stack is made from (beside the seed and SNR its folder is named by)."""
+    return {name: FLAGS[name].value for name in (
+        "num_particles", "conformations", "spread", "offset_sigma", "max_offset", "ctf")}
+
+
 def make_stack(folder: str, seed: int) -> dict:
     """Maps, the noisy stack `particles.mrcs`, `relion.star`, `truth.npz`; what was made."""
     os.makedirs(folder, exist_ok=True)
@@ -181,9 +192,11 @@ def make_stack(folder: str, seed: int) -> dict:
     good = ~truth["junk"]
     measured = float(clean[good].reshape(good.sum(), -1).var(axis=1).mean()
                      / (noisy - clean)[good].reshape(good.sum(), -1).var(axis=1).mean())
-    return {"white_noise": sigma, "measured_snr": measured,
+    made = {**stack_settings(), "white_noise": sigma, "measured_snr": measured,
             "view_counts": np.bincount(truth["view"], minlength=VIEWS).tolist(),
             "junk_particles": int(truth["junk"].sum())}
+    write_text(os.path.join(folder, STACK_FILE), json.dumps(made))
+    return made
 
 
 # The two sides
@@ -350,7 +363,13 @@ def main(argv: list[str]) -> None:
     del argv
     driver.check_choices("sides", FLAGS.sides, LABELS)
     folder = os.path.join(FLAGS.work_dir, f"snr{FLAGS.snr:g}_junk{FLAGS.junk:g}_seed{FLAGS.seed}")
-    made = make_stack(folder, FLAGS.seed)
+    made = None
+    if FLAGS.reuse_stack and os.path.exists(os.path.join(folder, STACK_FILE)):
+        with open(os.path.join(folder, STACK_FILE)) as f:
+            made = json.load(f)
+        if any(made[name] != value for name, value in stack_settings().items()):
+            cli.fail(f"{folder}: its stack was made with other settings: {made}")
+    made = made or make_stack(folder, FLAGS.seed)
     print(json.dumps(made), flush=True)
     sides = {}
     for name in FLAGS.sides:
@@ -360,15 +379,11 @@ def main(argv: list[str]) -> None:
         sides[name] = {**side, "label": label, "scores": score(folder, side["star"])}
         print(json.dumps(sides[name]), flush=True)
     truth = dict(np.load(os.path.join(folder, "truth.npz")))
-    report = {"seed": FLAGS.seed, "snr": FLAGS.snr, "num_particles": FLAGS.num_particles,
-              "conformations": FLAGS.conformations, "spread": FLAGS.spread,
-              "offset_sigma": FLAGS.offset_sigma, "max_offset": FLAGS.max_offset,
-              "ctf": FLAGS.ctf, "classes": FLAGS.classes, "junk": FLAGS.junk, **made,
-              "sides": sides,
+    report = {"seed": FLAGS.seed, "snr": FLAGS.snr, "classes": FLAGS.classes, "junk": FLAGS.junk,
+              **made, "sides": sides,
               "zero_origins": origin_errors(truth, np.zeros_like(truth["origin"]))}
     name = f"picked_snr{FLAGS.snr:g}_k{FLAGS.classes}_junk{FLAGS.junk:g}_seed{FLAGS.seed}"
-    write_results(FLAGS.results or name, report,
-                  markdown(report))
+    write_results(FLAGS.results or name, report, markdown(report))
 
 
 if __name__ == "__main__":

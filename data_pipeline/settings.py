@@ -176,6 +176,9 @@ class DataConfig:
                             f"{self.stack_holdout_fraction}")
         if not self.angle_scale_deg >= 0:
             problems.append(f"angle_scale_deg must be >= 0, got {self.angle_scale_deg}")
+        if not -2 ** 31 <= self.eval_angle_seed < 2 ** 31:
+            problems.append(f"eval_angle_seed must fit in 32 bits (it seeds TensorFlow's "
+                            f"stateless draws), got {self.eval_angle_seed}")
         if self.dataset == "particle_stack" and not (self.stack or self.star):
             problems.append("dataset particle_stack needs stack=<.mrcs/.mrc> or star=<.star/.cs>")
         if self.dataset == "five_hdb" and not self.manual_dir:

@@ -3,7 +3,7 @@
     python -m rotinv_tf.canonicalize --saved_model=saved_models/<name>/<version> \\
         --input=particles.mrcs --output=canonical.mrcs --star=angles.star \\
         [--batch_size=256] [--resample] [--refine=true|false] [--refine_max_shift=3] \\
-        [--select_classes=1,3]
+        [--refine_window_degrees=10] [--refine_step_degrees=0.5] [--select_classes=1,3]
 
 `--input` is an MRC stack, a RELION STAR file or a cryoSPARC `.cs` particle file
 (`data_pipeline.particles`); `--pixel_size`, `--voltage`, `--spherical_aberration` and
@@ -31,7 +31,7 @@ from data_pipeline.cli import run
 from data_pipeline.particles import OPTICS_NAMES
 from rotinv_tf.serving.classes import parse_selection
 from rotinv_tf.serving.inference import (REFINE_STEP_DEGREES, REFINE_WINDOW_DEGREES,
-                                 canonicalize_particles)
+                                         Refinement, canonicalize_particles)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model", None, "SavedModel version folder: saved_models/<name>/<version>.")
@@ -43,9 +43,13 @@ flags.DEFINE_integer("batch_size", 256, "Particles per model call.", lower_bound
 flags.DEFINE_boolean("resample", False,
                      "Fourier-crop/pad particles whose size differs from the model's.")
 flags.DEFINE_boolean("refine", True,
-                     f"Refine each network angle by a local search (+-{REFINE_WINDOW_DEGREES:g} "
-                     f"deg, {REFINE_STEP_DEGREES:g} deg steps) against a reference: a learned "
-                     "frame's class template, otherwise the particle's canonical image.")
+                     "Refine each network angle by a local search (--refine_window_degrees, "
+                     "--refine_step_degrees) against a reference: a learned frame's class "
+                     "template, otherwise the particle's canonical image.")
+flags.DEFINE_float("refine_window_degrees", REFINE_WINDOW_DEGREES,
+                   "With --refine, search within +- this many degrees of the network's angle.")
+flags.DEFINE_float("refine_step_degrees", REFINE_STEP_DEGREES,
+                   "With --refine, the search's angle step in degrees (0 < step <= 90).")
 flags.DEFINE_integer("refine_max_shift", 0,
                      "With --refine, also search shifts of up to this many pixels (sub-pixel; "
                      "added to a learned frame's offsets, written as rlnOriginXAngst/YAngst).",
@@ -67,6 +71,15 @@ def _valid_selection(text: str | None) -> bool:
         return text is None or bool(parse_selection(text))
     except ValueError:
         return False
+
+
+@flags.multi_flags_validator(("refine_window_degrees", "refine_step_degrees"))
+def _valid_refinement(values: dict) -> bool:
+    problems = Refinement(values["refine_window_degrees"], values["refine_step_degrees"],
+                          max_shift=0).problems()
+    if problems:
+        raise flags.ValidationError("; ".join(problems))
+    return True
 
 
 for _name in ("saved_model", "input", "output", "star"):
@@ -99,6 +112,8 @@ def main(argv: list[str]) -> None:
                                      batch_size=FLAGS.batch_size, resample=FLAGS.resample,
                                      progress=_ProgressBar(), refine=FLAGS.refine,
                                      refine_max_shift=FLAGS.refine_max_shift,
+                                     refine_window_degrees=FLAGS.refine_window_degrees,
+                                     refine_step_degrees=FLAGS.refine_step_degrees,
                                      optics={name: FLAGS[name].value for name in OPTICS_NAMES},
                                      select_classes=(None if FLAGS.select_classes is None
                                                      else parse_selection(FLAGS.select_classes)))

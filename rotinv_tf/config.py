@@ -8,12 +8,14 @@
     └── runtime   names, folders, seed, precision, distribution
 
 A setting is one field (default, help text and allowed values in one place); `define_flags` makes
-its flag for `train` and `evaluate`, `from_flags` reads it back, `check` validates the whole
-configuration. A run writes its config as `config.json` into `model_dir` and into the SavedModel's
-assets (`save`/`load`), so evaluating or canonicalizing a model needs no flagfile.
+its flag for `train` and `evaluate`, `from_flags` reads it back, `problems`/`check` validate the
+whole configuration: every value a constructor would refuse is found here, before a run writes
+anything. `resolved(DataFacts)` replaces every `auto` setting from facts about the data (read by
+`rotinv_tf.training.resolve`, since this module reads no data). A run writes its resolved config as
+`config.json` into `model_dir` and into the SavedModel's assets (`save`/`load`), so evaluating or
+canonicalizing a model needs no flagfile.
 """
 import dataclasses
-import functools
 import json
 import os
 from typing import Any
@@ -22,10 +24,9 @@ from absl import flags
 
 from data_pipeline import settings
 from data_pipeline.atomic import write_text
-from data_pipeline.datasets.particle_stack import ParticleStack
 from data_pipeline.settings import DataConfig, section, setting
 from rotinv_tf.models.losses import RECONSTRUCTION_NORMS
-from rotinv_tf.models.networks import ARCHITECTURES
+from rotinv_tf.models.networks import ARCHITECTURES, image_size_problems
 from rotinv_tf.pose import template_frame
 from rotinv_tf.training.distribution import CLUSTERS, DEFAULT_SLURM_PORT, STRATEGIES
 
@@ -35,6 +36,16 @@ FRAMES = ("supervised", "learned")
 CTF_CORRECTIONS = ("none", "phase_flip", "model")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 LIKELIHOODS = ("gaussian", "bernoulli")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataFacts:
+    """What the `auto` settings are resolved from, read from a run's data before it trains
+    (`rotinv_tf.training.resolve`): whether each particle comes with its in-plane angle (every
+    data set but a particle stack whose metadata has no rlnAnglePsi), and with its CTF values."""
+
+    angles: bool = True
+    ctf: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +84,17 @@ class AutoencoderConfig:
     frame_shift_step: float = setting(
         1.0, "learned frame: step of the offset search, pixels (RELION 2D's offset step; its "
              "GUI default 1).")
+    feature_axes: int = setting(
+        12, "learned frame: principal axes of the turned particles served as features "
+            "(rotinv_tf.pose.frame_features says how these, the disc and the class weight were "
+            "tuned).")
+    feature_mask_radius: float = setting(
+        0.25, "learned frame: radius of the disc the features see, as a share of the box width.")
+    feature_class_weight: float = setting(
+        0.25, "learned frame with several templates: scale of the class posterior appended to "
+              "the features, relative to the projections' RMS norm.")
+    feature_fit_particles: int = setting(
+        2000, "learned frame: training particles the feature axes are fitted on after training.")
     frame_start_particles: int = setting(
         2000, "learned frame with several templates: the templates start as classical "
               "reference-free alignment's class averages (its restarts) on this many particles "
@@ -86,6 +108,9 @@ class AutoencoderConfig:
         30.0, "Under a CTF correction: weight of the penalty on the R² of a linear read-out of "
               "each particle's defocus from the content latent (keeps defocus out of the "
               "latent); 0 turns it off.")
+    defocus_momentum: float = setting(
+        0.1, "Under a CTF correction: weight of a batch in the running latent/defocus "
+             "covariances of that penalty (one batch's read-out is mostly chance).")
     angle_weight: float = setting(1.0, "Weight of the angle loss.")
     reconstruction_weight: float = setting(1.0, "Weight of the reconstruction loss.")
     reconstruction_norm: str = setting(
@@ -104,20 +129,38 @@ class AutoencoderConfig:
 
     def problems(self) -> list[str]:
         problems = settings.problems_of_choices(self)
-        for name in ("latent_dim", "filters", "critic_filters",
-                     "generator_steps_per_critic_step"):
+        if self.latent_dim < 2:
+            problems.append(f"latent_dim must be >= 2 (the angle slot and content), got "
+                            f"{self.latent_dim}")
+        for name in ("filters", "critic_filters", "generator_steps_per_critic_step",
+                     "feature_axes", "feature_fit_particles"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.frame_start_particles < 0:
             problems.append(f"frame_start_particles must be >= 0, got "
                             f"{self.frame_start_particles}")
-        if not self.defocus_decorrelation_weight >= 0:
-            problems.append(f"defocus_decorrelation_weight must be >= 0, got "
-                            f"{self.defocus_decorrelation_weight}")
+        for name in ("defocus_decorrelation_weight", "angle_weight", "reconstruction_weight",
+                     "adversarial_weight", "gp_weight", "feature_class_weight"):
+            if not getattr(self, name) >= 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("defocus_momentum", "feature_mask_radius"):
+            if not 0 < getattr(self, name) <= 1:
+                problems.append(f"{name} must be in (0, 1], got {getattr(self, name)}")
         problems += template_frame.problems(self.frame_angles, self.frame_momentum,
                                             self.frame_classes, self.frame_max_shift,
                                             self.frame_shift_step)
         return problems
+
+    def resolved(self, data: DataFacts = DataFacts()) -> "AutoencoderConfig":
+        """A copy with `auto` replaced from the facts of the data it trains on: the frame is
+        learned for data without angles, else supervised; the CTF correction is model for data
+        with CTF values, else none. Without facts (a model made without data), the data is taken
+        to have angles and no CTF values."""
+        frame = self.frame if self.frame != "auto" else (
+            "supervised" if data.angles else "learned")
+        correction = self.ctf_correction if self.ctf_correction != "auto" else (
+            "model" if data.ctf else "none")
+        return dataclasses.replace(self, frame=frame, ctf_correction=correction)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,6 +250,13 @@ class ScheduleConfig:
             problems.append("learning rates must be > 0")
         if self.max_train_cpu_seconds < 0:
             problems.append(f"max_train_cpu_seconds must be >= 0, got {self.max_train_cpu_seconds}")
+        if self.lr_decay_epoch < 0 or not self.lr_decay_factor > 0:
+            problems.append(f"lr_decay_epoch must be >= 0 and lr_decay_factor > 0, got "
+                            f"{self.lr_decay_epoch}, {self.lr_decay_factor}")
+        if not self.weight_decay >= 0:
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.adam_beta_1 < 1:
+            problems.append(f"adam_beta_1 must be in [0, 1), got {self.adam_beta_1}")
         return problems
 
 
@@ -241,6 +291,11 @@ class RuntimeConfig:
             problems.append(f"name must be a plain folder name, got {self.name!r}")
         if self.log_every_steps < 1:
             problems.append(f"log_every_steps must be >= 1, got {self.log_every_steps}")
+        if not 0 <= self.seed < 2 ** 32:
+            problems.append(f"seed must be in [0, 2**32), got {self.seed}")
+        if not 0 < self.slurm_port < 2 ** 16:
+            problems.append(f"slurm_port must be a port number in [1, 65535], got "
+                            f"{self.slurm_port}")
         return problems
 
 
@@ -253,21 +308,26 @@ class Config:
     schedule: ScheduleConfig = section(ScheduleConfig, "the schedule")
     runtime: RuntimeConfig = section(RuntimeConfig, "where and how")
 
-    def check(self) -> None:
-        """ValueError, one line naming every problem, for settings that cannot run together."""
-        problems = (self.data.problems() + self.model.autoencoder.problems()
+    def problems(self) -> list[str]:
+        """What makes these settings unusable together (empty when they are fine). An `auto`
+        setting is taken as it is: `resolved` checks again once it is replaced."""
+        ours = self.model.autoencoder
+        problems = (self.data.problems() + ours.problems()
                     + self.model.spatial_vae.problems() + self.schedule.problems()
                     + self.runtime.problems() + settings.problems_of_choices(self.model))
-        frame = resolved_frame(self)
         if self.model.name != "autoencoder":
-            if self.model.autoencoder.frame == "learned":
+            if ours.frame == "learned":
                 problems.append("frame learned is a frame of the autoencoder, not of spatial_vae")
-            if self.model.autoencoder.ctf_correction not in ("auto", "none"):
+            if ours.ctf_correction not in ("auto", "none"):
                 problems.append("a CTF correction is a feature of the autoencoder, not of "
                                 "spatial_vae")
+        elif self.data.dataset == "simulated_particles":
+            size = self.data.simulation.image_size
+            problems += [f"sim_image_size {size}: {problem}"
+                         for problem in image_size_problems(ours.architecture, size)]
         # The EM template is updated from each replica's own batch, so replicas' templates
         # would drift apart.
-        if frame == "learned" and self.runtime.strategy != "default":
+        if ours.frame == "learned" and self.runtime.strategy != "default":
             problems.append(f"frame learned cannot train with strategy {self.runtime.strategy} "
                             f"(its EM template is not synchronised across replicas); train it "
                             f"with the default strategy, or give the stack a STAR file")
@@ -275,7 +335,28 @@ class Config:
         if self.schedule.max_train_cpu_seconds and self.runtime.strategy == "multi_worker":
             problems.append("max_train_cpu_seconds cannot be used with strategy multi_worker "
                             "(each worker would stop at a different step)")
+        return problems
+
+    def check(self) -> None:
+        """ValueError, one line naming every problem, for settings that cannot run together."""
+        settings.raise_problems(self.problems())
+
+    def resolved(self, data: DataFacts) -> "Config":
+        """The config a run trains with, and saves: every `auto` setting replaced from the
+        facts of its data (only the autoencoder learns a frame or corrects the CTF), checked.
+        ValueError, one line, for problems, a CTF correction of data without CTF values
+        included."""
+        ours = self.model.autoencoder
+        facts = data if self.model.name == "autoencoder" else DataFacts()
+        resolved = dataclasses.replace(self, model=dataclasses.replace(
+            self.model, autoencoder=ours.resolved(facts)))
+        problems = resolved.problems()
+        if (self.model.name == "autoencoder" and ours.ctf_correction not in ("auto", "none")
+                and not data.ctf):
+            problems.append(f"ctf_correction {ours.ctf_correction!r} needs a particle stack "
+                            f"whose STAR/.cs file has CTF values")
         settings.raise_problems(problems)
+        return resolved
 
     def replace(self, **flat: Any) -> "Config":
         """A copy with the settings named by their flag names replaced: `replace(epochs=2)`."""
@@ -292,52 +373,6 @@ class Config:
     @classmethod
     def from_json(cls, text: str) -> "Config":
         return cls.from_dict(json.loads(text))
-
-
-def particle_stack(config: Config) -> ParticleStack | None:
-    """The run's particle stack with its metadata (None for other data sets). Read once per
-    version of its files: a run asks for it several times before training (frame, CTF, checks),
-    and a STAR file of millions of rows takes seconds to parse."""
-    data = config.data
-    if data.dataset != "particle_stack" or not (data.stack or data.star):
-        return None
-    return _read_stack(data.stack, data.star, data.stack_holdout_fraction,
-                       _version(data.stack), _version(data.star))
-
-
-def _version(path: str | None) -> tuple[int, int] | None:
-    """(modification time, size) of a file, None when there is none to read."""
-    if not path or not os.path.isfile(path):
-        return None
-    status = os.stat(path)
-    return status.st_mtime_ns, status.st_size
-
-
-@functools.lru_cache(maxsize=4)
-def _read_stack(stack: str | None, star: str | None, holdout_fraction: float,
-                *versions: tuple[int, int] | None) -> ParticleStack:
-    """`ParticleStack(stack, star, holdout_fraction)`, cached by the files' `versions`."""
-    return ParticleStack(stack, star, holdout_fraction)
-
-
-def resolved_frame(config: Config) -> str:
-    """The frame a run trains in: `learned` for a particle stack without angles (no STAR file,
-    or one without rlnAnglePsi), `supervised` (the paper's) for everything else, unless the
-    config names one. Reads the metadata only when both files exist (loading the data reports a
-    missing one), so a config can be checked without its data."""
-    frame = config.model.autoencoder.frame
-    if frame != "auto":
-        return frame
-    data = config.data
-    if data.dataset != "particle_stack":
-        unknown_angles = False
-    elif not data.star:
-        unknown_angles = True
-    elif not (os.path.isfile(data.star) and (not data.stack or os.path.isfile(data.stack))):
-        unknown_angles = False
-    else:
-        unknown_angles = particle_stack(config).angles is None
-    return "learned" if unknown_angles and config.model.name == "autoencoder" else "supervised"
 
 
 def define_flags() -> None:

@@ -1,12 +1,14 @@
 """Train a model: `python -m rotinv_tf.train --flagfile=configs/quickstart.cfg [--flag=value ...]`.
 
 One flag per setting of `rotinv_tf.config.Config` (`--helpfull` lists them); flags on the command
-line override the flagfile. The run's config is saved as config.json in --model_dir and in the
-SavedModel. Rerunning resumes from the latest checkpoint in --model_dir, saying which settings
-changed since. A run or export folder that cannot be written, or a particle stack whose box the
-model cannot take, prints one `error:` line and exits with status 2 before any data is built
-(`train_lib.check_run`). A multi-worker run that loses a worker prints one `error:` line
-and exits with status 1 on the workers left (docs/distributed.md).
+line override the flagfile. The run's config, its `auto` settings resolved from the data
+(`rotinv_tf.training.resolve`), is saved as config.json in --model_dir and in the SavedModel.
+Rerunning resumes from the latest checkpoint in --model_dir, saying which settings changed since.
+A setting out of range, a run or export folder that cannot be written, or a particle stack whose
+box the model cannot take or whose metadata lacks what the settings need, prints one `error:` line
+and exits with status 2 before any data is built or folder written (`Config.check`,
+`train_lib.check_run`, `resolve`). A multi-worker run that loses a worker prints one `error:`
+line and exits with status 1 on the workers left (docs/distributed.md).
 """
 import sys
 
@@ -15,6 +17,7 @@ from absl import flags
 from data_pipeline import cli, settings
 from rotinv_tf import config as configs
 from rotinv_tf.training import train_lib
+from rotinv_tf.training.resolve import resolve
 
 configs.define_flags()
 flags.adopt_module_key_flags(settings)  # --helpshort lists them
@@ -28,12 +31,14 @@ def main(argv: list[str]) -> None:
     except ValueError as e:
         cli.fail(str(e))
     train_lib.check_run(config)  # bad paths and data: one error line before anything is printed
-    print(f"Frame: {configs.resolved_frame(config)}", flush=True)
     try:
-        correction = train_lib.resolved_ctf(config)
+        config = resolve(config)  # every `auto` replaced from the data, as config.json records
     except ValueError as e:
         cli.fail(str(e))
-    print(f"CTF correction: {correction} ({train_lib.data_description(config)})", flush=True)
+    ours = config.model.autoencoder
+    print(f"Frame: {ours.frame}", flush=True)
+    print(f"CTF correction: {ours.ctf_correction} ({train_lib.data_description(config)})",
+          flush=True)
     print(f"TensorBoard: tensorboard --logdir {config.runtime.run_dir}/logs", flush=True)
     try:
         result = train_lib.train(config)

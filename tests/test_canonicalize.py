@@ -257,6 +257,28 @@ def test_refinement_corrects_a_coarse_angle_and_refine_false_keeps_it(data, tmp_
                                        atol=1e-4)
 
 
+def test_the_refinement_window_and_step_are_settings(data, tmp_path):
+    """A window narrower than the network's error leaves most of it; the STAR comment says the
+    window and step used; a step the search cannot take is one error line."""
+    model = built(TemplateMatcher(two_blobs(SIZE), steps=24, returns_template=True), SIZE)
+    saved_model = export_saved_model(model, NORMALIZATION, SIZE, str(tmp_path / "sm"), "coarse")
+    narrow = canonicalize_particles(saved_model, str(data["root"] / "particles.mrcs"),
+                                    str(tmp_path / "n.mrcs"), str(tmp_path / "n.star"),
+                                    optics=OPTICS, refine_window_degrees=1.0,
+                                    refine_step_degrees=0.25)
+    assert psi_error(psi_column(narrow.star), data["angles"]) > 1.5
+    assert "refined within +-1 deg in 0.25 deg steps" in refine_comment(narrow.star)
+    with pytest.raises(ValueError, match="refine_step_degrees <= 90"):
+        canonicalize_particles(saved_model, str(data["root"] / "particles.mrcs"),
+                               str(tmp_path / "z.mrcs"), str(tmp_path / "z.star"),
+                               refine_step_degrees=0.0)
+    result = run_cli(f"--saved_model={saved_model}",
+                     f"--input={data['root'] / 'particles.mrcs'}", "--output=z.mrcs",
+                     "--star=z.star", "--refine_step_degrees=0", *OPTICS_FLAGS, cwd=tmp_path)
+    assert_one_line_error(result, "refine_step_degrees <= 90")
+    assert not any(name.startswith("z.") for name in os.listdir(tmp_path))
+
+
 class LearnedFrameMatcher(TemplateMatcher):
     """A learned-frame model whose angles are right (0.5° grid) but whose "decoder" returns its
     canonical image 4° off the frame, as an imperfect decoder does (issue 15); it serves its

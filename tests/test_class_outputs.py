@@ -14,7 +14,7 @@ from data_pipeline.formats.mrc import open_stack, write_stack
 from data_pipeline.formats.star import read_star
 from data_pipeline.preprocessing import Normalization
 from data_pipeline.rotation import recentred, rotate
-from rotinv_tf.config import Config, resolved_frame
+from rotinv_tf.config import Config
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.pose.template_frame import CLASS_OUTPUTS, TemplateFrame
 from rotinv_tf.serving.classes import FLIP_COLUMN, class_paths, parse_selection, turn_correlation
@@ -22,6 +22,7 @@ from rotinv_tf.serving.export import export_saved_model
 from rotinv_tf.serving.inference import canonicalize_particles
 from rotinv_tf.serving.saved_model import load_serving_model
 from rotinv_tf.training import train_lib
+from rotinv_tf.training.resolve import resolve
 from tests.contract_models import ClassFrameMatcher, TemplateMatcher, built
 from tests.test_canonicalize import OPTICS, psi_error, two_blobs
 from tests.test_relion_outputs import relion
@@ -234,7 +235,7 @@ def test_a_selection_of_the_input_particles_trains_and_canonicalizes_again(stack
         batch_size=4, latent_dim=4, filters=4, critic_filters=2,
         data_dir=str(tmp_path / "tfds"), model_dir=str(tmp_path / "run"),
         export_dir=str(tmp_path / "saved"))
-    assert resolved_frame(config) == "supervised"
+    assert resolve(config).model.autoencoder.frame == "supervised"
     result = train_lib.train(config, verbose=0)
     again = canonicalize_particles(result.export_path, summary.particles_star,
                                    str(tmp_path / "again.mrcs"), str(tmp_path / "again.star"))

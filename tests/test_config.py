@@ -10,7 +10,7 @@ from data_pipeline import settings
 from data_pipeline.settings import SimulationConfig
 from rotinv_tf import config as configs
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
-from rotinv_tf.config import AutoencoderConfig, Config, SpatialVAEConfig
+from rotinv_tf.config import AutoencoderConfig, Config, DataFacts, SpatialVAEConfig
 from rotinv_tf.models.spatial_vae import SpatialVAE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +45,9 @@ def test_only_flags_given_override_a_base_config():
 
 def test_model_settings_are_exactly_the_constructors():
     """A new hyperparameter is one field: the model takes every field of its dataclass."""
-    for cls, model_settings in ((RotationInvariantAutoencoder, AutoencoderConfig(frame="learned")),
+    ours = AutoencoderConfig(frame="learned", ctf_correction="none", feature_axes=5,
+                             defocus_momentum=0.3)
+    for cls, model_settings in ((RotationInvariantAutoencoder, ours),
                                 (SpatialVAE, SpatialVAEConfig())):
         model = cls(16, **dataclasses.asdict(model_settings))
         assert model.settings == model_settings
@@ -69,6 +71,54 @@ def test_check_names_every_problem_in_one_line():
     for name in ("epochs", "stack_holdout_fraction", "filters", "stack="):
         assert name in message
     Config().check()
+
+
+# Values out of range, by flag name: the config refuses each before a run writes anything (the
+# constructors, the optimizer or the seeding would refuse most of them only once it has).
+REFUSED = {
+    "latent_dim": 1, "feature_axes": 0, "feature_mask_radius": 0.0, "defocus_momentum": 1.5,
+    "gp_weight": -1.0, "frame_angles": 4, "frame_momentum": 0.0, "frame_classes": 0,
+    "reconstruction_norm": "l3", "architecture": "mlp", "svae_hidden_units": 0,
+    "lr_decay_factor": 0.0, "adam_beta_1": 1.0, "weight_decay": -1e-5, "seed": -1,
+    "slurm_port": 0, "eval_angle_seed": 2 ** 31,
+}
+
+
+@pytest.mark.parametrize("name,value", sorted(REFUSED.items()))
+def test_check_finds_each_value_out_of_range(name, value):
+    with pytest.raises(ValueError) as error:
+        Config().replace(**{name: value}).check()
+    field = name.removeprefix("svae_")  # a section's problems name its fields
+    assert field in str(error.value) and "\n" not in str(error.value)
+
+
+def test_sim_box_sizes_the_networks_cannot_take_are_refused():
+    for size, architecture in ((10, "paper"), (15, "conv")):
+        with pytest.raises(ValueError, match=f"sim_image_size {size}: "):
+            Config().replace(sim_image_size=size, architecture=architecture).check()
+    Config().replace(sim_image_size=10).check()  # conv takes any even box from 8
+    Config().replace(sim_image_size=15, model="spatial_vae").check()
+
+
+def test_auto_is_resolved_from_the_data_facts():
+    stack = Config().replace(dataset="particle_stack", stack="p.mrcs")
+    ours = lambda config: (config.model.autoencoder.frame,  # noqa: E731
+                           config.model.autoencoder.ctf_correction)
+    assert ours(stack.resolved(DataFacts(angles=False, ctf=True))) == ("learned", "model")
+    assert ours(stack.resolved(DataFacts(angles=True, ctf=False))) == ("supervised", "none")
+    assert ours(stack.replace(frame="supervised", ctf_correction="phase_flip").resolved(
+        DataFacts(angles=False, ctf=True))) == ("supervised", "phase_flip")
+    assert ours(stack.replace(model="spatial_vae").resolved(
+        DataFacts(angles=False, ctf=True))) == ("supervised", "none")
+    resolved = stack.resolved(DataFacts(angles=False))
+    assert resolved.resolved(DataFacts()) == resolved  # nothing left to resolve
+    assert ours(Config()) == ("auto", "auto")  # the flags keep `auto` for users
+    with pytest.raises(ValueError, match="ctf_correction 'model' needs a particle stack"):
+        stack.replace(ctf_correction="model").resolved(DataFacts())
+    # A learned frame, named or resolved, cannot train on several replicas.
+    with pytest.raises(ValueError, match="frame learned cannot train with strategy mirrored"):
+        stack.replace(strategy="mirrored").resolved(DataFacts(angles=False))
+    stack.replace(strategy="mirrored").check()  # `auto` is left to the resolution
 
 
 def test_cpu_budget_is_refused_where_workers_would_disagree():

@@ -17,9 +17,9 @@ from data_pipeline.rotation import rotate
 from data_pipeline.settings import SimulationConfig
 from rotinv_tf.models import autoencoder, losses
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
-from rotinv_tf.training import train_lib
+from rotinv_tf.training import resolve, train_lib
 from rotinv_tf import config as configs
-from rotinv_tf.config import Config, resolved_frame
+from rotinv_tf.config import Config
 from rotinv_tf.serving.inference import canonicalize_particles
 from rotinv_tf.serving.saved_model import load_serving_model
 
@@ -117,17 +117,17 @@ def test_linear_readout_r2_finds_a_feature_hidden_in_a_low_variance_direction():
 def test_defocus_penalty_is_a_running_readout_r2_in_the_loss():
     """Under a CTF correction the generator loss adds weight x the linear read-out R² of the
     defocus features (defocus and its square) from running covariances; a training step moves
-    them DEFOCUS_MOMENTUM of the way to the batch's, an evaluation step leaves them."""
+    them `defocus_momentum` of the way to the batch's, an evaluation step leaves them."""
     defocus = tf.constant([1e4, 2e4, 3e4, 2e4, 1.5e4, 2.5e4])
     features = autoencoder.defocus_features(defocus[:4])
     np.testing.assert_allclose(features[:, 0], [-np.sqrt(2), 0, np.sqrt(2), 0], rtol=1e-5)
     np.testing.assert_allclose(features[:, 1], [2, 0, 2, 0], rtol=1e-5)
     model = RotationInvariantAutoencoder(SIZE, latent_dim=4, filters=4, critic_filters=2,
                                          ctf_correction="model",
-                                         defocus_decorrelation_weight=3.0)
+                                         defocus_decorrelation_weight=3.0, defocus_momentum=0.2)
     model.compile(keras.optimizers.Adam(), keras.optimizers.Adam())
     images = _blobs(6) * np.linspace(0.5, 1.5, 6)[:, None, None, None].astype(np.float32)
-    m = autoencoder.DEFOCUS_MOMENTUM
+    m = model.settings.defocus_momentum
 
     def batch(training: bool) -> list:
         latent = model._network_encode(images, training=training)["latent"]
@@ -186,23 +186,33 @@ def test_learned_frame_training_step_phase_flips_once(ctf_stack, correction, mon
 
 
 def test_which_ctf_correction_a_run_takes(ctf_stack, tmp_path):
-    assert train_lib.resolved_ctf(_config(ctf_stack, ctf_stack["noangles"], tmp_path)) == "model"
-    assert resolved_frame(_config(ctf_stack, ctf_stack["noangles"], tmp_path)) == "learned"
-    no_ctf = _config(ctf_stack, None, tmp_path)
-    assert train_lib.resolved_ctf(no_ctf) == "none"
+    def resolved(config: Config) -> tuple[str, str]:
+        ours = resolve.resolve(config).model.autoencoder
+        return ours.frame, ours.ctf_correction
+
+    assert resolved(_config(ctf_stack, ctf_stack["noangles"], tmp_path)) == ("learned", "model")
+    assert resolved(_config(ctf_stack, ctf_stack["star"], tmp_path)) == ("supervised", "model")
+    assert resolved(_config(ctf_stack, None, tmp_path)) == ("learned", "none")
+    assert resolved(_config(ctf_stack, ctf_stack["noangles"], tmp_path, frame="supervised",
+                            ctf_correction="phase_flip")) == ("supervised", "phase_flip")
     with pytest.raises(ValueError, match="ctf_correction 'phase_flip' needs a particle stack"):
-        train_lib.resolved_ctf(_config(ctf_stack, None, tmp_path, ctf_correction="phase_flip"))
+        resolve.resolve(_config(ctf_stack, None, tmp_path, ctf_correction="phase_flip"))
     with pytest.raises(ValueError, match="not of spatial_vae"):
         _config(ctf_stack, ctf_stack["star"], tmp_path, model="spatial_vae",
                 ctf_correction="model").check()
-    simulated = Config().replace(dataset="simulated_particles")
-    assert train_lib.resolved_ctf(simulated) == "none"
+    assert resolved(_config(ctf_stack, ctf_stack["noangles"], tmp_path,
+                            model="spatial_vae")) == ("supervised", "none")
+    assert resolved(Config().replace(dataset="simulated_particles")) == ("supervised", "none")
 
 
 def test_ctf_stack_without_angles_trains_exports_and_canonicalizes(ctf_stack, tmp_path):
     config = _config(ctf_stack, ctf_stack["noangles"], tmp_path, frame_angles=32)
     result = train_lib.train(config, verbose=0)
     assert all(math.isfinite(v[-1]) for v in result.history.values())
+    saved = configs.load(os.path.join(result.model_dir, configs.CONFIG_FILE))
+    assert saved == resolve.resolve(config) != config  # config.json: what `auto` became
+    assert (saved.model.autoencoder.frame, saved.model.autoencoder.ctf_correction) == (
+        "learned", "model")
     model = load_serving_model(result.export_path)
     assert model.metadata["ctf_correction"] == "model"
     loaded = tf.saved_model.load(result.export_path)
@@ -229,8 +239,8 @@ def test_a_run_reads_its_stack_metadata_once_per_version(ctf_stack, tmp_path):
     star = str(tmp_path / "copy.star")
     shutil.copy(ctf_stack["noangles"], star)
     config = _config(ctf_stack, star, tmp_path)
-    first = configs.particle_stack(config)
-    assert configs.particle_stack(config) is first  # frame, CTF and checks share one read
+    first = resolve.particle_stack(config)
+    assert resolve.particle_stack(config) is first  # checks, resolution and report share one read
     with open(star, "a") as f:
         f.write("\n")
-    assert configs.particle_stack(config) is not first  # a changed file is read again
+    assert resolve.particle_stack(config) is not first  # a changed file is read again

@@ -8,7 +8,7 @@ import tensorflow as tf
 from data_pipeline.preprocessing import Normalization
 from data_pipeline.rotation import rotate
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
-from rotinv_tf.pose.frame_features import AXES, FrameFeatures, disc_mask
+from rotinv_tf.pose.frame_features import FrameFeatures, disc_mask
 from rotinv_tf.serving.export import export_saved_model
 from rotinv_tf.serving.saved_model import load_serving_model
 
@@ -43,8 +43,9 @@ def _fitted_model(images: np.ndarray) -> RotationInvariantAutoencoder:
 
 def test_features_separate_templates_and_do_not_turn_with_the_particle():
     images, labels = _particles()
-    features = _fitted_model(images).encode(tf.constant(images))["features"].numpy()
-    assert features.shape == (len(images), AXES + 2)
+    model = _fitted_model(images)
+    features = model.encode(tf.constant(images))["features"].numpy()
+    assert features.shape == (len(images), model.settings.feature_axes + 2)
     centres = np.stack([features[labels == k].mean(0) for k in (0, 1)])
     within = np.linalg.norm(features - centres[labels], axis=1)
     # Rotated copies of one pattern keep nearly the same features, far from the other's. (The
@@ -73,7 +74,8 @@ def test_served_features_are_the_models(tmp_path):
     served = load_serving_model(path).predict(images)
     expected = model.encode(normalization.normalize(tf.constant(images)))["features"].numpy()
     np.testing.assert_allclose(served["features"], expected, atol=1e-4)
-    assert served["features"].shape[1] == AXES + 2 and served["latent"].shape[1] == 7
+    assert served["features"].shape[1] == model.settings.feature_axes + 2
+    assert served["latent"].shape[1] == 7
 
 
 def test_features_see_the_disc_and_not_the_pixels_outside_it():
@@ -82,14 +84,16 @@ def test_features_see_the_disc_and_not_the_pixels_outside_it():
     (uncorrelated, variance descending)."""
     rng = np.random.default_rng(0)
     framed = rng.standard_normal((64, SIZE, SIZE, 1)).astype(np.float32)
-    layer = FrameFeatures(SIZE, num_classes=1)
+    axes, radius = 7, 0.3  # not the defaults: the layer takes its settings
+    layer = FrameFeatures(SIZE, num_classes=1, num_axes=axes, mask_radius=radius,
+                          class_weight=0.25)
     layer.fit(framed)
-    inside = disc_mask(SIZE).reshape(SIZE, SIZE, 1) > 0
+    inside = disc_mask(SIZE, radius).reshape(SIZE, SIZE, 1) > 0
     noise = 5 * rng.standard_normal(framed.shape).astype(np.float32)
     before = layer.features(tf.constant(framed), None).numpy()
     outside_noise = layer.features(tf.constant(framed + noise * ~inside), None).numpy()
     inside_noise = layer.features(tf.constant(framed + noise * inside), None).numpy()
-    assert before.shape == (64, AXES)
+    assert before.shape == (64, axes)
     covariance = np.cov(before.T)
     variances = np.diag(covariance)
     assert np.all(np.diff(variances) <= 1e-6 * variances[0])

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from rotinv_tf.training import distribution
-from rotinv_tf.config import Config
+from rotinv_tf.config import Config, DataFacts
 from tests.cli_output import user_facing_lines
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -162,9 +162,12 @@ def test_a_lost_worker_stops_the_run_and_a_restart_resumes_it(tmp_path):
 @pytest.mark.parametrize("strategy", ["multi_worker", "mirrored"])
 def test_learned_frame_is_refused_on_several_replicas(strategy):
     config = Config().replace(dataset="particle_stack", stack="x.mrcs", strategy=strategy)
-    with pytest.raises(ValueError, match=f"frame learned cannot train with strategy {strategy}"):
-        config.check()
-    config.replace(star="x.star").check()
+    refused = f"frame learned cannot train with strategy {strategy}"
+    with pytest.raises(ValueError, match=refused):
+        config.replace(frame="learned").check()
+    with pytest.raises(ValueError, match=refused):  # `auto` on a stack without angles
+        config.resolved(DataFacts(angles=False))
+    config.resolved(DataFacts(angles=True))
 
 
 def test_slurm_cluster_from_the_step_variables(monkeypatch):

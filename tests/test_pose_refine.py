@@ -100,11 +100,12 @@ def test_a_stream_traces_the_compiled_search_once():
 
     batch, references = projections()
     start = off_by_degrees(batch["angle"], 2.0, 8.0)
-    full = inference._refine(batch["observed"][:8], references[:8], start[:8], 8, 0)
-    search = refine._searcher(SIZE, inference.REFINE_WINDOW_DEGREES,
-                              inference.REFINE_STEP_DEGREES, 0)
+    settings = inference.Refinement(inference.REFINE_WINDOW_DEGREES,
+                                    inference.REFINE_STEP_DEGREES, max_shift=0)
+    full = inference._refine(batch["observed"][:8], references[:8], start[:8], 8, settings)
+    search = refine._searcher(SIZE, settings.window_degrees, settings.step_degrees, 0)
     traced = search.experimental_get_tracing_count()
-    short = inference._refine(batch["observed"][:5], references[:5], start[:5], 8, 0)
+    short = inference._refine(batch["observed"][:5], references[:5], start[:5], 8, settings)
     assert search.experimental_get_tracing_count() == traced
     assert short.angles.shape == (5,) and short.shifts.shape == (5, 2)
     np.testing.assert_allclose(short.angles, full.angles[:5], atol=1e-6)

@@ -19,7 +19,8 @@ from data_pipeline.settings import DEFAULT_HOLDOUT_FRACTION
 from rotinv_tf.evaluation import frame_aligned_errors_deg
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.training import train_lib
-from rotinv_tf.config import Config, resolved_frame
+from rotinv_tf.training.resolve import resolve
+from rotinv_tf.config import Config
 from rotinv_tf.serving.inference import canonicalize_particles
 from rotinv_tf.serving.saved_model import load_serving_model
 from tests.cs_files import write_cs
@@ -188,7 +189,7 @@ def test_a_stack_without_angles_trains_in_a_learned_frame(stack, tmp_path, monke
         # particles of 16 px turned into itself at correlation 0.9007, past NEAR_SYMMETRIC, and
         # break_symmetry split the class: median psi error 36°, 3.7° without the split.)
         frame_max_shift=0.0)
-    assert resolved_frame(config) == "learned"
+    assert resolve(config).model.autoencoder.frame == "learned"
     result = train_lib.train(config, verbose=0)
     train_count = len(split_positions(COUNT, "train", DEFAULT_HOLDOUT_FRACTION, stack["stack"]))
     assert len(fitted) == 1 and sorted(fitted[0]) == sorted(set(fitted[0]))

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from rotinv_tf import config as configs
 from rotinv_tf.training import train_lib
+from rotinv_tf.training.resolve import resolve
 from rotinv_tf.config import Config
 from tests.cli_output import user_facing_lines
 
@@ -47,8 +48,10 @@ def test_training_reduces_error_and_exports(trained):
     assert result.export_path == os.path.join(config.runtime.export_dir, "tiny", "1")
     assert os.path.exists(os.path.join(result.export_path, "saved_model.pb"))
     # The run's config travels with it: in model_dir and in the SavedModel.
-    assert configs.load(os.path.join(config.runtime.model_dir, configs.CONFIG_FILE)) == config
-    assert configs.load(os.path.join(result.export_path, "assets", configs.CONFIG_FILE)) == config
+    trained = resolve(config)  # config.json records what `auto` became
+    assert trained.model.autoencoder.frame == "supervised" != config.model.autoencoder.frame
+    assert configs.load(os.path.join(config.runtime.model_dir, configs.CONFIG_FILE)) == trained
+    assert configs.load(os.path.join(result.export_path, "assets", configs.CONFIG_FILE)) == trained
     tags = _summary_tags(os.path.join(config.runtime.model_dir, "logs"))
     assert {"validation/input | decoder output | ground truth", "validation/angle_error_rad",
             "train/epoch_learning_rate", "train/epoch_train_images_per_second",

@@ -21,7 +21,7 @@ A phase-flipped particle still shows its defocus (the CTF's zeros), which the en
 into the latent; `defocus_decorrelation_weight` > 0 penalises the R² of the best linear read-out
 of the particles' defocus features (`defocus_features`) from the content latents (a linear
 adversary, in closed form: `losses.linear_readout_r2`), so that no linear probe finds defocus in
-the latent. Its covariances are running averages over batches (`DEFOCUS_MOMENTUM`): one batch's
+the latent. Its covariances are running averages over batches (`defocus_momentum`): one batch's
 read-out is mostly chance (31 latents, 64 particles), and chasing it costs the latent its content.
 """
 import math
@@ -42,7 +42,6 @@ from rotinv_tf.pose.template_frame import OFFSET, TemplateFrame
 _GENERATOR_METRICS = ("loss", "angle_loss", "reconstruction_loss", "adversarial_loss",
                       "angle_error_deg", "reconstruction_mse")
 _CRITIC_METRICS = ("critic_loss", "wasserstein_distance", "gradient_penalty")
-DEFOCUS_MOMENTUM = 0.1  # weight of a batch in the running latent/defocus covariances
 
 
 class RotationInvariantAutoencoder(keras.Model):
@@ -84,10 +83,10 @@ class RotationInvariantAutoencoder(keras.Model):
         normalised value of raw 0 (the optics come with each batch's particles); with one,
         `defocus_decorrelation_weight` weighs the defocus penalty (module docstring).
 
-        (An `auto` frame or CTF correction is resolved from the data by
-        `training.train_lib.build_model`; a model made with one trains `supervised`, without a
-        CTF.)"""
-        self.settings = AutoencoderConfig(**settings)
+        An `auto` frame or CTF correction is resolved from the data before training
+        (`rotinv_tf.training.resolve`); a model made with one takes data with angles and without
+        CTF values (`AutoencoderConfig.resolved`), and keeps the resolved settings."""
+        self.settings = AutoencoderConfig(**settings).resolved()
         raise_problems(self.settings.problems())
         super().__init__(name=name)
         s = self.settings
@@ -99,7 +98,8 @@ class RotationInvariantAutoencoder(keras.Model):
                                              s.frame_classes, s.frame_max_shift,
                                              s.frame_shift_step)
                                if self.frame == "learned" else None)
-        self.frame_features = (FrameFeatures(image_size, s.frame_classes)
+        self.frame_features = (FrameFeatures(image_size, s.frame_classes, s.feature_axes,
+                                             s.feature_mask_radius, s.feature_class_weight)
                                if self.frame == "learned" else None)
         self.encoder, self.decoder, self.critic = build_networks(
             s.architecture, image_size, s.latent_dim, s.filters, s.critic_filters)
@@ -119,13 +119,12 @@ class RotationInvariantAutoencoder(keras.Model):
     @property
     def frame(self) -> str:
         """supervised or learned (module docstring)."""
-        return "learned" if self.settings.frame == "learned" else "supervised"
+        return self.settings.frame
 
     @property
     def ctf_correction(self) -> str:
         """none, phase_flip or model (module docstring)."""
-        correction = self.settings.ctf_correction
-        return "none" if correction == "auto" else correction
+        return self.settings.ctf_correction
 
     @property
     def wrap_angles(self) -> bool:
@@ -385,13 +384,13 @@ class RotationInvariantAutoencoder(keras.Model):
 
     def _defocus_penalty(self, latent: tf.Tensor, defocus: tf.Tensor, training: bool):
         """The linear read-out R² of the defocus features from the content latents, from running
-        covariances in which this batch's weigh `DEFOCUS_MOMENTUM` (the gradient flows through
+        covariances in which this batch's weigh `defocus_momentum` (the gradient flows through
         this batch's part only); a training step keeps the new running values."""
         batch = losses.batch_covariances(latent, defocus_features(defocus))
         running = []
         for variable, value in zip(self.defocus_covariances, batch):
             previous = tf.stop_gradient(tf.convert_to_tensor(variable))
-            running.append(previous + DEFOCUS_MOMENTUM * (value - previous))
+            running.append(previous + self.settings.defocus_momentum * (value - previous))
             if training:
                 variable.assign(tf.stop_gradient(running[-1]))
         return losses.linear_readout_r2(*running)

@@ -16,13 +16,25 @@ size.
 import keras
 from keras import layers
 
+from data_pipeline.settings import raise_problems
+
 ARCHITECTURES = ("conv", "paper")
 
 
-def check_image_size(image_size: int) -> None:
-    """ValueError for an image size the networks cannot take (odd, or under 8 pixels)."""
+def image_size_problems(architecture: str, image_size: int) -> list[str]:
+    """What makes boxes of `image_size` pixels unusable for `architecture`'s networks (the config
+    checks a simulation's box with this, training a stack's; the builders refuse them)."""
     if image_size < 8 or image_size % 2:
-        raise ValueError(f"image_size must be an even number >= 8, got {image_size}")
+        return ["the autoencoder needs an even box size of at least 8 pixels"]
+    if architecture == "paper" and image_size < 26:
+        return ["the paper architecture's decoder needs a box of at least 26 pixels"]
+    return []
+
+
+def check_image_size(image_size: int, architecture: str = "conv") -> None:
+    """ValueError for an image size `architecture`'s networks cannot take."""
+    raise_problems([f"image_size {image_size}: {problem}"
+                    for problem in image_size_problems(architecture, image_size)])
 
 
 def _downsampling_stack(x, filters: int, depth: int, normalize: bool):
@@ -131,9 +143,7 @@ def build_paper_decoder(image_size: int, latent_dim: int) -> keras.Model:
     (5x5), 14x14x16 (6x6), each with batch norm and leaky ReLU, and to N x N x 1 with the kernel
     that makes the size come out (N - 22: 6 at 28, 18 at 40); linear output, as theirs for
     particles."""
-    check_image_size(image_size)
-    if image_size < 26:
-        raise ValueError(f"the paper's decoder needs image_size >= 26, got {image_size}")
+    check_image_size(image_size, "paper")
     latent = keras.Input((latent_dim,), name="latent")
     x = layers.Dense(4 * 4 * 64)(latent)
     x = layers.Reshape((4, 4, 64))(x)

@@ -1,11 +1,12 @@
 """`FrameFeatures`: what a learned-frame model serves as each particle's features.
 
-The particle turned into its learned frame is masked to a central disc (`MASK_RADIUS` of the box
-width, soft edge) and projected onto the leading `AXES` principal axes of the training particles
-so turned and masked (fitted once after training, `fit`; the mask is folded into the axes, so
-serving is one matrix product), and, with several templates, the frame's class posterior is
-appended, scaled to the projections' spread. Both are rotation invariant up to the frame angle's
-error. Why not the encoder's latent: on poses.py's three-view hinge stacks (1,000 particles, 8 or
+The particle turned into its learned frame is masked to a central disc (`mask_radius` of the box
+width, soft edge) and projected onto the leading `num_axes` principal axes of the training
+particles so turned and masked (fitted once after training, `fit`; the mask is folded into the
+axes, so serving is one matrix product), and, with several templates, the frame's class posterior
+is appended, scaled to `class_weight` of the projections' spread. Both are rotation invariant up
+to the frame angle's error. The three are settings of the model (`AutoencoderConfig.feature_*`),
+their defaults tuned as below. Why not the encoder's latent: on poses.py's three-view hinge stacks (1,000 particles, 8 or
 40 epochs, issue 15) k-means on the content latent found the (conformation bin, view) pairs with
 ARI 0.25-0.27 at SNR 1 and 0.03-0.06 at SNR 0.1, and the decoded canonical images 0.26-0.36 /
 0.02-0.09, where the frame's turned particles reached 0.63-0.65 / 0.31-0.37, as classical
@@ -21,33 +22,32 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-AXES = 12  # principal axes kept
-MASK_RADIUS = 0.25  # radius of the disc the features see, as a share of the box width
-CLASS_WEIGHT = 0.25  # class posterior's scale, relative to the projections' RMS norm
-FIT_PARTICLES = 2000  # training particles the axes are fitted on
 
-
-def disc_mask(image_size: int) -> np.ndarray:
-    """[N * N] weights: 1 within `MASK_RADIUS` * N of the box centre, 0 a pixel beyond, linear
+def disc_mask(image_size: int, mask_radius: float) -> np.ndarray:
+    """[N * N] weights: 1 within `mask_radius` * N of the box centre, 0 a pixel beyond, linear
     between."""
     centre = (image_size - 1) / 2
     yy, xx = np.mgrid[:image_size, :image_size]
     radius = np.hypot(yy - centre, xx - centre)
-    return np.clip(MASK_RADIUS * image_size + 1 - radius, 0, 1).reshape(-1)
+    return np.clip(mask_radius * image_size + 1 - radius, 0, 1).reshape(-1)
 
 
 class FrameFeatures(keras.layers.Layer):
-    """`fit(framed)` once; `features(framed, posterior)` -> [B, AXES (+ K)]."""
+    """`fit(framed)` once; `features(framed, posterior)` -> [B, num_axes (+ K)]."""
 
-    def __init__(self, image_size: int, num_classes: int, **kwargs):
+    def __init__(self, image_size: int, num_classes: int, num_axes: int, mask_radius: float,
+                 class_weight: float, **kwargs):
         super().__init__(**kwargs)
         self.image_size = image_size
         self.num_classes = num_classes
+        self.num_axes = num_axes
+        self.mask_radius = mask_radius
+        self.class_weight = class_weight
         pixels = image_size * image_size
         self.mean = self.add_weight(shape=(pixels,), initializer="zeros", trainable=False,
                                     name="feature_mean")
-        self.axes = self.add_weight(shape=(pixels, AXES), initializer="zeros", trainable=False,
-                                    name="feature_axes")
+        self.axes = self.add_weight(shape=(pixels, num_axes), initializer="zeros",
+                                    trainable=False, name="feature_axes")
         self.class_scale = self.add_weight(shape=(), initializer="zeros", trainable=False,
                                            name="class_scale")
 
@@ -60,14 +60,14 @@ class FrameFeatures(keras.layers.Layer):
         into the kept axes), and the class posterior's scale."""
         flat = np.asarray(framed, np.float64).reshape(len(framed), -1)
         mean = flat.mean(axis=0)
-        mask = disc_mask(self.image_size)
+        mask = disc_mask(self.image_size, self.mask_radius)
         _, _, axes = np.linalg.svd((flat - mean) * mask, full_matrices=False)
-        kept = np.zeros((flat.shape[1], AXES))
-        kept[:, :min(AXES, len(axes))] = axes[:AXES].T
+        kept = np.zeros((flat.shape[1], self.num_axes))
+        kept[:, :min(self.num_axes, len(axes))] = axes[:self.num_axes].T
         self.mean.assign(mean.astype(np.float32))
         self.axes.assign((mask[:, None] * kept).astype(np.float32))
         coords = self._projected(framed).numpy()
-        self.class_scale.assign(CLASS_WEIGHT * float(np.sqrt(np.mean(np.sum(coords ** 2, 1)))))
+        self.class_scale.assign(self.class_weight * float(np.sqrt(np.mean(np.sum(coords ** 2, 1)))))
 
     def features(self, framed: tf.Tensor, posterior: tf.Tensor) -> tf.Tensor:
         """Projections of `framed` particles, and their class probabilities `posterior` [B, K]

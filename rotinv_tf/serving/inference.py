@@ -25,7 +25,7 @@ correction (with `model` the canonical images are CTF-free). Refinement then com
 like (`_refinement_pair`).
 
 Refinement (on unless `refine=False`): each network angle is refined by a local search
-(`rotinv_tf.pose.refine`, ±`REFINE_WINDOW_DEGREES` in `REFINE_STEP_DEGREES` steps) against a
+(`rotinv_tf.pose.refine`, ±`refine_window_degrees` in `refine_step_degrees` steps) against a
 reference image per particle: for a learned frame the template of the particle's class (the
 SavedModel's `reference` output, the mean of all the class's particles), otherwise the particle's
 own canonical image, the decoder output. A decoded image is a worse reference than that mean:
@@ -71,6 +71,7 @@ from data_pipeline.formats.star import (ANGLE_PSI, DEFOCUS_COLUMNS, IMAGE_NAME, 
                                         relion_origins)
 from data_pipeline.particle_star import output_star, relion_path
 from data_pipeline.particles import Particles, read_particles
+from data_pipeline.settings import raise_problems
 from rotinv_tf.config import describe
 from rotinv_tf.pose.refine import RefinedPoses, refine_poses
 from rotinv_tf.pose.template_frame import CLASS_OUTPUTS, OFFSET
@@ -79,8 +80,27 @@ from rotinv_tf.serving.classes import (COLUMNS as CLASS_COLUMNS, ClassSummary, c
                                        recentred_particles)
 from rotinv_tf.serving.saved_model import load_serving_model
 
+# The refinement's defaults (canonicalize's --refine_window_degrees, --refine_step_degrees).
 REFINE_WINDOW_DEGREES = 10.0
 REFINE_STEP_DEGREES = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Refinement:
+    """How each angle is refined (module docstring): ±`window_degrees` in `step_degrees` steps,
+    and shifts of up to `max_shift` pixels (sub-pixel; 0: none)."""
+
+    window_degrees: float
+    step_degrees: float
+    max_shift: int
+
+    def problems(self) -> list[str]:
+        """What `refine_poses` would refuse whatever the box (`max_shift` is checked against the
+        model's box, once it is loaded)."""
+        if not (0 < self.step_degrees <= 90 and self.window_degrees >= 0):
+            return [f"refinement needs 0 < refine_step_degrees <= 90 and refine_window_degrees "
+                    f">= 0, got {self.step_degrees}, {self.window_degrees}"]
+        return []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,22 +147,29 @@ def canonicalize_particles(saved_model: str, input_path: str, output: str, star:
                            batch_size: int = 256, resample: bool = False,
                            progress: Callable[[int, int], None] | None = None,
                            refine: bool = True, refine_max_shift: int = 0,
+                           refine_window_degrees: float = REFINE_WINDOW_DEGREES,
+                           refine_step_degrees: float = REFINE_STEP_DEGREES,
                            optics: dict[str, float | None] | None = None,
                            select_classes: Sequence[int] | None = None
                            ) -> CanonicalizeSummary:
     """Runs every particle of `input_path` through the SavedModel; writes `output` and `star`
     (and, for a model with classes, the class averages and model STAR beside `star`).
 
-    `refine`: refine the network's angles (module docstring), searching shifts of up to
-    `refine_max_shift` pixels too. `optics` (`particles.OPTICS_NAMES` -> value) gives every
-    optics group the values the input lacks or gets wrong. `select_classes`: the 1-based classes
-    whose particles are written (None: all), for a model with classes. `progress(done, total)` is
-    called after each batch. Raises `DataError` for bad input, checked before any particle is
-    processed (nothing is written then). The summary's time covers the streaming (read, model,
-    refinement, write), not loading and checking.
+    `refine`: refine the network's angles (module docstring) within ±`refine_window_degrees` in
+    `refine_step_degrees` steps, searching shifts of up to `refine_max_shift` pixels too.
+    `optics` (`particles.OPTICS_NAMES` -> value) gives every optics group the values the input
+    lacks or gets wrong. `select_classes`: the 1-based classes whose particles are written
+    (None: all), for a model with classes. `progress(done, total)` is called after each batch.
+    Raises ValueError for settings out of range, `DataError` for bad input, checked before any
+    particle is processed (nothing is written then). The summary's time covers the streaming
+    (read, model, refinement, write), not loading and checking.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    refinement = (Refinement(refine_window_degrees, refine_step_degrees, refine_max_shift)
+                  if refine else None)
+    if refinement is not None:
+        raise_problems(refinement.problems())
     output, star = os.path.abspath(output), os.path.abspath(star)
     outputs = (output, star, *class_paths(star), overview_path(star))
     if len(set(outputs)) < len(outputs):
@@ -161,7 +188,7 @@ def canonicalize_particles(saved_model: str, input_path: str, output: str, star:
         if path in inputs:
             raise DataError(path, "the output would overwrite an input file")
     return _stream(model, particles, output, star, batch_size, resample, progress,
-                   refine_max_shift if refine else None, select_classes)
+                   refinement, select_classes)
 
 
 def has_classes(model) -> bool:
@@ -193,21 +220,21 @@ def _ctf_comment(model) -> str:
             f"{meaning[model.ctf_correction]}")
 
 
-def _refine_comment(max_shift: int | None, served: tuple[str, ...]) -> str:
+def _refine_comment(refinement: Refinement | None, served: tuple[str, ...]) -> str:
     """The STAR file's comment line: what made `rlnAnglePsi` (`served`: the model's outputs; a
     learned frame's angle is its EM templates', not the network's, which it serves apart)."""
     source = ("the learned frame's angle (the posterior of its EM templates; the network's own "
               "is served as network_angle)" if "reference" in served
               else "the network's angle")
-    if max_shift is None:
+    if refinement is None:
         return f"rotinv_tf: rlnAnglePsi is {source}, not refined (--refine=false)"
-    shifts = (f" and shifts of up to {max_shift} px (rlnOriginXAngst/YAngst)"
-              if max_shift else "")
+    shifts = (f" and shifts of up to {refinement.max_shift} px (rlnOriginXAngst/YAngst)"
+              if refinement.max_shift else "")
     reference = ("its class template (the learned frame's mean of its particles)"
                  if "reference" in served else "each particle's canonical image")
     return (f"rotinv_tf: rlnAnglePsi is {source} refined within "
-            f"+-{REFINE_WINDOW_DEGREES:g} deg in {REFINE_STEP_DEGREES:g} deg steps{shifts} "
-            f"against {reference} (--refine)")
+            f"+-{refinement.window_degrees:g} deg in {refinement.step_degrees:g} deg "
+            f"steps{shifts} against {reference} (--refine)")
 
 
 def _training_comment(model) -> str:
@@ -249,7 +276,7 @@ def _refinement_pair(correction: str, batch_ctf: dict | None, images: np.ndarray
 
 
 def _refine(particles: np.ndarray, references: np.ndarray, angles: np.ndarray,
-            batch_size: int, max_shift: int) -> RefinedPoses:
+            batch_size: int, refinement: Refinement) -> RefinedPoses:
     """`refine_poses` of one batch, a short last batch padded to `batch_size` (its last particle
     repeated) so that a stream traces the compiled search once."""
     count = len(particles)
@@ -260,7 +287,8 @@ def _refine(particles: np.ndarray, references: np.ndarray, angles: np.ndarray,
         return np.concatenate([values, np.repeat(values[-1:], padding, axis=0)])
 
     refined = refine_poses(padded(particles), padded(references), padded(angles),
-                           REFINE_WINDOW_DEGREES, REFINE_STEP_DEGREES, max_shift)
+                           refinement.window_degrees, refinement.step_degrees,
+                           refinement.max_shift)
     return RefinedPoses(refined.angles[:count], refined.shifts[:count], refined.scores[:count])
 
 
@@ -275,11 +303,11 @@ def _origins(offsets: np.ndarray, pixel_scale: float, input_size: int,
 
 def _stream(model, particles: Particles, output: str, star: str, batch_size: int,
             resample: bool, progress: Callable[[int, int], None] | None,
-            refine_max_shift: int | None, select_classes: Sequence[int] | None
+            refinement: Refinement | None, select_classes: Sequence[int] | None
             ) -> CanonicalizeSummary:
-    """`refine_max_shift`: None = no refinement. Checks everything, then streams. With a
-    selection the canonical images go to a scratch stack first (how many are kept is known only
-    at the end), then to `output`."""
+    """`refinement`: None = none. Checks everything, then streams. With a selection the
+    canonical images go to a scratch stack first (how many are kept is known only at the end),
+    then to `output`."""
     size = model.image_size
     h, w = particles.height, particles.width
     if (h, w) != (size, size):
@@ -288,14 +316,14 @@ def _stream(model, particles: Particles, output: str, star: str, batch_size: int
                             f"{size}x{size}; pass --resample to Fourier-resample them")
         if h != w:
             raise DataError(particles.path, f"cannot resample non-square {h}x{w} particles")
-    if refine_max_shift is not None and not 0 <= refine_max_shift < size // 2:
-        raise DataError(model.path, f"refine_max_shift {refine_max_shift} must be in "
+    max_shift = refinement.max_shift if refinement is not None else 0
+    if not 0 <= max_shift < size // 2:
+        raise DataError(model.path, f"refine_max_shift {max_shift} must be in "
                         f"[0, {size // 2}) for the model's {size}x{size} images")
     pixel_scale = h / size
     classified = has_classes(model)
     served_offsets = OFFSET in model.outputs
-    columns = [IMAGE_NAME, ANGLE_PSI,
-               *(ORIGIN_COLUMNS if refine_max_shift or served_offsets else ()),
+    columns = [IMAGE_NAME, ANGLE_PSI, *(ORIGIN_COLUMNS if max_shift or served_offsets else ()),
                *(CLASS_COLUMNS if classified else ())]
     ctf_values = _particle_ctf(model, particles, pixel_scale)
     layout = output_star(particles, size, pixel_scale, columns)  # checks the optics
@@ -308,7 +336,7 @@ def _stream(model, particles: Particles, output: str, star: str, batch_size: int
     stack_name = relion_path(output)
     training = _training_comment(model)
     comments = [_frame_comment(model.metadata), training, _ctf_comment(model),
-                _refine_comment(refine_max_shift, model.outputs), *particles.notes]
+                _refine_comment(refinement, model.outputs), *particles.notes]
     summary = None  # the classes' ClassSummary, made on the first batch (K comes with it)
     written = 0  # particles written so far
     start_time = time.perf_counter()
@@ -338,13 +366,13 @@ def _stream(model, particles: Particles, output: str, star: str, batch_size: int
                     angles = np.asarray(result["angle"], np.float64)
                     values = {}
                     shifts = result[OFFSET] if served_offsets else None
-                    if refine_max_shift is not None:
+                    if refinement is not None:
                         pair = _refinement_pair(model.ctf_correction, batch_ctf, images, result)
                         if served_offsets:
                             pair = (recentred_particles(pair[0], shifts), pair[1])
-                        refined = _refine(*pair, result["angle"], batch_size, refine_max_shift)
+                        refined = _refine(*pair, result["angle"], batch_size, refinement)
                         angles = np.asarray(refined.angles, np.float64)
-                        if refine_max_shift:
+                        if max_shift:
                             shifts = refined.shifts + (0.0 if shifts is None else shifts)
                     if shifts is not None:
                         origins = _origins(shifts, pixel_scale, h,

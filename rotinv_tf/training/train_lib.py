@@ -18,17 +18,17 @@ from data_pipeline.errors import DataError
 from data_pipeline.outputs import check_output_dir
 from data_pipeline.preprocessing import Normalization
 from rotinv_tf import config as configs
-from rotinv_tf.config import Config, resolved_frame
+from rotinv_tf.config import Config
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
-from rotinv_tf.models.networks import check_image_size
+from rotinv_tf.models.networks import image_size_problems
 from rotinv_tf.models.spatial_vae import SpatialVAE
-from rotinv_tf.pose.frame_features import FIT_PARTICLES
 from rotinv_tf.serving.export import export_saved_model
 from rotinv_tf.training import loop, optimizers
 from rotinv_tf.training.callbacks import (AverageMovingStatistics, CpuBudget, EpochBackup,
                                           EvalSummaries, StepDecay, StepSummaries, Throughput,
                                           restore_backup)
 from rotinv_tf.training.distribution import is_chief, make_strategy, wait_for_all_workers
+from rotinv_tf.training.resolve import particle_stack, resolve
 
 
 @dataclasses.dataclass
@@ -57,38 +57,16 @@ def weights_digest(model: keras.Model) -> str:
 
 def data_description(config: Config) -> str:
     """One line on the run's metadata: a particle stack's angles and CTF, or the data set."""
-    stack = configs.particle_stack(config)
+    stack = particle_stack(config)
     return stack.describe() if stack is not None else f"{config.data.dataset}: no CTF values"
-
-
-def resolved_ctf(config: Config) -> str:
-    """The CTF correction a run trains with: `model` for a particle stack whose metadata has CTF
-    values, `none` otherwise, unless the config names one (which needs CTF values)."""
-    stack = configs.particle_stack(config)
-    has_ctf = stack is not None and stack.ctf is not None
-    correction = config.model.autoencoder.ctf_correction
-    if correction == "auto":
-        return "model" if has_ctf and config.model.name == "autoencoder" else "none"
-    if correction != "none" and not has_ctf:
-        raise ValueError(f"ctf_correction {correction!r} needs a particle stack whose STAR/.cs "
-                         f"file has CTF values")
-    return correction
-
-
-def _ctf_arguments(config: Config, normalization: Normalization | None) -> dict:
-    """The autoencoder's CTF arguments: the correction and raw 0 normalised."""
-    correction = resolved_ctf(config)
-    if correction == "none":
-        return {"ctf_correction": "none"}
-    if normalization is None:
-        raise ValueError("a CTF correction needs the data's normalization")
-    return {"ctf_correction": correction, "raw_zero": float(normalization.normalize(0.0))}
 
 
 def build_model(config: Config, image_size: int,
                 normalization: Normalization | None = None) -> keras.Model:
     """The model `config.model` names, with its settings, compiled with the configured
-    optimizers (`normalization`, the data's, is needed by a CTF correction)."""
+    optimizers (`normalization`, the data's, is needed by a CTF correction). `config` is
+    resolved (`resolve`); the autoencoder takes an `auto` left as data with angles and without
+    CTF values."""
     schedule = config.schedule
 
     def adam(learning_rate: float, beta_1: float = schedule.adam_beta_1,
@@ -108,10 +86,11 @@ def build_model(config: Config, image_size: int,
                       jit_compile=jit_compile)
         model.optimizer.build(model.trainable_variables)  # so a restored backup finds its slots
         return model
-    settings = dataclasses.asdict(dataclasses.replace(config.model.autoencoder,
-                                                      frame=resolved_frame(config)))
-    model = RotationInvariantAutoencoder(image_size, **common,
-                                         **{**settings, **_ctf_arguments(config, normalization)})
+    raw_zero = 0.0 if normalization is None else float(normalization.normalize(0.0))
+    model = RotationInvariantAutoencoder(image_size, **common, raw_zero=raw_zero,
+                                         **dataclasses.asdict(config.model.autoencoder))
+    if model.uses_ctf and normalization is None:
+        raise ValueError("a CTF correction needs the data's normalization")
     model.compile(adam(schedule.learning_rate), adam(schedule.critic_learning_rate),
                   jit_compile=jit_compile)
     return model
@@ -157,14 +136,12 @@ def check_run(config: Config) -> None:
     runtime = config.runtime
     check_output_dir(runtime.run_dir)
     check_output_dir(os.path.join(runtime.export_dir, runtime.name))
-    stack = configs.particle_stack(config)
+    stack = particle_stack(config)
     if stack is not None and config.model.name == "autoencoder":
-        try:
-            check_image_size(stack.height)
-        except ValueError:
-            raise DataError(stack.path, f"box of {stack.height}x{stack.width} pixels: the "
-                                         f"autoencoder needs an even box size of at least 8 "
-                                         f"pixels") from None
+        problems = image_size_problems(config.model.autoencoder.architecture, stack.height)
+        if problems:
+            raise DataError(stack.path, f"box of {stack.height}x{stack.width} pixels: "
+                                        + "; ".join(problems))
 
 
 def record_config(config: Config) -> list[str]:
@@ -188,10 +165,12 @@ def train(config: Config, verbose: int | None = None,
     SavedModel; the others write theirs (saving may synchronise the workers) to a temporary
     folder they delete. Every worker resumes from the chief's checkpoint. A lost worker stops the
     others with `WorkerLostError`; restarting all of them resumes from the last epoch's
-    checkpoint. `check_run` fails first, before any data is built or anything written.
+    checkpoint. `check_run` and `resolve` fail first, before any data is built or anything
+    written; the run trains with, and saves, the resolved config.
     """
     config.check()
     check_run(config)
+    config = resolve(config)
     runtime = config.runtime
     keras.utils.set_random_seed(runtime.seed)
     keras.mixed_precision.set_global_policy(runtime.mixed_precision)
@@ -251,10 +230,11 @@ def _start_frame(config: Config, model: keras.Model, train_data: tf.data.Dataset
 
 def _finish_frame(model: keras.Model, train_data: tf.data.Dataset) -> None:
     """A learned frame, once trained, settles near-symmetric classes' orientation and fits the
-    features it serves (`RotationInvariantAutoencoder.finish_frame`) on `FIT_PARTICLES`
+    features it serves (`RotationInvariantAutoencoder.finish_frame`) on `feature_fit_particles`
     training particles."""
     if isinstance(model, RotationInvariantAutoencoder) and model.frame == "learned":
-        model.finish_frame(next(iter(train_data.unbatch().batch(FIT_PARTICLES).take(1))))
+        count = model.settings.feature_fit_particles
+        model.finish_frame(next(iter(train_data.unbatch().batch(count).take(1))))
 
 
 def _fit_and_export(config: Config, strategy: tf.distribute.Strategy,
