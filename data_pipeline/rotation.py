@@ -1,5 +1,11 @@
-"""Batched in-plane rotation of images, built on the core TF op `ImageProjectiveTransformV3`, and
-random or fixed angles to rotate by (the convention: `data_pipeline/angles.py`).
+"""Batched in-plane rotation and translation of images, built on the core TF op
+`ImageProjectiveTransformV3`, and random or fixed angles to rotate by (the convention:
+`data_pipeline/angles.py`).
+
+Offsets (`translate`, and every offset in the project) are pixels (x, y): x along the columns, y down
+the rows, the particle's centre at the box centre ((N-1)/2, (N-1)/2) plus the offset; rotating an
+image by θ moves a point at offset (x, y) to `rotated_offsets`' (x cos θ + y sin θ,
+-x sin θ + y cos θ). RELION's origins differ in sign, units and centre: `formats.star.relion_origins`.
 
 `ImageProjectiveTransformV3` has CPU and GPU kernels, so calling `rotate` inside a compiled train
 step keeps the augmentation on the accelerator.
@@ -31,6 +37,22 @@ def rotation_transforms(angles: tf.Tensor, height: int, width: int) -> tf.Tensor
          zeros, zeros], axis=1)
 
 
+def translation_transforms(offsets: tf.Tensor) -> tf.Tensor:
+    """Projective transforms [batch, 8] that move images by `offsets` [batch, 2] (x, y) pixels:
+    output pixel (x, y) samples the input at (x - dx, y - dy)."""
+    offsets = tf.cast(offsets, tf.float32)
+    ones, zeros = tf.ones_like(offsets[:, 0]), tf.zeros_like(offsets[:, 0])
+    return tf.stack([ones, zeros, -offsets[:, 0], zeros, ones, -offsets[:, 1], zeros, zeros],
+                    axis=1)
+
+
+def rotated_offsets(offsets: tf.Tensor, angles: tf.Tensor) -> tf.Tensor:
+    """Offsets [..., 2] (module docstring) after a rotation of the image by `angles` [...]."""
+    cos, sin = tf.cos(angles), tf.sin(angles)
+    x, y = offsets[..., 0], offsets[..., 1]
+    return tf.stack([cos * x + sin * y, -sin * x + cos * y], axis=-1)
+
+
 def rotate(images: tf.Tensor, angles: tf.Tensor, fill_value: float = 0.0,
            xla_compatible: bool = False) -> tf.Tensor:
     """Rotates each image of a [batch, H, W, C] tensor by its own angle (`data_pipeline.angles`).
@@ -40,9 +62,35 @@ def rotate(images: tf.Tensor, angles: tf.Tensor, fill_value: float = 0.0,
     same rotation with gathers, for train steps compiled with `jit_compile`.
     """
     images = tf.convert_to_tensor(images)
+    shape = tf.shape(images)
+    return _transformed(images, rotation_transforms(angles, shape[1], shape[2]), fill_value,
+                        xla_compatible)
+
+
+def translate(images: tf.Tensor, offsets: tf.Tensor, fill_value: float | tf.Tensor = 0.0,
+              xla_compatible: bool = False) -> tf.Tensor:
+    """Moves each image of a [batch, H, W, C] tensor by its own offset [batch, 2] (x, y) pixels
+    (bilinear: exact for whole pixels); what comes in from outside takes `fill_value` (a scalar,
+    or one per image [batch])."""
+    images = tf.convert_to_tensor(images)
+    fill = tf.reshape(tf.cast(fill_value, images.dtype), [-1, 1, 1, 1])
+    return _transformed(images - fill, translation_transforms(offsets), 0.0,
+                        xla_compatible) + fill
+
+
+def recentred(images: tf.Tensor, offsets: tf.Tensor, xla_compatible: bool = False) -> tf.Tensor:
+    """Images [batch, H, W, C] moved back by their `offsets` [batch, 2] (each particle to the box
+    centre), what comes in at the edges taking each image's mean."""
+    images = tf.convert_to_tensor(images)
+    mean = tf.reduce_mean(images, axis=[1, 2, 3])
+    return translate(images, -tf.cast(offsets, tf.float32), mean, xla_compatible)
+
+
+def _transformed(images: tf.Tensor, transforms: tf.Tensor, fill_value: float,
+                 xla_compatible: bool) -> tf.Tensor:
+    """`images` [batch, H, W, C] through projective `transforms` [batch, 8], bilinear."""
     dtype = images.dtype
     shape = tf.shape(images)
-    transforms = rotation_transforms(angles, shape[1], shape[2])
     if xla_compatible:
         rotated = _bilinear_sample(tf.cast(images, tf.float32), transforms, fill_value)
     else:

@@ -52,7 +52,7 @@ def particle_rows(config: SimulationConfig, pixel_size: float, truth: dict[str, 
                   ) -> list[list[str]]:
     """The particle table's rows for simulated images (`Simulator.simulate`'s arrays)."""
     psi = star.angle_to_psi_degrees(truth["angle"].astype(np.float64))
-    origin = -truth["shift"].astype(np.float64) * pixel_size
+    origin = star.relion_origins(truth["shift"], config.image_size, pixel_size)
     rows = []
     for i, image_id in enumerate(truth["id"]):
         row = [star.image_name(image_id + 1, PARTICLES), f"{psi[i]:.6f}", f"{origin[i, 0]:.6f}",

@@ -51,8 +51,9 @@ flags.DEFINE_float("refine_window_degrees", REFINE_WINDOW_DEGREES,
 flags.DEFINE_float("refine_step_degrees", REFINE_STEP_DEGREES,
                    "With --refine, the search's angle step in degrees (0 < step <= 90).")
 flags.DEFINE_integer("refine_max_shift", 0,
-                     "With --refine, also search integer shifts of up to this many pixels "
-                     "(written as rlnOriginXAngst/YAngst).", lower_bound=0)
+                     "With --refine, also search shifts of up to this many pixels (sub-pixel; "
+                     "added to a learned frame's offsets, written as rlnOriginXAngst/YAngst).",
+                     lower_bound=0)
 flags.DEFINE_float("pixel_size", None, "Pixel size (Å) of the input particles, for every optics "
                    "group: where the input has none (an MRC header of 0) or a wrong one.")
 flags.DEFINE_float("voltage", None, "Voltage (kV), for every optics group (a bare stack has none).")

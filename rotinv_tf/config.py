@@ -75,6 +75,15 @@ class AutoencoderConfig:
     frame_classes: int = setting(
         1, "learned frame: EM templates, one per view of a stack holding several (as K in "
            "RELION 2D classification).")
+    frame_max_shift: float = setting(
+        5.0, "learned frame: offsets searched, in pixels from the box centre (a disc, as "
+             "RELION 2D's offset range; its GUI default 5); particles are re-centred by their "
+             "offset before the network sees them, and it is written as rlnOriginXAngst/YAngst. "
+             "At most a fifth of the box width (less in small boxes); 0: particles are taken as "
+             "centred.")
+    frame_shift_step: float = setting(
+        1.0, "learned frame: step of the offset search, pixels (RELION 2D's offset step; its "
+             "GUI default 1).")
     feature_axes: int = setting(
         12, "learned frame: principal axes of the turned particles served as features "
             "(rotinv_tf.pose.frame_features says how these, the disc and the class weight were "
@@ -138,7 +147,8 @@ class AutoencoderConfig:
             if not 0 < getattr(self, name) <= 1:
                 problems.append(f"{name} must be in (0, 1], got {getattr(self, name)}")
         problems += template_frame.problems(self.frame_angles, self.frame_momentum,
-                                            self.frame_classes)
+                                            self.frame_classes, self.frame_max_shift,
+                                            self.frame_shift_step)
         return problems
 
     def resolved(self, data: DataFacts = DataFacts()) -> "AutoencoderConfig":

@@ -353,11 +353,11 @@ def test_refine_max_shift_writes_the_shifts_as_relion_origins(tmp_path):
     for column in ("rlnOriginXAngst", "rlnOriginYAngst"):
         found = np.array([float(v) for v in written.column(column)])
         true = np.array([float(v) for v in source.column(column)])
-        assert np.abs(found - true).max() < summary.pixel_size  # integer-pixel shifts
+        assert np.abs(found - true).max() < summary.pixel_size
     # Angles: the template matcher misses a few shifted particles by more than the window.
     errors = psi_column(summary.star) - np.array([float(v) for v in source.column("rlnAnglePsi")])
     assert np.median(np.abs((errors + 180.0) % 360.0 - 180.0)) < 2.0
-    assert "integer shifts of up to 3 px" in refine_comment(summary.star)
+    assert "shifts of up to 3 px" in refine_comment(summary.star)
 
     with pytest.raises(DataError, match=f"refine_max_shift {SIZE // 2} must be in"):
         canonicalize_particles(saved_model, str(tmp_path / "sim" / "particles.star"),

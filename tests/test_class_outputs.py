@@ -13,7 +13,7 @@ from data_pipeline.errors import DataError
 from data_pipeline.formats.mrc import open_stack, write_stack
 from data_pipeline.formats.star import read_star
 from data_pipeline.preprocessing import Normalization
-from data_pipeline.rotation import rotate
+from data_pipeline.rotation import recentred, rotate
 from rotinv_tf.config import Config
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.pose.template_frame import CLASS_OUTPUTS, TemplateFrame
@@ -112,8 +112,11 @@ def test_a_learned_autoencoder_serves_its_frames_grades_and_a_supervised_model_d
     for name in CLASS_OUTPUTS:
         np.testing.assert_allclose(served[name], grades[name].numpy(), rtol=1e-4, atol=1e-4)
     assert served["class_probabilities"].shape == (32, 2)
-    # The encoder's own angle is served beside the frame's, which is not the same number.
-    own = model.encoder(tf.constant(images[..., None]), training=False)[:, 0].numpy()
+    # The encoder's own angle (of the particle re-centred by its served offset) is served
+    # beside the frame's, which is not the same number.
+    np.testing.assert_allclose(served["offset"], grades["offset"].numpy(), atol=1e-4)
+    centred = recentred(tf.constant(images[..., None]), served["offset"])
+    own = model.encoder(centred, training=False)[:, 0].numpy()
     np.testing.assert_allclose(served["network_angle"], own, rtol=1e-4, atol=1e-4)
     assert not np.allclose(served["network_angle"], served["angle"], atol=1e-2)
     supervised = built(TemplateMatcher(two_blobs(SIZE)), SIZE)

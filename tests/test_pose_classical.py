@@ -89,7 +89,8 @@ def test_coaligned_puts_two_classes_of_one_image_in_one_frame():
     templates = np.stack([image, turned])
     given = np.where(classes == 1, angles - 0.9, angles)  # relative to each class's template
     shared = coaligned(Alignment(angles=given, templates=templates, classes=classes,
-                                 class_probabilities=np.eye(2, dtype=np.float32)[classes]))
+                                 class_probabilities=np.eye(2, dtype=np.float32)[classes],
+                                 offsets=np.zeros((40, 2), np.float32)))
     assert np.abs(angle_error_deg(angles, shared.angles)).max() < 1.0
     assert correlation(shared.templates[0], shared.templates[1]) > 0.98
     assert np.abs(angle_error_deg(angles, given)).max() > 40.0  # they were apart

@@ -63,6 +63,26 @@ def angle_to_psi_degrees(angle: np.ndarray | float) -> np.ndarray | float:
     return to_degrees(angle)
 
 
+def relion_origins(offsets: np.ndarray, image_size: int, pixel_sizes: np.ndarray | float
+                   ) -> np.ndarray:
+    """rlnOriginXAngst/YAngst [B, 2] of particles whose centres sit `offsets` [B, 2] pixels from
+    the box centre in `data_pipeline.rotation`'s convention (from ((N-1)/2, (N-1)/2); x along the
+    columns, y down the rows). RELION puts a particle's centre at its box centre, pixel N // 2 on
+    both axes (half a pixel further than ours in an even box), minus the origin, in Å: checked
+    against `relion_project` in tests/data/relion_origins/."""
+    gap = image_size // 2 - (image_size - 1) / 2
+    pixel_sizes = np.reshape(np.asarray(pixel_sizes, np.float64), (-1, 1))
+    return (gap - np.asarray(offsets, np.float64)) * pixel_sizes
+
+
+def offsets_from_origins(origins: np.ndarray, image_size: int, pixel_sizes: np.ndarray | float
+                         ) -> np.ndarray:
+    """The offsets [B, 2] pixels (`relion_origins`' convention) of RELION origins [B, 2] Å."""
+    gap = image_size // 2 - (image_size - 1) / 2
+    pixel_sizes = np.reshape(np.asarray(pixel_sizes, np.float64), (-1, 1))
+    return gap - np.asarray(origins, np.float64) / pixel_sizes
+
+
 def image_name(index: int, stack_path: str) -> str:
     """RELION's `rlnImageName` for the 1-based `index` in `stack_path`: `000001@stack.mrcs`."""
     return f"{index:06d}@{stack_path}"

@@ -31,13 +31,13 @@ import tensorflow as tf
 
 from data_pipeline import ctf
 from data_pipeline.angles import wrap_angle
-from data_pipeline.rotation import rotate, sample_angles
+from data_pipeline.rotation import recentred, rotate, rotated_offsets, sample_angles
 from data_pipeline.settings import raise_problems
 from rotinv_tf.config import AutoencoderConfig
 from rotinv_tf.models import losses, replicas
 from rotinv_tf.models.networks import build_networks
 from rotinv_tf.pose.frame_features import FrameFeatures
-from rotinv_tf.pose.template_frame import TemplateFrame
+from rotinv_tf.pose.template_frame import OFFSET, TemplateFrame
 
 _GENERATOR_METRICS = ("loss", "angle_loss", "reconstruction_loss", "adversarial_loss",
                       "angle_error_deg", "reconstruction_mse")
@@ -71,8 +71,10 @@ class RotationInvariantAutoencoder(keras.Model):
 
         `frame="learned"`: each training `image` is an observed particle of unknown angle; the
         frame angle θ of the model's `TemplateFrame` (`frame_angles` polar bins, EM momentum
-        `frame_momentum`, `frame_classes` templates: one per view of a stack holding several)
-        makes `rotate(image, -θ)` its canonical image and θ its angle.
+        `frame_momentum`, `frame_classes` templates: one per view of a stack holding several;
+        offsets d searched within `frame_max_shift` pixels in `frame_shift_step` steps) makes
+        the particle moved by -d and turned by -θ its canonical image, θ its angle and d its
+        offset.
 
         `architecture`: the networks (`rotinv_tf.models.networks.build_networks`): `paper`
         (the authors' MLP encoder, DCGAN decoder and 2/4/8-channel critic; widths ignored) or `conv`.
@@ -93,7 +95,8 @@ class RotationInvariantAutoencoder(keras.Model):
         self.angle_scale = float(angle_scale)
         self.raw_zero = float(raw_zero)
         self.template_frame = (TemplateFrame(image_size, s.frame_angles, s.frame_momentum,
-                                             s.frame_classes)
+                                             s.frame_classes, s.frame_max_shift,
+                                             s.frame_shift_step)
                                if self.frame == "learned" else None)
         self.frame_features = (FrameFeatures(image_size, s.frame_classes, s.feature_axes,
                                              s.feature_mask_radius, s.feature_class_weight)
@@ -194,8 +197,10 @@ class RotationInvariantAutoencoder(keras.Model):
         (`TemplateFrame.images`, in the units and CTF state the frame sees), what its angle is
         refined against (`rotinv_tf.serving.inference`), and the frame's grades of its class
         and angle (`template_frame.CLASS_OUTPUTS`: class probabilities, assignment probability,
-        log-likelihood, flip probability), and "network_angle", the encoder's own θ̂ of the
-        particle as observed (what training teaches it to predict: the frame angle), served
+        log-likelihood, flip probability) and its offset ("offset" [B, 2] pixels, x along the
+        columns, y down the rows: `data_pipeline.rotation`), and "network_angle", the encoder's
+        own θ̂ of the particle as observed, re-centred (what training teaches it to predict: the
+        frame angle), served
         beside the frame's so that tables can say which produced an angle."""
         images = self._encoder_view(images, particle_ctf)
         if self.frame != "learned":
@@ -203,7 +208,8 @@ class RotationInvariantAutoencoder(keras.Model):
         framed, angle, assessment = self._framed(images)
         classes = assessment["class_probabilities"]
         encoded = self._network_encode(framed, training)
-        encoded["network_angle"] = self._network_encode(images, training)["angle"]
+        encoded["network_angle"] = self._network_encode(
+            self._centred(images, assessment.get(OFFSET)), training)["angle"]
         encoded["angle"] = angle
         encoded["features"] = self.frame_features.features(framed, classes)
         encoded["reference"] = tf.gather(self.template_frame.images(),
@@ -211,12 +217,13 @@ class RotationInvariantAutoencoder(keras.Model):
         return {**encoded, **assessment}
 
     def _framed(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, dict]:
-        """Learned frame: (the particles as the frame sees them, turned into it, their frame angles
-        [B], the frame's grades of each (`TemplateFrame.assessment`: class probabilities [B, K],
-        ...))."""
+        """Learned frame: (the particles as the frame sees them, re-centred by their offsets and
+        turned into it, their frame angles [B], the frame's grades of each and, with an offset
+        search, its offset (`TemplateFrame.assessment`: class probabilities [B, K], ...,
+        offset [B, 2]))."""
         weights, assessment = self.template_frame.assessment(images)
         angle = self.template_frame.angles(weights)[0]
-        return self._derotated(images, angle), angle, assessment
+        return self._derotated(images, angle, assessment.get(OFFSET)), angle, assessment
 
     def finish_frame(self, batch: dict, chunk: int = 256) -> dict[int, float]:
         """Learned frame, after training, on the `batch`'s particles: splits by orientation the
@@ -238,12 +245,23 @@ class RotationInvariantAutoencoder(keras.Model):
         self.template_frame.start_classical(
             self._encoder_view(batch["image"], _particle_ctf(batch)), seed=seed)
 
-    def _derotated(self, images: tf.Tensor, angles: tf.Tensor) -> tf.Tensor:
-        """Images turned by -`angles` about each one's mean, so the corners a rotation leaves
+    def _derotated(self, images: tf.Tensor, angles: tf.Tensor, offsets: tf.Tensor | None = None
+                   ) -> tf.Tensor:
+        """Images moved back by their `offsets` [B, 2] pixels (`_centred`) and turned by
+        -`angles` about each one's mean, so the edges and corners a move or rotation leaves
         empty take the background's level rather than 0 (the stack's minimum after
         normalisation)."""
         mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        images = self._centred(images, offsets)
         return rotate(images - mean, -angles, xla_compatible=self.jit_compile is True) + mean
+
+    def _centred(self, images: tf.Tensor, offsets: tf.Tensor | None) -> tf.Tensor:
+        """Images moved back by their `offsets` [B, 2] pixels (the particle to the box centre),
+        the edge taking each one's mean; as they are without a learned frame's offset search
+        (or `offsets` None)."""
+        if offsets is None or not self.settings.frame_max_shift:
+            return images
+        return recentred(images, offsets, xla_compatible=self.jit_compile is True)
 
     def decode(self, content: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Content latents -> canonical images; the angle slot is fed as 0."""
@@ -283,24 +301,28 @@ class RotationInvariantAutoencoder(keras.Model):
         return images, self._encoder_view(observed, _particle_ctf(batch), angles), angles, None
 
     def _framed_inputs(self, batch: dict, training: bool):
-        """Learned frame: the particle `image` at frame angle θ is `observed` itself, with
-        canonical image rotate(image, -θ). Training steps also take the EM step, whose view of
-        the particles is also the encoder's (phase-flipped once: a quarter turn moves pixels
-        exactly, so turning the flipped particle is flipping the turned one); evaluation batches
-        (observed = rotate(image, angle)) get angle + θ."""
+        """Learned frame: the particle `image` at frame angle θ and offset d, re-centred (moved
+        by -d), is `observed`, with canonical image that turned by -θ: the network sees centred
+        particles. Training steps also take the EM step, whose view of the particles is also the
+        encoder's (phase-flipped once: a quarter turn moves pixels exactly, so turning the
+        flipped particle is flipping the turned one); evaluation batches
+        (observed = rotate(image, angle)) get angle + θ, re-centred by d turned by the angle."""
         images = batch["image"]
         framed = self._encoder_view(images, _particle_ctf(batch))
         if training:
-            theta = tf.stop_gradient(self.template_frame.update(framed, self.seed_generator))
-            observed, angles = framed, theta
+            theta, offsets = tf.nest.map_structure(
+                tf.stop_gradient, self.template_frame.update(framed, self.seed_generator))
+            observed, angles = self._centred(framed, offsets), theta
             if self.settings.augment_quarter_turns:
                 (observed,), angles = self._quarter_turned((observed,), angles)
         else:
-            theta = self.template_frame.assign(framed)[0]
-            observed = self._encoder_view(batch["observed"], _particle_ctf(batch),
-                                          batch["angle"])
+            weights, offsets = self.template_frame.posterior(framed)
+            theta = self.template_frame.angles(weights)[0]
+            observed = self._centred(
+                self._encoder_view(batch["observed"], _particle_ctf(batch), batch["angle"]),
+                rotated_offsets(offsets, batch["angle"]))
             angles = wrap_angle(batch["angle"] + theta)
-        return self._derotated(images, theta), observed, angles, -theta
+        return self._derotated(images, theta, offsets), observed, angles, -theta
 
     def _quarter_turned(self, images: tuple, angles: tf.Tensor):
         """Each row of `images` (tensors alike in shape) turned by its own random k·90° (exact

@@ -8,10 +8,11 @@
 - `invariant_features`: rotation-invariant features by construction (magnitudes of the angular
   Fourier coefficients of each polar ring), optionally reduced by `pca`.
 
-Both low-pass the particles a little, resample them onto the polar grid of `data_pipeline.polar`
-(radii from `min_radius` to the box edge, where a rotation by θ rolls the angle axis by +θ/Δφ),
-normalise each to zero mean and unit variance over the disc, and work on the rings' angular spectra.
-Particles are assumed centred (no shift search). Angles follow `data_pipeline.rotation`.
+Both low-pass the particles a little, normalise each to zero mean and unit variance over the disc,
+and work on the angular spectra of their rings on the polar grid of `rotinv_tf.pose.polar_em`
+(radii from `min_radius` to the box edge, where a rotation by θ rolls the angle axis by +θ/Δφ).
+`align_reference_free` also searches offsets when given a `max_shift`; `align_to_templates`
+assumes centred particles. Angles and offsets follow `data_pipeline.rotation`.
 """
 import dataclasses
 import math
@@ -19,12 +20,12 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from data_pipeline.polar import PolarResampler, default_radii
 from data_pipeline.angles import wrap_angle
 from data_pipeline.rotation import rotate
+from rotinv_tf.pose.polar_em import EMState, PolarEM, parabola_vertex, posterior
 
-_MIN_NOISE_VARIANCE = 1e-6  # per pixel, relative to the particles' unit variance (noiseless data)
 _CHUNK = 2048  # images resampled at a time: the polar gather holds 4 taps per grid point
+_EM_CHUNK = 256  # images per E step: its posterior holds K x offsets x angles per image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,14 +34,18 @@ class Alignment:
 
     `angles` [B] radians with `particle ≈ rotate(templates[classes], angles)`, so rotating each
     particle by `-angles` aligns it to its template; each template's frame is arbitrary (one global
-    offset per class). `templates` [K, N, N]: the particles so derotated, averaged with their class
-    probabilities (input units). `classes` [B] int64, `class_probabilities` [B, K].
+    offset per class). `templates` [K, N, N]: the particles so re-centred and derotated, averaged
+    with their class probabilities (input units). `classes` [B] int64, `class_probabilities`
+    [B, K]. `offsets` [B, 2]: where each particle's centre is, in pixels
+    (`data_pipeline.rotation`'s convention; `PolarEM.peak_offsets`: the centre of mass of its
+    template, turned and moved as the particle), zeros without an offset search.
     """
 
     angles: np.ndarray
     templates: np.ndarray
     classes: np.ndarray
     class_probabilities: np.ndarray
+    offsets: np.ndarray
 
 
 def image_batch(images: np.ndarray | tf.Tensor) -> tf.Tensor:
@@ -69,66 +74,47 @@ def gaussian_lowpass(images: tf.Tensor, sigma: float) -> tf.Tensor:
     return tf.nn.conv2d(blurred, tf.reshape(taps, [1, -1, 1, 1]), 1, "SAME")
 
 
-class PolarSpectra:
-    """Normalised particles -> angular spectra of their polar rings, [B, R, F] complex64.
+def normalised(images: tf.Tensor, lowpass_sigma: float, grid: PolarEM) -> tf.Tensor:
+    """Images [B, N, N, 1] low-passed and scaled to zero mean and unit variance over the polar
+    grid's disc (the grid's sampling weights: a polar sample of a constant is that constant)."""
+    return tf.concat([_normalised(images[i:i + _CHUNK], lowpass_sigma, grid)
+                      for i in range(0, int(images.shape[0]), _CHUNK)], axis=0)
 
-    F keeps the harmonics a ring of the pixel grid can carry (about π r cycles at radius r);
-    `area` [R] is each ring's share of the disc (r Δr Δφ per sample), so weighted sums over the
-    polar grid approximate sums over pixels; `multiplicity` [F] counts each harmonic f >= 1 for
-    itself and -f (Parseval for a real signal), the constant and Nyquist ones once.
-    """
 
-    def __init__(self, image_size: int, num_angles: int, min_radius: float):
-        if num_angles < 8:
-            raise ValueError(f"num_angles must be >= 8, got {num_angles}")
-        if not 0 <= min_radius <= image_size / 2 - 1:
-            raise ValueError(f"min_radius {min_radius} leaves no ring in a {image_size}-px box")
-        radii = default_radii(image_size, min_radius=min_radius)
-        self.resampler = PolarResampler(image_size, num_angles, radii)
-        self.num_angles = num_angles
-        self.harmonics = min(num_angles // 2 + 1, int(math.pi * radii[-1]) + 2)
-        spacing = radii[1] - radii[0] if len(radii) > 1 else 1.0
-        self.area = tf.constant(radii * spacing * 2 * math.pi / num_angles, tf.float32)
-        harmonic = np.arange(self.harmonics)
-        self.multiplicity = tf.constant(
-            np.where((harmonic == 0) | (2 * harmonic == num_angles), 1.0, 2.0), tf.float32)
+def _normalised(images: tf.Tensor, lowpass_sigma: float, grid: PolarEM) -> tf.Tensor:
+    images = gaussian_lowpass(images, lowpass_sigma)
+    polar = grid.polar(images)  # [B, R, A]
+    weights = grid.area[:, tf.newaxis] / grid.disc_area
+    mean = tf.reduce_sum(polar * weights, axis=[1, 2])
+    variance = tf.reduce_sum((polar - mean[:, None, None]) ** 2 * weights, axis=[1, 2])
+    scale = tf.math.divide_no_nan(1.0, tf.sqrt(variance))
+    return (images - mean[:, None, None, None]) * scale[:, None, None, None]
 
-    def __call__(self, images: tf.Tensor, lowpass_sigma: float) -> tf.Tensor:
-        return tf.concat([self._spectra(images[i:i + _CHUNK], lowpass_sigma)
-                          for i in range(0, int(images.shape[0]), _CHUNK)], axis=0)
 
-    def _spectra(self, images: tf.Tensor, lowpass_sigma: float) -> tf.Tensor:
-        polar = self.resampler(gaussian_lowpass(images, lowpass_sigma))  # [B, R, A]
-        weights = self.area[:, tf.newaxis] / (tf.reduce_sum(self.area) * self.num_angles)
-        mean = tf.reduce_sum(polar * weights, axis=[1, 2], keepdims=True)
-        variance = tf.reduce_sum((polar - mean) ** 2 * weights, axis=[1, 2], keepdims=True)
-        polar = tf.math.divide_no_nan(polar - mean, tf.sqrt(variance))
-        return tf.signal.rfft(polar)[..., :self.harmonics]
-
-    def power(self, spectra: tf.Tensor) -> tf.Tensor:
-        """Spectra [..., R, F] -> the energy each coefficient stands for, [..., R, F]: summed,
-        the disc's Σ of the squared polar image (the dropped harmonics being zero)."""
-        return (tf.abs(spectra) ** 2 * self.area[:, tf.newaxis] * self.multiplicity
-                / self.num_angles)
-
-    def energy(self, spectra: tf.Tensor) -> tf.Tensor:
-        """Σ over the disc of the squared polar image, [...]."""
-        return tf.reduce_sum(self.power(spectra), axis=[-2, -1])
+def normalised_spectra(images: tf.Tensor, lowpass_sigma: float, grid: PolarEM) -> tf.Tensor:
+    """`normalised` images' angular spectra on the grid, [B, R, F]."""
+    return tf.concat([grid.spectra(grid.polar(_normalised(images[i:i + _CHUNK], lowpass_sigma,
+                                                          grid)))
+                      for i in range(0, int(images.shape[0]), _CHUNK)], axis=0)
 
 
 def align_reference_free(images: np.ndarray | tf.Tensor, num_classes: int = 1,
                          num_rounds: int = 12, num_angles: int = 360, min_radius: float = 2.0,
                          lowpass_sigma: float = 0.5, seed: int = 0,
-                         num_restarts: int | None = None) -> Alignment:
-    """In-plane angles of centred particles [B, N, N(, 1)] without a reference.
+                         num_restarts: int | None = None, max_shift: float = 0.0,
+                         shift_step: float = 1.0) -> Alignment:
+    """In-plane angles (and, with `max_shift` > 0, offsets) of particles [B, N, N(, 1)] without a
+    reference.
 
-    An expectation-maximisation over (template, angle) per particle: the posterior weights are
-    softmax((correlation - |template|²/2) / σ²) over all angles and templates (plus the log class
-    prior), the templates their posterior-weighted means of the derotated particles, and the
-    temperature σ² the expected per-pixel residual, re-estimated every round, so early rounds
-    against blurred templates stay soft (argmax assignments were seen to oscillate at SNR 0.1,
-    issue 15). Starts from random angles and classes drawn with `seed`; correlations over all
-    `num_angles` rotations are one FFT along the rings.
+    Batch expectation-maximisation (`polar_em`, rate 1) over (template, offset, angle) per
+    particle: the posterior weights are softmax((correlation - |template|²/2) / σ²) over all
+    angles, offsets and templates (plus the log class and offset priors), the templates their
+    posterior-weighted means of the re-centred, derotated particles, and the temperature σ² the
+    expected per-pixel residual, re-estimated every round, so early rounds against blurred
+    templates stay soft (argmax assignments were seen to oscillate at SNR 0.1, issue 15). Starts
+    from random angles and classes drawn with `seed`; correlations over all `num_angles`
+    rotations are one FFT along the rings, over offsets (`shift_step` pixels within `max_shift`)
+    against moved templates.
 
     With several classes EM can end in a local optimum (two classes merged), so it is run from
     `num_restarts` random starts (seeds `seed`, `seed + 1`, ...; default 1 for one class, 4
@@ -138,22 +124,47 @@ def align_reference_free(images: np.ndarray | tf.Tensor, num_classes: int = 1,
         raise ValueError(f"num_classes and num_rounds must be >= 1, got {num_classes}, "
                          f"{num_rounds}")
     images = image_batch(images)
-    polar = PolarSpectra(int(images.shape[1]), num_angles, min_radius)
-    spectra = polar(images, lowpass_sigma)  # [B, R, F]
+    grid = PolarEM(int(images.shape[1]), num_angles, min_radius, max_shift, shift_step)
+    prepared = normalised(images, lowpass_sigma, grid)
     restarts = num_restarts or (1 if num_classes == 1 else 4)
     if restarts < 1:
         raise ValueError(f"num_restarts must be >= 1, got {restarts}")
-    runs = [_expectation_maximisation(polar, spectra, num_classes, num_rounds, seed + i)
+    runs = [_expectation_maximisation(grid, prepared, num_classes, num_rounds, seed + i)
             for i in range(restarts)]
-    posterior, correlation, _ = min(runs, key=lambda run: float(run[2]))
-    probabilities = tf.reduce_sum(posterior, axis=2)  # [B, K]
-    classes = tf.argmax(probabilities, axis=1)
-    angles = _peak_angles(tf.gather(correlation, classes, batch_dims=1), num_angles)
-    derotated = rotate(images, -angles)[..., 0]
+    state = min(runs, key=lambda run: float(run[1]))[0]
+    angles, classes, probabilities, offsets = [], [], [], []
+    references = grid.references(state.templates)
+    for start in range(0, int(prepared.shape[0]), _EM_CHUNK):
+        chunk = _pose(grid, prepared[start:start + _EM_CHUNK], state, references)
+        for found, value in zip((angles, classes, probabilities, offsets), chunk):
+            found.append(value)
+    angles, classes, probabilities, offsets = (tf.concat(found, 0) for found in
+                                               (angles, classes, probabilities, offsets))
+    derotated = rotate(grid.recentred(images, offsets), -angles)[..., 0]
     averages = tf.einsum("bk,bhw->khw", probabilities, derotated) / tf.maximum(
         tf.reduce_sum(probabilities, axis=0), 1e-12)[:, tf.newaxis, tf.newaxis]
     return Alignment(angles=angles.numpy(), templates=averages.numpy(),
-                     classes=classes.numpy(), class_probabilities=probabilities.numpy())
+                     classes=classes.numpy(), class_probabilities=probabilities.numpy(),
+                     offsets=offsets.numpy())
+
+
+def _pose(grid: PolarEM, images: tf.Tensor, state: EMState,
+          references: tuple[tf.Tensor, tf.Tensor]
+          ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(angles [B], classes [B], class probabilities [B, K], offsets [B, 2]) of prepared images
+    against the final templates (their `references`): the class of largest posterior mass,
+    within it the angle of the most probable (offset, angle), refined between grid angles
+    (`_peak_angles`), and the offset of its centre (`PolarEM.peak_offsets`)."""
+    references, energy = references
+    spectrum = grid.correlation_spectra(grid.spectra(grid.polar(images)), references)
+    logits = grid.logits(grid.angular(spectrum), energy, state)
+    probabilities = tf.reduce_sum(posterior(logits), axis=[2, 3])  # [B, K]
+    classes = tf.argmax(probabilities, axis=1, output_type=tf.int32)
+    within = tf.gather(logits, classes, batch_dims=1)  # [B, S, A]
+    best_shift = tf.argmax(tf.reduce_max(within, axis=2), axis=1)
+    angles = _peak_angles(tf.gather(within, best_shift, batch_dims=1), grid.num_angles)
+    offsets = grid.peak_offsets(spectrum, energy, state, classes, angles)
+    return angles, tf.cast(classes, tf.int64), probabilities, offsets
 
 
 def align_to_templates(images: np.ndarray | tf.Tensor, templates: np.ndarray | tf.Tensor,
@@ -165,12 +176,11 @@ def align_to_templates(images: np.ndarray | tf.Tensor, templates: np.ndarray | t
     images, templates = image_batch(images), image_batch(templates)
     if images.shape[1:] != templates.shape[1:]:
         raise ValueError(f"templates {templates.shape} do not match images {images.shape}")
-    polar = PolarSpectra(int(images.shape[1]), num_angles, min_radius)
-    spectra, references = polar(images, lowpass_sigma), polar(templates, lowpass_sigma)
-    weighted = spectra * tf.cast(polar.area[:, tf.newaxis], tf.complex64)
-    correlation = tf.signal.irfft(
-        tf.einsum("brf,krf->bkf", weighted, tf.math.conj(references)), [num_angles])
-    correlation /= tf.sqrt(polar.energy(references))[:, tf.newaxis]
+    grid = PolarEM(int(images.shape[1]), num_angles, min_radius)
+    spectra = normalised_spectra(images, lowpass_sigma, grid)
+    references = normalised_spectra(templates, lowpass_sigma, grid)
+    correlation = grid.correlation(spectra, references[:, tf.newaxis])[:, :, 0]
+    correlation /= tf.sqrt(grid.energy(references))[:, tf.newaxis]
     classes = tf.argmax(tf.reduce_max(correlation, axis=2), axis=1)
     angles = _peak_angles(tf.gather(correlation, classes, batch_dims=1), num_angles)
     return angles.numpy(), classes.numpy()
@@ -189,69 +199,37 @@ def coaligned(alignment: Alignment) -> Alignment:
     if len(alignment.templates) == 1:
         return alignment
     reference = int(np.argmax(alignment.class_probabilities.sum(axis=0)))
-    # templates[k] ≈ rotate(templates[reference], offsets[k]), so a particle
-    # ≈ rotate(templates[k], a) ≈ rotate(templates[reference], a + offsets[k]).
-    offsets, _ = align_to_templates(alignment.templates,
-                                    alignment.templates[reference:reference + 1])
-    offsets[reference] = 0.0
-    templates = rotate(image_batch(alignment.templates), -tf.constant(offsets))[..., 0]
+    # templates[k] ≈ rotate(templates[reference], turns[k]), so a particle
+    # ≈ rotate(templates[k], a) ≈ rotate(templates[reference], a + turns[k]).
+    turns, _ = align_to_templates(alignment.templates,
+                                  alignment.templates[reference:reference + 1])
+    turns[reference] = 0.0
+    templates = rotate(image_batch(alignment.templates), -tf.constant(turns))[..., 0]
     return dataclasses.replace(
-        alignment, angles=wrap_angle(tf.constant(alignment.angles + offsets[alignment.classes]))
+        alignment, angles=wrap_angle(tf.constant(alignment.angles + turns[alignment.classes]))
         .numpy(),
         templates=templates.numpy())
 
 
-def _expectation_maximisation(polar: PolarSpectra, spectra: tf.Tensor, num_classes: int,
-                              num_rounds: int, seed: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """One EM run from random angles and classes -> (posterior [B, K, A], correlation [B, K, A],
-    final noise variance σ²)."""
-    count, num_angles = int(spectra.shape[0]), polar.num_angles
-    weighted = spectra * tf.cast(polar.area[:, tf.newaxis], tf.complex64)
-    particle_energy = polar.energy(spectra)  # [B]
-    disc_area = tf.reduce_sum(polar.area) * num_angles
+def _expectation_maximisation(grid: PolarEM, images: tf.Tensor, num_classes: int,
+                              num_rounds: int, seed: int) -> tuple[EMState, tf.Tensor]:
+    """One EM run from random angles and classes -> (final state, its last round's noise
+    variance σ²)."""
+    count = int(images.shape[0])
     rng = np.random.default_rng(seed)
-    start = (rng.integers(num_classes, size=count) * num_angles
-             + rng.integers(num_angles, size=count))
-    posterior = tf.reshape(tf.one_hot(start, num_classes * num_angles),
-                           [count, num_classes, num_angles])
+    state = grid.start(images, tf.constant(rng.integers(num_classes, size=count), tf.int32),
+                       tf.constant(rng.integers(grid.num_angles, size=count), tf.int32),
+                       num_classes)
     for _ in range(num_rounds):
-        # M step: templates (derotating by s multiplies a spectrum by exp(+2πifs/A)) and priors.
-        rolls = tf.signal.rfft(posterior)[..., :polar.harmonics]  # [B, K, F]
-        mass = tf.reduce_sum(posterior, axis=[0, 2])  # [K]
-        templates = tf.einsum("brf,bkf->krf", spectra, tf.math.conj(rolls)) / tf.cast(
-            tf.maximum(mass, 1e-12)[:, tf.newaxis, tf.newaxis], tf.complex64)
-        template_energy = polar.energy(templates)  # [K]
-        log_prior = tf.math.log(tf.maximum(mass / count, 1e-12))
-        # Correlation of each particle with each template rotated by every grid angle s.
-        correlation = tf.signal.irfft(
-            tf.einsum("brf,krf->bkf", weighted, tf.math.conj(templates)), [num_angles])
-        residual = (particle_energy - 2 * tf.reduce_sum(posterior * correlation, axis=[1, 2])
-                    + tf.reduce_sum(tf.reduce_sum(posterior, axis=2) * template_energy, axis=1))
-        noise = tf.maximum(tf.reduce_mean(residual) / disc_area, _MIN_NOISE_VARIANCE)
-        posterior = class_angle_posterior(correlation, template_energy, noise, log_prior)
-    return posterior, correlation, noise
-
-
-def class_angle_logits(correlation: tf.Tensor, template_energy: tf.Tensor, noise: tf.Tensor,
-                       log_prior: tf.Tensor) -> tf.Tensor:
-    """log p(x, k, s) [B, K, A] of each particle x, template k and angle bin s, up to a
-    per-particle constant.
-
-    Under white Gaussian noise of per-pixel variance σ² (`noise`), log p(x | k, s) is
-    (corr[b, k, s] - |T_k|²/2) / σ² - |x|²/(2σ²) (+ a constant); `log_prior` [K] adds the class
-    prior. `correlation` [B, K, A] holds the image-plane inner products with each rotated template.
-    """
-    return ((correlation - template_energy[:, tf.newaxis] / 2) / noise
-            + log_prior[:, tf.newaxis])
-
-
-def class_angle_posterior(correlation: tf.Tensor, template_energy: tf.Tensor, noise: tf.Tensor,
-                          log_prior: tf.Tensor) -> tf.Tensor:
-    """The E step: posterior [B, K, A] over (template k, angle bin s) of each particle, the
-    softmax of `class_angle_logits`."""
-    logits = class_angle_logits(correlation, template_energy, noise, log_prior)
-    flat = tf.nn.softmax(tf.reshape(logits, [tf.shape(logits)[0], -1]))
-    return tf.reshape(flat, tf.shape(logits))
+        total = None
+        references = grid.references(state.templates)
+        for start in range(0, count, _EM_CHUNK):
+            chunk = images[start:start + _EM_CHUNK]
+            found = grid.statistics(chunk, state, references)[0].scaled(
+                int(chunk.shape[0]) / count)
+            total = found if total is None else total + found
+        state = grid.em_step(state, total, 1.0)
+    return state, total.residual
 
 
 def _peak_angles(correlation: tf.Tensor, num_angles: int) -> tf.Tensor:
@@ -259,10 +237,8 @@ def _peak_angles(correlation: tf.Tensor, num_angles: int) -> tf.Tensor:
     between grid points by a parabola through the peak and its two neighbours."""
     best = tf.argmax(correlation, axis=1, output_type=tf.int32)
     around = tf.stack([(best - 1) % num_angles, best, (best + 1) % num_angles], axis=1)
-    left, centre, right = tf.unstack(tf.gather(correlation, around, batch_dims=1), axis=1)
-    curvature = left - 2 * centre + right
-    offset = tf.where(curvature < 0, 0.5 * (left - right) / tf.minimum(curvature, -1e-12), 0.0)
-    steps = tf.cast(best, tf.float32) + tf.clip_by_value(offset, -0.5, 0.5)
+    steps = tf.cast(best, tf.float32) + parabola_vertex(
+        *tf.unstack(tf.gather(correlation, around, batch_dims=1), axis=1))
     return wrap_angle(steps * (2 * math.pi / num_angles))
 
 
@@ -276,8 +252,8 @@ def invariant_features(images: np.ndarray | tf.Tensor, num_components: int | Non
     a rotation only changes the coefficients' phases. With `num_components`, reduced by `pca`.
     """
     images = image_batch(images)
-    polar = PolarSpectra(int(images.shape[1]), num_angles, min_radius)
-    features = tf.sqrt(polar.power(polar(images, lowpass_sigma)))
+    grid = PolarEM(int(images.shape[1]), num_angles, min_radius)
+    features = tf.sqrt(grid.power(normalised_spectra(images, lowpass_sigma, grid)))
     features = tf.reshape(features, [features.shape[0], -1]).numpy()
     return features if num_components is None else pca(features, num_components)
 

@@ -5,8 +5,9 @@ Particle and reference are resampled onto the same polar grid (`rotinv_tf.pose.c
 `particle ≈ rotate(reference, ψ)` (the project convention) rolls the angle axis by ψ, so one FFT
 along the rings gives the correlation at every ψ; zero-padding its spectrum interpolates it onto a
 `step_degrees` grid (band-limited, so both images see the same interpolation and no angle is
-favoured), and the best ψ within the window around the start wins. With `max_shift`, integer
-shifts (a Cartesian FFT cross-correlation with the reference turned by ψ) and ψ are found in turn.
+favoured), and the best ψ within the window around the start wins. With `max_shift`, shifts (the
+peak of a Cartesian FFT cross-correlation with the reference turned by ψ, refined between whole
+pixels by a parabola through the peak and its neighbours on each axis) and ψ are found in turn.
 Runs on an accelerator when TensorFlow has one.
 """
 import dataclasses
@@ -17,8 +18,9 @@ import numpy as np
 import tensorflow as tf
 
 from data_pipeline.angles import wrap_angle
-from data_pipeline.rotation import rotate
-from rotinv_tf.pose.classical import PolarSpectra, image_batch
+from data_pipeline.rotation import rotate, translate
+from rotinv_tf.pose.classical import image_batch, normalised_spectra
+from rotinv_tf.pose.polar_em import PolarEM, parabola_vertex
 
 _MIN_RADIUS = 2.0  # pixels: the innermost rings hardly constrain ψ
 _SHIFT_ROUNDS = 2  # alternations of (shift, ψ) after the first ψ
@@ -26,8 +28,8 @@ _SHIFT_ROUNDS = 2  # alternations of (shift, ψ) after the first ψ
 
 @dataclasses.dataclass(frozen=True)
 class RefinedPoses:
-    """`angles` [B] radians and `shifts` [B, 2] integer pixels (x along columns, y down the rows)
-    with `particle ≈ rotate(reference, angle)` moved by `shift` (the simulator's shift convention);
+    """`angles` [B] radians and `shifts` [B, 2] pixels (x along columns, y down the rows) with
+    `particle ≈ rotate(reference, angle)` moved by `shift` (`data_pipeline.rotation`'s offsets);
     `scores` [B]: the normalised correlation there (1 = identical up to scale and offset)."""
 
     angles: np.ndarray
@@ -35,22 +37,10 @@ class RefinedPoses:
     scores: np.ndarray
 
 
-def _moved(images: tf.Tensor, shifts: tf.Tensor) -> tf.Tensor:
-    """Images [B, N, N, 1] moved by integer `shifts` [B, 2] (x, y) pixels; zeros come in."""
-    size = int(images.shape[1])
-    pixels = tf.range(size)[tf.newaxis]
-    rows = pixels - shifts[:, 1:2]  # output row y takes input row y - dy
-    cols = pixels - shifts[:, 0:1]
-    out = tf.gather(images, tf.clip_by_value(rows, 0, size - 1), axis=1, batch_dims=1)
-    out = tf.gather(out, tf.clip_by_value(cols, 0, size - 1), axis=2, batch_dims=1)
-    inside = tf.cast((rows >= 0) & (rows < size), out.dtype)[:, :, None, None] * tf.cast(
-        (cols >= 0) & (cols < size), out.dtype)[:, None, :, None]
-    return out * inside
-
-
 def _best_shifts(particles: tf.Tensor, references: tf.Tensor, max_shift: int) -> tf.Tensor:
-    """The integer shift [B, 2] (x, y), within ±`max_shift`, that best moves each reference
-    [B, N, N, 1] onto its particle: the peak of their FFT cross-correlation in that window."""
+    """The shift [B, 2] (x, y), within ±`max_shift`, that best moves each reference
+    [B, N, N, 1] onto its particle: the peak of their FFT cross-correlation in that window,
+    refined between whole pixels by a parabola on each axis (within ±0.5 px)."""
     size = int(particles.shape[1])
 
     def spectrum(images: tf.Tensor) -> tf.Tensor:
@@ -62,16 +52,28 @@ def _best_shifts(particles: tf.Tensor, references: tf.Tensor, max_shift: int) ->
         spectrum(particles) * tf.math.conj(spectrum(references))))
     window = np.arange(-max_shift, max_shift + 1)
     correlation = tf.gather(tf.gather(correlation, window % size, axis=1), window % size, axis=2)
-    best = tf.argmax(tf.reshape(correlation, [-1, len(window) ** 2]), axis=1,
-                     output_type=tf.int32)
-    return tf.stack([best % len(window), best // len(window)], axis=1) - max_shift
+    width = len(window)
+    best = tf.argmax(tf.reshape(correlation, [-1, width ** 2]), axis=1, output_type=tf.int32)
+    row, col = best // width, best % width
+
+    def vertex(along_rows: bool) -> tf.Tensor:
+        """The parabola's peak about the best cell along one axis, [B]."""
+        values = []
+        for step in (-1, 0, 1):
+            r = tf.clip_by_value(row + step, 0, width - 1) if along_rows else row
+            c = col if along_rows else tf.clip_by_value(col + step, 0, width - 1)
+            values.append(tf.gather_nd(correlation, tf.stack([r, c], axis=1), batch_dims=1))
+        return parabola_vertex(*values)
+
+    whole = tf.cast(tf.stack([col, row], axis=1) - max_shift, tf.float32)
+    return whole + tf.stack([vertex(False), vertex(True)], axis=1)
 
 
 def refine_poses(particles: np.ndarray | tf.Tensor, references: np.ndarray | tf.Tensor,
                  angles: np.ndarray | tf.Tensor, window_degrees: float = 10.0,
                  step_degrees: float = 0.5, max_shift: int = 0) -> RefinedPoses:
     """The angle within `angles` ± `window_degrees` (radians in and out; steps of
-    `step_degrees`, rounded to divide the circle) and, with `max_shift` pixels, the integer shift
+    `step_degrees`, rounded to divide the circle) and, with `max_shift` pixels, the shift
     that best match each particle [B, N, N(, 1)] with its own reference [B, N, N(, 1)] turned by
     the angle. Both are compared over the disc between 2 px and the box edge, each normalised to
     zero mean and unit variance, so the reference's scale and offset do not matter."""
@@ -100,14 +102,14 @@ def _searcher(size: int, window_degrees: float, step_degrees: float, max_shift: 
     # Samples per ring: enough for the ~π r harmonics a ring of the pixel grid carries (more only
     # cost time); ψ is interpolated onto the requested step from the spectrum anyway.
     num_angles = 8 * math.ceil((math.pi * (size / 2 - 1) + 2) / 4)
-    polar = PolarSpectra(size, num_angles, _MIN_RADIUS)
+    polar = PolarEM(size, num_angles, _MIN_RADIUS)
     steps = int(round(360 / step_degrees))
     step = 2 * math.pi / steps
     reach = int(math.floor(window_degrees / (360 / steps) + 1e-9))
 
     @tf.function  # traced once per batch shape (inference pads a stream's short last batch)
     def run(particles: tf.Tensor, references: tf.Tensor, angles: tf.Tensor):
-        templates = polar(references, lowpass_sigma=0.0)
+        templates = normalised_spectra(references, 0.0, polar)
         weighted = templates * tf.cast(polar.area[:, tf.newaxis], tf.complex64)
         template_energy = polar.energy(templates)
         start = tf.cast(tf.round(angles / step), tf.int32)
@@ -115,7 +117,7 @@ def _searcher(size: int, window_degrees: float, step_degrees: float, max_shift: 
 
         def search(shifts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             """ψ within the window for the particles moved back by `shifts`, and its score."""
-            spectra = polar(_moved(particles, -shifts), lowpass_sigma=0.0)
+            spectra = normalised_spectra(translate(particles, -shifts), 0.0, polar)
             # Σ over rings and angles of particle × reference turned by each grid ψ [B, steps];
             # the finer inverse FFT divides by `steps`, the polar sums want `num_angles`.
             correlation = tf.signal.irfft(
@@ -128,7 +130,7 @@ def _searcher(size: int, window_degrees: float, step_degrees: float, max_shift: 
                 tf.maximum(polar.energy(spectra) * template_energy, 1e-30))
             return wrap_angle(psi), score
 
-        shifts = tf.zeros([tf.shape(particles)[0], 2], tf.int32)
+        shifts = tf.zeros([tf.shape(particles)[0], 2], tf.float32)
         psi, score = search(shifts)
         for _ in range(_SHIFT_ROUNDS if max_shift else 0):
             shifts = _best_shifts(particles, rotate(references, psi), max_shift)

@@ -32,7 +32,7 @@ import tensorflow as tf
 from data_pipeline.formats import star
 from data_pipeline.formats.mrc import StackWriter
 from data_pipeline.particle_star import relion_path
-from data_pipeline.rotation import inscribed_disc, rotate
+from data_pipeline.rotation import inscribed_disc, recentred, rotate
 from rotinv_tf.pose.template_frame import NEAR_SYMMETRIC
 
 FLIP_COLUMN = "rlnRotinvFlipProbability"
@@ -59,13 +59,18 @@ def parse_selection(text: str) -> tuple[int, ...]:
     return numbers
 
 
+def recentred_particles(particles: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Particles [B, N, N] moved back by their `offsets` [B, 2] pixels (`rotation.recentred`)."""
+    return recentred(tf.constant(particles[..., None], tf.float32), offsets).numpy()[..., 0]
+
+
 def turned_into_frame(images: np.ndarray, angles: np.ndarray,
                       shifts: np.ndarray | None) -> np.ndarray:
-    """Particles [B, N, N] moved back by their integer `shifts` [B, 2] (x, y; None: none) and
-    turned by -`angles` about their means (corners take each one's mean, not 0), [B, N, N]."""
+    """Particles [B, N, N] moved back by their `shifts` [B, 2] (pixels, `data_pipeline.rotation`'s
+    offsets; None: none) and turned by -`angles` about their means (edges and corners take each
+    one's mean, not 0), [B, N, N]."""
     if shifts is not None:
-        images = np.stack([np.roll(image, (-int(dy), -int(dx)), axis=(0, 1))
-                           for image, (dx, dy) in zip(images, shifts)])
+        images = recentred_particles(images, shifts)
     mean = images.mean(axis=(1, 2), keepdims=True)
     turned = rotate(tf.constant((images - mean)[..., None], tf.float32),
                     -tf.constant(angles, tf.float32))

@@ -18,8 +18,10 @@ also takes each particle's CTF, the inputs `data_pipeline.ctf.CTF_FEATURES`, flo
   what `rotinv_tf.canonicalize` refines the angle against (the particle phase-flipped under a CTF
   correction, as the frame sees it), and its grades of each particle's class and angle
   (`rotinv_tf.pose.template_frame.CLASS_OUTPUTS`): `class_probabilities` float32 [batch, K],
-  `assignment_probability`, `log_likelihood` and `flip_probability` float32 [batch], and
-  `network_angle` float32 [batch], the encoder's own prediction where `angle` is the frame's.
+  `assignment_probability`, `log_likelihood` and `flip_probability` float32 [batch], its `offset`
+  float32 [batch, 2] (pixels, x along the columns, y down the rows: `data_pipeline.rotation`;
+  `images ≈ rotate(canonical_image, angle)` moved by it), and `network_angle` float32 [batch],
+  the encoder's own prediction where `angle` is the frame's.
   Exports from before these outputs, and other models, serve none of them.
 - `encode` -> `latent`, `angle`.
 
@@ -38,7 +40,7 @@ from data_pipeline.atomic import atomic_path
 from data_pipeline.ctf import CTF_FEATURES
 from data_pipeline.preprocessing import Normalization
 from rotinv_tf.config import CONFIG_FILE  # the training run's config, in assets/ when known
-from rotinv_tf.pose.template_frame import CLASS_OUTPUTS
+from rotinv_tf.pose.template_frame import CLASS_OUTPUTS, OFFSET
 
 METADATA_FILE = "metadata.json"
 FORMAT_VERSION = 1
@@ -99,8 +101,8 @@ class _ServingModule(tf.Module):
             if "network_angle" in out:
                 served["network_angle"] = tf.reshape(tf.cast(out["network_angle"], tf.float32),
                                                      [-1])
-            served.update({name: tf.cast(out[name], tf.float32) for name in CLASS_OUTPUTS
-                           if name in out})
+            served.update({name: tf.cast(out[name], tf.float32)
+                           for name in (*CLASS_OUTPUTS, OFFSET) if name in out})
             return served
 
         def encode_outputs(images: tf.Tensor, particle_ctf: dict | None) -> dict:

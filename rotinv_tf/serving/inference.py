@@ -33,10 +33,12 @@ refining a learned frame's angle against it cost accuracy (issue 15, 1,000 parti
 0.49° -> 0.97° at SNR 1, 1.67° -> 4.15° at SNR 0.1), against the template it does not (0.49° ->
 0.51°, benchmarks/results/poses.md), while a supervised network's angle gains from its decoded
 image (3.76° -> 1.14°). Exports from before the `reference` output are refined against their
-decoded images. With `refine_max_shift` > 0 also integer shifts, written as
-`rlnOriginXAngst/YAngst` (RELION: the particle sits at the box centre minus the origin, as the
-simulator writes them). A comment line at the top of the STAR file says whether and how the
-angles were refined.
+decoded images. A model that serves offsets (a learned frame with an offset search,
+`template_frame.OFFSET`) has each particle re-centred by its offset before refinement; with
+`refine_max_shift` > 0 refinement also searches shifts (sub-pixel) about it. The offset (the
+served one plus refinement's) is written as `rlnOriginXAngst/YAngst` in RELION's convention
+(`star.relion_origins`: the particle sits at the box centre minus the origin), for the input's
+box. A comment line at the top of the STAR file says whether and how the angles were refined.
 
 Resampling (`resample=True`, for images whose size differs from the model's): Fourier cropping
 (downsampling) or zero-padding (upsampling) of the centred 2D spectrum, which keeps the band-limited
@@ -65,15 +67,17 @@ from data_pipeline.errors import DataError
 from data_pipeline.formats.mrc import StackWriter, open_stack
 from data_pipeline.outputs import check_output_file
 from data_pipeline.formats.star import (ANGLE_PSI, DEFOCUS_COLUMNS, IMAGE_NAME, ORIGIN_COLUMNS,
-                                        StarWriter, angle_to_psi_degrees, image_name)
+                                        StarWriter, angle_to_psi_degrees, image_name,
+                                        relion_origins)
 from data_pipeline.particle_star import output_star, relion_path
 from data_pipeline.particles import Particles, read_particles
 from data_pipeline.settings import raise_problems
 from rotinv_tf.config import describe
 from rotinv_tf.pose.refine import RefinedPoses, refine_poses
-from rotinv_tf.pose.template_frame import CLASS_OUTPUTS
+from rotinv_tf.pose.template_frame import CLASS_OUTPUTS, OFFSET
 from rotinv_tf.serving.overview import Overview, overview_path
-from rotinv_tf.serving.classes import COLUMNS as CLASS_COLUMNS, ClassSummary, class_paths
+from rotinv_tf.serving.classes import (COLUMNS as CLASS_COLUMNS, ClassSummary, class_paths,
+                                       recentred_particles)
 from rotinv_tf.serving.saved_model import load_serving_model
 
 # The refinement's defaults (canonicalize's --refine_window_degrees, --refine_step_degrees).
@@ -84,7 +88,7 @@ REFINE_STEP_DEGREES = 0.5
 @dataclasses.dataclass(frozen=True)
 class Refinement:
     """How each angle is refined (module docstring): ±`window_degrees` in `step_degrees` steps,
-    and integer shifts of up to `max_shift` pixels (0: none)."""
+    and shifts of up to `max_shift` pixels (sub-pixel; 0: none)."""
 
     window_degrees: float
     step_degrees: float
@@ -224,8 +228,8 @@ def _refine_comment(refinement: Refinement | None, served: tuple[str, ...]) -> s
               else "the network's angle")
     if refinement is None:
         return f"rotinv_tf: rlnAnglePsi is {source}, not refined (--refine=false)"
-    shifts = (f" and integer shifts of up to {refinement.max_shift} px "
-              f"(rlnOriginXAngst/YAngst)" if refinement.max_shift else "")
+    shifts = (f" and shifts of up to {refinement.max_shift} px (rlnOriginXAngst/YAngst)"
+              if refinement.max_shift else "")
     reference = ("its class template (the learned frame's mean of its particles)"
                  if "reference" in served else "each particle's canonical image")
     return (f"rotinv_tf: rlnAnglePsi is {source} refined within "
@@ -288,6 +292,15 @@ def _refine(particles: np.ndarray, references: np.ndarray, angles: np.ndarray,
     return RefinedPoses(refined.angles[:count], refined.shifts[:count], refined.scores[:count])
 
 
+def _origins(offsets: np.ndarray, pixel_scale: float, input_size: int,
+             input_pixel_sizes: np.ndarray) -> np.ndarray:
+    """RELION origins [B, 2] Å in the input's box of particles at `offsets` [B, 2] pixels of the
+    model's box (`pixel_scale` input pixels each, Fourier resampling keeping pixel 0 in place:
+    the model's centre (n-1)/2 lies (1 - pixel_scale)/2 input pixels from the input's)."""
+    moved = np.asarray(offsets, np.float64) * pixel_scale + (1.0 - pixel_scale) / 2
+    return relion_origins(moved, input_size, input_pixel_sizes)
+
+
 def _stream(model, particles: Particles, output: str, star: str, batch_size: int,
             resample: bool, progress: Callable[[int, int], None] | None,
             refinement: Refinement | None, select_classes: Sequence[int] | None
@@ -309,7 +322,8 @@ def _stream(model, particles: Particles, output: str, star: str, batch_size: int
                         f"[0, {size // 2}) for the model's {size}x{size} images")
     pixel_scale = h / size
     classified = has_classes(model)
-    columns = [IMAGE_NAME, ANGLE_PSI, *(ORIGIN_COLUMNS if max_shift else ()),
+    served_offsets = OFFSET in model.outputs
+    columns = [IMAGE_NAME, ANGLE_PSI, *(ORIGIN_COLUMNS if max_shift or served_offsets else ()),
                *(CLASS_COLUMNS if classified else ())]
     ctf_values = _particle_ctf(model, particles, pixel_scale)
     layout = output_star(particles, size, pixel_scale, columns)  # checks the optics
@@ -350,17 +364,21 @@ def _stream(model, particles: Particles, output: str, star: str, batch_size: int
                         name: values[start:stop] for name, values in ctf_values.items()}
                     result = model.predict(images, batch_ctf)
                     angles = np.asarray(result["angle"], np.float64)
-                    values, shifts = {}, None
+                    values = {}
+                    shifts = result[OFFSET] if served_offsets else None
                     if refinement is not None:
-                        refined = _refine(*_refinement_pair(model.ctf_correction, batch_ctf,
-                                                            images, result),
-                                          result["angle"], batch_size, refinement)
+                        pair = _refinement_pair(model.ctf_correction, batch_ctf, images, result)
+                        if served_offsets:
+                            pair = (recentred_particles(pair[0], shifts), pair[1])
+                        refined = _refine(*pair, result["angle"], batch_size, refinement)
                         angles = np.asarray(refined.angles, np.float64)
-                        if max_shift:  # pixels, x then y (down the rows) -> origins
-                            shifts = np.asarray(refined.shifts)
-                            for column, shift in zip(ORIGIN_COLUMNS, shifts.T):
-                                values[column] = [f"{v:.6f}"
-                                                  for v in -shift * pixel_sizes[start:stop]]
+                        if max_shift:
+                            shifts = refined.shifts + (0.0 if shifts is None else shifts)
+                    if shifts is not None:
+                        origins = _origins(shifts, pixel_scale, h,
+                                           pixel_sizes[start:stop] / pixel_scale)
+                        for column, origin in zip(ORIGIN_COLUMNS, origins.T):
+                            values[column] = [f"{v:.6f}" for v in origin]
                     values[ANGLE_PSI] = [f"{p:.6f}" for p in angle_to_psi_degrees(angles)]
                     kept = np.ones(stop - start, bool)
                     if classified:
