@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline.rotation import rotate
-from rotinv_tf.models import networks
+from rotinv_tf import config as config_module
+from rotinv_tf.models import frames, networks
 from rotinv_tf.models.frames import Inputs
 from rotinv_tf.training import train_lib
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
@@ -61,6 +62,12 @@ def test_learned_frame_settings_come_from_the_config():
     assert model.frame.name == "learned"
     assert model.template_frame.template.shape[0] == 3
     assert (model.settings.frame_angles, model.settings.frame_classes) == (32, 3)
+
+
+def test_every_frame_the_config_offers_is_a_frame_class():
+    assert set(frames.FRAMES) == set(config_module.FRAMES)
+    for name, frame in frames.FRAMES.items():
+        assert frame.name == name
 
 
 def test_paper_architecture_trains():

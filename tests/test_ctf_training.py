@@ -193,6 +193,12 @@ def test_learned_frame_training_step_phase_flips_once(ctf_stack, correction, mon
     np.testing.assert_allclose(observed, expected, atol=1e-3)
 
 
+def test_every_correction_the_config_offers_is_a_correction_class():
+    assert set(ctf_corrections.CORRECTIONS) == set(configs.CTF_CORRECTIONS)
+    for name, correction in ctf_corrections.CORRECTIONS.items():
+        assert correction.name == name
+
+
 def test_which_ctf_correction_a_run_takes(ctf_stack, tmp_path):
     def resolved(config: Config) -> tuple[str, str]:
         ours = resolve.resolve(config).model.autoencoder

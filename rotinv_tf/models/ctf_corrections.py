@@ -22,6 +22,7 @@ content.
 from typing import Callable, NamedTuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from data_pipeline import ctf
@@ -97,6 +98,14 @@ class NoCorrection:
     def update(self, state: object) -> None:
         """Keeps a training step's `Penalty.state` (outside the gradient tape)."""
 
+    @classmethod
+    def refinement_pair(cls, values: dict | None, images: np.ndarray, served: dict
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Serving: (particles, references) that refinement compares, alike in their CTF, from
+        raw particle `images` of CTF `values` and what a SavedModel `served` for them: a learned
+        frame's class template (`reference`), else the canonical images."""
+        return images, served.get("reference", served["canonical_image"])
+
 
 class PhaseFlip(NoCorrection):
     """Phase-flipped particles in, phase-flipped canonical images out; the defocus penalty."""
@@ -159,6 +168,14 @@ class PhaseFlip(NoCorrection):
         for variable, value in zip(self.covariances, state):
             variable.assign(value)
 
+    @classmethod
+    def refinement_pair(cls, values: dict | None, images: np.ndarray, served: dict
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """The particles phase-flipped, as the references are (a learned frame's template is
+        an average of particles as the frame sees them: flipped)."""
+        flipped = ctf.apply_ctf(images.astype(np.float32), values, "phase_flip", pad_factor=2)
+        return flipped.numpy(), served.get("reference", served["canonical_image"])
+
 
 class ForwardModel(PhaseFlip):
     """Phase-flipped particles in, CTF-free canonical images out, seen by the loss and the critic
@@ -170,6 +187,19 @@ class ForwardModel(PhaseFlip):
     def target(self, values: dict | None, canonical: tf.Tensor,
                turn: tf.Tensor | None) -> tuple[tf.Tensor, Forward]:
         return canonical, lambda decoded: self.filtered(decoded, values, turn, "model")
+
+    @classmethod
+    def refinement_pair(cls, values: dict | None, images: np.ndarray, served: dict
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """A learned frame's (flipped) template against flipped particles; otherwise the
+        particles against their CTF-free canonical images through each one's CTF (its
+        astigmatism turned into the canonical frame by the served angle)."""
+        if "reference" in served:
+            return super().refinement_pair(values, images, served)
+        turned = {**values, "defocus_angle": ctf.rotated_defocus_angle(
+            values["defocus_angle"], -served["angle"])}
+        return images, ctf.apply_ctf(served["canonical_image"], turned, "model",
+                                     pad_factor=2).numpy()
 
 
 CORRECTIONS = {c.name: c for c in (NoCorrection, PhaseFlip, ForwardModel)}

@@ -65,6 +65,7 @@ class SupervisedFrame:
     `angle_distribution`/`angle_scale`."""
 
     name = "supervised"
+    served = "defined by the canonical images or angles it was trained with"  # for output files
     layers: dict[str, keras.layers.Layer] = {}
     start_particles = 0
     finish_particles = 0
@@ -120,6 +121,7 @@ class LearnedFrame:
     come with their angles only in evaluation (`angle_distribution`, `angle_scale` unused)."""
 
     name = "learned"
+    served = "learned from the particles without angles (an arbitrary rotation of any other frame)"
 
     def __init__(self, image_size: int, settings: AutoencoderConfig, angle_distribution: str,
                  angle_scale: float, xla_compatible: Callable[[], bool]):
