@@ -336,8 +336,8 @@ def markdown(report: dict) -> str:
                 "boxes and another molecule)" if r["junk"] else "")
              + f"; K = {r['classes']} on both sides. Psi error (of the particles that are not "
              "junk) after one rotation per true view; origin error raw and after one "
-             "translation per view in its frame. Whole processes, timed in the same run on this "
-             "machine.", "",
+             "translation per view in its frame. Whole processes, timed on this machine (a ratio "
+             "only between the sides of one run).", "",
              "| side (what produced it) | psi MAE (°) | psi median (°) | > 15° (%) "
              "| origin RMS (px) | origin RMS, one offset per view (px) | wall (s) "
              + ("| junk in lowest log-likelihood decile / a junk class / either (%) " if r["junk"]
