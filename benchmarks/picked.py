@@ -25,7 +25,8 @@ one translation per true view in the view's own frame
 (a 2D classifier's class average may sit off the molecule's centre: each particle's origin then
 carries that offset turned by its psi), beside the trivial row that leaves every origin at 0.
 
-`--classes` sets K on both sides (K = 1 and 6 for the 3 views: users do not know the count);
+`--views=1 --conformations=1 --offset_sigma=0` makes the one-view stack; `--classes` sets K on
+both sides (default: the views; K = 1 and 6 for 3 views, as users do not know the count);
 `--junk` adds junk particles (half noise-only boxes, half another molecule), scored by the share
 of them in the lowest decile of rlnLogLikeliContribution or in a class that is mostly junk.
 
@@ -51,7 +52,7 @@ from data_pipeline.formats.mrc import write_stack
 from data_pipeline.simulator import builtin_model
 from rotinv_tf.evaluation import frame_aligned_errors_deg, psi_error_summary
 
-SIZE, PIXEL, VIEWS = 48, 2.0, 3
+SIZE, PIXEL = 48, 2.0
 ROT, TILTS = 90.0, (0.0, 40.0, 80.0)  # degrees: rot of every view, tilt of each
 VOLTAGE, CS, AMPLITUDE_CONTRAST = 300.0, 2.7, 0.1
 DEFOCUS_RANGE = (10000.0, 30000.0)  # Å, defocus U
@@ -71,8 +72,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("seed", 0, "Seed of the particles' parameters and of training.")
     flags.DEFINE_integer("num_particles", 3000, "Particles per stack.")
     flags.DEFINE_integer("conformations", 5, "Hinge positions (maps) projected.")
-    flags.DEFINE_integer("classes", VIEWS, "K, the classes both sides are asked for (the views are "
-                         f"{VIEWS}: users do not know that).")
+    flags.DEFINE_integer("views", len(TILTS), "Preferred views, the first of TILTS (1: the "
+                         "one-view stack).")
+    flags.DEFINE_integer("classes", None, "K, the classes both sides are asked for (default: "
+                         "--views; users do not know the count).")
     flags.DEFINE_float("junk", 0.0, "Share of junk particles: half noise-only boxes, half another "
                        "molecule (`JUNK_MAPS`).")
     flags.DEFINE_float("snr", 0.1, "Signal variance / noise variance.")
@@ -97,7 +100,7 @@ def define_flags() -> None:
 def particle_table(rng: np.random.Generator, count: int) -> dict[str, np.ndarray]:
     """Each particle's view, map (conformations 0..C-1, then `JUNK_MAPS`: junk), angles
     (degrees), origin (pixels) and CTF."""
-    views = np.arange(count) % VIEWS
+    views = np.arange(count) % FLAGS.views
     rng.shuffle(views)
     maps = rng.integers(FLAGS.conformations, size=count)
     junk = rng.random(count) < FLAGS.junk
@@ -165,7 +168,13 @@ def hinges() -> np.ndarray:
 def stack_settings() -> dict:
     """The flags a stack is made from (beside the seed and SNR its folder is named by)."""
     return {name: FLAGS[name].value for name in (
-        "num_particles", "conformations", "spread", "offset_sigma", "max_offset", "ctf")}
+        "num_particles", "views", "conformations", "spread", "offset_sigma", "max_offset",
+        "ctf")}
+
+
+def classes() -> int:
+    """K for both sides: `--classes`, else the number of views."""
+    return FLAGS.classes or FLAGS.views
 
 
 def make_stack(folder: str, seed: int) -> dict:
@@ -193,7 +202,7 @@ def make_stack(folder: str, seed: int) -> dict:
     measured = float(clean[good].reshape(good.sum(), -1).var(axis=1).mean()
                      / (noisy - clean)[good].reshape(good.sum(), -1).var(axis=1).mean())
     made = {**stack_settings(), "white_noise": sigma, "measured_snr": measured,
-            "view_counts": np.bincount(truth["view"], minlength=VIEWS).tolist(),
+            "view_counts": np.bincount(truth["view"], minlength=FLAGS.views).tolist(),
             "junk_particles": int(truth["junk"].sum())}
     write_text(os.path.join(folder, STACK_FILE), json.dumps(made))
     return made
@@ -207,12 +216,12 @@ def run_relion_side(folder: str) -> dict:
     truth = np.load(os.path.join(folder, "truth.npz"))
     ctf = ctf_columns(truth, np.arange(len(truth["view"]))) if FLAGS.ctf else None
     _, _, seconds, averages, failures = relion_2d.run_relion(
-        folder, out, SIZE, PIXEL, FLAGS.relion_iterations, FLAGS.classes, threads=2, ctf=ctf,
+        folder, out, SIZE, PIXEL, FLAGS.relion_iterations, classes(), threads=2, ctf=ctf,
         offset_range=FLAGS.relion_offset_range, offset_step=FLAGS.relion_offset_step)
     return {"seconds": seconds, "failures": failures,
             "star": averages.replace("_classes.mrcs", "_data.star"),
             "command": " ".join(relion_2d.command(
-                folder, out, SIZE, PIXEL, FLAGS.relion_iterations, FLAGS.classes, 2, None, ctf,
+                folder, out, SIZE, PIXEL, FLAGS.relion_iterations, classes(), 2, None, ctf,
                 FLAGS.relion_offset_range, FLAGS.relion_offset_step)).replace(
                     folder + "/", "")}
 
@@ -221,7 +230,7 @@ def run_ours(folder: str, seed: int) -> dict:
     runs, tag = os.path.join(folder, "runs"), f"picked_seed{seed}"
     train = [sys.executable, "-m", "rotinv_tf.train",
              f"--flagfile={driver.STACK_CONFIG}",
-             "--star=relion.star", f"--frame_classes={FLAGS.classes}", f"--seed={seed}",
+             "--star=relion.star", f"--frame_classes={classes()}", f"--seed={seed}",
              f"--name={tag}", f"--model_dir={runs}/{tag}", f"--export_dir={runs}/saved_models",
              f"--data_dir={runs}/tfds", *FLAGS.ours_flags]
     train_s = timed(folder, train, "train.log")
@@ -264,7 +273,7 @@ def origin_errors(truth: dict, origins: np.ndarray) -> dict:
     error = (origins - truth["origin"])[good]
     fitted = error.copy()
     psi, views = np.radians(truth["psi"][good]), truth["view"][good]
-    for view in range(VIEWS):
+    for view in np.unique(truth["view"]):
         members = views == view
         best = None
         for sense in (1.0, -1.0):
@@ -315,7 +324,8 @@ def markdown(report: dict) -> str:
     r = report
     lines = [f"# Stacks as picked, projected by RELION: seed {r['seed']}, SNR {r['snr']:g}", "",
              f"{r['num_particles']} particles, {SIZE}x{SIZE}, {PIXEL:g} Å, {r['conformations']} "
-             f"hinge conformations x {VIEWS} views (tilt {'/'.join(f'{t:g}' for t in TILTS)}°, "
+             f"hinge conformations x {r['views']} views (tilt "
+             f"{'/'.join(f'{t:g}' for t in TILTS[:r['views']])}°, "
              f"jitter σ {r['spread']:g}°), psi uniform, picker offsets σ "
              f"{r['offset_sigma']:g} px "
              f"(≤ {r['max_offset']:g} px), "
@@ -362,7 +372,8 @@ LABELS = {"relion": "RELION 2D (--ctf, offset search)",
 def main(argv: list[str]) -> None:
     del argv
     driver.check_choices("sides", FLAGS.sides, LABELS)
-    folder = os.path.join(FLAGS.work_dir, f"snr{FLAGS.snr:g}_junk{FLAGS.junk:g}_seed{FLAGS.seed}")
+    folder = os.path.join(FLAGS.work_dir, f"views{FLAGS.views}_snr{FLAGS.snr:g}_junk{FLAGS.junk:g}"
+                                          f"_seed{FLAGS.seed}")
     made = None
     if FLAGS.reuse_stack and os.path.exists(os.path.join(folder, STACK_FILE)):
         with open(os.path.join(folder, STACK_FILE)) as f:
@@ -379,10 +390,11 @@ def main(argv: list[str]) -> None:
         sides[name] = {**side, "label": label, "scores": score(folder, side["star"])}
         print(json.dumps(sides[name]), flush=True)
     truth = dict(np.load(os.path.join(folder, "truth.npz")))
-    report = {"seed": FLAGS.seed, "snr": FLAGS.snr, "classes": FLAGS.classes, "junk": FLAGS.junk,
+    report = {"seed": FLAGS.seed, "snr": FLAGS.snr, "classes": classes(), "junk": FLAGS.junk,
               **made, "sides": sides,
               "zero_origins": origin_errors(truth, np.zeros_like(truth["origin"]))}
-    name = f"picked_snr{FLAGS.snr:g}_k{FLAGS.classes}_junk{FLAGS.junk:g}_seed{FLAGS.seed}"
+    name = (f"picked_views{FLAGS.views}_snr{FLAGS.snr:g}_k{classes()}_junk{FLAGS.junk:g}"
+            f"_seed{FLAGS.seed}")
     write_results(FLAGS.results or name, report, markdown(report))
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_pipeline.rotation import rotate
+from rotinv_tf.models.frames import LearnedFrame
 from rotinv_tf.pose.template_frame import TemplateFrame
 
 
@@ -105,7 +106,7 @@ class ClassFrameMatcher(keras.Model):
     trained learned frame serves (angle, reference, its grades of each particle), without
     training."""
 
-    frame = "learned"
+    frame = LearnedFrame  # its kind of frame, which exports record by name
 
     def __init__(self, templates: np.ndarray, noise_variance: float, num_angles: int = 64,
                  **kwargs):

@@ -7,7 +7,9 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline.rotation import rotate
-from rotinv_tf.models import networks
+from rotinv_tf import config as config_module
+from rotinv_tf.models import frames, networks
+from rotinv_tf.models.frames import Inputs
 from rotinv_tf.training import train_lib
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.config import Config
@@ -57,9 +59,15 @@ def test_learned_frame_settings_come_from_the_config():
     config = Config().replace(latent_dim=8, filters=8, frame="learned", frame_angles=32,
                               frame_classes=3)
     model = train_lib.build_model(config, 16)
-    assert model.frame == "learned"
+    assert model.frame.name == "learned"
     assert model.template_frame.template.shape[0] == 3
     assert (model.settings.frame_angles, model.settings.frame_classes) == (32, 3)
+
+
+def test_every_frame_the_config_offers_is_a_frame_class():
+    assert set(frames.FRAMES) == set(config_module.FRAMES)
+    for name, frame in frames.FRAMES.items():
+        assert frame.name == name
 
 
 def test_paper_architecture_trains():
@@ -112,16 +120,24 @@ def test_update_schedule_counts(ratio, expected_critic_updates):
     assert int(model.critic_optimizer.iterations) == expected_critic_updates
 
 
+def _inputs(model: RotationInvariantAutoencoder, batch: dict, training: bool):
+    """A supervised model's (canonical, observed, angles, turn) of a `batch` without CTF."""
+    view = model.correction.view(None)
+    if training:
+        return model.frame.training_inputs(batch, view, None, model.seed_generator)
+    return model.frame.evaluation_inputs(batch, view, model.seed_generator)
+
+
 def test_uses_dataset_angles_when_provided():
     """With `observed`/`angle` in the batch the model trains on them, not on its own rotations."""
     images = _blobs(8, 16)
     angles = np.full(8, 0.3, np.float32)
     batch = {"image": images, "observed": rotate(images, angles), "angle": angles}
     model = _model()
-    image, observed, angle, _ = model._rotated_inputs(batch, training=True)
+    image, observed, angle, _ = _inputs(model, batch, training=True)
     np.testing.assert_array_equal(angle, angles)
     np.testing.assert_array_equal(observed, batch["observed"])
-    _, observed, angle, _ = model._rotated_inputs({"image": images}, training=True)
+    _, observed, angle, _ = _inputs(model, {"image": images}, training=True)
     assert not np.allclose(angle, angles)
     np.testing.assert_allclose(observed, rotate(images, angle), atol=1e-6)
 
@@ -132,13 +148,13 @@ def test_quarter_turn_augmentation_keeps_image_and_angle_consistent_in_training_
     batch = {"image": images, "observed": rotate(images, angles), "angle": angles}
     keras.utils.set_random_seed(0)
     model = RotationInvariantAutoencoder(24, latent_dim=8, filters=8, augment_quarter_turns=True)
-    _, observed, angle, _ = model._rotated_inputs(batch, training=True)
+    _, observed, angle, _ = _inputs(model, batch, training=True)
     turns = np.round(np.mod(angle.numpy() - angles, 2 * math.pi) / (math.pi / 2)) % 4
     assert len(set(turns)) > 1  # images get their own turns
     for i, k in enumerate(turns.astype(int)):  # exact pixel moves, angle advanced by k·90°
         np.testing.assert_array_equal(observed[i], np.rot90(batch["observed"][i], k))
     assert np.all(np.abs(angle) <= math.pi + 1e-6)
-    _, observed, angle, _ = model._rotated_inputs(batch, training=False)
+    _, observed, angle, _ = _inputs(model, batch, training=False)
     np.testing.assert_array_equal(angle, angles)
 
 
@@ -166,7 +182,8 @@ def test_reconstruction_loss_follows_the_norm_setting(norm):
     images = _blobs(4, 16)
     angles = np.full(4, 0.5, np.float32)
     model = _model(reconstruction_norm=norm)
-    out = model._generator_losses(images, rotate(images, angles), angles, training=False)
+    out = model._generator_losses(images, Inputs(images, rotate(images, angles), angles, None),
+                                  training=False)
     expected = losses.reconstruction_loss(images, out["reconstructions"], norm)
     assert float(out["reconstruction_loss"]) == pytest.approx(float(expected), rel=1e-6)
     other = losses.reconstruction_loss(images, out["reconstructions"],

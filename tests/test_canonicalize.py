@@ -22,7 +22,8 @@ from data_pipeline.formats.star import StarBlock, read_star, write_star
 from data_pipeline.preprocessing import Normalization
 from data_pipeline.rotation import rotate
 from data_pipeline import particles as particles_module
-from rotinv_tf.serving import inference
+from rotinv_tf.models.ctf_corrections import CORRECTIONS
+from rotinv_tf.models.frames import LearnedFrame
 from rotinv_tf.serving.export import export_saved_model
 from rotinv_tf.serving.inference import canonicalize_particles, fourier_resample
 from rotinv_tf.serving.saved_model import load_serving_model
@@ -285,7 +286,7 @@ class LearnedFrameMatcher(TemplateMatcher):
     template as the refinement `reference`, as a learned frame does, unless `serves_reference` is
     False (an export from before that output)."""
 
-    frame = "learned"
+    frame = LearnedFrame  # its kind of frame, which exports record by name
 
     def __init__(self, *args, serves_reference: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
@@ -333,7 +334,7 @@ def test_a_template_reference_is_compared_with_phase_flipped_particles(correctio
                                  ctf.Optics(pixel_size=2.0))
     result = {"canonical_image": np.zeros_like(reference), "reference": reference,
               "angle": np.zeros(3, np.float32)}
-    particles, references = inference._refinement_pair(correction, batch_ctf, images, result)
+    particles, references = CORRECTIONS[correction].refinement_pair(batch_ctf, images, result)
     flipped = ctf.apply_ctf(images, batch_ctf, "phase_flip", pad_factor=2)
     np.testing.assert_allclose(particles, flipped.numpy(), atol=1e-5)
     assert not np.allclose(particles, images, atol=1e-2)

@@ -15,7 +15,8 @@ from data_pipeline.errors import DataError
 from data_pipeline.formats.star import StarBlock, read_star, write_star
 from data_pipeline.rotation import rotate
 from data_pipeline.settings import SimulationConfig
-from rotinv_tf.models import autoencoder, losses
+from rotinv_tf.models import ctf_corrections, losses
+from rotinv_tf.models.frames import Inputs
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.training import resolve, train_lib
 from rotinv_tf import config as configs
@@ -76,7 +77,7 @@ def test_forward_model_turns_the_astigmatism_with_the_frame(correction):
     particle = ctf.apply_ctf(rotate(truth, theta), particle_ctf, pad_factor=2)
     batch = {"image": particle, **particle_ctf}
     canonical = rotate(particle, -theta)
-    target, forward = model._ctf_target(batch, canonical, -theta)
+    target, forward = model.correction.target(particle_ctf, canonical, -theta)
     inside = (np.hypot(*np.mgrid[:SIZE, :SIZE] - (SIZE - 1) / 2) < SIZE / 3)[None, ..., None]
 
     def errors(a, b) -> np.ndarray:  # per image, away from the corners rotation empties
@@ -87,7 +88,7 @@ def test_forward_model_turns_the_astigmatism_with_the_frame(correction):
     if correction == "model":
         error = errors(forward(truth), target)
         assert error.max() < 0.15 * scale  # bilinear rotations of CTF fringes on 16 pixels
-        unturned = model._ctf_filtered(truth, batch, None, "model")
+        unturned = model.correction.filtered(truth, particle_ctf, None, "model")
         assert (errors(unturned, target) > 2 * error).all()
     else:
         flipped = rotate(ctf.apply_ctf(particle, particle_ctf, "phase_flip", pad_factor=2),
@@ -119,7 +120,7 @@ def test_defocus_penalty_is_a_running_readout_r2_in_the_loss():
     defocus features (defocus and its square) from running covariances; a training step moves
     them `defocus_momentum` of the way to the batch's, an evaluation step leaves them."""
     defocus = tf.constant([1e4, 2e4, 3e4, 2e4, 1.5e4, 2.5e4])
-    features = autoencoder.defocus_features(defocus[:4])
+    features = ctf_corrections.defocus_features(defocus[:4])
     np.testing.assert_allclose(features[:, 0], [-np.sqrt(2), 0, np.sqrt(2), 0], rtol=1e-5)
     np.testing.assert_allclose(features[:, 1], [2, 0, 2, 0], rtol=1e-5)
     model = RotationInvariantAutoencoder(SIZE, latent_dim=4, filters=4, critic_filters=2,
@@ -132,22 +133,25 @@ def test_defocus_penalty_is_a_running_readout_r2_in_the_loss():
     def batch(training: bool) -> list:
         latent = model._network_encode(images, training=training)["latent"]
         return [np.asarray(c) for c in losses.batch_covariances(
-            latent, autoencoder.defocus_features(defocus))]
+            latent, ctf_corrections.defocus_features(defocus))]
 
     expected = losses.linear_readout_r2(*(m * c for c in batch(False)))
-    out = model._generator_losses(images, images, np.zeros(6, np.float32), training=False,
-                                  defocus=defocus)
+    values = ctf.particle_ctf(defocus, defocus, np.zeros(6, np.float32), OPTICS)
+    inputs = Inputs(images, images, np.zeros(6, np.float32), None)
+    out = model._generator_losses(images, inputs, training=False, values=values)
     assert float(out["defocus_penalty"]) > 0.01
     np.testing.assert_allclose(out["defocus_penalty"], expected, rtol=1e-3)
     np.testing.assert_allclose(out["loss"] - out["reconstruction_loss"] - out["angle_loss"]
                                - 0.01 * out["adversarial_loss"], 3.0 * out["defocus_penalty"],
                                rtol=1e-4, atol=1e-6)
-    for variable in model.defocus_covariances:
+    for variable in model.correction.covariances:
         np.testing.assert_allclose(variable, 0.0)
     train_batch = batch(True)
-    model._generator_losses(images, images, np.zeros(6, np.float32), training=True,
-                            defocus=defocus)
-    for variable, value in zip(model.defocus_covariances, train_batch):
+    out = model._generator_losses(images, inputs, training=True, values=values)
+    for variable in model.correction.covariances:  # the loss leaves the state to the step
+        np.testing.assert_allclose(variable, 0.0)
+    model.correction.update(out["correction_state"])
+    for variable, value in zip(model.correction.covariances, train_batch):
         np.testing.assert_allclose(variable, m * value, rtol=1e-3, atol=1e-6)
 
 
@@ -167,12 +171,16 @@ def test_learned_frame_training_step_phase_flips_once(ctf_stack, correction, mon
     batch = {"image": tf.constant(particles, tf.float32), **ctf.particle_ctf(
         u, u * 0.8, np.linspace(-60, 60, 6), OPTICS)}
     calls = []
-    filtered = model._ctf_filtered
-    monkeypatch.setattr(model, "_ctf_filtered", lambda *args: calls.append(args[-1])
+    filtered = model.correction.filtered
+    monkeypatch.setattr(model.correction, "filtered", lambda *args: calls.append(args[-1])
                         or filtered(*args))
-    _, observed, angles, turn = model._rotated_inputs(batch, training=True)
+    values = ctf_corrections.particle_ctf(batch)
+    view = model.correction.view(values)
+    pose = model.frame.update(batch, view, model.seed_generator)
+    _, observed, angles, turn = model.frame.training_inputs(batch, view, pose,
+                                                            model.seed_generator)
     assert calls == ["phase_flip"]
-    model._ctf_target(batch, observed, turn)
+    model.correction.target(values, observed, turn)
     assert calls == ["phase_flip"] * (2 if correction == "phase_flip" else 1)
     # The encoder's view is the particle turned by its quarter turn k = (angle - θ) / (π/2),
     # then flipped with its astigmatism turned alike: what flipping after the turn gives.
@@ -183,6 +191,12 @@ def test_learned_frame_training_step_phase_flips_once(ctf_stack, correction, mon
     expected = filtered(turned, {k: batch[k] for k in ctf.CTF_FEATURES},
                         quarter * (math.pi / 2), "phase_flip")
     np.testing.assert_allclose(observed, expected, atol=1e-3)
+
+
+def test_every_correction_the_config_offers_is_a_correction_class():
+    assert set(ctf_corrections.CORRECTIONS) == set(configs.CTF_CORRECTIONS)
+    for name, correction in ctf_corrections.CORRECTIONS.items():
+        assert correction.name == name
 
 
 def test_which_ctf_correction_a_run_takes(ctf_stack, tmp_path):

@@ -80,8 +80,10 @@ _SCRIPT = textwrap.dedent("""
     # Without angles in the batch each replica rotates its own images by its own draws.
     @tf.function
     def replica_angles(images):
-        return mirrored.run(lambda x: models["mirrored"]._rotated_inputs({"image": x}, training=True)[2],
-                            args=(images,))
+        model = models["mirrored"]
+        return mirrored.run(lambda x: model.frame.training_inputs(
+            {"image": x}, model.correction.view(None), None, model.seed_generator).angles,
+            args=(images,))
 
     first, second = mirrored.experimental_local_results(replica_angles(images[:HALF]))
     print("replica_angles_differ", int(not np.allclose(first, second)))

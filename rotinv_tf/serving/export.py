@@ -124,7 +124,14 @@ class _ServingModule(tf.Module):
 
 def uses_ctf(model: keras.Model) -> bool:
     """Whether the model takes each particle's CTF (a CTF correction other than `none`)."""
-    return getattr(model, "ctf_correction", "none") != "none"
+    return getattr(model, "uses_ctf", False)
+
+
+def _mode_name(model: keras.Model, kind: str, default: str | None) -> str | None:
+    """The name of the model's `kind` mode (`frame`, `correction`), `default` for a model
+    without one."""
+    mode = getattr(model, kind, None)
+    return default if mode is None else mode.name
 
 
 def next_version(model_dir: str) -> int:
@@ -163,11 +170,12 @@ def export_saved_model(model: keras.Model, normalization: Normalization, image_s
         "model_class": type(model).__name__,
         # How the model's canonical frame was defined (autoencoder only): "supervised" by the
         # data's canonical images or angles, "learned" by its EM template
-        # (rotinv_tf.models.autoencoder).
-        "frame": getattr(model, "frame", None),
-        # The CTF correction it was trained with (rotinv_tf.models.autoencoder); for one other
-        # than "none" the signatures also take each particle's data_pipeline.ctf.CTF_FEATURES.
-        "ctf_correction": getattr(model, "ctf_correction", "none"),
+        # (rotinv_tf.models.frames).
+        "frame": _mode_name(model, "frame", None),
+        # The CTF correction it was trained with (rotinv_tf.models.ctf_corrections); for one
+        # other than "none" the signatures also take each particle's
+        # data_pipeline.ctf.CTF_FEATURES.
+        "ctf_correction": _mode_name(model, "correction", "none"),
     }
     try:
         with tempfile.TemporaryDirectory() as scratch:

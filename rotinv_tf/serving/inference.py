@@ -18,11 +18,11 @@ Outputs:
 Angles: `data_pipeline/angles.py`; `rlnAnglePsi` is the model's angle in degrees, wrapped to
 (-180, 180] (`star.angle_to_psi_degrees`, as the simulator writes its true angles).
 
-CTF: a model trained with a CTF correction (`rotinv_tf.models.autoencoder`) takes each particle's
-defocus, read from the input (a STAR file's rlnDefocusU/V/Angle and optics, a `.cs` file's `ctf/*`
-fields, written out in RELION's columns); a comment line at the top of the STAR file names the
-correction (with `model` the canonical images are CTF-free). Refinement then compares like with
-like (`_refinement_pair`).
+CTF: a model trained with a CTF correction (`rotinv_tf.models.ctf_corrections`) takes each
+particle's defocus, read from the input (a STAR file's rlnDefocusU/V/Angle and optics, a `.cs`
+file's `ctf/*` fields, written out in RELION's columns); a comment line at the top of the STAR
+file names the correction (with `model` the canonical images are CTF-free). Refinement then
+compares like with like (the correction's `refinement_pair`).
 
 Refinement (on unless `refine=False`): each network angle is refined by a local search
 (`rotinv_tf.pose.refine`, ±`refine_window_degrees` in `refine_step_degrees` steps) against a
@@ -62,7 +62,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from data_pipeline import ctf
 from data_pipeline.errors import DataError
 from data_pipeline.formats.mrc import StackWriter, open_stack
 from data_pipeline.outputs import check_output_file
@@ -73,6 +72,8 @@ from data_pipeline.particle_star import output_star, relion_path
 from data_pipeline.particles import Particles, read_particles
 from data_pipeline.settings import raise_problems
 from rotinv_tf.config import describe
+from rotinv_tf.models.ctf_corrections import CORRECTIONS
+from rotinv_tf.models.frames import FRAMES
 from rotinv_tf.pose.refine import RefinedPoses, refine_poses
 from rotinv_tf.pose.template_frame import CLASS_OUTPUTS, OFFSET
 from rotinv_tf.serving.overview import Overview, overview_path
@@ -212,12 +213,8 @@ def _particle_ctf(model, particles: Particles, pixel_scale: float
 
 def _ctf_comment(model) -> str:
     """The STAR file's comment line on the CTF: how the model corrected it."""
-    meaning = {"model": "canonical images are CTF-free (the CTF was in the model's forward "
-                        "model)",
-               "phase_flip": "canonical images are phase-flipped (their CTF amplitude remains)",
-               "none": "the CTF was not corrected"}
     return (f"rotinv_tf: CTF correction {model.ctf_correction}: "
-            f"{meaning[model.ctf_correction]}")
+            f"{CORRECTIONS[model.ctf_correction].served}")
 
 
 def _refine_comment(refinement: Refinement | None, served: tuple[str, ...]) -> str:
@@ -246,33 +243,9 @@ def _training_comment(model) -> str:
 
 def _frame_comment(metadata: dict) -> str:
     """The STAR file's comment line on the model: which frame its angles are in."""
-    frame = metadata.get("frame")
-    meaning = {"learned": "learned from the particles without angles (an arbitrary rotation of "
-                          "any other frame)",
-               "supervised": "defined by the canonical images or angles it was trained with"}
+    frame = FRAMES.get(metadata.get("frame"))
     return (f"rotinv_tf: model {metadata.get('model_class', 'unknown')}, frame "
-            f"{meaning.get(frame, 'not recorded')}")
-
-
-def _refinement_pair(correction: str, batch_ctf: dict | None, images: np.ndarray,
-                     result: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(particles, references) that refinement compares, alike in their CTF. A learned frame's
-    reference is its class template (`reference`), an average of particles as the frame sees
-    them, phase-flipped under any CTF correction: the particles are flipped too. Otherwise the
-    canonical images: with `model` the CTF-free ones through each particle's CTF (its
-    astigmatism turned into the canonical frame by the network's angle), with `phase_flip` the
-    particles flipped."""
-    reference = result.get("reference", result["canonical_image"])
-    if correction == "none":
-        return images, reference
-    if correction == "phase_flip" or "reference" in result:
-        flipped = ctf.apply_ctf(images.astype(np.float32), batch_ctf, "phase_flip",
-                                pad_factor=2)
-        return flipped.numpy(), reference
-    turned = {**batch_ctf, "defocus_angle": ctf.rotated_defocus_angle(
-        batch_ctf["defocus_angle"], -result["angle"])}
-    modulated = ctf.apply_ctf(reference, turned, "model", pad_factor=2)
-    return images, modulated.numpy()
+            f"{'not recorded' if frame is None else frame.served}")
 
 
 def _refine(particles: np.ndarray, references: np.ndarray, angles: np.ndarray,
@@ -367,7 +340,8 @@ def _stream(model, particles: Particles, output: str, star: str, batch_size: int
                     values = {}
                     shifts = result[OFFSET] if served_offsets else None
                     if refinement is not None:
-                        pair = _refinement_pair(model.ctf_correction, batch_ctf, images, result)
+                        pair = CORRECTIONS[model.ctf_correction].refinement_pair(
+                            batch_ctf, images, result)
                         if served_offsets:
                             pair = (recentred_particles(pair[0], shifts), pair[1])
                         refined = _refine(*pair, result["angle"], batch_size, refinement)

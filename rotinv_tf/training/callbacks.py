@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from data_pipeline.atomic import atomic_path, write_text
 from data_pipeline.angles import wrap_angle
-from rotinv_tf.models.autoencoder import observed_particle_ctf
+from rotinv_tf.models.ctf_corrections import observed_particle_ctf
 
 
 class StepDecay(keras.callbacks.Callback):

@@ -218,22 +218,21 @@ def one_iterator(train_data: tf.data.Dataset, steps_per_epoch: int | None
 
 
 def _start_frame(config: Config, model: keras.Model, train_data: tf.data.Dataset) -> None:
-    """A learned frame with several templates starts them from classical alignment of the first
-    `frame_start_particles` training particles (a resumed run's checkpoint then replaces them)."""
-    settings = config.model.autoencoder
-    if (not isinstance(model, RotationInvariantAutoencoder) or model.frame != "learned"
-            or settings.frame_classes < 2 or not settings.frame_start_particles):
-        return
-    batch = next(iter(train_data.unbatch().batch(settings.frame_start_particles).take(1)))
-    model.start_frame(batch, seed=config.runtime.seed)
+    """A frame that starts from particles (a learned frame with several templates) starts from
+    the first `frame.start_particles` training particles (a resumed run's checkpoint then
+    replaces what it learned)."""
+    count = model.frame.start_particles if isinstance(model, RotationInvariantAutoencoder) else 0
+    if count:
+        batch = next(iter(train_data.unbatch().batch(count).take(1)))
+        model.start_frame(batch, seed=config.runtime.seed)
 
 
 def _finish_frame(model: keras.Model, train_data: tf.data.Dataset) -> None:
-    """A learned frame, once trained, settles near-symmetric classes' orientation and fits the
-    features it serves (`RotationInvariantAutoencoder.finish_frame`) on `feature_fit_particles`
-    training particles."""
-    if isinstance(model, RotationInvariantAutoencoder) and model.frame == "learned":
-        count = model.settings.feature_fit_particles
+    """A frame finished after training (a learned frame: near-symmetric classes' orientation,
+    the features it serves; `RotationInvariantAutoencoder.finish_frame`) on
+    `frame.finish_particles` training particles."""
+    count = model.frame.finish_particles if isinstance(model, RotationInvariantAutoencoder) else 0
+    if count:
         model.finish_frame(next(iter(train_data.unbatch().batch(count).take(1))))
 
 
