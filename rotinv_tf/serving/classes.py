@@ -6,9 +6,8 @@ so its tools read them and users select classes as they do after a RELION run.
   class), `rlnMaxValueProbDistribution` (the assignment probability: its class's probability
   times 1 - its flip probability, so 180°-ambiguous particles rank lowest),
   `rlnLogLikeliContribution` (the log marginal likelihood up to a constant shared by all
-  particles: low = junk) and
-  `rlnRotinvFlipProbability` (the posterior mass near the particle's angle + 180°; RELION keeps
-  this column of ours, with a warning, through its tools).
+  particles: low = junk) and `rlnRotinvFlipProbability` (the posterior mass near the particle's
+  angle + 180°; RELION keeps this column of ours, with a warning, through its tools).
 - `<stem>_classes.mrcs` beside the STAR file: the class averages, each class's particles turned
   into the frame by their written angle (and shift) and averaged, in input units, as RELION's class
   averages are; class k at position k, an empty or unkept class a zero image.
