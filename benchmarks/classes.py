@@ -25,8 +25,11 @@ Scores:
 - flips: psi error after the best global rotation per class (the one minimising the class's mean
   absolute error, `evaluation.least_absolute_frame_rotation`: the circular mean fails near half
   flipped; its count of errors > 90° is reported beside); a particle is flipped
-  when its error is > 90°; detected when its rlnLogLikeliContribution is in the stack's lowest
-  decile or its rlnRotinvFlipProbability > 0.3 (`FLIP_FLAG`).
+  when its error is > 90°; detected when its rlnMaxValueProbDistribution (its class's
+  probability times 1 - its flip probability: ambiguous particles lowest) is among the stack's
+  lowest tenth (by rank: ties at 1.000000 broken by particle order) or its
+  rlnRotinvFlipProbability > 0.3 (`FLIP_FLAG`); also the sum of the flip probabilities (what a
+  calibrated one expects of the number flipped).
 
 Writes `benchmarks/results/<--results>.{md,json}` (default `classes`); `--rescore` scores an
 earlier run's outputs again.
@@ -210,12 +213,13 @@ def score(folder: str) -> dict:
     names = table.column(star.IMAGE_NAME)
     assert [int(n.split("@")[0]) for n in names] == list(range(1, len(view) + 1)), names[:3]
     classes = column(table, star.CLASS_NUMBER).astype(int)
-    loglik, flip = column(table, star.LOG_LIKELIHOOD), column(table, FLIP_COLUMN)
+    confidence, flip = column(table, star.MAX_PROBABILITY), column(table, FLIP_COLUMN)
     true, predicted = np.radians(truth["psi"]), np.radians(column(table, star.ANGLE_PSI))
     error = frame_aligned_errors_deg(true, predicted, classes, least_absolute_frame_rotation)
     flipped = error > 90
     circular_mean_error = frame_aligned_errors_deg(true, predicted, classes)
-    low = loglik <= np.percentile(loglik, 10)
+    low = np.zeros(len(confidence), bool)
+    low[np.argsort(confidence, kind="stable")[:len(confidence) // 10]] = True
     flagged = flip > FLIP_FLAG
     detected = low | flagged
     comments = [line[2:] for line in open(os.path.join(folder, "Class2D", "run_data.star"))
@@ -264,10 +268,11 @@ def score(folder: str) -> dict:
                   if flipped.any() else None,
                   "unflipped_flagged": count(~flipped & flagged),
                   "unflipped_detected": count(~flipped & detected),
-                  "loglik_decile_threshold": float(np.percentile(loglik, 10)),
-                  "loglik_median_flipped": float(np.median(loglik[flipped]))
+                  "flip_probability_sum": float(flip.sum()),
+                  "confidence_decile_threshold": float(confidence[low].max()),
+                  "confidence_median_flipped": float(np.median(confidence[flipped]))
                   if flipped.any() else None,
-                  "loglik_median_unflipped": float(np.median(loglik[~flipped])),
+                  "confidence_median_unflipped": float(np.median(confidence[~flipped])),
                   "flip_probability_max_flipped": float(flip[flipped].max())
                   if flipped.any() else None}}
 
@@ -302,7 +307,7 @@ def markdown(report: dict) -> str:
                   f"{sel['view_counts']}, {100 * sel['majority_view_share']:.1f}% from one view; "
                   f"{FLIP_COLUMN} kept: {sel['flip_column_kept']}", "",
                   "| class | particles | particles per true view (tilt 0/40/80) | purity (%) "
-                  "| psi MAE unflipped (°) | flipped | flagged | lowest decile "
+                  "| psi MAE unflipped (°) | flipped | flagged | lowest tenth "
                   "| flipped detected |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for c in sc["classes"]:
@@ -320,14 +325,16 @@ def markdown(report: dict) -> str:
         lines += ["", f"Flips (psi error > 90° after each class's best rotation): "
                   f"{f['flipped']} of {f['particles']} ("
                   f"{f['over_90_after_circular_mean_rotation']} > 90° after the circular-mean "
-                  f"rotation); in the lowest log-likelihood decile "
+                  f"rotation); in the lowest tenth by rlnMaxValueProbDistribution "
                   f"{f['flipped_lowest_decile']}, flagged (flip probability > {FLIP_FLAG:g}) "
                   f"{f['flipped_flagged']}, either: {f['flipped_detected']} ({share}). "
                   f"Unflipped particles flagged: {f['unflipped_flagged']}, flagged or in the "
-                  f"lowest decile: {f['unflipped_detected']}."
-                  + (f" Median rlnLogLikeliContribution of the flipped particles / of all others: "
-                     f"{f['loglik_median_flipped']:.1f} / {f['loglik_median_unflipped']:.1f} "
-                     f"(decile threshold {f['loglik_decile_threshold']:.1f}); largest flip "
+                  f"lowest tenth: {f['unflipped_detected']}. Sum of the flip probabilities: "
+                  f"{f['flip_probability_sum']:.1f}."
+                  + (f" Median rlnMaxValueProbDistribution of the flipped particles / of all "
+                     f"others: {f['confidence_median_flipped']:.4f} / "
+                     f"{f['confidence_median_unflipped']:.4f} (lowest tenth up to "
+                     f"{f['confidence_decile_threshold']:.6f}); largest flip "
                      f"probability of a flipped particle: {f['flip_probability_max_flipped']:.3g}."
                      if f["flipped"] else ""), "",
                   "STAR comments: " + " / ".join(f"`{c}`" for c in sc["star_comments"]), ""]

@@ -13,7 +13,7 @@ from data_pipeline.errors import DataError
 from data_pipeline.formats.mrc import open_stack, write_stack
 from data_pipeline.formats.star import read_star
 from data_pipeline.preprocessing import Normalization
-from data_pipeline.rotation import recentred, rotate
+from data_pipeline.rotation import recentred, rotate, translate
 from rotinv_tf.config import Config
 from rotinv_tf.models.autoencoder import RotationInvariantAutoencoder
 from rotinv_tf.pose.template_frame import CLASS_OUTPUTS, TemplateFrame
@@ -98,6 +98,35 @@ def test_the_frame_flags_a_nearly_symmetric_view_and_not_an_asymmetric_one():
                             + 1.5)[1]["log_likelihood"].numpy()
     assert np.median(junk) < np.percentile(grades["log_likelihood"].numpy(), 5)
 
+
+
+def test_flipped_particles_of_an_off_centre_near_symmetric_view_are_graded_least_sure():
+    """Issue 30, as relion_project's boxes have it: a near-symmetric view (lobes 1 and 0.8)
+    centred half a pixel off the rotation centre, so its 180° turn fits best one pixel away.
+    The few particles noise turns by 180° get the highest flip probabilities (summed, about how
+    many flipped) and the lowest assignment probabilities of the stack, below every particle
+    of an asymmetric view."""
+    near = blobs((0, 6, 2.0, 1.0), (0, -6, 2.0, 0.8))
+    views = np.stack([near, VIEWS[2]])[..., None]
+    half = tf.fill([2, 2], 0.5)  # centred on pixel N/2, as RELION centres even boxes
+    frame = TemplateFrame(SIZE, 64, num_classes=2, max_shift=2.0)
+    frame.template.assign(frame.polar(translate(views, half)))
+    frame.noise_variance.assign(0.05)  # what the polar grid's σ² is beside the pixels' 0.09
+    frame.initialized.assign(1.0)
+    rng = np.random.default_rng(2)
+    angles = rng.uniform(-np.pi, np.pi, 600).astype(np.float32)
+    images = translate(rotate(np.repeat(views, 300, axis=0), angles), tf.fill([600, 2], 0.5))
+    images = images.numpy() + 0.3 * rng.standard_normal(images.shape).astype(np.float32)
+    weights, grades = frame.assessment(tf.constant(images))
+    error = np.degrees(np.abs(np.angle(np.exp(1j * (frame.angles(weights)[0].numpy() - angles)))))
+    flipped = error[:300] > 90
+    flip = grades["flip_probability"].numpy()
+    assert 3 <= flipped.sum() <= 60, flipped.sum()  # the test can fail: noise flips a few
+    assert 0.4 < flip[:300].sum() / flipped.sum() < 2.5, (flip[:300].sum(), flipped.sum())
+    sure = grades["assignment_probability"].numpy()
+    lowest = np.argsort(sure)[:60]  # the stack's lowest tenth
+    assert np.isin(np.flatnonzero(flipped), lowest).mean() >= 0.8
+    assert sure[300:].min() > np.sort(sure[:300])[30]
 
 def test_a_learned_autoencoder_serves_its_frames_grades_and_a_supervised_model_does_not(tmp_path):
     keras.utils.set_random_seed(0)

@@ -34,15 +34,32 @@ Correlations are weighted by each ring's area (r·Δr·Δφ), so they are the pi
 the image plane.
 
 Per particle the frame also grades its assignment (`CLASS_OUTPUTS`, `assessment`), as RELION's 2D
-classification does in its data STAR: the class probabilities; the largest posterior mass of one
-(class, template angle bin) (rlnMaxValueProbDistribution); the log marginal likelihood
-log Σ_{k,s} p(x | k, s) p(k) p(s) up to a constant shared by all particles (rlnLogLikeliContribution:
-low = junk, or a particle that fits no template well); and the flip probability, the posterior
-mass, within its class, within ±`FLIP_WINDOW_DEGREES` of its best angle + 180°. A template close to
-its own 180° turn gives its particles two nearly equal angles; about half of them then take the
-wrong one (issue 30: psi MAE 66.7°, median 2.7°, on one view of a five-conformation stack), and
-their flip probability rises towards 0.5. It is taken about the posterior's mode, not its circular
-mean, since the mean of two equal peaks 180° apart points nowhere in particular.
+classification does in its data STAR: the class probabilities; the assignment probability, its
+class's probability times 1 - its flip probability: the probability that both its class and its
+orientation are right (rlnMaxValueProbDistribution; ambiguous particles rank lowest); the log
+marginal likelihood log Σ_{k,s} p(x | k, s) p(k) p(s) up to a constant shared by all particles
+(rlnLogLikeliContribution: low = junk, or a particle that fits no template well); and the flip
+probability, the posterior mass, within its class, within ±`FLIP_WINDOW_DEGREES` of its best angle
++ 180°. A template close to its own 180° turn gives its particles two nearly equal angles; about
+half of them then take the wrong one (issue 30: psi MAE 66.7°, median 2.7°, on one view of a
+five-conformation stack), and their flip probability rises towards 0.5. It is taken about the
+posterior's mode, not its circular mean, since the mean of two equal peaks 180° apart points
+nowhere in particular. Two things make it trustworthy (issue 30, relion_project's near-symmetric
+view: 17 particles flipped, the grades summed to 0.8 and ranked them anywhere in their class):
+- offsets: a template whose centre is not the rotation centre fits its 180° turn best at another
+  offset (moved by twice the distance, ~1 px for RELION's N/2-centred boxes); at the one offset
+  the E step keeps per class, the turn looked far worse than it is. The flip probability sums the
+  posterior over offsets on a lattice of `FLIP_SHIFT_STEP` within `FLIP_SHIFT_REACH` of the
+  particle's served offset (a 1-px lattice is too coarse: at SNR 1 a fraction of a pixel costs
+  more than the two turns differ by); with that alone, the 17 came among the 76 highest flip
+  probabilities of their class's 500, summing to 2.3;
+- σ²: the EM's σ² is measured on the polar grid, whose bilinear samples of white noise have less
+  of its variance (on average (2/3)² = 4/9; 2.27x less there, measured), as has a particle moved by
+  interpolation; each particle's residual over the disc's pixels as observed, against its
+  template moved and turned onto it, is the noise variance of its flip probability.
+With both (benchmarks/results/classes_flip.md): the flip probabilities sum to 10.2 for the
+17 flipped, all 17 among the stack's lowest tenth by assignment probability (seed 1: 12.0, 18
+of 18).
 
 `images()` turns the templates back into images (bilinear in radius and angle), so a served
 learned frame hands each particle its class's template as the reference that
@@ -53,6 +70,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from data_pipeline.rotation import inscribed_disc, rotate, translate
 from rotinv_tf.pose.classical import align_reference_free, coaligned
 from rotinv_tf.pose.polar_em import (MAX_SHIFT_SHARE, MIN_NOISE_VARIANCE, EMState, PolarEM, posterior,
                                      shift_problems)
@@ -60,6 +78,10 @@ from rotinv_tf.pose.polar_em import (MAX_SHIFT_SHARE, MIN_NOISE_VARIANCE, EMStat
 _INITIAL_ROUNDS = 8  # batch EM rounds on the first training batch (`TemplateFrame._initialize`)
 ANGLE_UPSAMPLING = 4  # frame angles' grid per template angle bin (module docstring)
 FLIP_WINDOW_DEGREES = 45.0  # half-width of the window about the best angle + 180° (docstring)
+# The flip probability's offsets (module docstring): a lattice this fine (pixels), this far from
+# each particle's served offset (at most `MAX_SHIFT_SHARE` of the box).
+FLIP_SHIFT_STEP = 0.25
+FLIP_SHIFT_REACH = 2.0
 # A template whose correlation with its own 180° turn exceeds this is near-symmetric: its
 # particles may sit in either orientation (`break_symmetry`, canonicalize's comment lines).
 NEAR_SYMMETRIC = 0.9
@@ -109,6 +131,12 @@ class TemplateFrame(keras.layers.Layer):
         self.shift_step = shift_step
         # The EM core on the polar grid (radii from 1 px).
         self.em = PolarEM(image_size, num_angles, 1.0, self.max_shift, shift_step)
+        # The flip probability's finer offsets about each particle's own (module docstring), and
+        # the disc its pixels' residual is taken over (where every moved template has pixels).
+        self.local = PolarEM(image_size, num_angles, 1.0,
+                             min(FLIP_SHIFT_REACH, MAX_SHIFT_SHARE * image_size), FLIP_SHIFT_STEP)
+        self._disc = tf.constant(inscribed_disc(
+            image_size, self.em.resampler.radii[-1] - self.local.max_shift - 1.0), tf.float32)
         fine = num_angles * ANGLE_UPSAMPLING
         phi = 2 * np.pi * np.arange(fine) / fine
         self._cos, self._sin = tf.constant(np.cos(phi), tf.float32), tf.constant(np.sin(phi),
@@ -202,28 +230,60 @@ class TemplateFrame(keras.layers.Layer):
         log_likelihood = (tf.reduce_logsumexp(scores["fine"], axis=[1, 2])
                           - float(np.log(cells)) - self.em.energy(spectra) / (2.0 * noise))
         mass = tf.reduce_sum(weights, axis=2)
-        # Fine bins U·a - U/2 .. U·a + U/2 - 1 make template bin a.
-        bins = tf.reshape(tf.roll(weights, ANGLE_UPSAMPLING // 2, axis=2),
-                          [-1, self.num_classes, self.num_angles, ANGLE_UPSAMPLING])
+        probabilities = mass / tf.reduce_sum(mass, axis=1, keepdims=True)
+        classes = tf.argmax(mass, axis=1, output_type=tf.int32)
+        offsets = self._offsets(scores, weights) if self.max_shift else None
+        flip = self._flip_probability(images, classes, offsets)
         grades = {
-            "class_probabilities": mass / tf.reduce_sum(mass, axis=1, keepdims=True),
-            "assignment_probability": tf.reduce_max(tf.reduce_sum(bins, axis=3), axis=[1, 2]),
+            "class_probabilities": probabilities,
+            "assignment_probability": tf.reduce_max(probabilities, axis=1) * (1.0 - flip),
             "log_likelihood": log_likelihood,
-            "flip_probability": self._flip_probability(weights)}
-        if self.max_shift:
-            grades[OFFSET] = self._offsets(scores, weights)
+            "flip_probability": flip}
+        if offsets is not None:
+            grades[OFFSET] = offsets
         return weights, grades
 
-    def _flip_probability(self, weights: tf.Tensor) -> tf.Tensor:
-        """Posterior weights [B, K, U·A] -> the share of each particle's most probable class's
-        mass within ±`FLIP_WINDOW_DEGREES` of its mode + 180°, [B]."""
+    def _flip_probability(self, images: tf.Tensor, classes: tf.Tensor,
+                          offsets: tf.Tensor | None) -> tf.Tensor:
+        """Normalised images [B, N, N, 1], their classes [B] and served offsets [B, 2] (None:
+        centred) -> the share of each one's posterior over angles in its class, summed over the
+        `local` offsets about its own and under its own pixels' noise variance (module
+        docstring), within ±`FLIP_WINDOW_DEGREES` of its mode + 180°, [B]."""
+        moved = images if offsets is None else self.em.recentred(images, offsets)
+        spectra = self.local.spectra(self.local.polar(moved))
+        references, energy = self.local.references(self.template)
+        spectrum = tf.gather(self.local.correlation_spectra(spectra, references), classes,
+                             batch_dims=1)  # [B, S, F]
+        correlation = self.local.angular(spectrum, ANGLE_UPSAMPLING)  # [B, S, U·A]
+        fit = 2.0 * correlation - tf.gather(energy, classes)[..., tf.newaxis]
+        # σ²: the mean squared residual over the disc's pixels at the best (offset, angle), the
+        # template moved onto the particle as observed (a particle moved by interpolation has
+        # smoothed noise: 0.4x the variance on relion_project's stack).
         cells = self.num_angles * ANGLE_UPSAMPLING
-        classes = tf.argmax(tf.reduce_sum(weights, axis=2), axis=1, output_type=tf.int32)
-        within = tf.gather(weights, classes, batch_dims=1)  # [B, U·A]
-        distance = self._distance_from(within, cells // 2)
-        window = tf.cast(distance, tf.float32) <= FLIP_WINDOW_DEGREES / 360.0 * cells
-        return (tf.reduce_sum(tf.where(window, within, 0.0), axis=1)
-                / tf.maximum(tf.reduce_sum(within, axis=1), 1e-30))
+        best = tf.argmax(tf.reshape(fit, [tf.shape(fit)[0], -1]), axis=1, output_type=tf.int32)
+        model = self._observed_templates(classes, tf.gather(self.local.offsets, best // cells),
+                                         2.0 * np.pi * tf.cast(best % cells, tf.float32) / cells,
+                                         offsets)
+        noise = tf.maximum(tf.reduce_sum(tf.square(images - model)[..., 0] * self._disc,
+                                         axis=[1, 2]) / tf.reduce_sum(self._disc),
+                           MIN_NOISE_VARIANCE)
+        within = posterior(tf.reduce_logsumexp(fit / (2.0 * noise[:, None, None]), axis=1))
+        window = (tf.cast(self._distance_from(within, cells // 2), tf.float32)
+                  <= FLIP_WINDOW_DEGREES / 360.0 * cells)
+        return tf.reduce_sum(tf.where(window, within, 0.0), axis=1)
+
+    def _observed_templates(self, classes: tf.Tensor, shifts: tf.Tensor, angles: tf.Tensor,
+                            offsets: tf.Tensor | None) -> tf.Tensor:
+        """Each particle's class template (`classes` [B]) as an image, moved by `shifts` [B, 2],
+        turned by `angles` [B] about its background (its outermost ring's mean) and moved by
+        `offsets` [B, 2] (None: not), the background filling what comes in: the particle
+        without its noise, [B, N, N, 1]."""
+        edge = tf.gather(tf.reduce_mean(self.template[:, -1], axis=1), classes)
+        level = edge[:, None, None, None]
+        moved = translate(tf.gather(self.images(), classes), shifts, edge, xla_compatible=True)
+        turned = rotate(moved - level, angles, xla_compatible=True) + level
+        return turned if offsets is None else translate(turned, offsets, edge,
+                                                        xla_compatible=True)
 
     def break_symmetry(self, images: tf.Tensor, rounds: int = 20) -> dict[int, float]:
         """After training: a class whose template is close to its own 180° turn (correlation

@@ -3,10 +3,11 @@
 so its tools read them and users select classes as they do after a RELION run.
 
 - Per particle, in the STAR file (`COLUMNS`): `rlnClassNumber` (1-based, the most probable
-  class), `rlnMaxValueProbDistribution` (the assignment probability), `rlnLogLikeliContribution`
-  (the log marginal likelihood up to a constant shared by all particles: low = junk or ambiguous)
-  and `rlnRotinvFlipProbability` (the posterior mass near the particle's angle + 180°; RELION keeps
-  this column of ours, with a warning, through its tools).
+  class), `rlnMaxValueProbDistribution` (the assignment probability: its class's probability
+  times 1 - its flip probability, so 180°-ambiguous particles rank lowest),
+  `rlnLogLikeliContribution` (the log marginal likelihood up to a constant shared by all
+  particles: low = junk) and `rlnRotinvFlipProbability` (the posterior mass near the particle's
+  angle + 180°; RELION keeps this column of ours, with a warning, through its tools).
 - `<stem>_classes.mrcs` beside the STAR file: the class averages, each class's particles turned
   into the frame by their written angle (and shift) and averaged, in input units, as RELION's class
   averages are; class k at position k, an empty or unkept class a zero image.
@@ -33,7 +34,7 @@ from data_pipeline.formats import star
 from data_pipeline.formats.mrc import StackWriter
 from data_pipeline.particle_star import relion_path
 from data_pipeline.rotation import inscribed_disc, recentred, rotate
-from rotinv_tf.pose.template_frame import NEAR_SYMMETRIC
+from rotinv_tf.pose.template_frame import FLIP_WINDOW_DEGREES, NEAR_SYMMETRIC
 
 FLIP_COLUMN = "rlnRotinvFlipProbability"
 COLUMNS = (star.CLASS_NUMBER, star.MAX_PROBABILITY, star.LOG_LIKELIHOOD, FLIP_COLUMN)
@@ -136,10 +137,11 @@ class ClassSummary:
         """The STAR file's comment lines on the classes (module docstring)."""
         total = int(self.counts.sum())
         lines = [f"rotinv_tf: {star.CLASS_NUMBER} is the learned frame's most probable class, "
-                 f"{star.MAX_PROBABILITY} the largest posterior mass of one (class, angle), "
-                 f"{star.LOG_LIKELIHOOD} the log marginal likelihood up to a constant shared by "
-                 f"all particles (low = junk or ambiguous), {FLIP_COLUMN} the class's posterior "
-                 f"mass within 45 deg of the best angle + 180"]
+                 f"{star.MAX_PROBABILITY} the probability that its class and orientation are "
+                 f"right (class probability x (1 - {FLIP_COLUMN}): lowest for 180-deg-ambiguous "
+                 f"particles), {star.LOG_LIKELIHOOD} the log marginal likelihood up to a "
+                 f"constant shared by all particles (low = junk), {FLIP_COLUMN} the class's "
+                 f"posterior mass within {FLIP_WINDOW_DEGREES:g} deg of the best angle + 180"]
         if self.selection is not None:
             lines.append(f"rotinv_tf: kept classes {','.join(map(str, self.selection))} "
                          f"(--select_classes): {int(self.written.sum())} of {total} particles")
@@ -155,7 +157,7 @@ class ClassSummary:
                 lines.append(f"rotinv_tf: class {k + 1}'s average correlates {turn:.2f} with its "
                              f"own 180-deg turn (> {NEAR_SYMMETRIC:g}): its particles' "
                              f"{star.ANGLE_PSI} may be 180 deg off; select on "
-                             f"{star.LOG_LIKELIHOOD} or {FLIP_COLUMN}, or drop the class")
+                             f"{star.MAX_PROBABILITY} or {FLIP_COLUMN}, or drop the class")
         return lines
 
     def write(self, star_path: str, pixel_size: float) -> tuple[str, str]:
