@@ -44,7 +44,8 @@ import numpy as np
 from absl import flags
 
 from benchmarks import driver
-from benchmarks.relion_stacks import (gaussians, read_stack, relion, shown, timed,
+from benchmarks.relion_stacks import (ANGLES, PIXEL, ROT, SIZE, TILTS, define_stack_flags,
+                                      gaussians, read_stack, relion, shown, timed, views_text,
                                       write_map)
 from benchmarks.report_files import RESULTS, write_results
 from data_pipeline.formats import star
@@ -54,23 +55,16 @@ from rotinv_tf.evaluation import (frame_aligned_errors_deg, least_absolute_frame
                                   psi_error_summary)
 from rotinv_tf.serving.classes import FLIP_COLUMN, FLIP_FLAG, turn_correlation
 
-SIZE, PIXEL, CLASSES = 48, 2.0, 3
-ROT, TILTS = 90.0, (0.0, 40.0, 80.0)  # degrees: rot of every view, tilt of each
+CLASSES = 3
 MAPS = ("asymmetric", "near_symmetric")
-ANGLES = ("rlnAngleRot", "rlnAngleTilt", star.ANGLE_PSI)
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
     """The driver's flags."""
-    flags.DEFINE_string("work_dir", "/tmp/rotinv_classes", "Maps, stacks, runs and SavedModels.")
-    flags.DEFINE_integer("seed", 0, "Seed of the angles and of training (RELION's noise has "
-                         "its own).")
-    flags.DEFINE_integer("num_particles", 1500, "Particles per stack.")
+    define_stack_flags("/tmp/rotinv_classes", num_particles=1500, snr=1.0, spread=3.0)
     flags.DEFINE_integer("epochs", 8, "Training epochs.")
-    flags.DEFINE_float("snr", 1.0, "Signal variance / noise variance of the stacks.")
-    flags.DEFINE_float("spread", 3.0, "Std (degrees) of the jitter of each view's tilt.")
     flags.DEFINE_float("lobe_ratio", 0.9, "near_symmetric: the second lobe's amplitude.")
     flags.DEFINE_list("maps", list(MAPS), f"Stacks to run, of {', '.join(MAPS)}.")
     flags.DEFINE_boolean("recentre", False, "Diagnosis: move the noisy particles by -0.5 px in x "
@@ -283,10 +277,9 @@ def score(folder: str) -> dict:
 def markdown(report: dict) -> str:
     r = report
     lines = [f"# Classes as RELION 2D writes them: relion_project stacks, seed {r['seed']}", "",
-             f"{r['num_particles']} particles per stack, {SIZE}x{SIZE}, {PIXEL:g} Å, three views "
-             f"(rot {ROT:g}°, tilt {'/'.join(f'{t:g}' for t in TILTS)}°, tilt jitter σ "
-             f"{r['spread']:g}°), psi uniform, SNR {r['snr']:g}; `--frame_classes={CLASSES}`, "
-             f"{r['epochs']} epochs.", ""]
+             f"{r['num_particles']} particles per stack, {SIZE}x{SIZE}, {PIXEL:g} Å, "
+             f"{views_text(len(TILTS), r['spread'])}, psi uniform, SNR {r['snr']:g}; "
+             f"`--frame_classes={CLASSES}`, {r['epochs']} epochs.", ""]
     for s in r["stacks"]:
         lines += [f"## {s['map']}", "",
                   f"- `{s['relion_project']}` (signal variance {s['signal_variance']:.4g}, "

@@ -42,8 +42,9 @@ import numpy as np
 from absl import flags
 
 from benchmarks import driver, relion_2d
-from benchmarks.relion_stacks import (gaussians, noise_sigma, read_stack, relion, shown, timed,
-                                      write_map)
+from benchmarks.relion_stacks import (ANGLES, PIXEL, ROT, SIZE, TILTS, define_stack_flags,
+                                      gaussians, noise_sigma, read_stack, relion, shown, timed,
+                                      views_text, write_map)
 from benchmarks.report_files import write_results
 from data_pipeline import cli
 from data_pipeline.atomic import write_text
@@ -52,12 +53,9 @@ from data_pipeline.formats.mrc import write_stack
 from data_pipeline.simulator import builtin_model
 from rotinv_tf.evaluation import frame_aligned_errors_deg, psi_error_summary
 
-SIZE, PIXEL = 48, 2.0
-ROT, TILTS = 90.0, (0.0, 40.0, 80.0)  # degrees: rot of every view, tilt of each
 VOLTAGE, CS, AMPLITUDE_CONTRAST = 300.0, 2.7, 0.1
 DEFOCUS_RANGE = (10000.0, 30000.0)  # Å, defocus U
 ASTIGMATISM = 1000.0  # Å: V is U minus up to this
-ANGLES = ("rlnAngleRot", "rlnAngleTilt", star.ANGLE_PSI)
 # Junk particles' maps: an empty box (noise only) and another molecule, three blobs in a bent
 # row unlike the hinged model.
 JUNK_MAPS = ("junk_empty", "junk_other")
@@ -68,9 +66,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """The driver's flags."""
-    flags.DEFINE_string("work_dir", "/tmp/rotinv_picked", "Maps, stacks, runs and SavedModels.")
-    flags.DEFINE_integer("seed", 0, "Seed of the particles' parameters and of training.")
-    flags.DEFINE_integer("num_particles", 3000, "Particles per stack.")
+    define_stack_flags("/tmp/rotinv_picked", num_particles=3000, snr=0.1, spread=8.0)
     flags.DEFINE_integer("conformations", 5, "Hinge positions (maps) projected.")
     flags.DEFINE_integer("views", len(TILTS), "Preferred views, the first of TILTS (1: the "
                          "one-view stack).")
@@ -78,8 +74,6 @@ def define_flags() -> None:
                          "--views; users do not know the count).")
     flags.DEFINE_float("junk", 0.0, "Share of junk particles: half noise-only boxes, half another "
                        "molecule (`JUNK_MAPS`).")
-    flags.DEFINE_float("snr", 0.1, "Signal variance / noise variance.")
-    flags.DEFINE_float("spread", 8.0, "Std (degrees) of the jitter of each view's tilt.")
     flags.DEFINE_float("offset_sigma", 2.0, "Std (pixels) of the picker offsets, per axis.")
     flags.DEFINE_float("max_offset", 5.0, "Largest picker offset (pixels from the centre).")
     flags.DEFINE_boolean("ctf", True, "A CTF per particle (else none, and no --ctf for RELION).")
@@ -324,9 +318,8 @@ def markdown(report: dict) -> str:
     r = report
     lines = [f"# Stacks as picked, projected by RELION: seed {r['seed']}, SNR {r['snr']:g}", "",
              f"{r['num_particles']} particles, {SIZE}x{SIZE}, {PIXEL:g} Å, {r['conformations']} "
-             f"hinge conformations x {r['views']} views (tilt "
-             f"{'/'.join(f'{t:g}' for t in TILTS[:r['views']])}°, "
-             f"jitter σ {r['spread']:g}°), psi uniform, picker offsets σ "
+             f"hinge conformations x {views_text(r['views'], r['spread'])}, psi uniform, "
+             f"picker offsets σ "
              f"{r['offset_sigma']:g} px "
              f"(≤ {r['max_offset']:g} px), "
              + (f"CTF per particle (defocus {DEFOCUS_RANGE[0] / 1e4:g}-"

@@ -8,9 +8,33 @@ import time
 
 import mrcfile
 import numpy as np
+from absl import flags
 
 from benchmarks.driver import REPO
+from data_pipeline.formats import star
 from data_pipeline.formats.mrc import open_stack
+
+# The stacks' boxes (pixels, Å per pixel) and views: every view's rot and each one's tilt
+# (degrees), and the Euler angle columns `relion_project --ang` reads.
+SIZE, PIXEL = 48, 2.0
+ROT, TILTS = 90.0, (0.0, 40.0, 80.0)
+ANGLES = ("rlnAngleRot", "rlnAngleTilt", star.ANGLE_PSI)
+
+
+def define_stack_flags(work_dir: str, num_particles: int, snr: float, spread: float) -> None:
+    """The flags every RELION-projected stack has, with this driver's defaults."""
+    flags.DEFINE_string("work_dir", work_dir, "Maps, stacks, runs and SavedModels.")
+    flags.DEFINE_integer("seed", 0, "Seed of the particles' parameters and of training "
+                         "(RELION's noise has its own).")
+    flags.DEFINE_integer("num_particles", num_particles, "Particles per stack.")
+    flags.DEFINE_float("snr", snr, "Signal variance / noise variance of the stacks.")
+    flags.DEFINE_float("spread", spread, "Std (degrees) of the jitter of each view's tilt.")
+
+
+def views_text(views: int, spread: float) -> str:
+    """How a report names the stack's views."""
+    return (f"{views} views (rot {ROT:g}°, tilt {'/'.join(f'{t:g}' for t in TILTS[:views])}°, "
+            f"tilt jitter σ {spread:g}°)")
 
 
 def gaussians(centres, sigmas, amplitudes, size: int, pixel: float) -> np.ndarray:
