@@ -145,7 +145,7 @@ def make_stack(folder: str, name: str, seed: int) -> dict:
         centres["recentred_clean_centroid"] = centroid(half_pixel_back(clean))
     blocks = star.read_star(os.path.join(folder, "particles.star"))
     table = blocks["particles"]
-    order = np.array([int(n.split("@")[0]) - 1 for n in table.column(star.IMAGE_NAME)])
+    order = star.image_positions(table, "particles.star")[1]
     written = np.array([table.column(c) for c in ANGLES], np.float64).T
     assert np.array_equal(order, np.arange(num)) and np.allclose(written, angles, atol=1e-3)
     np.savez(os.path.join(folder, "truth.npz"), view=views, rot=written[:, 0],
@@ -240,7 +240,7 @@ def score(folder: str) -> dict:
                          "majority_class": int(counts.argmax()) + 1,
                          "share_in_majority_class": float(counts.max() / (view == v).sum())})
     selected = star.read_star(os.path.join(folder, "Class2D", "class2.star"))["particles"]
-    picked = np.array([int(n.split("@")[0]) - 1 for n in selected.column(star.IMAGE_NAME)])
+    picked = star.image_positions(selected, "class2.star")[1]
     picked_views = np.bincount(view[picked], minlength=CLASSES) if len(picked) else \
         np.zeros(CLASSES, int)
     with open_stack(os.path.join(folder, "Class2D", "run_classes.mrcs")) as averages:

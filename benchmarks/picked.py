@@ -245,7 +245,7 @@ def read_poses(path: str, count: int) -> dict[str, np.ndarray | None]:
     """A STAR's particles in stack order: psi [B] radians, origins [B, 2] pixels (None when the
     STAR has none), classes [B] and log-likelihood contributions [B] (None when absent)."""
     table = star.particles_block(star.read_star(path), path)
-    order = np.array([int(n.split("@")[0]) - 1 for n in table.column(star.IMAGE_NAME)])
+    order = star.image_positions(table, path)[1]
 
     def column(*names: str) -> np.ndarray | None:
         if not all(n in table.columns for n in names):

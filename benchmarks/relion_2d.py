@@ -71,7 +71,7 @@ def run_relion(folder: str, out: str, image_size: int, pixel_size: float, iterat
         break
     data = sorted(glob.glob(os.path.join(out, "run_it*_data.star")))[-1]
     table = star.particles_block(star.read_star(data), data)
-    order = np.array([int(name.split("@")[0]) - 1 for name in table.column(star.IMAGE_NAME)])
+    order = star.image_positions(table, data)[1]
     angles, labels = np.empty(len(order)), np.empty(len(order), np.int64)
     angles[order] = star.psi_degrees_to_angle(np.array(table.column(star.ANGLE_PSI), np.float64))
     labels[order] = np.array(table.column(star.CLASS_NUMBER), np.int64)

@@ -265,19 +265,6 @@ def _resolve(name: str, star_path: str, notes: list[str]) -> str:
                     f"directory ({os.getcwd()}) nor from the STAR file's folder ({folder})")
 
 
-def _image_names(table: star.StarBlock, path: str) -> tuple[list[str], np.ndarray]:
-    """Each row's stack name and 0-based index, from `<k>@<stack>`."""
-    names, indices = [], np.empty(len(table), np.int64)
-    for row, name in enumerate(table.column(star.IMAGE_NAME)):
-        number, _, stack_name = name.partition("@")
-        if not stack_name or not number.isdigit() or int(number) < 1:
-            raise DataError(path, f"particle {row + 1}: {star.IMAGE_NAME} {name!r} is not "
-                            f"<number>@<stack>")
-        names.append(stack_name)
-        indices[row] = int(number) - 1
-    return names, indices
-
-
 def _optional(table: star.StarBlock, name: str, path: str, non_negative: bool = False
               ) -> np.ndarray | None:
     return (star.numeric_column(table, name, path, non_negative=non_negative)
@@ -340,7 +327,7 @@ def _star_images(table: star.StarBlock, path: str, only_stack: str | None, notes
             raise DataError(path, f"the particle table has no {star.IMAGE_NAME} column")
         rows = np.arange(len(table))  # the stack's images in order
         return rows, [os.path.abspath(only_stack)], np.zeros(len(rows), np.int64), rows
-    names, indices = _image_names(table, path)
+    names, indices = star.image_positions(table, path)
     if only_stack is not None:  # the rows naming that stack, wherever it is
         rows = np.flatnonzero([os.path.basename(n) == os.path.basename(only_stack)
                                for n in names])

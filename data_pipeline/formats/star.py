@@ -88,6 +88,20 @@ def image_name(index: int, stack_path: str) -> str:
     return f"{index:06d}@{stack_path}"
 
 
+def image_positions(table: "StarBlock", path: str) -> tuple[list[str], np.ndarray]:
+    """Each row's stack name and 0-based index, from `image_name`'s `<k>@<stack>`; `DataError`
+    naming the first row that is not."""
+    names, indices = [], np.empty(len(table), np.int64)
+    for row, name in enumerate(table.column(IMAGE_NAME)):
+        number, _, stack_name = name.partition("@")
+        if not stack_name or not number.isdigit() or int(number) < 1:
+            raise DataError(path, f"particle {row + 1}: {IMAGE_NAME} {name!r} is not "
+                            f"<number>@<stack>")
+        names.append(stack_name)
+        indices[row] = int(number) - 1
+    return names, indices
+
+
 @dataclasses.dataclass
 class StarBlock:
     """One `data_` block. A key/value block (`loop=False`) has one row holding its values."""
