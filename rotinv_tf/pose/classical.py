@@ -16,13 +16,14 @@ assumes centred particles. Angles and offsets follow `data_pipeline.rotation`.
 """
 import dataclasses
 import math
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from data_pipeline.angles import wrap_angle
 from data_pipeline.rotation import rotate
-from rotinv_tf.pose.polar_em import EMState, PolarEM, parabola_vertex, posterior
+from rotinv_tf.pose.polar_em import EMState, PolarEM, Statistics, parabola_vertex, posterior
 
 _CHUNK = 2048  # images resampled at a time: the polar gather holds 4 taps per grid point
 _EM_CHUNK = 256  # images per E step: its posterior holds K x offsets x angles per image
@@ -129,8 +130,9 @@ def align_reference_free(images: np.ndarray | tf.Tensor, num_classes: int = 1,
     restarts = num_restarts or (1 if num_classes == 1 else 4)
     if restarts < 1:
         raise ValueError(f"num_restarts must be >= 1, got {restarts}")
-    runs = [_expectation_maximisation(grid, prepared, num_classes, num_rounds, seed + i)
-            for i in range(restarts)]
+    statistics = _compiled_statistics(grid)
+    runs = [_expectation_maximisation(grid, statistics, prepared, num_classes, num_rounds,
+                                      seed + i) for i in range(restarts)]
     state = min(runs, key=lambda run: float(run[1]))[0]
     angles, classes, probabilities, offsets = [], [], [], []
     references = grid.references(state.templates)
@@ -211,10 +213,24 @@ def coaligned(alignment: Alignment) -> Alignment:
         templates=templates.numpy())
 
 
-def _expectation_maximisation(grid: PolarEM, images: tf.Tensor, num_classes: int,
-                              num_rounds: int, seed: int) -> tuple[EMState, tf.Tensor]:
-    """One EM run from random angles and classes -> (final state, its last round's noise
-    variance σ²)."""
+def _compiled_statistics(grid: PolarEM) -> Callable[..., Statistics]:
+    """`grid.statistics` of a chunk of images against (state, references), as one graph: eagerly
+    an E step on 256 particles took 1.8x as long (48-px boxes, 81 offsets, 128 angles)."""
+    @tf.function
+    def compiled(images, templates, class_mass, noise, references, energy):
+        found = grid.statistics(images, EMState(templates, class_mass, noise),
+                                (references, energy))[0]
+        return found.mass, found.sums, found.residual
+
+    return lambda images, state, references: Statistics(*compiled(
+        images, state.templates, state.class_mass, state.noise, *references))
+
+
+def _expectation_maximisation(grid: PolarEM, statistics: Callable[..., Statistics],
+                              images: tf.Tensor, num_classes: int, num_rounds: int, seed: int
+                              ) -> tuple[EMState, tf.Tensor]:
+    """One EM run from random angles and classes (E steps by `statistics`,
+    `_compiled_statistics`) -> (final state, its last round's noise variance σ²)."""
     count = int(images.shape[0])
     rng = np.random.default_rng(seed)
     state = grid.start(images, tf.constant(rng.integers(num_classes, size=count), tf.int32),
@@ -225,7 +241,7 @@ def _expectation_maximisation(grid: PolarEM, images: tf.Tensor, num_classes: int
         references = grid.references(state.templates)
         for start in range(0, count, _EM_CHUNK):
             chunk = images[start:start + _EM_CHUNK]
-            found = grid.statistics(chunk, state, references)[0].scaled(
+            found = statistics(chunk, state, references).scaled(
                 int(chunk.shape[0]) / count)
             total = found if total is None else total + found
         state = grid.em_step(state, total, 1.0)
