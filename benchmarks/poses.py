@@ -76,9 +76,6 @@ def define_flags() -> None:
                       "replacing the same stack and method) into --results, running nothing.")
     flags.DEFINE_boolean("quick", False, "Smoke run: 300 particles, 1 epoch, 2 RELION "
                          "iterations.")
-    # The authors' networks: same psi and features as conv's in the learned frame, 3-4x faster
-    # (benchmarks/README.md, learned-frame speed); the stacks are their box size.
-    FLAGS.set_default("architecture", "paper")
 
 
 def stack_config(heterogeneous: bool, snr: float, seed: int, num: int) -> SimulationConfig:

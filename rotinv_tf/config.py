@@ -26,7 +26,7 @@ from data_pipeline import settings
 from data_pipeline.atomic import write_text
 from data_pipeline.settings import DataConfig, section, setting
 from rotinv_tf.models.losses import RECONSTRUCTION_NORMS
-from rotinv_tf.models.networks import ARCHITECTURES, image_size_problems
+from rotinv_tf.models.networks import ARCHITECTURES, image_size_problems, light_architecture
 from rotinv_tf.pose import template_frame
 from rotinv_tf.training.distribution import CLUSTERS, DEFAULT_SLURM_PORT, STRATEGIES
 
@@ -46,6 +46,7 @@ class DataFacts:
 
     angles: bool = True
     ctf: bool = False
+    image_size: int | None = None  # a particle stack's box (None: not a stack)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +62,9 @@ class AutoencoderConfig:
         "conv", "conv (convolutional encoder at full resolution, widths above; any even box "
                 "size) or paper (the authors' MLP encoder, DCGAN decoder from 4x4x64 and "
                 "2/4/8-channel critic, widths ignored; boxes of 26-40 px as theirs, a twelfth "
-                "of the work: configs set it where it won at equal time).",
-        ARCHITECTURES)
+                "of the work: configs set it where it won at equal time); auto: paper for a "
+                "particle stack whose box is in PAPER_BOXES (26-64 px), else conv.",
+        ("auto",) + ARCHITECTURES)
     augment_quarter_turns: bool = setting(
         False, "Turn full-circle data that carries angles by random k x 90 degrees.")
     frame: str = setting(
@@ -154,13 +156,17 @@ class AutoencoderConfig:
     def resolved(self, data: DataFacts = DataFacts()) -> "AutoencoderConfig":
         """A copy with `auto` replaced from the facts of the data it trains on: the frame is
         learned for data without angles, else supervised; the CTF correction is model for data
-        with CTF values, else none. Without facts (a model made without data), the data is taken
-        to have angles and no CTF values."""
+        with CTF values, else none; the architecture `light_architecture`'s for a stack's box,
+        else conv. Without facts (a model made without data), the data is taken to have angles
+        and no CTF values."""
         frame = self.frame if self.frame != "auto" else (
             "supervised" if data.angles else "learned")
         correction = self.ctf_correction if self.ctf_correction != "auto" else (
             "model" if data.ctf else "none")
-        return dataclasses.replace(self, frame=frame, ctf_correction=correction)
+        architecture = self.architecture if self.architecture != "auto" else (
+            light_architecture(data.image_size) if data.image_size else "conv")
+        return dataclasses.replace(self, frame=frame, ctf_correction=correction,
+                                   architecture=architecture)
 
 
 @dataclasses.dataclass(frozen=True)

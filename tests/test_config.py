@@ -121,6 +121,17 @@ def test_auto_is_resolved_from_the_data_facts():
     stack.replace(strategy="mirrored").check()  # `auto` is left to the resolution
 
 
+def test_auto_architecture_is_the_authors_networks_where_they_fit_the_stacks_box():
+    stack = Config().replace(dataset="particle_stack", stack="p.mrcs", architecture="auto")
+    chosen = {size: stack.resolved(DataFacts(image_size=size)).model.autoencoder.architecture
+              for size in (24, 26, 48, 64, 66, 128)}
+    assert chosen == {24: "conv", 26: "paper", 48: "paper", 64: "paper", 66: "conv",
+                      128: "conv"}
+    assert stack.resolved(DataFacts()).model.autoencoder.architecture == "conv"  # no stack
+    assert stack.replace(architecture="conv").resolved(
+        DataFacts(image_size=48)).model.autoencoder.architecture == "conv"  # named stays
+
+
 def test_cpu_budget_is_refused_where_workers_would_disagree():
     config = Config().replace(max_train_cpu_seconds=60.0, strategy="multi_worker")
     with pytest.raises(ValueError, match="max_train_cpu_seconds cannot be used"):

@@ -19,6 +19,17 @@ from keras import layers
 from data_pipeline.settings import raise_problems
 
 ARCHITECTURES = ("conv", "paper")
+# The boxes `light_architecture` gives the authors' networks: from the smallest their decoder
+# makes up to where its last kernel (N - 22 pixels) costs more than the conv nets.
+PAPER_BOXES = (26, 64)
+
+
+def light_architecture(image_size: int) -> str:
+    """The lighter networks for boxes of `image_size` pixels (`architecture=auto`): the authors'
+    where their box range `PAPER_BOXES` holds it (in the learned frame, psi as conv's at a third
+    of the time: benchmarks/README.md, learned-frame speed), else conv."""
+    low, high = PAPER_BOXES
+    return "paper" if low <= image_size <= high else "conv"
 
 
 def image_size_problems(architecture: str, image_size: int) -> list[str]:

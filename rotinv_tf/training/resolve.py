@@ -36,12 +36,13 @@ def _read_stack(stack: str | None, star: str | None, holdout_fraction: float,
 
 def data_facts(config: Config) -> DataFacts:
     """What the run's data says about its `auto` settings: a particle stack has angles when its
-    STAR/.cs file has rlnAnglePsi, and CTF values when it has defocus columns; every other data
-    set has angles (or canonical images) and no CTF values."""
+    STAR/.cs file has rlnAnglePsi, CTF values when it has defocus columns, and its box size;
+    every other data set has angles (or canonical images) and no CTF values."""
     stack = particle_stack(config)
     if stack is None:
         return DataFacts()
-    return DataFacts(angles=stack.angles is not None, ctf=stack.ctf is not None)
+    return DataFacts(angles=stack.angles is not None, ctf=stack.ctf is not None,
+                     image_size=stack.height)
 
 
 def resolve(config: Config) -> Config:
