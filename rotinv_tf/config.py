@@ -25,6 +25,7 @@ from absl import flags
 from data_pipeline import settings
 from data_pipeline.atomic import write_text
 from data_pipeline.settings import DataConfig, section, setting
+from rotinv_tf.models import ctf_corrections, frames
 from rotinv_tf.models.losses import RECONSTRUCTION_NORMS
 from rotinv_tf.models.networks import ARCHITECTURES, image_size_problems, light_architecture
 from rotinv_tf.pose import template_frame
@@ -32,8 +33,9 @@ from rotinv_tf.training.distribution import CLUSTERS, DEFAULT_SLURM_PORT, STRATE
 
 CONFIG_FILE = "config.json"
 MODELS = ("autoencoder", "spatial_vae")
-FRAMES = ("supervised", "learned")
-CTF_CORRECTIONS = ("none", "phase_flip", "model")
+# A mode's name is its class's, in its module's registry: a new one touches that module alone.
+FRAMES = tuple(frames.FRAMES)
+CTF_CORRECTIONS = tuple(ctf_corrections.CORRECTIONS)
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 LIKELIHOODS = ("gaussian", "bernoulli")
 

@@ -7,7 +7,6 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline.rotation import rotate
-from rotinv_tf import config as config_module
 from rotinv_tf.models import frames, networks
 from rotinv_tf.models.frames import Inputs
 from rotinv_tf.training import train_lib
@@ -64,10 +63,12 @@ def test_learned_frame_settings_come_from_the_config():
     assert (model.settings.frame_angles, model.settings.frame_classes) == (32, 3)
 
 
-def test_every_frame_the_config_offers_is_a_frame_class():
-    assert set(frames.FRAMES) == set(config_module.FRAMES)
+def test_the_config_offers_every_registered_frame_and_no_other():
     for name, frame in frames.FRAMES.items():
         assert frame.name == name
+        Config().replace(frame=name).check()
+    with pytest.raises(ValueError, match="frame"):
+        Config().replace(frame="unregistered").check()
 
 
 def test_paper_architecture_trains():

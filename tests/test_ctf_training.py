@@ -193,10 +193,13 @@ def test_learned_frame_training_step_phase_flips_once(ctf_stack, correction, mon
     np.testing.assert_allclose(observed, expected, atol=1e-3)
 
 
-def test_every_correction_the_config_offers_is_a_correction_class():
-    assert set(ctf_corrections.CORRECTIONS) == set(configs.CTF_CORRECTIONS)
+def test_the_config_offers_every_registered_correction_and_no_other():
+    stack = Config().replace(dataset="particle_stack", stack="p.mrcs")
     for name, correction in ctf_corrections.CORRECTIONS.items():
         assert correction.name == name
+        stack.replace(ctf_correction=name).check()
+    with pytest.raises(ValueError, match="ctf_correction"):
+        stack.replace(ctf_correction="unregistered").check()
 
 
 def test_which_ctf_correction_a_run_takes(ctf_stack, tmp_path):

@@ -19,15 +19,17 @@ finds defocus in the latent. Its covariances are running averages over batches
 batch's read-out is mostly chance (31 latents, 64 particles), and chasing it costs the latent its
 content.
 """
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from data_pipeline import ctf
-from rotinv_tf.config import AutoencoderConfig
 from rotinv_tf.models import losses
+
+if TYPE_CHECKING:  # the config names the corrections (CORRECTIONS): no import of it at run time
+    from rotinv_tf.config import AutoencoderConfig
 
 Forward = Callable[[tf.Tensor], tf.Tensor]  # a decoder output -> what the target holds
 
@@ -76,7 +78,7 @@ class NoCorrection:
     metrics: tuple[str, ...] = ()
     served = "the CTF was not corrected"  # what the canonical images are, for output files
 
-    def __init__(self, image_size: int, raw_zero: float, settings: AutoencoderConfig,
+    def __init__(self, image_size: int, raw_zero: float, settings: "AutoencoderConfig",
                  add_weight: Callable[..., keras.Variable]):
         pass
 
@@ -115,7 +117,7 @@ class PhaseFlip(NoCorrection):
     metrics = ("defocus_penalty",)
     served = "canonical images are phase-flipped (their CTF amplitude remains)"
 
-    def __init__(self, image_size: int, raw_zero: float, settings: AutoencoderConfig,
+    def __init__(self, image_size: int, raw_zero: float, settings: "AutoencoderConfig",
                  add_weight: Callable[..., keras.Variable]):
         self.image_size = image_size
         self.raw_zero = raw_zero
@@ -205,7 +207,7 @@ class ForwardModel(PhaseFlip):
 CORRECTIONS = {c.name: c for c in (NoCorrection, PhaseFlip, ForwardModel)}
 
 
-def make_correction(image_size: int, raw_zero: float, settings: AutoencoderConfig,
+def make_correction(image_size: int, raw_zero: float, settings: "AutoencoderConfig",
                     add_weight: Callable[..., keras.Variable]) -> NoCorrection:
     """The correction `settings.ctf_correction` names (resolved: no `auto`); `add_weight`
     makes its state the model's weights."""

@@ -13,17 +13,19 @@ calls `update` (the frame's own explicit step: the learned frame's EM step) and 
 `training_inputs`; `encode` is what a frame serves.
 """
 import math
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import keras
 import tensorflow as tf
 
 from data_pipeline.angles import wrap_angle
 from data_pipeline.rotation import recentred, rotate, rotated_offsets, sample_angles
-from rotinv_tf.config import AutoencoderConfig
 from rotinv_tf.models import replicas
 from rotinv_tf.pose.frame_features import FrameFeatures
 from rotinv_tf.pose.template_frame import OFFSET, TemplateFrame
+
+if TYPE_CHECKING:  # the config names the frames (FRAMES): no import of it at run time
+    from rotinv_tf.config import AutoencoderConfig
 
 View = Callable[[tf.Tensor, tf.Tensor | None], tf.Tensor]
 NetworkEncode = Callable[[tf.Tensor], dict]  # encoder view -> {"latent", "angle"}
@@ -70,7 +72,7 @@ class SupervisedFrame:
     start_particles = 0
     finish_particles = 0
 
-    def __init__(self, image_size: int, settings: AutoencoderConfig, angle_distribution: str,
+    def __init__(self, image_size: int, settings: "AutoencoderConfig", angle_distribution: str,
                  angle_scale: float, xla_compatible: Callable[[], bool]):
         self.augment = settings.augment_quarter_turns
         self.angle_distribution = angle_distribution
@@ -123,7 +125,7 @@ class LearnedFrame:
     name = "learned"
     served = "learned from the particles without angles (an arbitrary rotation of any other frame)"
 
-    def __init__(self, image_size: int, settings: AutoencoderConfig, angle_distribution: str,
+    def __init__(self, image_size: int, settings: "AutoencoderConfig", angle_distribution: str,
                  angle_scale: float, xla_compatible: Callable[[], bool]):
         s = settings
         self.template_frame = TemplateFrame(image_size, s.frame_angles, s.frame_momentum,
@@ -229,7 +231,7 @@ class LearnedFrame:
 FRAMES = {"supervised": SupervisedFrame, "learned": LearnedFrame}
 
 
-def make_frame(image_size: int, settings: AutoencoderConfig, angle_distribution: str,
+def make_frame(image_size: int, settings: "AutoencoderConfig", angle_distribution: str,
                angle_scale: float, xla_compatible: Callable[[], bool]
                ) -> SupervisedFrame | LearnedFrame:
     """The frame `settings.frame` names (resolved: no `auto`); `angle_distribution`,
