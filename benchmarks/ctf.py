@@ -38,8 +38,8 @@ from data_pipeline.formats import star
 from data_pipeline.rotation import inscribed_disc, rotate
 from rotinv_tf import config as configs
 from rotinv_tf.config import Config
-from rotinv_tf.evaluation import (estimate_frame_rotation, frame_aligned_errors_deg,
-                                  psi_error_summary)
+from rotinv_tf.evaluation import (estimate_frame_rotation, frame_aligned_errors_deg, knn_r2,
+                                  probe_r2, psi_error_summary)
 from rotinv_tf.serving.saved_model import load_serving_model
 from rotinv_tf.training import train_lib
 from rotinv_tf.training.resolve import resolve
@@ -95,44 +95,6 @@ def simulate_stack(folder: str, seed: int, num: int, ctf: bool) -> str:
 
 def _table(folder: str) -> star.StarBlock:
     return star.particles_block(star.read_star(os.path.join(folder, STAR)))
-
-
-def probe_r2(features: np.ndarray, target: np.ndarray, folds: int = 5, ridge: float = 1e-3
-             ) -> float:
-    """Cross-validated R² of a ridge-regularised linear probe predicting `target` from
-    `features` (contiguous folds over a shuffled order; 1 - SSE / SST over held-out rows)."""
-    order = np.random.default_rng(0).permutation(len(target))
-    x = np.concatenate([features, np.ones((len(features), 1))], axis=1)[order]
-    y = np.asarray(target, np.float64)[order]
-    predicted = np.empty_like(y)
-    for held in np.array_split(np.arange(len(y)), folds):
-        fit = np.setdiff1d(np.arange(len(y)), held)
-        mean, std = x[fit, :-1].mean(0), x[fit, :-1].std(0) + 1e-12
-        xs = x.copy()
-        xs[:, :-1] = (x[:, :-1] - mean) / std
-        gram = xs[fit].T @ xs[fit] + ridge * len(fit) * np.eye(xs.shape[1])
-        weights = np.linalg.solve(gram, xs[fit].T @ y[fit])
-        predicted[held] = xs[held] @ weights
-    return float(1 - np.square(y - predicted).sum() / np.square(y - y.mean()).sum())
-
-
-def knn_r2(features: np.ndarray, target: np.ndarray, folds: int = 5, neighbours: int = 10
-           ) -> float:
-    """Cross-validated R² of a nonlinear read-out: each held-out row's `target` predicted as the
-    mean over its `neighbours` nearest training rows in the standardised `features` (folds as in
-    `probe_r2`)."""
-    order = np.random.default_rng(0).permutation(len(target))
-    x = np.asarray(features, np.float64)[order]
-    y = np.asarray(target, np.float64)[order]
-    predicted = np.empty_like(y)
-    for held in np.array_split(np.arange(len(y)), folds):
-        fit = np.setdiff1d(np.arange(len(y)), held)
-        mean, std = x[fit].mean(0), x[fit].std(0) + 1e-12
-        a, b = (x[held] - mean) / std, (x[fit] - mean) / std
-        distances = (a**2).sum(1)[:, None] - 2 * a @ b.T + (b**2).sum(1)[None, :]
-        nearest = np.argpartition(distances, neighbours, axis=1)[:, :neighbours]
-        predicted[held] = y[fit][nearest].mean(axis=1)
-    return float(1 - np.square(y - predicted).sum() / np.square(y - y.mean()).sum())
 
 
 def score(saved_model: str, folder: str, truth_folder: str, defocus: np.ndarray) -> dict:

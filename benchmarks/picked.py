@@ -48,10 +48,13 @@ from benchmarks.relion_stacks import (ANGLES, PIXEL, ROT, SIZE, TILTS, define_st
 from benchmarks.report_files import write_results
 from data_pipeline import cli
 from data_pipeline.atomic import write_text
+from data_pipeline.datasets.particle_stack import ParticleStack
 from data_pipeline.formats import star
 from data_pipeline.formats.mrc import write_stack
 from data_pipeline.simulator import builtin_model
-from rotinv_tf.evaluation import frame_aligned_errors_deg, psi_error_summary
+from rotinv_tf.evaluation import (frame_aligned_errors_deg, knn_r2, probe_r2,
+                                  psi_error_summary)
+from rotinv_tf.serving.saved_model import load_serving_model
 
 VOLTAGE, CS, AMPLITUDE_CONTRAST = 300.0, 2.7, 0.1
 DEFOCUS_RANGE = (10000.0, 30000.0)  # Å, defocus U
@@ -235,6 +238,7 @@ def run_ours(folder: str, seed: int) -> dict:
     canonicalize_s = timed(folder, canonicalize, "canonicalize.log")
     return {"seconds": train_s + canonicalize_s, "train_s": train_s,
             "canonicalize_s": canonicalize_s, "star": os.path.join(folder, "Ours", "run_data.star"),
+            "saved_model": saved_model,
             "command": f"{shown(train, folder)} && {shown(canonicalize, folder)}"}
 
 
@@ -311,6 +315,29 @@ def score(folder: str, path: str) -> dict:
                             else origins), **junk_found(truth, poses)}
 
 
+def latent_probes(folder: str, saved_model: str) -> dict:
+    """What the served latent (`encode`'s, each particle with its CTF from relion.star) carries
+    of the defocus and of the hinge, by held-out linear and 10-NN probes (R²; junk left out)."""
+    truth = dict(np.load(os.path.join(folder, "truth.npz")))
+    stack = ParticleStack(os.path.join(folder, "particles.mrcs"),
+                          os.path.join(folder, "relion.star"))
+    model = load_serving_model(saved_model)
+    images = read_stack(os.path.join(folder, "particles.mrcs"))
+    latent = np.concatenate([
+        model.predict(images[i:i + 256], None if stack.ctf is None else
+                      {name: value[i:i + 256] for name, value in stack.ctf.items()})["latent"]
+        for i in range(0, len(images), 256)])
+    good = ~truth["junk"]
+    found = {}
+    targets = {"defocus": 0.5 * (truth["defocus_u"] + truth["defocus_v"]),
+               "hinge": truth["map"].astype(np.float64)}
+    for name, target in targets.items():
+        if np.ptp(target[good]) > 0 and (name != "defocus" or stack.ctf is not None):
+            found[f"{name}_r2_linear"] = probe_r2(latent[good], target[good])
+            found[f"{name}_r2_knn"] = knn_r2(latent[good], target[good])
+    return found
+
+
 # Report
 
 
@@ -350,6 +377,14 @@ def markdown(report: dict) -> str:
         z = r["zero_origins"]
         lines.append(f"| origins left at 0 (trivial) | - | - | - | {z['origin_rms_px']:.2f} | "
                      f"{z['origin_rms_per_view_px']:.2f} | - |" + (" - |" if r["junk"] else ""))
+    probes = r["sides"].get("ours", {}).get("latent_probes")
+    if probes:
+        lines += ["", "Ours' served latent (`encode`: the encoder's, of each particle turned into "
+                  "its frame), held-out R² (5 folds) of a linear / 10-NN read-out: "
+                  + "; ".join(f"{name} {probes[f'{name}_r2_linear']:.3f} / "
+                              f"{probes[f'{name}_r2_knn']:.3f}"
+                              for name in ("defocus", "hinge") if f"{name}_r2_linear" in probes)
+                  + " (defocus should be near 0)."]
     lines += ["", "Commands:", ""]
     lines += [f"- {side['label']}: `{side['command']}`" for side in r["sides"].values()]
     for name, side in r["sides"].items():
@@ -381,6 +416,8 @@ def main(argv: list[str]) -> None:
         label = LABELS[name] + (f" + {' '.join(FLAGS.ours_flags)}"
                                 if name == "ours" and FLAGS.ours_flags else "")
         sides[name] = {**side, "label": label, "scores": score(folder, side["star"])}
+        if name == "ours":
+            sides[name]["latent_probes"] = latent_probes(folder, side["saved_model"])
         print(json.dumps(sides[name]), flush=True)
     truth = dict(np.load(os.path.join(folder, "truth.npz")))
     report = {"seed": FLAGS.seed, "snr": FLAGS.snr, "classes": classes(), "junk": FLAGS.junk,

@@ -28,6 +28,9 @@ and `evaluate_models(..., frame_rotations=[ψ, ...])` scores `rotate(canonical, 
 instead (metrics then carry `frame_rotation_deg`). Apply it to every model compared, alike.
 Particles without known frames (a learned frame, a class or view each) are scored by
 `frame_aligned_errors_deg` (one ψ per group) and `psi_error_summary`, the benchmarks' psi error.
+
+Probes, what a latent carries that it should not (defocus) or should (conformation): `probe_r2`
+(a held-out linear read-out) and `knn_r2` (a held-out nearest-neighbour one).
 """
 import csv
 import dataclasses
@@ -264,6 +267,44 @@ def psi_error_summary(errors_deg: np.ndarray) -> dict:
         raise ValueError("no angle errors to summarise")
     return {"psi_mae_deg": float(np.mean(errors)), "psi_median_deg": float(np.median(errors)),
             "psi_over_15_percent": float(100 * np.mean(errors > 15))}
+
+
+def probe_r2(features: np.ndarray, target: np.ndarray, folds: int = 5, ridge: float = 1e-3
+             ) -> float:
+    """Cross-validated R² of a ridge-regularised linear probe predicting `target` from
+    `features` (contiguous folds over a shuffled order; 1 - SSE / SST over held-out rows)."""
+    order = np.random.default_rng(0).permutation(len(target))
+    x = np.concatenate([features, np.ones((len(features), 1))], axis=1)[order]
+    y = np.asarray(target, np.float64)[order]
+    predicted = np.empty_like(y)
+    for held in np.array_split(np.arange(len(y)), folds):
+        fit = np.setdiff1d(np.arange(len(y)), held)
+        mean, std = x[fit, :-1].mean(0), x[fit, :-1].std(0) + 1e-12
+        xs = x.copy()
+        xs[:, :-1] = (x[:, :-1] - mean) / std
+        gram = xs[fit].T @ xs[fit] + ridge * len(fit) * np.eye(xs.shape[1])
+        weights = np.linalg.solve(gram, xs[fit].T @ y[fit])
+        predicted[held] = xs[held] @ weights
+    return float(1 - np.square(y - predicted).sum() / np.square(y - y.mean()).sum())
+
+
+def knn_r2(features: np.ndarray, target: np.ndarray, folds: int = 5, neighbours: int = 10
+           ) -> float:
+    """Cross-validated R² of a nonlinear read-out: each held-out row's `target` predicted as the
+    mean over its `neighbours` nearest training rows in the standardised `features` (folds as in
+    `probe_r2`)."""
+    order = np.random.default_rng(0).permutation(len(target))
+    x = np.asarray(features, np.float64)[order]
+    y = np.asarray(target, np.float64)[order]
+    predicted = np.empty_like(y)
+    for held in np.array_split(np.arange(len(y)), folds):
+        fit = np.setdiff1d(np.arange(len(y)), held)
+        mean, std = x[fit].mean(0), x[fit].std(0) + 1e-12
+        a, b = (x[held] - mean) / std, (x[fit] - mean) / std
+        distances = (a**2).sum(1)[:, None] - 2 * a @ b.T + (b**2).sum(1)[None, :]
+        nearest = np.argpartition(distances, neighbours, axis=1)[:, :neighbours]
+        predicted[held] = y[fit][nearest].mean(axis=1)
+    return float(1 - np.square(y - predicted).sum() / np.square(y - y.mean()).sum())
 
 
 def evaluate_models(models: Sequence[ServingModel], batches: Iterable[Mapping],

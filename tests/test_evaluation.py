@@ -438,3 +438,17 @@ def test_nearest_reference_oracle_answers_the_reference_the_true_angle_points_to
     expected = np.mean((images - references[[2, 0, 1, 2]][..., None]) ** 2, axis=(1, 2, 3))
     assert metrics["avg_mse"] == pytest.approx(expected.mean(), rel=1e-5)
     assert metrics["angle_mae_deg"] == 0.0 and metrics["num_images"] == 4
+
+
+def test_probes_find_what_a_latent_carries_held_out_and_nothing_in_noise():
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(600, 8))
+    linear = latent @ rng.normal(size=8)
+    # A target no linear map reads (even in every coordinate) but nearest neighbours do.
+    ring = np.cos(2.0 * latent[:, 0]) + np.cos(2.0 * latent[:, 1])
+    assert evaluation.probe_r2(latent, linear) > 0.99
+    assert evaluation.probe_r2(latent, ring) < 0.1
+    assert evaluation.knn_r2(latent[:, :2], ring) > 0.8
+    noise = rng.normal(size=600)  # held out, a probe of noise scores about 0, never well
+    assert evaluation.probe_r2(latent, noise) < 0.05
+    assert evaluation.knn_r2(latent, noise) < 0.05
