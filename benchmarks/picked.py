@@ -209,7 +209,7 @@ def make_stack(folder: str, seed: int) -> dict:
 
 
 def run_relion_side(folder: str) -> dict:
-    out = os.path.join(folder, "Class2D_relion")
+    out = os.path.join(folder, f"Class2D_relion_k{classes()}")  # a stack is run with several K
     truth = np.load(os.path.join(folder, "truth.npz"))
     ctf = ctf_columns(truth, np.arange(len(truth["view"]))) if FLAGS.ctf else None
     _, _, seconds, averages, failures = relion_2d.run_relion(
@@ -224,20 +224,21 @@ def run_relion_side(folder: str) -> dict:
 
 
 def run_ours(folder: str, seed: int) -> dict:
-    runs, tag = os.path.join(folder, "runs"), f"picked_seed{seed}"
+    runs, tag = os.path.join(folder, "runs"), f"picked_seed{seed}_k{classes()}"
+    ours = f"Ours_k{classes()}"
     train = [sys.executable, "-m", "rotinv_tf.train",
              f"--flagfile={driver.STACK_CONFIG}",
              "--star=relion.star", f"--frame_classes={classes()}", f"--seed={seed}",
              f"--name={tag}", f"--model_dir={runs}/{tag}", f"--export_dir={runs}/saved_models",
              f"--data_dir={runs}/tfds", *FLAGS.ours_flags]
-    train_s = timed(folder, train, "train.log")
+    train_s = timed(folder, train, f"train_k{classes()}.log")
     saved_model = sorted(glob.glob(os.path.join(runs, "saved_models", tag, "*")))[-1]
     canonicalize = [sys.executable, "-m", "rotinv_tf.canonicalize",
                     f"--saved_model={saved_model}", "--input=relion.star",
-                    "--output=Ours/canonical.mrcs", "--star=Ours/run_data.star"]
-    canonicalize_s = timed(folder, canonicalize, "canonicalize.log")
+                    f"--output={ours}/canonical.mrcs", f"--star={ours}/run_data.star"]
+    canonicalize_s = timed(folder, canonicalize, f"canonicalize_k{classes()}.log")
     return {"seconds": train_s + canonicalize_s, "train_s": train_s,
-            "canonicalize_s": canonicalize_s, "star": os.path.join(folder, "Ours", "run_data.star"),
+            "canonicalize_s": canonicalize_s, "star": os.path.join(folder, ours, "run_data.star"),
             "saved_model": saved_model,
             "command": f"{shown(train, folder)} && {shown(canonicalize, folder)}"}
 
