@@ -20,7 +20,7 @@ from data_pipeline.settings import raise_problems
 
 ARCHITECTURES = ("conv", "paper")
 # The boxes `light_architecture` gives the authors' networks: from the smallest their decoder
-# makes up to where its last kernel (N - 22 pixels) costs more than the conv nets.
+# makes to 64 px (its last kernel, N - 22 pixels, grows with the box; larger ones are untried).
 PAPER_BOXES = (26, 64)
 
 
