@@ -24,6 +24,8 @@ Scores per side: psi error after one rotation per true view
 one translation per true view in the view's own frame
 (a 2D classifier's class average may sit off the molecule's centre: each particle's origin then
 carries that offset turned by its psi), beside the trivial row that leaves every origin at 0.
+Ours' served latent is probed too (`latent_probes`: held-out linear and 10-NN R² of each
+particle's defocus, which it should not carry, and of its hinge position).
 
 `--views=1 --conformations=1 --offset_sigma=0` makes the one-view stack; `--classes` sets K on
 both sides (default: the views; K = 1 and 6 for 3 views, as users do not know the count);
@@ -31,7 +33,8 @@ both sides (default: the views; K = 1 and 6 for 3 views, as users do not know th
 of them in the lowest decile of rlnLogLikeliContribution or in a class that is mostly junk.
 
 Writes `benchmarks/results/<--results>.{md,json}` (default
-`picked_snr<snr>_k<classes>_junk<junk>_seed<seed>`).
+`picked_views<views>_snr<snr>_k<classes>_junk<junk>_seed<seed>`); each K's runs keep their own
+folders in the stack's (`Class2D_relion_k<K>`, `runs/picked_seed<seed>_k<K>`, `Ours_k<K>`).
 """
 import glob
 import json
