@@ -321,18 +321,24 @@ def score(folder: str, path: str) -> dict:
 
 def latent_probes(folder: str, saved_model: str) -> dict:
     """What the served latent (`encode`'s, each particle with its CTF from relion.star) carries
-    of the defocus and of the hinge, by held-out linear and 10-NN probes (R²; junk left out)."""
+    of the defocus and of the hinge, by held-out linear and 10-NN probes (R²; junk left out), and
+    the psi error of the network's own angle (`network_angle`: the encoder's θ̂ of the particle
+    re-centred, what training teaches it to predict) beside the frame's."""
     truth = dict(np.load(os.path.join(folder, "truth.npz")))
     stack = ParticleStack(os.path.join(folder, "particles.mrcs"),
                           os.path.join(folder, "relion.star"))
     model = load_serving_model(saved_model)
     images = read_stack(os.path.join(folder, "particles.mrcs"))
-    latent = np.concatenate([
-        model.predict(images[i:i + 256], None if stack.ctf is None else
-                      {name: value[i:i + 256] for name, value in stack.ctf.items()})["latent"]
-        for i in range(0, len(images), 256)])
+    served = [model.predict(images[i:i + 256], None if stack.ctf is None else
+                            {name: value[i:i + 256] for name, value in stack.ctf.items()})
+              for i in range(0, len(images), 256)]
+    latent = np.concatenate([out["latent"] for out in served])
     good = ~truth["junk"]
     found = {}
+    if "network_angle" in served[0]:
+        network = np.concatenate([out["network_angle"] for out in served])
+        found["network_psi"] = psi_error_summary(frame_aligned_errors_deg(
+            np.radians(truth["psi"][good]), network[good], truth["view"][good]))
     targets = {"defocus": 0.5 * (truth["defocus_u"] + truth["defocus_v"]),
                "hinge": truth["map"].astype(np.float64)}
     for name, target in targets.items():
@@ -389,6 +395,11 @@ def markdown(report: dict) -> str:
                               f"{probes[f'{name}_r2_knn']:.3f}"
                               for name in ("defocus", "hinge") if f"{name}_r2_linear" in probes)
                   + " (defocus should be near 0)."]
+        if "network_psi" in probes:
+            n = probes["network_psi"]
+            lines += ["", f"The network's own angle (the encoder's θ̂, served as `network_angle`; "
+                      f"ours' row is the EM frame's, refined): psi MAE {n['psi_mae_deg']:.2f}°, "
+                      f"median {n['psi_median_deg']:.2f}°, > 15° {n['psi_over_15_percent']:.1f}%."]
     lines += ["", "Commands:", ""]
     lines += [f"- {side['label']}: `{side['command']}`" for side in r["sides"].values()]
     for name, side in r["sides"].items():
