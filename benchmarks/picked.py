@@ -227,19 +227,19 @@ def run_relion_side(folder: str) -> dict:
 
 
 def run_ours(folder: str, seed: int) -> dict:
-    runs, tag = os.path.join(folder, "runs"), f"picked_seed{seed}_k{classes()}"
-    ours = f"Ours_k{classes()}"
+    k = classes()  # each K's runs, logs and outputs apart: a stack is run with several
+    runs, tag, ours = os.path.join(folder, "runs"), f"picked_seed{seed}_k{k}", f"Ours_k{k}"
     train = [sys.executable, "-m", "rotinv_tf.train",
              f"--flagfile={driver.STACK_CONFIG}",
-             "--star=relion.star", f"--frame_classes={classes()}", f"--seed={seed}",
+             "--star=relion.star", f"--frame_classes={k}", f"--seed={seed}",
              f"--name={tag}", f"--model_dir={runs}/{tag}", f"--export_dir={runs}/saved_models",
              f"--data_dir={runs}/tfds", *FLAGS.ours_flags]
-    train_s = timed(folder, train, f"train_k{classes()}.log")
+    train_s = timed(folder, train, f"train_k{k}.log")
     saved_model = sorted(glob.glob(os.path.join(runs, "saved_models", tag, "*")))[-1]
     canonicalize = [sys.executable, "-m", "rotinv_tf.canonicalize",
                     f"--saved_model={saved_model}", "--input=relion.star",
                     f"--output={ours}/canonical.mrcs", f"--star={ours}/run_data.star"]
-    canonicalize_s = timed(folder, canonicalize, f"canonicalize_k{classes()}.log")
+    canonicalize_s = timed(folder, canonicalize, f"canonicalize_k{k}.log")
     return {"seconds": train_s + canonicalize_s, "train_s": train_s,
             "canonicalize_s": canonicalize_s, "star": os.path.join(folder, ours, "run_data.star"),
             "saved_model": saved_model,
